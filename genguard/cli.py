@@ -1,0 +1,61 @@
+"""The `genguard` command line: one group, each concern's commands registered from genguard.commands.
+
+Exit codes (the contract in ARCHITECTURE.md): 0 success, 1 a policy gate or a
+verification failed, 2 bad usage or unreadable input (one line, no traceback;
+set GENGUARD_DEBUG=1 for the traceback).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from genguard import __version__
+
+#: Modules that add commands to the group; each defines ``register(group)``.
+COMMAND_MODULES = (
+    "genguard.commands.pipeline",
+    "genguard.commands.provenance",
+    "genguard.commands.privacy",
+    "genguard.commands.detect",
+    "genguard.commands.audit",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="genguard")
+def cli() -> None:
+    """genguard: train privately, sample, tag with provenance, detect synthetic images and audit generators."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _name:  # a real missing dependency inside the module: surface it
+            raise
+        continue
+    _mod.register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group, turning the project's bad-input errors into one line and exit 2."""
+    from genguard.errors import user_error_types
+
+    try:
+        rv = cli.main(args=argv, prog_name="genguard", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("genguard: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except user_error_types() as exc:
+        if os.environ.get("GENGUARD_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        click.echo(f"genguard: error: {msg}", err=True)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,1 @@
+"""Command modules of the `genguard` CLI, one per concern; each exposes ``register(group)``."""

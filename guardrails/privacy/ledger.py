@@ -1,0 +1,90 @@
+"""The privacy ledger: one JSON record per private training run, written atomically next to the weights."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from generators._io import atomic_write_json
+
+LEDGER_FILE = "ledger.json"
+LEDGER_FORMAT = "genguard-privacy-ledger/1"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what a run computes (for reproducibility)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("genguard", "torch", "opacus", "numpy", "scikit-learn", "dp-accounting", "c2pa-python", "transformers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed: int,
+                 weights_path: str | os.PathLike | None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ledger record for one run, from a trainer's report (``PrivateTrainer.train`` or ``PlainTrainer``)."""
+    private = bool(training.get("private"))
+    ledger: dict[str, Any] = {
+        "format": LEDGER_FORMAT,
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generator": generator,
+        "private": private,
+        "seed": seed,
+        "config": config or {},
+        "package_versions": package_versions(),
+        "weights_sha256": sha256_file(weights_path) if weights_path else None,
+    }
+    if private:
+        for key in ("mechanism", "dataset_size", "sampling", "sample_rate", "expected_batch_size", "noise_multiplier",
+                    "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon",
+                    "private_modules", "grad_sample_mode", "secure_mode"):
+            ledger[key] = training.get(key)
+        ledger["guarantee"] = (
+            f"({ledger['epsilon']:.4g}, {ledger['delta']:.3g})-DP for the records of the training set, "
+            f"by the {ledger['accountant'].upper()} accountant over {ledger['steps']} Poisson-sampled DP-SGD steps"
+        )
+    else:
+        ledger.update({"epsilon": None, "delta": None, "steps": training.get("steps"),
+                       "guarantee": "none: trained without differential privacy"})
+    return ledger
+
+
+def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any]) -> Path:
+    return atomic_write_json(Path(directory) / LEDGER_FILE, ledger)
+
+
+def read_ledger(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / LEDGER_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such ledger") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable ledger ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
+        raise ValueError(f"{path}: not a genguard privacy ledger")
+    return data
+
+
+def ledger_sha256(path: str | os.PathLike) -> str:
+    return sha256_file(path)

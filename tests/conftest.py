@@ -1,0 +1,31 @@
+"""Shared test set-up: no progress bars, a private key directory per session, small torch thread pools."""
+import os
+
+import pytest
+
+os.environ.setdefault("GENGUARD_NO_PROGRESS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("genguard-home")
+    old = os.environ.get("GENGUARD_HOME")
+    os.environ["GENGUARD_HOME"] = str(home)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    yield home
+    if old is None:
+        os.environ.pop("GENGUARD_HOME", None)
+    else:
+        os.environ["GENGUARD_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from generators.data import digits_split
+
+    return digits_split()
