@@ -10,6 +10,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     for module, name in (
         ("generators.base", "GeneratorError"),
         ("guardrails.privacy.trainer", "PrivacyError"),
+        ("genguard.pipeline", "PipelineError"),
         ("guardrails.provenance", "ProvenanceError"),
         ("detectors", "DetectorError"),
         ("audits", "AuditError"),
