@@ -1,0 +1,161 @@
+"""CLI commands for provenance: `genguard keys init`, `genguard tag` and `genguard verify`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import click
+
+from generators._io import atomic_write_json
+from guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
+
+
+def _progress(items, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if len(items) < 20:
+        yield from items
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as prog:
+        task = prog.add_task(label, total=len(items))
+        for it in items:
+            yield it
+            prog.advance(task)
+
+
+def _claim_from_ledger(ledger: str | None, generator: str, run_id: str | None) -> dict:
+    claim = {"generator": generator, "run_id": run_id or uuid.uuid4().hex[:12], "private": False,
+             "epsilon": None, "delta": None, "ledger_sha256": None}
+    if ledger:
+        p = Path(ledger)
+        try:
+            raw = p.read_bytes()
+            led = json.loads(raw)
+        except OSError as exc:
+            raise ProvenanceError(f"{p}: cannot read ledger: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ProvenanceError(f"{p}: ledger is not JSON: {exc}") from None
+        if not isinstance(led, dict):
+            raise ProvenanceError(f"{p}: ledger must be a JSON object")
+        claim["ledger_sha256"] = hashlib.sha256(raw).hexdigest()
+        eps, delta = led.get("epsilon"), led.get("delta")
+        claim["epsilon"] = float(eps) if isinstance(eps, (int, float)) else None
+        claim["delta"] = float(delta) if isinstance(delta, (int, float)) else None
+        claim["private"] = claim["epsilon"] is not None
+        if run_id is None and isinstance(led.get("run_id"), str):
+            claim["run_id"] = led["run_id"]
+    return claim
+
+
+def _wm_status(path: Path) -> str:
+    from PIL import Image
+
+    from guardrails.provenance import MIN_WATERMARK_SIDE
+
+    try:
+        with Image.open(path) as im:
+            side = min(im.size)
+    except Exception:
+        return "n/a (not an image)"
+    return "embedded" if side >= MIN_WATERMARK_SIDE else f"n/a (< {MIN_WATERMARK_SIDE} px)"
+
+
+def register(group: click.Group) -> None:
+    """Add `keys`, `tag` and `verify` to the genguard command group."""
+
+    @group.group("keys")
+    def keys_group() -> None:
+        """Manage C2PA signing keys (a local root CA and a leaf signing certificate)."""
+
+    @keys_group.command("init")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+                  help="key directory (default $GENGUARD_HOME/keys or ~/.genguard/keys)")
+    @click.option("--force", is_flag=True, help="replace existing keys")
+    def keys_init(directory: str | None, force: bool) -> None:
+        """Create a local root CA, a signing certificate and a watermark key (private keys mode 0600)."""
+        from guardrails.provenance.keys import default_key_dir
+
+        d = Path(directory) if directory else default_key_dir()
+        KeyStore.create(d, overwrite=force)
+        click.echo(f"created keys in {d}\n  trust anchor (give it to verifiers): {d / 'root_ca.pem'}")
+
+    @group.command("tag")
+    @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="write tagged copies here (default: tag the files in place)")
+    @click.option("--no-watermark", is_flag=True, help="do not embed an invisible image watermark")
+    @click.option("--no-c2pa", is_flag=True, help="do not attach a C2PA manifest")
+    @click.option("--cert", type=click.Path(dir_okay=False, exists=False), default=None,
+                  help="your PEM certificate chain, leaf first")
+    @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=False), default=None,
+                  help="the PEM private key of the leaf certificate")
+    @click.option("--generator", default="unknown", show_default=True, help="generator name for the manifest")
+    @click.option("--run-id", default=None, help="run identifier (default: the ledger's, else random)")
+    @click.option("--ledger", type=click.Path(dir_okay=False), default=None,
+                  help="privacy ledger JSON of the run: its epsilon/delta and SHA-256 go into the manifest")
+    def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger) -> int:
+        """Attach provenance: watermark images and embed a signed C2PA manifest, or write a .c2pa sidecar."""
+        from rich.console import Console
+        from rich.table import Table
+
+        if bool(cert) != bool(key_file):
+            raise click.UsageError("--cert and --key go together")
+        if no_watermark and no_c2pa:
+            raise click.UsageError("--no-watermark and --no-c2pa together leave nothing to do")
+        keys = KeyStore(cert_chain=cert, key=key_file) if cert else (None if no_c2pa else KeyStore.load_or_create())
+        claim = _claim_from_ledger(ledger, generator, run_id)
+        for f in files:  # fail before writing anything
+            if not Path(f).is_file():
+                raise ProvenanceError(f"{f}: no such file")
+        table = Table("file", "written", "watermark", "manifest")
+        for f in _progress(list(files), "tagging"):
+            src = Path(f)
+            dest = Path(out_dir) / src.name if out_dir else None
+            written = tag_file(src, dest, claim=claim, keys=keys, watermark=not no_watermark, c2pa=not no_c2pa)
+            table.add_row(str(src), str(written), "off" if no_watermark else _wm_status(written),
+                          "no" if no_c2pa else ("embedded" if written.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
+                                                else "sidecar .c2pa"))
+        Console().print(table)
+        click.echo(f"run id: {claim['run_id']}")
+        return 0
+
+    @group.command("verify")
+    @click.argument("files", nargs=-1, required=True, type=click.Path())
+    @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write results as JSON")
+    @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
+                  help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`")
+    def verify(files, json_out, trust_anchor) -> int:
+        """Check each file's C2PA manifest and watermark: intact, tampered, stripped or untagged.
+
+        Exit 1 if any file is tampered, 2 if any file could not be read (the others are still reported)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        if trust_anchor is not None and not Path(trust_anchor).is_file():
+            raise ProvenanceError(f"{trust_anchor}: no such trust anchor file")
+        given = set(files)
+        # a sidecar listed next to its own asset (e.g. from a glob) is read with the asset, not on its own
+        todo = [f for f in files if not (f.endswith(".c2pa") and f[: -len(".c2pa")] in given)]
+        results = [verify_file(f, trust_anchor=trust_anchor) for f in _progress(todo, "verifying")]
+        colours = {"intact": "green", "tampered": "bold red", "stripped": "yellow", "untagged": "dim", "error": "red"}
+        table = Table("file", "manifest", "watermark", "run", "verdict", "reason")
+        for r in results:
+            wm = r["watermark"]
+            wm_s = ("n/a" if not wm.get("applicable", True) else
+                    (f"found p={wm['p_value']:.1e}" if wm.get("found") else "none"))
+            v = r["verdict"]
+            table.add_row(r["path"], r["manifest"]["state"], wm_s, str(r["run_id"] or "-"),
+                          f"[{colours[v]}]{v}[/]", r["reason"])
+        Console().print(table)
+        if json_out:
+            clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
+                     for r in results]
+            atomic_write_json(json_out, {"files": clean})
+        errors = [r for r in results if r["verdict"] == "error"]
+        for r in errors:
+            click.echo(f"genguard: error: {r['reason']}", err=True)
+        if errors:
+            return 2
+        return 1 if any(r["verdict"] == "tampered" for r in results) else 0
