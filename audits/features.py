@@ -1,12 +1,18 @@
 """The audit's own feature extractor and attribute classifier, trained on the labelled reference data.
 
-No pretrained network is downloaded: a small multilayer perceptron
-(scikit-learn, L-BFGS, fixed seed) learns the reference attribute (for the
-digits: the digit) from the reference *train* split; its hidden layer is the
-feature space of ``fid_local``/``kid_local``/PRDC, and its predictions label
-generated samples for the bias audit. Its held-out accuracy is reported with
-every result that depends on it, because a weak classifier makes the bias
-figures and the local fidelity metrics weak too.
+No pretrained network is downloaded. Two models learn the reference attribute
+(for the digits: the digit) from the reference *train* split, with a fixed seed:
+
+* a small multilayer perceptron (scikit-learn, L-BFGS) whose hidden layer is
+  the feature space of ``fid_local``/``kid_local``/PRDC;
+* an RBF support-vector classifier that labels generated samples for the bias
+  audit. It is used instead of the MLP's own predictions because it is more
+  accurate on the digits (98.9% vs 96.1% held-out), and every classifier error
+  moves observed group shares: with the MLP, samples drawn from the reference
+  were rejected by the goodness-of-fit test in 8.4% of simulated audits at
+  level 5%; with the SVC in 5.7% (tests/test_audit_stats.py).
+
+Both held-out accuracies are reported with every result that depends on them.
 """
 from __future__ import annotations
 
@@ -24,9 +30,10 @@ _CACHE: dict[tuple[str, int, int], "LocalExtractor"] = {}
 
 @dataclasses.dataclass
 class LocalExtractor:
-    """A fitted MLP: ``features(x)`` (hidden layer, ReLU) and ``predict(x)`` / ``predict_proba(x)``."""
+    """Fitted models: ``features(x)`` (MLP hidden layer, ReLU) and ``predict(x)`` (SVC attribute labels)."""
 
     model: Any
+    classifier: Any
     n_classes: int
     class_names: list[str]
     input_dim: int
@@ -34,6 +41,7 @@ class LocalExtractor:
     holdout_accuracy_ci: list[float] | None = None
     per_class_recall: dict[str, float] | None = None
     confusion: list[list[int]] | None = None
+    features_holdout_accuracy: float | None = None
 
     @property
     def name(self) -> str:
@@ -50,17 +58,18 @@ class LocalExtractor:
         h = arr @ self.model.coefs_[0] + self.model.intercepts_[0]
         return np.maximum(h, 0.0)
 
-    def predict_proba(self, x: Any) -> np.ndarray:
-        return self.model.predict_proba(self._flat(x))
-
     def predict(self, x: Any) -> np.ndarray:
-        return np.asarray(self.model.classes_)[np.argmax(self.predict_proba(x), axis=1)].astype(np.int64)
+        """Attribute labels from the SVC."""
+        return np.asarray(self.classifier.predict(self._flat(x)), dtype=np.int64)
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "kind": "MLP classifier trained by the audit on the reference train split (scikit-learn, L-BFGS)",
+            "kind": "hidden layer of an MLP classifier trained by the audit on the reference train split "
+                    "(scikit-learn, L-BFGS)",
             "feature_dim": int(self.model.hidden_layer_sizes[0]),
+            "mlp_holdout_accuracy": self.features_holdout_accuracy,
+            "attribute_classifier": "RBF SVC (scikit-learn, C=5) trained on the reference train split",
             "holdout_accuracy": self.holdout_accuracy,
             "holdout_accuracy_ci": self.holdout_accuracy_ci,
             "per_class_recall": self.per_class_recall,
@@ -91,14 +100,18 @@ def fit_extractor(train_x: Any, train_y: Any, *, class_names: list[str] | None =
     if key in _CACHE:
         return _CACHE[key]
     model = MLPClassifier(hidden_layer_sizes=(hidden,), solver="lbfgs", alpha=1e-3, max_iter=400, random_state=seed)
+    from sklearn.svm import SVC
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y)
+    svc = SVC(C=5.0, gamma="scale").fit(x, y)
     n_classes = int(max(y.max() + 1, len(class_names or [])))
     names = list(class_names) if class_names else [str(i) for i in range(n_classes)]
-    ext = LocalExtractor(model=model, n_classes=n_classes, class_names=names, input_dim=x.shape[1])
+    ext = LocalExtractor(model=model, classifier=svc, n_classes=n_classes, class_names=names, input_dim=x.shape[1])
     if holdout_x is not None and holdout_y is not None and len(holdout_y):
         hy = np.asarray(holdout_y, dtype=np.int64)
+        ext.features_holdout_accuracy = float((model.predict(ext._flat(holdout_x)) == hy).mean())
         pred = ext.predict(holdout_x)
         correct = int((pred == hy).sum())
         lo, hi = wilson_interval(correct, len(hy))
