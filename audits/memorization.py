@@ -1,0 +1,193 @@
+"""Memorization: near-duplicates of training items (Carlini et al. 2023 distance ratio) and distance to closest record.
+
+A sample is a suspected copy of its nearest training item when
+
+    distance_ratio = d(sample, 1st nearest train item) / d(sample, n-th nearest train item) < threshold
+
+(Carlini et al., "Extracting Training Data from Diffusion Models", 2023,
+compare the nearest distance with the distances to the n nearest; we use the
+n-th, as the issue states). The ratio adapts to local density: a sample in a
+crowded region needs to be much closer to one item than to its neighbours.
+
+For images the distance is translation-tolerant: the minimum over shifts of
+up to ``max_shift`` pixels of the Euclidean distance on the overlapping part
+of the two images (rescaled to the full area), so a copy moved by one pixel,
+whose edge row is lost, is still found. Exact: the k nearest under the minimum
+over shifts are among the union of the k nearest under each shift.
+
+The same rule applied to the holdout items (real, never trained on) gives the
+rate at which the threshold would accuse genuinely new items; it is reported
+as ``holdout_false_positive_rate``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from audits import AuditError
+from audits.nn import knn
+from audits.stats import wilson_interval
+
+DEFAULT_RATIO_THRESHOLD = 0.3
+DEFAULT_NTH = 20
+DEFAULT_MAX_SHIFT = 1
+
+
+def shifts(max_shift: int) -> list[tuple[int, int]]:
+    r = range(-max_shift, max_shift + 1)
+    return [(dy, dx) for dy in r for dx in r]
+
+
+def shift_images(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Translate ``(n, H, W[, C])`` images by (dy, dx) pixels with zero padding."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1], images.shape[2]
+    ys = slice(max(dy, 0), h + min(dy, 0))
+    yd = slice(max(-dy, 0), h + min(-dy, 0))
+    xs = slice(max(dx, 0), w + min(dx, 0))
+    xd = slice(max(-dx, 0), w + min(-dx, 0))
+    out[:, ys, xs] = images[:, yd, xd]
+    return out
+
+
+def knn_shift_tolerant(queries: np.ndarray, base: np.ndarray, k: int, max_shift: int = DEFAULT_MAX_SHIFT,
+                       exclude_self: bool = False, progress: Callable[[int], None] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest base images under min-over-shifts Euclidean distance; ``queries``/``base`` are (n, H, W[, C])."""
+    q = np.asarray(queries, dtype=np.float32)
+    b = np.asarray(base, dtype=np.float32)
+    bflat = b.reshape(len(b), -1)
+    if q.ndim < 3 or max_shift == 0:
+        return knn(q.reshape(len(q), -1), bflat, k=k, exclude_self=exclude_self)
+    ds, is_ = [], []
+    h, w = q.shape[1], q.shape[2]
+    for dy, dx in shifts(max_shift):
+        # compare only the overlap of the query moved by (dy, dx) with the base item, rescaled to the full area
+        qc = q[:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+        bc = b[:, max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)]
+        scale = np.sqrt((h * w) / (qc.shape[1] * qc.shape[2]))
+        d, i = knn(qc.reshape(len(q), -1), bc.reshape(len(b), -1), k=k, exclude_self=exclude_self)
+        ds.append(d * scale)
+        is_.append(i)
+        if progress is not None:
+            progress(1)
+    d = np.concatenate(ds, axis=1)
+    i = np.concatenate(is_, axis=1)
+    # per row: keep each base index once with its smallest distance, then the k smallest
+    out_d = np.empty((len(q), k))
+    out_i = np.empty((len(q), k), dtype=np.int64)
+    for r in range(len(q)):
+        o = np.lexsort((d[r], i[r]))
+        ir, dr = i[r][o], d[r][o]
+        first = np.ones(len(ir), dtype=bool)
+        first[1:] = ir[1:] != ir[:-1]
+        ir, dr = ir[first], dr[first]
+        top = np.argsort(dr, kind="stable")[:k]
+        out_d[r], out_i[r] = dr[top], ir[top]
+    return out_d, out_i
+
+
+def distance_ratios(queries: np.ndarray, train: np.ndarray, nth: int = DEFAULT_NTH, max_shift: int = DEFAULT_MAX_SHIFT,
+                    exclude_self: bool = False) -> dict[str, np.ndarray]:
+    """Nearest distance, n-th nearest distance, their ratio and the nearest item for each query."""
+    if len(train) < nth:
+        raise AuditError(f"memorization: {len(train)} training items, fewer than n={nth} neighbours")
+    d, i = knn_shift_tolerant(queries, train, k=nth, max_shift=max_shift, exclude_self=exclude_self)
+    d1, dn = d[:, 0], d[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(dn > 0, d1 / dn, 0.0)
+    return {"d1": d1, "dn": dn, "ratio": ratio, "nearest": i[:, 0]}
+
+
+def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.ndarray | None, *,
+                         threshold: float = DEFAULT_RATIO_THRESHOLD, nth: int = DEFAULT_NTH,
+                         max_shift: int = DEFAULT_MAX_SHIFT, alpha: float = 0.05, seed: int = 0,
+                         sample_names: list[str] | None = None, max_listed: int = 50) -> dict[str, Any]:
+    """The report's memorization section (shape of issue 7 item 7 plus distances and calibration)."""
+    s = np.asarray(samples, dtype=np.float32)
+    t = np.asarray(train, dtype=np.float32)
+    if len(s) == 0:
+        raise AuditError("memorization: no samples")
+    if s.shape[1:] != t.shape[1:]:
+        raise AuditError(f"memorization: samples have shape {s.shape[1:]}, training items {t.shape[1:]}")
+    res = distance_ratios(s, t, nth=nth, max_shift=max_shift)
+    is_dup = res["ratio"] < threshold
+    exact = res["d1"] <= 1e-6
+    order = np.argsort(res["ratio"], kind="stable")
+    dups = []
+    for idx in order:
+        if not is_dup[idx]:
+            break
+        entry = {"sample": int(idx), "train_item": int(res["nearest"][idx]),
+                 "distance_ratio": float(res["ratio"][idx]), "distance": float(res["d1"][idx])}
+        if sample_names is not None:
+            entry["sample_file"] = sample_names[idx]
+        dups.append(entry)
+    n = len(s)
+    lo, hi = wilson_interval(int(is_dup.sum()), n, alpha)
+    out: dict[str, Any] = {
+        "near_duplicates": dups[:max_listed],
+        "near_duplicates_listed": min(len(dups), max_listed),
+        "near_duplicate_count": int(is_dup.sum()),
+        "near_duplicate_rate": float(is_dup.mean()),
+        "near_duplicate_rate_ci": [float(lo), float(hi)],
+        "exact_duplicate_count": int(exact.sum()),
+        "distance_ratio_threshold": threshold,
+        "nth_neighbour": nth,
+        "max_shift_pixels": max_shift if s.ndim >= 3 else 0,
+        "distance": "Euclidean pixel distance on the overlap, minimum over translations" if s.ndim >= 3 and max_shift
+                    else "Euclidean distance",
+        "distance_ratio_quantiles": {q: float(np.quantile(res["ratio"], float(q))) for q in ("0.01", "0.05", "0.5")},
+        "method": "Carlini et al. 2023: nearest training distance / n-th nearest training distance < threshold",
+        "_ratios": res["ratio"],
+        "_d1": res["d1"],
+        "_nearest": res["nearest"],
+    }
+    if holdout is not None and len(holdout) > 0:
+        h = np.asarray(holdout, dtype=np.float32)
+        hres = distance_ratios(h, t, nth=nth, max_shift=max_shift)
+        hfp = hres["ratio"] < threshold
+        hlo, hhi = wilson_interval(int(hfp.sum()), len(h), alpha)
+        out["holdout_false_positive_rate"] = float(hfp.mean())
+        out["holdout_false_positive_rate_ci"] = [float(hlo), float(hhi)]
+        out["dcr"] = dcr_train_vs_holdout(s, t, h, max_shift=max_shift, alpha=alpha, seed=seed)
+    else:
+        out["holdout_false_positive_rate"] = {"value": None, "reason": "no holdout data given"}
+        out["dcr"] = {"value": None, "reason": "no holdout data given"}
+    return out
+
+
+def dcr_train_vs_holdout(samples: np.ndarray, train: np.ndarray, holdout: np.ndarray, *, max_shift: int = 0,
+                         alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Distance to closest record: training vs holdout, on a training subset the size of the holdout.
+
+    If the generator does not copy, a sample is as likely to be closer to a
+    random training item set as to an equally large holdout set: the share
+    closer to train should be about 0.5. A one-sided binomial test asks
+    whether it is larger.
+    """
+    from scipy import stats as st
+
+    rng = np.random.default_rng(seed)
+    m = min(len(holdout), len(train))
+    sub = train[np.sort(rng.choice(len(train), m, replace=False))]
+    d_tr = knn_shift_tolerant(samples, sub, k=1, max_shift=max_shift)[0][:, 0]
+    d_ho = knn_shift_tolerant(samples, holdout[:m], k=1, max_shift=max_shift)[0][:, 0]
+    d_full = knn_shift_tolerant(samples, train, k=1, max_shift=max_shift)[0][:, 0]
+    closer = (d_tr < d_ho).astype(float) + 0.5 * (d_tr == d_ho)
+    n = len(samples)
+    share = float(closer.mean())
+    k = int(np.floor(closer.sum()))
+    lo, hi = wilson_interval(closer.sum(), n, alpha)
+    p = float(st.binomtest(k, n, 0.5, alternative="greater").pvalue)
+    return {
+        "share_closer_to_train": share,
+        "share_closer_to_train_ci": [float(lo), float(hi)],
+        "p_value_greater_than_half": p,
+        "median_dcr_train_subset": float(np.median(d_tr)),
+        "median_dcr_holdout": float(np.median(d_ho)),
+        "median_dcr_train_full": float(np.median(d_full)),
+        "subset_size": m,
+        "note": "train subset drawn to the holdout's size so both sets are equally dense; 0.5 means no sign of copying",
+    }
