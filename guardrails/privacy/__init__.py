@@ -1,8 +1,14 @@
-"""Privacy: DP-SGD training of any torch generator (opacus) and the privacy ledger of every run."""
+"""Privacy: DP-SGD training of any torch generator, accounting, the signed privacy ledger and its verification."""
+from guardrails.privacy.accounting import (
+    ACCOUNTANTS, compute_epsilon, epsilon_report, gdp_epsilon_approximation, noise_multiplier_for_epsilon,
+)
+from guardrails.privacy.errors import PrivacyError
 from guardrails.privacy.ledger import LEDGER_FILE, build_ledger, read_ledger, sha256_file, write_ledger
-from guardrails.privacy.trainer import DEFAULT_DELTA, PrivacyError, PrivateTrainer, resolve_delta
+from guardrails.privacy.trainer import DEFAULT_DELTA, PrivateTrainer, resolve_delta
+from guardrails.privacy.verify import verify_ledger
 
 __all__ = [
-    "DEFAULT_DELTA", "LEDGER_FILE", "PrivacyError", "PrivateTrainer", "build_ledger", "read_ledger",
-    "resolve_delta", "sha256_file", "write_ledger",
+    "ACCOUNTANTS", "DEFAULT_DELTA", "LEDGER_FILE", "PrivacyError", "PrivateTrainer", "build_ledger",
+    "compute_epsilon", "epsilon_report", "gdp_epsilon_approximation", "noise_multiplier_for_epsilon",
+    "read_ledger", "resolve_delta", "sha256_file", "verify_ledger", "write_ledger",
 ]

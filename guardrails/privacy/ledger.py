@@ -1,4 +1,12 @@
-"""The privacy ledger: one JSON record per private training run, written atomically next to the weights."""
+"""The privacy ledger: one signed JSON record per training run, written atomically next to the weights.
+
+Fields of a private run: dataset size, sampling mode, sample rate, expected
+batch size, noise multiplier, clipping norm, epochs and steps actually taken,
+delta, accountant, claimed epsilon, the privatised modules and their layer
+types, seed, package versions and the SHA-256 of the saved weights. The record
+is signed with Ed25519 over its canonical serialisation
+(:mod:`guardrails.privacy.signing`); ``genguard privacy verify`` checks it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from generators._io import atomic_write_json
+from guardrails.privacy.errors import PrivacyError
 
 LEDGER_FILE = "ledger.json"
 LEDGER_FORMAT = "genguard-privacy-ledger/1"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -57,9 +67,14 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
                     "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon",
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
+        for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction"):
+            if key in training:
+                ledger[key] = training[key]
+        ledger["trained_modules"] = list(training.get("private_modules") or [])
+        sampled = "Poisson-sampled" if ledger["sampling"] == "poisson" else f"{ledger['sampling']}-sampled"
         ledger["guarantee"] = (
             f"({ledger['epsilon']:.4g}, {ledger['delta']:.3g})-DP for the records of the training set, "
-            f"by the {ledger['accountant'].upper()} accountant over {ledger['steps']} Poisson-sampled DP-SGD steps"
+            f"by the {ledger['accountant'].upper()} accountant over {ledger['steps']} {sampled} DP-SGD steps"
         )
     else:
         ledger.update({"epsilon": None, "delta": None, "steps": training.get("steps"),
@@ -67,8 +82,14 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
     return ledger
 
 
-def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any]) -> Path:
-    return atomic_write_json(Path(directory) / LEDGER_FILE, ledger)
+def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any], *, sign: bool = True,
+                 key: Any = None) -> Path:
+    """Sign ``ledger`` (Ed25519, key from :func:`guardrails.privacy.signing.load_or_create_signing_key`
+    unless ``key`` is given) and write it atomically to ``directory/ledger.json``; ``ledger`` is not modified."""
+    from guardrails.privacy.signing import sign_document
+
+    record = sign_document(ledger, key) if sign else {k: v for k, v in ledger.items() if k != "signature"}
+    return atomic_write_json(Path(directory) / LEDGER_FILE, record)
 
 
 def read_ledger(path: str | os.PathLike) -> dict[str, Any]:
@@ -78,11 +99,11 @@ def read_ledger(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such ledger") from None
+        raise PrivacyError(f"{path}: no such ledger") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable ledger ({exc})") from None
+        raise PrivacyError(f"{path}: unreadable ledger ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
-        raise ValueError(f"{path}: not a genguard privacy ledger")
+        raise PrivacyError(f"{path}: not a genguard privacy ledger")
     return data
 
 

@@ -1,0 +1,154 @@
+"""Privacy accounting for Poisson-subsampled Gaussian DP-SGD: epsilon for (q, sigma, T, delta) and its inverse.
+
+Three accountants, each from a maintained library (nothing re-derived here):
+
+* ``rdp`` — Rényi DP (opacus ``RDPAccountant``), the classic, loosest of the three;
+* ``prv`` — privacy-loss random variables (opacus ``PRVAccountant``, Gopi et al. 2021);
+* ``pld`` — privacy-loss distributions (Google ``dp_accounting.pld``), pessimistic estimate.
+
+All three return upper bounds on epsilon, i.e. valid guarantees. Gaussian DP
+(``gdp``, a central-limit approximation) is offered only through
+:func:`gdp_epsilon_approximation`, which labels its result as an approximation
+and is never accepted as an accountant for a guarantee.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from guardrails.privacy.errors import PrivacyError
+
+ACCOUNTANTS = ("rdp", "prv", "pld")
+#: PLD discretisation of the privacy loss. The pessimistic PLD stays an upper bound at any
+#: interval; 1e-3 moves epsilon by < 0.1% against 1e-4 at the pinned reference points and is
+#: ~10x faster (100,000 steps in ~0.1 s).
+PLD_VALUE_DISCRETIZATION = 1e-3
+
+
+def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> None:
+    for name, value in (("sample rate", sample_rate), ("noise multiplier", noise_multiplier), ("delta", delta)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise PrivacyError(f"{name} must be a finite number, got {value!r}")
+    if not 0.0 < sample_rate <= 1.0:
+        raise PrivacyError(f"sample rate must lie in (0, 1], got {sample_rate:g}")
+    if not noise_multiplier > 0.0:
+        raise PrivacyError(f"noise multiplier must be positive, got {noise_multiplier:g}")
+    if not 0.0 < delta < 1.0:
+        raise PrivacyError(f"delta must lie in (0, 1), got {delta:g}")
+    if int(steps) != steps or steps < 0:
+        raise PrivacyError(f"steps must be a non-negative integer, got {steps!r}")
+
+
+def _rdp(q: float, sigma: float, steps: int, delta: float) -> float:
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(float(sigma), float(q), int(steps))]
+    return float(acc.get_epsilon(delta))
+
+
+def _prv(q: float, sigma: float, steps: int, delta: float) -> float:
+    from opacus.accountants import PRVAccountant
+
+    acc = PRVAccountant()
+    acc.history = [(float(sigma), float(q), int(steps))]
+    # opacus returns the *upper* end of its error bracket (a guarantee). Its grid grows with
+    # steps / eps_error^2, so a fixed eps_error=0.01 takes ~6 s at 100,000 steps; an error of
+    # 0.4% of the (cheap, larger) RDP epsilon keeps the bound within 0.4% and under 0.3 s.
+    eps_error = max(0.01, 0.004 * _rdp(q, sigma, steps, delta))
+    return float(acc.get_epsilon(delta, eps_error=eps_error))
+
+
+def _pld(q: float, sigma: float, steps: int, delta: float) -> float:
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(float(q), dp_accounting.GaussianDpEvent(float(sigma))), int(steps))
+    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
+    acc.compose(event)
+    return float(acc.get_epsilon(delta))
+
+
+_IMPL = {"rdp": _rdp, "prv": _prv, "pld": _pld}
+
+
+def compute_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float,
+                    accountant: str = "rdp") -> float:
+    """Epsilon of ``steps`` Poisson-sampled Gaussian steps (rate ``sample_rate``, noise ``noise_multiplier``) at ``delta``.
+
+    >>> round(compute_epsilon(0.01, 1.0, 1000, 1e-5, "rdp"), 2)
+    2.1
+    """
+    if accountant == "gdp":
+        raise PrivacyError("GDP is a central-limit approximation, not a guarantee; use rdp, prv or pld "
+                           "(gdp_epsilon_approximation() shows it labelled as an approximation)")
+    if accountant not in ACCOUNTANTS:
+        raise PrivacyError(f"unknown accountant {accountant!r}; choose one of {', '.join(ACCOUNTANTS)}")
+    _check(sample_rate, noise_multiplier, steps, delta)
+    if steps == 0:
+        return 0.0
+    return _IMPL[accountant](float(sample_rate), float(noise_multiplier), int(steps), float(delta))
+
+
+def gdp_epsilon_approximation(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> dict[str, Any]:
+    """Gaussian-DP epsilon (opacus ``GaussianAccountant``, CLT of Bu et al. 2020): an approximation, labelled so."""
+    from opacus.accountants import GaussianAccountant
+
+    _check(sample_rate, noise_multiplier, steps, delta)
+    acc = GaussianAccountant()
+    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+    eps = float(acc.get_epsilon(delta)) if steps else 0.0
+    return {"epsilon": eps, "delta": float(delta), "approximation": True,
+            "note": "Gaussian-DP central-limit approximation: may understate epsilon; not a guarantee"}
+
+
+def noise_multiplier_for_epsilon(target_epsilon: float, sample_rate: float, steps: int, delta: float,
+                                 accountant: str = "rdp", tolerance: float = 0.01) -> float:
+    """Smallest noise multiplier (to within ``tolerance`` in epsilon) whose epsilon is at most ``target_epsilon``.
+
+    Epsilon decreases monotonically in sigma, so this is a bracketing bisection;
+    the returned sigma always meets the target (never the one just below it).
+    """
+    if not (isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise PrivacyError(f"epsilon must be a positive finite number, got {target_epsilon!r}")
+    _check(sample_rate, 1.0, steps, delta)
+    if steps == 0:
+        raise PrivacyError("steps must be positive to calibrate a noise multiplier")
+
+    def eps(sigma: float) -> float:
+        return compute_epsilon(sample_rate, sigma, steps, delta, accountant)
+
+    lo, hi = 0.0, 1.0
+    while eps(hi) > target_epsilon:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e4:
+            raise PrivacyError(f"epsilon {target_epsilon:g} cannot be reached with sample rate {sample_rate:g} "
+                               f"over {steps} steps at delta {delta:g}")
+    # Bisect on sigma until the epsilon at `hi` is within tolerance below the target.
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        e = eps(mid) if mid > 0 else math.inf
+        if e > target_epsilon:
+            lo = mid
+        else:
+            hi = mid
+            if target_epsilon - e <= tolerance:
+                break
+        if hi - lo < 1e-6:
+            break
+    return float(hi)
+
+
+def epsilon_report(sample_rate: float, noise_multiplier: float, steps: int, delta: float,
+                   accountant: str = "rdp", with_gdp: bool = True) -> dict[str, Any]:
+    """What ``genguard privacy epsilon --json`` prints: the guarantee, its inputs, and GDP labelled as approximation."""
+    eps = compute_epsilon(sample_rate, noise_multiplier, steps, delta, accountant)
+    out: dict[str, Any] = {
+        "epsilon": eps, "delta": float(delta), "accountant": accountant, "guarantee": True,
+        "sample_rate": float(sample_rate), "noise_multiplier": float(noise_multiplier), "steps": int(steps),
+        "mechanism": "Poisson-subsampled Gaussian (DP-SGD)",
+    }
+    if with_gdp:
+        out["gdp_approximation"] = gdp_epsilon_approximation(sample_rate, noise_multiplier, steps, delta)
+    return out
