@@ -17,6 +17,35 @@ def _cli(*args, cwd=None):
                           timeout=600)
 
 
+def _png_chunks(data: bytes):
+    import struct
+
+    pos, out = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        out.append((data[pos + 4:pos + 8], data[pos:pos + 12 + length]))
+        pos += 12 + length
+    return out
+
+
+def _replace_png_pixels(original: bytes, pixels: np.ndarray) -> bytes:
+    """The original PNG with its IDAT chunks swapped for those of ``pixels``; every other chunk kept."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    new_idat = b"".join(raw for kind, raw in _png_chunks(buf.getvalue()) if kind == b"IDAT")
+    out, done = [original[:8]], False
+    for kind, raw in _png_chunks(original):
+        if kind == b"IDAT":
+            if not done:
+                out.append(new_idat)
+                done = True
+            continue
+        out.append(raw)
+    return b"".join(out)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -47,27 +76,20 @@ def test_every_sample_verifies_and_a_changed_pixel_is_invalid(quick_run, tmp_pat
     files = sorted((out / "samples").glob("*.png"))[:5]
     proc = _cli("verify", *map(str, files), "--json", str(tmp_path / "v.json"))
     assert proc.returncode == 0, proc.stderr
-    results = json.loads((tmp_path / "v.json").read_text())
+    results = json.loads((tmp_path / "v.json").read_text())["files"]
     assert [r["manifest"]["state"] for r in results] == ["Valid"] * 5
     run_id = json.loads((out / "model" / "ledger.json").read_text())["run_id"]
     assert all(r["run_id"] == run_id for r in results)
 
-    # change one pixel of a tagged sample, keeping its manifest
+    # change one pixel of a tagged sample and keep its C2PA chunk: re-encode only the pixel data
     victim = tmp_path / "victim.png"
-    victim.write_bytes(files[0].read_bytes())
-    im = Image.open(victim)
-    info = im.info
-    arr = np.array(im)
+    arr = np.array(Image.open(files[0]))
     arr[0, 0] = 255 - arr[0, 0]
-    # re-insert the very same C2PA chunk: copy the original bytes and patch the pixel data via PIL would drop it,
-    # so flip a byte inside the compressed image data instead
-    data = bytearray(files[0].read_bytes())
-    idat = data.find(b"IDAT")
-    data[idat + 20] ^= 0x01
-    victim.write_bytes(bytes(data))
+    victim.write_bytes(_replace_png_pixels(files[0].read_bytes(), arr))
+    assert np.array(Image.open(victim))[0, 0] == arr[0, 0]
     proc = _cli("verify", str(victim), str(files[1]), "--json", str(tmp_path / "v2.json"))
     assert proc.returncode == 1
-    results = json.loads((tmp_path / "v2.json").read_text())
+    results = json.loads((tmp_path / "v2.json").read_text())["files"]
     assert results[0]["manifest"]["state"] == "Invalid" and results[1]["manifest"]["state"] == "Valid"
 
 
@@ -76,17 +98,19 @@ def test_png_without_manifest_is_missing_not_an_error(tmp_path):
     Image.new("L", (16, 16), 128).save(p)
     proc = _cli("verify", str(p), "--json", str(tmp_path / "v.json"))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "v.json").read_text())[0]["manifest"]["state"] == "Missing"
+    assert json.loads((tmp_path / "v.json").read_text())["files"][0]["manifest"]["state"] == "Missing"
 
 
 def test_same_seed_same_report(tmp_path):
     from genguard.pipeline import RunConfig, run
 
     reports = []
-    for d in ("a", "b"):
-        res = run(RunConfig(out=tmp_path / d, epsilon=5.0, quick=True, seed=11, n_samples=100), progress=False)
-        data = dict(res.report.data)
+    for _ in range(2):  # the same folder twice: the second run replaces the first one's samples
+        res = run(RunConfig(out=tmp_path, epsilon=5.0, quick=True, seed=11, n_samples=100), progress=False)
+        data = json.loads(json.dumps(res.report.data, default=str))
+        # what may differ: the report's own timestamp, and the hash of the ledger, which records its creation time
         data.pop("meta", None)
+        data["provenance"]["claim"].pop("ledger_sha256")
         reports.append(json.dumps(data, sort_keys=True, default=str))
     assert reports[0] == reports[1]
 
