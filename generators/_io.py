@@ -19,8 +19,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     done = False
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
+        # mkstemp creates 0600; ordinary outputs get the usual 0666 & ~umask, keys what they ask for
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -34,6 +34,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
             except FileNotFoundError:
                 pass
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> Path:

@@ -129,3 +129,27 @@ def test_image_folder_groups_from_subfolders(tmp_path):
     assert ds.x.shape == (6, 8, 8)
     assert ds.group_names["label"] == ["cats", "dogs"]
     assert list(ds.groups["label"]) == [0, 0, 0, 1, 1, 1]
+
+
+def test_atomic_writes_keep_modes_and_leave_no_temp_files(tmp_path):
+    import os
+    import stat
+
+    from generators._io import atomic_write_bytes, atomic_write_json
+
+    p = atomic_write_json(tmp_path / "r.json", {"a": 1})
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~_current_umask()
+    k = atomic_write_bytes(tmp_path / "key.pem", b"secret", mode=0o600)
+    assert stat.S_IMODE(os.stat(k).st_mode) == 0o600
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "r.json", {"bad": float("nan")})
+    assert json.loads(p.read_text()) == {"a": 1}  # the earlier file survives a failed write
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["key.pem", "r.json"]
+
+
+def _current_umask():
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
