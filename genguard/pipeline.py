@@ -25,7 +25,7 @@ from guardrails.privacy.ledger import sha256_file
 RUN_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "vae": {
         "dp": {"hidden": 128, "latent_dim": 8, "batch_size": 512, "lr": 1e-2, "epochs": 100},
-        "dp_quick": {"hidden": 64, "latent_dim": 8, "batch_size": 256, "lr": 5e-3, "epochs": 40},
+        "dp_quick": {"hidden": 64, "latent_dim": 8, "batch_size": 512, "lr": 1e-2, "epochs": 60},
         "plain": {"hidden": 256, "latent_dim": 16, "batch_size": 128, "lr": 2e-3, "epochs": 60},
         "plain_quick": {"hidden": 128, "latent_dim": 8, "batch_size": 128, "lr": 3e-3, "epochs": 15},
     },
