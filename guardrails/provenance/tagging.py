@@ -15,9 +15,11 @@ from guardrails.provenance import ProvenanceError
 from guardrails.provenance import manifest as mf
 from guardrails.provenance.keys import KeyStore, default_key_dir
 
-#: Smallest image side that gets an invisible watermark. The watermark is a periodic 128x128-pixel
-#: tile; below 256 px an image holds fewer than four tiles, too little signal to decode 48 bits
-#: and reach the 1e-6 false-positive rate after edits (the generated 32x32 digits are far below it).
+#: Smallest image side that gets an invisible watermark. The watermark is spread over a periodic
+#: 96x96-pixel tile and its strength is capped by the PSNR budget, so its evidence grows with the
+#: image area; below 256 px a side (and after a x0.5 resize, below 128) there is too little of it to
+#: decode 48 bits and pass the 1e-6 false-positive test after everyday edits. The default pipeline's
+#: 32x32 digits are far below this: they carry the C2PA manifest only.
 MIN_WATERMARK_SIDE = 256
 REGISTRY_FILE = "watermark_registry.json"
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -236,7 +238,8 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
             rec["run_id"] = training.get("run_id")
 
         # ---- watermark
-        wm_found = None
+        wm_found = None  # the decoded payload, when the watermark is detected and its CRC checks
+        wm_present = False  # detected at the stated false-positive rate, payload readable or not
         if fmt is None:
             rec["watermark"] = {"applicable": False, "reason": "no image watermark in this file type; "
                                 "bound by the signed sidecar manifest's hash"}
@@ -255,7 +258,8 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                     det = ImageWatermark(key).detect(arr)
                     det.pop("_bits", None)
                     rec["watermark"] = det
-                    if det["found"]:
+                    wm_present = bool(det["found"])
+                    if det["found"] and det.get("payload"):
                         wm_found = bytes.fromhex(det["payload"])
                         reg = _load_registry(_registry_path(keys))
                         named = reg.get(det["payload"])
@@ -289,6 +293,10 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                     rec["reason"] = f"no manifest; watermark names run {named.get('run_id')!r}"
                 else:
                     rec["reason"] = f"no manifest; genguard watermark {wm_found.hex()} found (run not in local registry)"
+            elif wm_present:
+                rec["verdict"] = "stripped"
+                rec["reason"] = (f"no manifest; genguard watermark detected (p={rec['watermark']['p_value']:.1e}) "
+                                 "but its payload is too damaged to name the run")
             else:
                 rec["verdict"] = "untagged"
                 rec["reason"] = "no manifest and no watermark"
