@@ -8,7 +8,8 @@ for genguard the watermark's own binomial test; for invisible-watermark (which h
 at least 41 of 48 bits, since P[Binom(48, 1/2) >= 41] < 1e-6. False positives: genguard's detector on
 1,000 unwatermarked images (random patches of real photos, and upscaled outputs of the reference VAE).
 Text: transformers' green-list watermark (via guardrails.provenance.text) on a tiny GPT-2 trained
-here for a few hundred steps on Python's documentation; human text = Python documentation passages.
+here for a few hundred steps on half of Python's documentation topics (pydoc_data); human text =
+consecutive 200-token passages of the other half plus standard-library docstrings.
 Everything runs on one thread (the machine is shared); figures are printed, not asserted.
 """
 from __future__ import annotations
@@ -166,7 +167,6 @@ def negatives(photos, n=1000, seed=0):
 
     pool = list(photos.values()) + [np.stack([data.brick()] * 3, -1), np.stack([data.gravel()] * 3, -1), data.retina()]
     n_gen = n // 5
-    out = []
     for _ in range(n - n_gen):
         a = pool[rng.integers(len(pool))]
         h, w = a.shape[:2]
@@ -175,9 +175,8 @@ def negatives(photos, n=1000, seed=0):
         p = a[y:y + ph, x:x + pw]
         if rng.random() < 0.5:
             p = p[:, ::-1]
-        out.append(np.ascontiguousarray(p))
-    out.extend(vae_outputs(n_gen, seed))
-    return out
+        yield np.ascontiguousarray(p)
+    yield from vae_outputs(n_gen, seed)
 
 
 def vae_outputs(n, seed):
@@ -202,12 +201,14 @@ def false_positives(images):
     from guardrails.provenance.watermark import ImageWatermark
 
     wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
-    found, minp = 0, 1.0
+    found, minp, count, fewest = 0, 1.0, 0, 64
     for im in images:
         d = wm.detect(im)
         found += bool(d["found"])
         minp = min(minp, d["p_value"])
-    return {"images": len(images), "detections": found, "smallest_p_value": minp}
+        fewest = min(fewest, d["bit_errors"])
+        count += 1
+    return {"images": count, "detections": found, "smallest_p_value": minp, "fewest_pilot_errors": fewest}
 
 
 def throughput(n=40):
@@ -228,6 +229,38 @@ def throughput(n=40):
 
 
 # ------------------------------------------------------------------ text
+def stdlib_docstrings() -> list[str]:
+    """Docstrings of standard-library modules, classes and functions: more of Python's own documentation."""
+    import importlib
+    import inspect
+
+    names = ["os", "re", "json", "collections", "itertools", "functools", "pathlib", "subprocess", "argparse",
+             "logging", "datetime", "decimal", "fractions", "statistics", "random", "string", "textwrap",
+             "typing", "dataclasses", "enum", "contextlib", "asyncio", "threading", "multiprocessing", "socket",
+             "email", "http.client", "urllib.parse", "xml.etree.ElementTree", "csv", "sqlite3", "zipfile",
+             "tarfile", "shutil", "tempfile", "unittest", "doctest", "pdb", "inspect", "ast", "dis", "pickle",
+             "copy", "heapq", "bisect", "array", "struct", "codecs", "io", "time", "calendar", "locale",
+             "gettext", "hashlib", "hmac", "secrets", "ssl", "selectors", "signal", "mmap", "queue", "sched",
+             "configparser", "tomllib", "difflib", "pprint", "reprlib", "weakref", "types", "abc", "numbers",
+             "math", "cmath", "operator", "glob", "fnmatch", "linecache", "tokenize", "traceback", "warnings",
+             "importlib", "pkgutil", "zipimport", "platform", "sysconfig", "site", "gc", "uuid", "ipaddress",
+             "base64", "binascii", "quopri", "html", "html.parser", "mailbox", "mimetypes", "wave", "colorsys",
+             "shlex", "cmd", "graphlib", "concurrent.futures", "contextvars", "timeit", "trace", "tracemalloc"]
+    docs = []
+    for n in names:
+        try:
+            mod = importlib.import_module(n)
+        except Exception:
+            continue
+        objs = [mod] + [v for _, v in inspect.getmembers(mod) if inspect.isclass(v) or inspect.isfunction(v)]
+        objs += [m for c in objs if inspect.isclass(c) for _, m in inspect.getmembers(c) if inspect.isfunction(m)]
+        for o in objs:
+            d = inspect.getdoc(o)
+            if d and len(d) > 200 and d not in docs:
+                docs.append(d)
+    return docs
+
+
 def text_benchmark(n_samples=200, n_tokens=200, n_human=1000, train_steps=300):
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
@@ -277,7 +310,7 @@ def text_benchmark(n_samples=200, n_tokens=200, n_human=1000, train_steps=300):
     gen_s = time.time() - t
     # human passages: consecutive 200-token windows of held-out documentation
     hz = []
-    hids = np.concatenate([tok.encode(d).ids for d in human_docs])
+    hids = np.concatenate([tok.encode(d).ids for d in human_docs + stdlib_docstrings()])
     for k in range(min(n_human, len(hids) // n_tokens)):
         hz.append(wm.detect_ids(hids[k * n_tokens:(k + 1) * n_tokens].tolist())["z_score"])
     zs, hz = np.array(zs), np.array(hz)

@@ -49,6 +49,13 @@ def _claim_from_ledger(ledger: str | None, generator: str, run_id: str | None) -
     return claim
 
 
+def _is_embeddable(path: Path) -> bool:
+    from guardrails.provenance.manifest import sniff_format
+
+    with open(path, "rb") as fh:
+        return sniff_format(fh.read(16)) is not None
+
+
 def _wm_status(path: Path) -> str:
     from PIL import Image
 
@@ -59,6 +66,8 @@ def _wm_status(path: Path) -> str:
             side = min(im.size)
     except Exception:
         return "n/a (not an image)"
+    if not _is_embeddable(path):
+        return "n/a (not PNG/JPEG/WebP)"
     return "embedded" if side >= MIN_WATERMARK_SIDE else f"n/a (< {MIN_WATERMARK_SIDE} px)"
 
 
@@ -115,8 +124,7 @@ def register(group: click.Group) -> None:
             dest = Path(out_dir) / src.name if out_dir else None
             written = tag_file(src, dest, claim=claim, keys=keys, watermark=not no_watermark, c2pa=not no_c2pa)
             table.add_row(str(src), str(written), "off" if no_watermark else _wm_status(written),
-                          "no" if no_c2pa else ("embedded" if written.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
-                                                else "sidecar .c2pa"))
+                          "no" if no_c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa"))
         Console().print(table)
         click.echo(f"run id: {claim['run_id']}")
         return 0

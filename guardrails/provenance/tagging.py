@@ -102,6 +102,17 @@ def _decode_image(data: bytes, name: str):
         raise ProvenanceError(f"{name}: unreadable image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
+#: 8-bit modes the watermark can be written back into without losing precision
+_WATERMARKABLE_MODES = ("L", "RGB", "RGBA", "P", "LA", "PA")
+
+
+def _source_mode(data: bytes) -> str:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.mode
+
+
 def _encode_image(arr, fmt: str) -> bytes:
     from PIL import Image
 
@@ -152,7 +163,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
     arr, mode = _decode_image(data, str(path))
     wm_id = None
     wm_info = None
-    if watermark and min(arr.shape[:2]) >= MIN_WATERMARK_SIDE:
+    if watermark and min(arr.shape[:2]) >= MIN_WATERMARK_SIDE and _source_mode(data) in _WATERMARKABLE_MODES:
         from guardrails.provenance.watermark import ImageWatermark
 
         wmk = ImageWatermark(_watermark_key(keys))
@@ -161,8 +172,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
         wm_info = {"payload_bits": 48, "false_positive_rate": wmk.false_positive_rate}
         data = _encode_image(arr, fmt)
         _register(keys, wm_id, claim)
-    elif fmt == "jpeg" and c2pa:
-        pass  # keep the original bytes: re-encoding a JPEG without need would only lose quality
+    # without a watermark the original bytes are kept as they are (no needless re-encoding)
     if c2pa:
         manifest = mf.build_manifest(claim, title=dest.name, watermark_id=wm_id, watermark_info=wm_info)
         data = mf.sign_embedded(data, fmt, manifest, keys)

@@ -18,7 +18,7 @@ dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/wa
 * Test: under "no watermark with this key" the 64 pilot-bit decisions at any one alignment are
   independent fair coins (the pilot bits are uniformly random key material, independent of the image),
   so the number of pilot errors is Binomial(64, 1/2). With M alignments examined, the union bound gives
-  p = 2 * M * P[Binom(64, 1/2) <= errors] * (2**-8 if the decoded payload's CRC-8 matches, else 1)
+  p = M * 2 * P[Binom(64, 1/2) <= errors] * (2**-8 if the decoded payload CRC-8 matches, else 1)
   (the CRC matches a uniformly random decoding with probability 2**-8, independently of the pilots;
   the factor 2 pays for using it). A watermark is declared when p <= 1e-6, which bounds the
   false-positive rate per image at 1e-6 by construction. The payload is reported only when the CRC matches.
@@ -37,6 +37,11 @@ CHIP_BLUR = 0.6  # Gaussian smoothing of the chip pattern (px): takes the hard b
 N_PILOT = 64
 N_PAYLOAD = 48
 FPR = 1e-6
+N_SCALE_CANDIDATES = 8  # tile-period candidates from the autocorrelation when scale 1 fails
+SCALE_REFINE = (1.0, 0.998, 1.002)
+#: every alignment the detector may examine: TILE*TILE cyclic offsets at each of at most
+#: 1 + 8 * 3 scales. The union bound over all of them is paid on every image, found early or not.
+M_ALIGNMENTS = TILE * TILE * (1 + N_SCALE_CANDIDATES * len(SCALE_REFINE))
 # payload error correction: rate-1/2 convolutional code, constraint length 7 (generators 133, 171
 # octal, the NASA/802.11 code), zero-terminated, soft-decision Viterbi decoding: ~5 dB coding gain
 # over the plain repetition that spreading alone gives.
@@ -260,36 +265,70 @@ class ImageWatermark:
                 "peak": float(corr.max() / (corr.std() + 1e-9)),
                 "coded_bit_errors": int(np.sum((pay_soft > 0).astype(int) != conv_encode(dec)))}
 
-    def _candidate_scales(self, r: np.ndarray, k: int = 3) -> list[float]:
-        """Tile-period estimates from the autocorrelation of the whitened image (periods 40-300 px)."""
+    def _candidate_scales(self, r: np.ndarray, k: int = 4) -> list[float]:
+        """Up to 2k candidate scales: k from the plain and k from the spectrally whitened autocorrelation
+        (the latter finds the lattice under strong texture, the former under heavy compression)."""
+        a = self._acf_candidates(r, k, whiten=False)
+        b = self._acf_candidates(r, k, whiten=True)
+        out: list[float] = []
+        for c in [x for pair in zip(a, b) for x in pair] + a[len(b):] + b[len(a):]:
+            if all(abs(c - q) * TILE > 1.0 for q in out):
+                out.append(c)
+        return out
+
+    def _acf_candidates(self, r: np.ndarray, k: int, whiten: bool) -> list[float]:
+        """Tile-period estimates (as scales) from the autocorrelation of the whitened image.
+
+        The repeated tile puts autocorrelation peaks on a lattice of period P = TILE * scale. Each
+        candidate P (quarter-pixel grid, 32-300 px) is scored by the autocorrelation, interpolated, at
+        (P,0), (0,P), the diagonals (P,+-P) and the second harmonics, minus a running median that removes
+        the smooth decay of the image's own autocorrelation; the k best separated peaks are returned.
+        """
+        from scipy.ndimage import map_coordinates, median_filter
+
         h, w = r.shape
         H, W = 2 * h, 2 * w
+        import cv2
+
         F = np.fft.rfft2(r - r.mean(), s=(H, W))
-        acf = np.fft.irfft2(np.abs(F) ** 2, s=(H, W))
+        S = (np.abs(F) ** 2).astype(np.float32)
+        if whiten:  # divide by the smoothed power spectrum: the lattice's sharp lines stand out
+            S = S / (cv2.GaussianBlur(S, (0, 0), 4.0) + 1e-9)
+        acf = np.fft.irfft2(S, s=(H, W)).astype(np.float32)
         acf /= acf[0, 0] + 1e-9
-        lo, hi = 40, min(300, h // 2 + 1, w // 2 + 1)
-        if hi <= lo + 2:
+        lo, hi = 32.0, float(min(300, h // 2, w // 2))
+        if hi <= lo + 4:
             return []
-        lags = np.arange(lo, hi)
-        score = acf[lags, 0] + acf[0, lags]
-        # second harmonic supports the fundamental when it exists
-        two = 2 * lags
-        ok = two < min(h, w)
-        score = score + np.where(ok, 0.5 * (acf[np.minimum(two, H - 1), 0] + acf[0, np.minimum(two, W - 1)]), 0)
+        P = np.arange(lo, hi, 0.1)
+        z = np.zeros_like(P)
+
+        def at(dy, dx):
+            return map_coordinates(acf, [np.mod(dy, H), np.mod(dx, W)], order=1, mode="grid-wrap")
+
+        comb = at(P, z) + at(z, P) + 0.5 * (at(P, P) + at(P, -P))
+        two = 2 * P < min(h, w)
+        comb = comb + np.where(two, 0.5 * (at(2 * P, z) + at(z, 2 * P)), 0.0)
+        score = comb - median_filter(comb, size=121, mode="nearest")  # +-6 px window
         cands: list[float] = []
-        order = np.argsort(score)[::-1]
-        for i in order:
-            p = float(lags[i])
-            if 0 < i < len(lags) - 1:  # parabolic refinement
-                a, b, c = score[i - 1], score[i], score[i + 1]
-                den = a - 2 * b + c
-                if den < 0:
-                    p += 0.5 * (a - c) / den
-            if all(abs(p - q * TILE) > 3 for q in cands):
-                cands.append(p / TILE)
+        for i in np.argsort(score)[::-1]:
+            if score[i] <= 0:
+                break
+            if all(abs(P[i] - q * TILE) > 1.5 for q in cands):
+                cands.append(float(P[i]) / TILE)
             if len(cands) >= k:
                 break
         return cands
+
+    @staticmethod
+    def _log_p_alignment(res: dict[str, Any]) -> float:
+        """log p-value of one alignment: 2 * P[Binom(64, 1/2) <= pilot errors] * (2**-8 if the CRC matched).
+
+        Under "no watermark" the decoded 56 bits are uniform (the coded-bit signs are randomised by the
+        key's chip signs, independently of the pilot chips), so the CRC-8 matches with probability 2**-8
+        independently of the pilot errors; then P[p <= t] <= t, and the factor 2 pays for the two branches.
+        """
+        lp = np.log(2.0) + _log_binom_cdf_half(res["errors"], N_PILOT)
+        return float(lp - 8 * np.log(2.0) if res["crc_ok"] else lp)
 
     def detect(self, img: np.ndarray, search: bool = True) -> dict[str, Any]:
         """Look for this key's watermark. Returns a JSON-able dict: ``found``, ``payload`` (hex, when
@@ -299,37 +338,27 @@ class ImageWatermark:
         if min(y.shape) < 64:
             return {"applicable": False, "found": False, "reason": f"image {y.shape[1]}x{y.shape[0]} is too small"}
         r = self._whiten(y)
-        tried = 0
-        best = None
-        scales = [1.0]
-        extra_done = False
+        best, best_lp, n_read = None, 0.0, 0
+        scales: list[float] = [1.0]
         i = 0
         while i < len(scales):
-            s = scales[i]
+            res = self._read_at_scale(y, scales[i], r)
             i += 1
-            res = self._read_at_scale(y, s, r)
-            tried += TILE * TILE
-            if best is None or res["errors"] < best["errors"]:
-                best = res
-            logp = _log_binom_cdf_half(best["errors"], N_PILOT) + np.log(tried)
-            if logp <= np.log(FPR) and best["errors"] <= 2 and best["crc_ok"]:
-                break
-            if search and not extra_done:
-                extra_done = True
-                for c in self._candidate_scales(r):
-                    for d in (1.0, 0.99, 1.01):
-                        if abs(c * d - 1.0) > 0.004:
+            n_read += 1
+            lp = self._log_p_alignment(res)
+            if best is None or lp < best_lp:
+                best, best_lp = res, lp
+            if best_lp + np.log(M_ALIGNMENTS) <= np.log(FPR):
+                break  # M_ALIGNMENTS is fixed in advance, so stopping early does not bias the test
+            if search and i == 1:
+                for c in self._candidate_scales(r, k=N_SCALE_CANDIDATES // 2):
+                    for d in SCALE_REFINE:
+                        if abs(c * d - 1.0) > 0.002:
                             scales.append(c * d)
-        log_p = _log_binom_cdf_half(best["errors"], N_PILOT) + np.log(tried)
-        if best["crc_ok"]:
-            # under "no watermark" the decoded 56 bits are uniform (the coded-bit signs are randomised by
-            # the key's chip signs, independently of the pilot chips), so the CRC-8 matches with
-            # probability 2**-8, independently of the pilot errors; the factor 2 pays for testing both ways
-            log_p += np.log(2.0) - 8 * np.log(2.0)
-        else:
-            log_p += np.log(2.0)
+        log_p = best_lp + np.log(M_ALIGNMENTS)
         p = float(min(1.0, np.exp(log_p)))
         found = bool(log_p <= np.log(FPR))
+        tried = M_ALIGNMENTS
         out = {"applicable": True, "found": found, "p_value": p, "bit_errors": best["errors"],
                "pilot_bits": N_PILOT, "alignments_tested": tried, "false_positive_rate": FPR,
                "scale": round(best["scale"], 4), "offset": list(best["offset"]),
