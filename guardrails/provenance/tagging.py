@@ -292,7 +292,9 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                 rec["reason"] = f"a genguard watermark ({wm_found.hex()}) in a file whose manifest declares none"
             else:
                 rec["verdict"] = "intact"
-                rec["reason"] = f"manifest {state.lower()}" + (" and watermark agrees" if wm_found is not None else "")
+                rec["reason"] = f"manifest {state.lower()}" + (
+                    " and watermark agrees" if wm_found is not None else
+                    " (its declared watermark was not read back)" if declared is not None else "")
         else:
             if wm_found is not None:
                 rec["verdict"] = "stripped"
