@@ -153,7 +153,7 @@ class ImageWatermark:
         n = GRID * GRID
         self.sign_ = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=n)
         perm = rng.permutation(n)
-        self.role_ = np.empty(n, dtype=np.int64)  # 0..63 pilot bit, 64..171 coded payload bit
+        self.role_ = np.empty(n, dtype=np.int64)  # 0..63 pilot bit, 64..187 coded payload bit
         half = int(round(n * PILOT_SHARE))
         self.role_[perm[:half]] = np.arange(half) % N_PILOT
         self.role_[perm[half:]] = N_PILOT + np.arange(n - half) % N_CODED
@@ -204,7 +204,7 @@ class ImageWatermark:
             base = a[..., :3].astype(np.float32)
         else:
             base = a.astype(np.float32)[..., None]
-        # scale so that the rounded, clipped result meets the target PSNR (two refinement passes)
+        # scale so that the rounded, clipped result meets the target PSNR (up to three passes)
         target_mse = 255.0 ** 2 / 10 ** (self.psnr / 10)
         scale = np.sqrt(max(target_mse - 1 / 12, 1e-3) / np.mean(delta ** 2))
         for _ in range(3):
@@ -242,7 +242,7 @@ class ImageWatermark:
 
         if abs(scale - 1.0) > 1e-6:
             # resample the luminance back to the embedding scale first, then whiten there, so the
-            # whitening filter keeps its designed relation to the 4-px chips
+            # whitening filter keeps its designed relation to the 3-px chips
             h, w = y.shape
             y = cv2.resize(y, (max(1, int(round(w / scale))), max(1, int(round(h / scale)))),
                            interpolation=cv2.INTER_CUBIC)
@@ -253,14 +253,15 @@ class ImageWatermark:
         corr = np.fft.irfft2(np.fft.rfft2(f) * self._pilot_fft, s=f.shape)
         dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
         aligned = np.roll(f, (-dy, -dx), axis=(0, 1))
-        # matched filter per chip: correlate with the smoothing kernel by block sums of a lightly blurred fold
+        # chip read-out: block sums of the aligned fold (close to a matched filter for the lightly smoothed chips)
         chips = aligned.reshape(GRID, CHIP, GRID, CHIP).sum(axis=(1, 3)).ravel() * self.sign_
         soft = np.bincount(self.role_, weights=chips, minlength=N_PILOT + N_CODED)
         pilot_soft, pay_soft = soft[:N_PILOT], soft[N_PILOT:]
-        errors = int(np.sum((pilot_soft > 0).astype(int) != self.pilot_))
+        # a zero soft value (e.g. a flat image) counts as an error, which keeps the test conservative
+        errors = int(np.sum(pilot_soft * (2.0 * self.pilot_ - 1.0) <= 0))
         dec = viterbi_decode(pay_soft, N_PAYLOAD + N_CRC)
         bits = dec[:N_PAYLOAD].astype(np.uint8)
-        crc_ok = bool(np.array_equal(crc8(dec[:N_PAYLOAD]), dec[N_PAYLOAD:]))
+        crc_ok = bool(np.array_equal(crc8(dec[:N_PAYLOAD]), dec[N_PAYLOAD:]) and np.all(pay_soft != 0))
         return {"errors": errors, "bits": bits, "crc_ok": crc_ok, "offset": (int(dy), int(dx)), "scale": float(scale),
                 "peak": float(corr.max() / (corr.std() + 1e-9)),
                 "coded_bit_errors": int(np.sum((pay_soft > 0).astype(int) != conv_encode(dec)))}
