@@ -282,7 +282,8 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
         state = man["state"]
         if state == "Invalid":
             rec["verdict"] = "tampered"
-            rec["reason"] = "manifest does not validate: " + ", ".join(c for c in man["codes"] if c != "signingCredential.untrusted")
+            failures = [c for c in man["codes"] if c not in ("signingCredential.untrusted", "signingCredential.trusted")]
+            rec["reason"] = "manifest does not validate: " + (", ".join(failures) or "invalid")
         elif state in ("Valid", "Trusted"):
             if wm_found is not None and declared is not None and wm_found != declared:
                 rec["verdict"] = "tampered"
