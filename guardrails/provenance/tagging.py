@@ -175,7 +175,8 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
     # without a watermark the original bytes are kept as they are (no needless re-encoding)
     if c2pa:
         manifest = mf.build_manifest(claim, title=dest.name, watermark_id=wm_id, watermark_info=wm_info)
-        data = mf.sign_embedded(data, fmt, manifest, keys)
+        # a manifest thumbnail only for images big enough to deserve one (see sign_embedded)
+        data = mf.sign_embedded(data, fmt, manifest, keys, thumbnail=min(arr.shape[:2]) >= MIN_WATERMARK_SIDE)
     atomic_write_bytes(dest, data, mode=out_mode)
     return dest
 
