@@ -236,3 +236,21 @@ def test_cli_keys_init_and_user_cert(tmp_path, capsys):
     assert code == 0, err
     r = verify_file(tmp_path / "o" / "a.png", trust_anchor=d / "root_ca.pem")
     assert r["manifest"]["state"] == "Trusted" and r["run_id"] == "mine"
+
+
+def test_cli_tag_takes_dp_claim_from_ledger(tmp_path, keys, capsys):
+    import hashlib
+
+    ledger = tmp_path / "ledger.json"
+    ledger.write_text(json.dumps({"run_id": "ledger-run", "generator": "vae", "private": True,
+                                  "epsilon": 7.5, "delta": 1e-5}))
+    src = _digit_png(tmp_path / "a.png")
+    code, out, err = _cli(["tag", str(src), "--out", str(tmp_path / "o"), "--ledger", str(ledger)], capsys)
+    assert code == 0, err
+    r = verify_file(tmp_path / "o" / "a.png")
+    assert r["run_id"] == "ledger-run" and r["generator"] == "vae"
+    assert r["claim"]["epsilon"] == 7.5 and r["claim"]["private"] is True
+    assert r["claim"]["ledger_sha256"] == hashlib.sha256(ledger.read_bytes()).hexdigest()
+    (tmp_path / "bad.json").write_text("{not json")
+    code, out, err = _cli(["tag", str(src), "--out", str(tmp_path / "o2"), "--ledger", str(tmp_path / "bad.json")], capsys)
+    assert code == 2 and "bad.json" in err and not (tmp_path / "o2").exists()

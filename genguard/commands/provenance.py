@@ -25,8 +25,9 @@ def _progress(items, label: str):
             prog.advance(task)
 
 
-def _claim_from_ledger(ledger: str | None, generator: str, run_id: str | None) -> dict:
-    claim = {"generator": generator, "run_id": run_id or uuid.uuid4().hex[:12], "private": False,
+def _claim_from_ledger(ledger: str | None, generator: str | None, run_id: str | None) -> dict:
+    """The manifest claim: flags first, then the ledger's run id / generator / DP budget, then defaults."""
+    claim = {"generator": generator or "unknown", "run_id": run_id or uuid.uuid4().hex[:12], "private": False,
              "epsilon": None, "delta": None, "ledger_sha256": None}
     if ledger:
         p = Path(ledger)
@@ -43,10 +44,19 @@ def _claim_from_ledger(ledger: str | None, generator: str, run_id: str | None) -
         eps, delta = led.get("epsilon"), led.get("delta")
         claim["epsilon"] = float(eps) if isinstance(eps, (int, float)) else None
         claim["delta"] = float(delta) if isinstance(delta, (int, float)) else None
-        claim["private"] = claim["epsilon"] is not None
-        if run_id is None and isinstance(led.get("run_id"), str):
+        claim["private"] = bool(led.get("private", claim["epsilon"] is not None))
+        if run_id is None and isinstance(led.get("run_id"), str) and led["run_id"]:
             claim["run_id"] = led["run_id"]
+        if generator is None and isinstance(led.get("generator"), str) and led["generator"]:
+            claim["generator"] = led["generator"]
     return claim
+
+
+def _is_embeddable(path: Path) -> bool:
+    from guardrails.provenance.manifest import sniff_format
+
+    with open(path, "rb") as fh:
+        return sniff_format(fh.read(16)) is not None
 
 
 def _wm_status(path: Path) -> str:
@@ -59,6 +69,8 @@ def _wm_status(path: Path) -> str:
             side = min(im.size)
     except Exception:
         return "n/a (not an image)"
+    if not _is_embeddable(path):
+        return "n/a (not PNG/JPEG/WebP)"
     return "embedded" if side >= MIN_WATERMARK_SIDE else f"n/a (< {MIN_WATERMARK_SIDE} px)"
 
 
@@ -91,7 +103,7 @@ def register(group: click.Group) -> None:
                   help="your PEM certificate chain, leaf first")
     @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=False), default=None,
                   help="the PEM private key of the leaf certificate")
-    @click.option("--generator", default="unknown", show_default=True, help="generator name for the manifest")
+    @click.option("--generator", default=None, help="generator name for the manifest (default: the ledger's, else 'unknown')")
     @click.option("--run-id", default=None, help="run identifier (default: the ledger's, else random)")
     @click.option("--ledger", type=click.Path(dir_okay=False), default=None,
                   help="privacy ledger JSON of the run: its epsilon/delta and SHA-256 go into the manifest")
@@ -115,8 +127,7 @@ def register(group: click.Group) -> None:
             dest = Path(out_dir) / src.name if out_dir else None
             written = tag_file(src, dest, claim=claim, keys=keys, watermark=not no_watermark, c2pa=not no_c2pa)
             table.add_row(str(src), str(written), "off" if no_watermark else _wm_status(written),
-                          "no" if no_c2pa else ("embedded" if written.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
-                                                else "sidecar .c2pa"))
+                          "no" if no_c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa"))
         Console().print(table)
         click.echo(f"run id: {claim['run_id']}")
         return 0

@@ -7,6 +7,8 @@ class ProvenanceError(ValueError):
 
 from guardrails.provenance.keys import KeyStore, default_key_dir  # noqa: E402
 from guardrails.provenance.tagging import MIN_WATERMARK_SIDE, tag_file, verify_file, watermark_id_for  # noqa: E402
+from guardrails.provenance.text import TextWatermark  # noqa: E402
+from guardrails.provenance.watermark import ImageWatermark  # noqa: E402
 
 __all__ = ["ProvenanceError", "KeyStore", "default_key_dir", "tag_file", "verify_file", "watermark_id_for",
-           "MIN_WATERMARK_SIDE"]
+           "MIN_WATERMARK_SIDE", "ImageWatermark", "TextWatermark"]

@@ -89,12 +89,28 @@ def _c2pa():
     return c2pa
 
 
-def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys) -> bytes:
-    """Return ``data`` (a PNG/JPEG/WebP file's bytes) with the signed manifest embedded."""
+_NO_THUMBNAIL_CTX = None
+
+
+def _no_thumbnail_context():
+    """A c2pa Context whose builder adds no thumbnail (cached: one per process)."""
+    global _NO_THUMBNAIL_CTX
+    if _NO_THUMBNAIL_CTX is None:
+        _NO_THUMBNAIL_CTX = _c2pa().Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+    return _NO_THUMBNAIL_CTX
+
+
+def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys, thumbnail: bool = True) -> bytes:
+    """Return ``data`` (a PNG/JPEG/WebP file's bytes) with the signed manifest embedded.
+
+    ``thumbnail=False`` leaves out the manifest thumbnail: c2pa's default thumbnail is ~100 kB and
+    ~85 ms per file, absurd for the pipeline's 1 kB 32x32 samples (measured: 3.6 ms and 4.6 kB without).
+    """
     c2pa = _c2pa()
     out = io.BytesIO()
     try:
-        with c2pa.Builder(manifest) as builder, keys.signer() as signer:
+        with (c2pa.Builder(manifest) if thumbnail else c2pa.Builder(manifest, context=_no_thumbnail_context())) \
+                as builder, keys.signer() as signer:
             builder.sign(signer, EMBEDDED_MIME[fmt], io.BytesIO(data), out)
     except c2pa.C2paError as exc:
         raise ProvenanceError(f"c2pa could not sign the {fmt} file: {exc}") from None
@@ -105,7 +121,7 @@ def sign_sidecar(data: bytes, mime: str, manifest: dict[str, Any], keys) -> byte
     """Return a detached manifest store (the ``.c2pa`` sidecar) bound to ``data`` by its SHA-256 hash."""
     c2pa = _c2pa()
     try:
-        with c2pa.Builder(manifest) as builder, keys.signer() as signer:
+        with c2pa.Builder(manifest, context=_no_thumbnail_context()) as builder, keys.signer() as signer:
             builder.set_no_embed()
             return builder.sign(signer, mime, io.BytesIO(data), io.BytesIO())
     except c2pa.C2paError as exc:

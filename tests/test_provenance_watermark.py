@@ -1,0 +1,248 @@
+"""Tests for the image watermark, the text watermark, and the tamper cases that rely on them."""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from guardrails.provenance import KeyStore, tag_file, verify_file
+from guardrails.provenance import manifest as mf
+from guardrails.provenance.watermark import (ImageWatermark, N_PAYLOAD, conv_encode, crc8, viterbi_decode)
+
+KEY = b"test-key-0123456789abcdef-0123456"
+PAYLOAD = bytes.fromhex("0badc0ffee42")
+CLAIM = {"generator": "vae", "run_id": "run-wm-7", "private": True, "epsilon": 4.0, "delta": 1e-5,
+         "ledger_sha256": None}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    h = tmp_path_factory.mktemp("gghome_wm")
+    old = os.environ.get("GENGUARD_HOME")
+    os.environ["GENGUARD_HOME"] = str(h)
+    yield h
+    if old is None:
+        os.environ.pop("GENGUARD_HOME", None)
+    else:
+        os.environ["GENGUARD_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def keys(home):
+    return KeyStore.load_or_create()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from skimage import data
+
+    return data.coffee()[:320, 100:500].copy()  # 320x400 RGB
+
+
+def _jpeg(a, q):
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "JPEG", quality=q)
+    return np.asarray(Image.open(b).convert("RGB"))
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+
+# ---------------------------------------------------------------- coding
+def test_convolutional_code_corrects_errors_and_crc_detects_them():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, N_PAYLOAD)
+    coded = conv_encode(bits)
+    soft = 2.0 * coded - 1.0
+    soft[rng.choice(len(soft), 8, replace=False)] *= -1  # 8 hard errors in 108 coded bits
+    assert np.array_equal(viterbi_decode(soft), bits)
+    c = crc8(bits)
+    flipped = bits.copy()
+    flipped[5] ^= 1
+    assert not np.array_equal(crc8(flipped), c)
+
+
+# ---------------------------------------------------------------- image watermark
+def test_embed_is_invisible_and_roundtrips(photo):
+    wm = ImageWatermark(KEY)
+    w = wm.embed(photo, PAYLOAD)
+    assert w.shape == photo.shape and w.dtype == np.uint8
+    assert _psnr(photo, w) >= 38.0
+    d = wm.detect(w)
+    assert d["found"] and d["payload"] == PAYLOAD.hex() and d["p_value"] <= 1e-6
+    json.dumps({k: v for k, v in d.items() if not k.startswith("_")})
+
+
+@pytest.mark.parametrize("attack", ["jpeg50", "crop70", "resize0.5", "resize0.5_jpeg75", "blur_noise_bright"])
+def test_watermark_survives_everyday_edits(photo, attack):
+    import cv2
+
+    wm = ImageWatermark(KEY)
+    w = wm.embed(photo, PAYLOAD)
+    h, wd = w.shape[:2]
+    if attack == "jpeg50":
+        x = _jpeg(w, 50)
+    elif attack == "crop70":
+        s = np.sqrt(0.7)
+        ch, cw = int(h * s), int(wd * s)
+        x = w[(h - ch) // 2:(h - ch) // 2 + ch, (wd - cw) // 2:(wd - cw) // 2 + cw]
+    elif attack == "resize0.5":
+        x = cv2.resize(w, (wd // 2, h // 2), interpolation=cv2.INTER_AREA)
+    elif attack == "resize0.5_jpeg75":
+        x = _jpeg(cv2.resize(w, (wd // 2, h // 2), interpolation=cv2.INTER_AREA), 75)
+    else:
+        x = cv2.GaussianBlur(w, (0, 0), 1.0)
+        x = np.clip(x * 1.2 + np.random.default_rng(0).normal(0, 5, x.shape), 0, 255).astype(np.uint8)
+    d = wm.detect(x)
+    assert d["found"], d
+    assert d["payload"] == PAYLOAD.hex()
+
+
+def test_no_false_detection_without_watermark_or_with_another_key(photo):
+    from skimage import data
+
+    wm = ImageWatermark(KEY)
+    imgs = [photo, data.astronaut()[:300, :300], data.camera()[100:400, 50:450], data.chelsea(),
+            ImageWatermark(b"another-key-000000000000000000000").embed(photo, PAYLOAD)]
+    for im in imgs:
+        d = wm.detect(im)
+        assert not d["found"] and d["p_value"] > 1e-6 and d["payload"] is None
+
+
+# ---------------------------------------------------------------- tamper cases through tag/verify
+def test_stripped_metadata_still_names_the_run(tmp_path, keys, photo):
+    src = tmp_path / "p.png"
+    Image.fromarray(photo).save(src)
+    tagged = tag_file(src, tmp_path / "t.png", claim=CLAIM, keys=keys)
+    r = verify_file(tagged)
+    assert r["verdict"] == "intact" and r["watermark"]["found"] and r["watermark"]["bit_errors_vs_manifest"] == 0
+    resaved = tmp_path / "resaved.png"
+    Image.open(tagged).save(resaved)  # PIL drops the caBX chunk
+    r = verify_file(resaved)
+    assert r["manifest"]["state"] == "Missing"
+    assert r["verdict"] == "stripped" and r["run_id"] == "run-wm-7" and r["generator"] == "vae"
+    # the untouched original is untagged
+    assert verify_file(src)["verdict"] == "untagged"
+
+
+def test_reencoded_jpeg_is_never_intact_by_manifest(tmp_path, keys, photo):
+    src = tmp_path / "p.jpg"
+    Image.fromarray(photo).save(src, quality=92)
+    tagged = tag_file(src, tmp_path / "t.jpg", claim=CLAIM, keys=keys)
+    assert verify_file(tagged)["verdict"] == "intact"
+    data = tagged.read_bytes()
+    # 1) plain re-encode: the manifest is gone, the watermark remains
+    re1 = tmp_path / "re1.jpg"
+    Image.open(tagged).save(re1, quality=75)
+    r1 = verify_file(re1)
+    assert r1["manifest"]["state"] == "Missing" and r1["verdict"] == "stripped"
+    # 2) re-encode that carries the original APP11 (JUMBF) segments over: the hash no longer matches
+    segs, pos = [], 2
+    while pos < len(data) and data[pos] == 0xFF and data[pos + 1] != 0xDA:
+        n = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] == 0xEB:
+            segs.append(data[pos:pos + 2 + n])
+        pos += 2 + n
+    assert segs, "tagged JPEG has no APP11 segment"
+    buf = io.BytesIO()
+    Image.open(tagged).save(buf, "JPEG", quality=75)
+    b = buf.getvalue()
+    re2 = tmp_path / "re2.jpg"
+    re2.write_bytes(b[:2] + b"".join(segs) + b[2:])
+    r2 = verify_file(re2)
+    assert r2["manifest"]["state"] == "Invalid" and r2["verdict"] == "tampered"
+    for r in (r1, r2):
+        assert r["verdict"] != "intact"
+
+
+def test_watermark_contradicting_a_valid_manifest_is_tampered(tmp_path, keys, photo):
+    src = tmp_path / "p.png"
+    Image.fromarray(photo).save(src)
+    wm_only = tag_file(src, tmp_path / "wm.png", claim=CLAIM, keys=keys, c2pa=False)
+    # sign the watermarked pixels with a valid manifest that declares a different watermark id
+    other = {**CLAIM, "run_id": "someone-else"}
+    man = mf.build_manifest(other, "x.png", watermark_id=bytes.fromhex("111111111111"))
+    forged = tmp_path / "forged.png"
+    forged.write_bytes(mf.sign_embedded(wm_only.read_bytes(), "png", man, keys))
+    r = verify_file(forged)
+    assert r["manifest"]["state"] == "Valid"
+    assert r["verdict"] == "tampered" and "contradicts" in r["reason"]
+
+
+def test_webp_embedded_manifest(tmp_path, keys, photo):
+    src = tmp_path / "p.webp"
+    Image.fromarray(photo).save(src, quality=95)
+    t = tag_file(src, tmp_path / "t.webp", claim=CLAIM, keys=keys)
+    r = verify_file(t)
+    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["watermark"]["found"]
+
+
+def test_sidecar_binds_csv_json_text_wav(tmp_path, keys):
+    import wave
+
+    files = {"t.csv": b"a,b\n1,2\n3,4\n", "t.json": b'{"x": 1}\n', "t.txt": b"hello world\n"}
+    for name, body in files.items():
+        (tmp_path / name).write_bytes(body)
+    with wave.open(str(tmp_path / "t.wav"), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(8000)
+        wf.writeframes(np.zeros(800, dtype=np.int16).tobytes())
+    for name in ("t.csv", "t.json", "t.txt", "t.wav"):
+        out = tag_file(tmp_path / name, tmp_path / "out" / name, claim=CLAIM, keys=keys)
+        assert out.read_bytes() == (tmp_path / name).read_bytes()  # content unchanged
+        assert mf.sidecar_path(out).exists()
+        r = verify_file(out)
+        assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["run_id"] == "run-wm-7", (name, r)
+    # an edited CSV against its sidecar is tampered
+    csv = tmp_path / "out" / "t.csv"
+    csv.write_bytes(b"a,b\n1,2\n3,5\n")
+    r = verify_file(csv)
+    assert r["manifest"]["state"] == "Invalid" and r["verdict"] == "tampered"
+    # no sidecar: untagged
+    assert verify_file(tmp_path / "t.csv")["verdict"] == "untagged"
+    # a garbage sidecar is a manifest that does not validate
+    (tmp_path / "out" / "t.json.c2pa").write_bytes(b"not a manifest")
+    r = verify_file(tmp_path / "out" / "t.json")
+    assert r["verdict"] in ("tampered", "error") and r["verdict"] != "intact"
+
+
+# ---------------------------------------------------------------- text watermark
+@pytest.fixture(scope="module")
+def tiny_lm():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=400, n_positions=160, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def test_text_watermark_detected_from_ids_alone(tiny_lm):
+    import torch
+
+    from guardrails.provenance.text import TextWatermark
+
+    wm = TextWatermark(b"text-key-0123456789abcdef", vocab_size=400, bos_token_id=0)
+    prompt = torch.randint(1, 400, (4, 3), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(prompt)
+    with torch.no_grad():
+        marked = wm.generate(tiny_lm, prompt, attention_mask=mask, max_new_tokens=120, min_new_tokens=120, pad_token_id=0)
+        plain = tiny_lm.generate(prompt, attention_mask=mask, do_sample=True, max_new_tokens=120, min_new_tokens=120,
+                                 pad_token_id=0)
+    other = TextWatermark(b"another-text-key-000000000", vocab_size=400, bos_token_id=0)
+    for row in marked[:, 3:]:
+        d = wm.detect_ids(row.tolist())
+        assert d["found"] and d["z_score"] >= 4 and d["p_value"] < 1e-4
+        assert not other.detect_ids(row.tolist())["found"]
+    for row in plain[:, 3:]:
+        d = wm.detect_ids(row.tolist())
+        assert not d["found"] and d["z_score"] < 4
+    assert wm.detect_ids([5])["applicable"] is False
+    with pytest.raises(ValueError):
+        wm.detect_ids([1, 2, 999])
