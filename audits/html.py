@@ -66,8 +66,8 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 {{ memorization.near_duplicate_count }} suspected copies, {{ memorization.exact_duplicate_count }} exact.
 Rule: {{ memorization.method }} (threshold {{ memorization.distance_ratio_threshold }}, n = {{ memorization.nth_neighbour }}).
 {% if memorization.holdout_false_positive_rate is number %}The same rule accuses {{ fmt(memorization.holdout_false_positive_rate) }} of real holdout items.{% endif %}</p>
-{% if memorization.dcr.share_closer_to_train is defined %}<p>Share of samples closer to train than to holdout (equal-size sets): {{ fmt(memorization.dcr.share_closer_to_train) }}
-(95% CI {{ fmt(memorization.dcr.share_closer_to_train_ci[0]) }}–{{ fmt(memorization.dcr.share_closer_to_train_ci[1]) }}; 0.5 = no sign of copying; one-sided p = {{ fmt(memorization.dcr.p_value_greater_than_half) }}).</p>{% endif %}
+{% if memorization.dcr.share_nearest_in_train is defined %}<p>Distance to closest record: a sample's nearest real item is a training item in {{ fmt(memorization.dcr.share_nearest_in_train) }} of samples;
+{{ fmt(memorization.dcr.expected_share_if_no_copying) }} is expected when the output does not depend on which items were trained on (permutation p = {{ fmt(memorization.dcr.p_value) }}).</p>{% endif %}
 {% if img_pairs %}<p>{{ pairs_caption }}</p><img alt="nearest-neighbour pairs: sample and training item" src="data:image/png;base64,{{ img_pairs }}">{% endif %}
 {% else %}<p class="note">Not computed: {{ memorization.reason }}</p>{% endif %}
 

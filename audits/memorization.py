@@ -159,35 +159,37 @@ def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.nda
 
 
 def dcr_train_vs_holdout(samples: np.ndarray, train: np.ndarray, holdout: np.ndarray, *, max_shift: int = 0,
-                         alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
-    """Distance to closest record: training vs holdout, on a training subset the size of the holdout.
+                         alpha: float = 0.05, seed: int = 0, permutations: int = 2000) -> dict[str, Any]:
+    """Distance to closest record: is a sample's nearest real item a training item more often than chance?
 
-    If the generator does not copy, a sample is as likely to be closer to a
-    random training item set as to an equally large holdout set: the share
-    closer to train should be about 0.5. A one-sided binomial test asks
-    whether it is larger.
+    Train and holdout are a random split of the same real data. If the
+    generator's output does not depend on *which* items were trained on, the
+    nearest real item of a sample (in train + holdout) is a training item with
+    probability n_train / (n_train + n_holdout), by exchangeability. The
+    p-value re-randomises the train/holdout labels of the real items
+    (a permutation test), so it stays exact even though many samples share a
+    nearest item. A large share means the generator sits on its training items.
     """
-    from scipy import stats as st
-
     rng = np.random.default_rng(seed)
-    m = min(len(holdout), len(train))
-    sub = train[np.sort(rng.choice(len(train), m, replace=False))]
-    d_tr = knn_shift_tolerant(samples, sub, k=1, max_shift=max_shift)[0][:, 0]
-    d_ho = knn_shift_tolerant(samples, holdout[:m], k=1, max_shift=max_shift)[0][:, 0]
-    d_full = knn_shift_tolerant(samples, train, k=1, max_shift=max_shift)[0][:, 0]
-    closer = (d_tr < d_ho).astype(float) + 0.5 * (d_tr == d_ho)
-    n = len(samples)
-    share = float(closer.mean())
-    k = int(np.floor(closer.sum()))
-    lo, hi = wilson_interval(closer.sum(), n, alpha)
-    p = float(st.binomtest(k, n, 0.5, alternative="greater").pvalue)
+    real = np.concatenate([np.asarray(train, np.float32), np.asarray(holdout, np.float32)])
+    is_train = np.zeros(len(real), dtype=bool)
+    is_train[: len(train)] = True
+    d, idx = knn_shift_tolerant(samples, real, k=1, max_shift=max_shift)
+    nearest = idx[:, 0]
+    share = float(is_train[nearest].mean())
+    expected = len(train) / len(real)
+    perm_shares = np.empty(permutations)
+    for b in range(permutations):
+        perm_shares[b] = rng.permutation(is_train)[nearest].mean()
+    p = float((1 + np.sum(perm_shares >= share - 1e-12)) / (permutations + 1))
+    in_train = is_train[nearest]
     return {
-        "share_closer_to_train": share,
-        "share_closer_to_train_ci": [float(lo), float(hi)],
-        "p_value_greater_than_half": p,
-        "median_dcr_train_subset": float(np.median(d_tr)),
-        "median_dcr_holdout": float(np.median(d_ho)),
-        "median_dcr_train_full": float(np.median(d_full)),
-        "subset_size": m,
-        "note": "train subset drawn to the holdout's size so both sets are equally dense; 0.5 means no sign of copying",
+        "share_nearest_in_train": share,
+        "expected_share_if_no_copying": expected,
+        "null_95th_percentile": float(np.quantile(perm_shares, 1 - alpha)),
+        "p_value": p,
+        "test": f"permutation test over {permutations} re-randomised train/holdout labels (one-sided)",
+        "median_dcr_when_nearest_is_train": float(np.median(d[in_train, 0])) if in_train.any() else None,
+        "median_dcr_when_nearest_is_holdout": float(np.median(d[~in_train, 0])) if (~in_train).any() else None,
+        "distinct_nearest_items": int(len(np.unique(nearest))),
     }

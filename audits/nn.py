@@ -28,14 +28,21 @@ def _torch():
         return None
 
 
-def knn(queries: Any, base: Any, k: int = 1, *, query_block: int = 2048, base_block: int = 16384,
-        exclude_self: bool = False, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(queries: Any, base: Any, k: int = 1, *, query_block: int = 512, base_block: int = 2048,
+        exclude_self: bool = False, progress: Callable[[int], None] | None = None,
+        n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest rows of ``base`` for each row of ``queries``.
 
     Returns ``(distances, indices)``, each ``(n_queries, k)``, sorted by
     distance. ``exclude_self`` (queries and base are the same array) skips
     each query's own row. ``progress(n)`` is called with the number of
-    queries finished after each block.
+    queries finished after each block. Blocks are small on purpose: a
+    512 x 2048 distance tile stays in cache, which measured about twice as
+    fast per pair as 4096 x 8192 tiles on one core (benchmarks/nn_search.py).
+
+    ``n_jobs`` (default: torch's thread count) query blocks run in parallel
+    threads, each with single-threaded BLAS: on small tiles this used the
+    cores far better than BLAS's own threading (3.4 vs 16 ns of CPU per pair).
     """
     q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
     b = np.ascontiguousarray(np.asarray(base, dtype=np.float32).reshape(len(base), -1))
@@ -43,7 +50,7 @@ def knn(queries: Any, base: Any, k: int = 1, *, query_block: int = 2048, base_bl
         raise AuditError(f"nearest-neighbour search: queries have dimension {q.shape[1]}, base {b.shape[1]}")
     nb = b.shape[0]
     kk = k + (1 if exclude_self else 0)
-    if nb < kk:
+    if k < 1 or nb < kk:
         raise AuditError(f"nearest-neighbour search: asked for {k} neighbours among {nb} items")
     if not (np.isfinite(q).all() and np.isfinite(b).all()):
         raise AuditError("nearest-neighbour search: NaN or infinite values in the features")
@@ -51,47 +58,46 @@ def knn(queries: Any, base: Any, k: int = 1, *, query_block: int = 2048, base_bl
     out_d = np.empty((q.shape[0], k), dtype=np.float64)
     out_i = np.empty((q.shape[0], k), dtype=np.int64)
     if torch is not None:
-        bt = torch.from_numpy(b)
-        bn = (bt * bt).sum(1)
+        bt_t = torch.from_numpy(b).T.contiguous()  # (dim, nb): column tiles are contiguous reads
+        bn = (torch.from_numpy(b) ** 2).sum(1)
     else:
+        bt_np = np.ascontiguousarray(b.T)
         bn = np.einsum("ij,ij->i", b, b)
-    for qs in range(0, q.shape[0], query_block):
+
+    def _block(qs: int) -> None:
         qe = min(q.shape[0], qs + query_block)
-        best_d = None
-        best_i = None
+        vals_l, idx_l = [], []
         for bs in range(0, nb, base_block):
             be = min(nb, bs + base_block)
+            kb = min(kk, be - bs)
             if torch is not None:
-                qt = torch.from_numpy(q[qs:qe])
                 # |b|^2 - 2 q.b  (|q|^2 is constant per row and does not change the ranking)
-                d = torch.addmm(bn[bs:be].unsqueeze(0), qt, bt[bs:be].T, beta=1.0, alpha=-2.0)
-                if exclude_self:
-                    rows = torch.arange(qs, qe)
-                    inside = (rows >= bs) & (rows < be)
-                    if bool(inside.any()):
-                        r = rows[inside]
-                        d[r - qs, r - bs] = float("inf")
-                kb = min(kk, be - bs)
-                vals, idx = torch.topk(d, kb, dim=1, largest=False, sorted=False)
-                vals, idx = vals.numpy(), idx.numpy() + bs
+                d = torch.addmm(bn[bs:be].unsqueeze(0), torch.from_numpy(q[qs:qe]), bt_t[:, bs:be], beta=1.0, alpha=-2.0)
+                if exclude_self and bs < qe and qs < be:
+                    r = torch.arange(max(qs, bs), min(qe, be))
+                    d[r - qs, r - bs] = float("inf")
+                if kb == 1:
+                    v, i = d.min(1, keepdim=True)
+                else:
+                    v, i = torch.topk(d, kb, dim=1, largest=False, sorted=False)
+                vals_l.append(v.numpy())
+                idx_l.append(i.numpy() + bs)
             else:
-                d = bn[bs:be][None, :] - 2.0 * (q[qs:qe] @ b[bs:be].T)
-                if exclude_self:
-                    for r in range(qs, qe):
-                        if bs <= r < be:
-                            d[r - qs, r - bs] = np.inf
-                kb = min(kk, be - bs)
-                idx = np.argpartition(d, kb - 1, axis=1)[:, :kb]
-                vals = np.take_along_axis(d, idx, axis=1)
-                idx = idx + bs
-            if best_d is None:
-                best_d, best_i = vals, idx
-            else:
-                cd = np.concatenate([best_d, vals], axis=1)
-                ci = np.concatenate([best_i, idx], axis=1)
-                sel = np.argpartition(cd, kk - 1, axis=1)[:, :kk] if cd.shape[1] > kk else np.argsort(cd, axis=1)
-                best_d = np.take_along_axis(cd, sel, axis=1)
-                best_i = np.take_along_axis(ci, sel, axis=1)
+                d = q[qs:qe] @ bt_np[:, bs:be]
+                d *= -2.0
+                d += bn[bs:be][None, :]
+                if exclude_self and bs < qe and qs < be:
+                    r = np.arange(max(qs, bs), min(qe, be))
+                    d[r - qs, r - bs] = np.inf
+                i = np.argpartition(d, kb - 1, axis=1)[:, :kb] if kb < d.shape[1] else np.tile(np.arange(d.shape[1]), (len(d), 1))
+                vals_l.append(np.take_along_axis(d, i, axis=1))
+                idx_l.append(i + bs)
+        cd = np.concatenate(vals_l, axis=1)
+        ci = np.concatenate(idx_l, axis=1)
+        if cd.shape[1] > kk:
+            sel = np.argpartition(cd, kk - 1, axis=1)[:, :kk]
+            cd, ci = np.take_along_axis(cd, sel, axis=1), np.take_along_axis(ci, sel, axis=1)
+        best_i = ci
         # exact re-measurement of the candidates in float64, then sort
         cand = b[best_i].astype(np.float64)  # (m, kk, dim)
         diff = cand - q[qs:qe, None, :].astype(np.float64)
@@ -101,8 +107,30 @@ def knn(queries: Any, base: Any, k: int = 1, *, query_block: int = 2048, base_bl
         order = np.argsort(exact, axis=1, kind="stable")[:, :k]
         out_d[qs:qe] = np.take_along_axis(exact, order, axis=1)
         out_i[qs:qe] = np.take_along_axis(best_i, order, axis=1)
-        if progress is not None:
-            progress(qe - qs)
+
+    starts = list(range(0, q.shape[0], query_block))
+    if n_jobs is None:
+        n_jobs = torch.get_num_threads() if torch is not None else 1
+    n_jobs = max(1, min(int(n_jobs), len(starts)))
+    if n_jobs == 1:
+        for qs in starts:
+            _block(qs)
+            if progress is not None:
+                progress(min(query_block, q.shape[0] - qs))
+        return out_d, out_i
+    from concurrent.futures import ThreadPoolExecutor
+
+    old = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for qs, _ in zip(starts, pool.map(_block, starts)):
+                if progress is not None:
+                    progress(min(query_block, q.shape[0] - qs))
+    finally:
+        if torch is not None:
+            torch.set_num_threads(old)
     return out_d, out_i
 
 

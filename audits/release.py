@@ -194,6 +194,114 @@ class ReleaseAudit:
         return AuditReport(clean, artefacts)
 
     # ------------------------------------------------------------------------------
+    def _finish(self, data: dict[str, Any], policy: Mapping[str, Any], artefacts: dict[str, Any]) -> AuditReport:
+        clean = _strip_private(data)
+        clean["gates"] = evaluate_gates(clean, policy)
+        clean["meta"] = {
+            "seed": self.seed,
+            "policy": _strip_private(policy),
+            "versions": _package_versions(),
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "report_format": "genguard-report/1",
+        }
+        return AuditReport(clean, artefacts)
+
+    def _common(self, data: dict[str, Any], ledger: Any, generator_info: Any, provenance: Any, detection: Any,
+                n: int, modality: str) -> None:
+        from audits.privacy import privacy_section
+
+        data["generator"] = dict(generator_info or {})
+        data["generator"].update({"n_samples": n, "modality": modality})
+        data["privacy"] = privacy_section(dict(ledger)) if ledger is not None else privacy_section(None)
+        data["provenance"] = dict(provenance) if provenance is not None else {
+            "value": None, "reason": "provenance was not checked in this audit"}
+        data["detection"] = dict(detection) if detection is not None else {
+            "value": None, "reason": "synthetic-media detection was not run in this audit"}
+
+    def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str = "sex", target: str = "target",
+                    ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
+                    provenance: Any = None, detection: Any = None, progress: bool = True) -> AuditReport:
+        """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
+        from generators.base import progress_bar
+
+        from audits.bias import representation, resolve_expected
+        from audits.memorization import memorization_section
+        from audits.tabular import tabular_fairness
+
+        policy = load_policy(self.policy)
+        alpha = float(policy["level"])
+        data: dict[str, Any] = {k: None for k in REPORT_KEYS}
+        self._common(data, ledger, generator_info, provenance, detection, len(synthetic), "tabular")
+        with progress_bar("auditing table", total=3, enabled=progress) as advance:
+            fair = tabular_fairness(synthetic, train, holdout, group=group, target=target, seed=self.seed, alpha=alpha)
+            advance(1, "fairness")
+            names = [f"{group}={v:g}" for v in sorted(train[group].unique())]
+            values = sorted(train[group].unique())
+            ref_codes = np.searchsorted(values, train[group].to_numpy())
+            syn_vals = synthetic[group].to_numpy()
+            unknown = ~np.isin(syn_vals, values)
+            if unknown.any():
+                raise AuditError(f"synthetic table: {group!r} takes values {sorted(set(syn_vals[unknown]))[:5]} "
+                                 f"not in the real data")
+            expected, source = resolve_expected(policy["bias"].get("target", "reference"), names, ref_codes)
+            bias = representation(np.searchsorted(values, syn_vals), names, expected, alpha=alpha,
+                                  min_effect=float(policy["bias"]["min_effect"]), seed=self.seed,
+                                  expected_source=source, attribute=group)
+            bias["flagged_count"] = len(bias["flagged"])
+            bias["fairness"] = {k: v for k, v in fair.items() if k != "subgroup_marginals"}
+            data["bias"] = bias
+            data["fidelity"] = {"subgroup_marginals": fair["subgroup_marginals"],
+                                "note": "two-sample Kolmogorov-Smirnov statistic per column within each group"}
+            advance(1, "bias")
+            cols = list(train.columns)
+            mu, sd = train[cols].to_numpy(float).mean(0), train[cols].to_numpy(float).std(0) + 1e-12
+            z = lambda df: ((df[cols].to_numpy(float) - mu) / sd).astype(np.float32)  # noqa: E731
+            mp = policy["memorization"]
+            data["memorization"] = memorization_section(z(synthetic), z(train), z(holdout),
+                                                        threshold=float(mp["distance_ratio"]),
+                                                        nth=min(int(mp["nth_neighbour"]), len(train) - 1),
+                                                        max_shift=0, alpha=alpha, seed=self.seed)
+            data["memorization"]["distance"] = "Euclidean distance between standardised rows"
+            advance(1, "memorization")
+        return self._finish(data, policy, {"memorization": data["memorization"], "bias": bias})
+
+    def run_text(self, texts: Any, train: Any, holdout: Any = None, *, generate: Any = None,
+                 ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
+                 provenance: Any = None, detection: Any = None, progress: bool = True) -> AuditReport:
+        """Release audit of generated texts: perplexity_local, self-BLEU, verbatim copies, and BOLD-style
+        bias when a ``generate(prompts) -> list[str]`` callable is given."""
+        from generators.base import progress_bar
+
+        from audits.text_bias import TextBiasAudit
+        from audits.text_fidelity import text_fidelity, verbatim_copies
+
+        policy = load_policy(self.policy)
+        alpha = float(policy["level"])
+        texts = [str(t) for t in texts]
+        if not texts:
+            raise AuditError("no generated texts to audit")
+        ref = list(train) + (list(holdout) if holdout is not None else [])
+        data: dict[str, Any] = {k: None for k in REPORT_KEYS}
+        self._common(data, ledger, generator_info, provenance, detection, len(texts), "text")
+        with progress_bar("auditing text", total=3, enabled=progress) as advance:
+            data["fidelity"] = text_fidelity(texts, ref, seed=self.seed)
+            advance(1, "fidelity")
+            if generate is not None:
+                tp = policy.get("text") or {}
+                bias = TextBiasAudit(domains=tp.get("domains"), samples_per_prompt=int(tp.get("samples_per_prompt", 1)),
+                                     alpha=alpha, min_effect=float(tp.get("min_effect", 0.1)),
+                                     seed=self.seed).run(generate, progress=progress)
+                bias["flagged_count"] = len(bias["flagged"])
+                data["bias"] = bias
+            else:
+                data["bias"] = {"value": None, "reason": "text bias needs a generator to prompt (generate callable "
+                                                          "or --model); a folder of texts has no prompts"}
+            advance(1, "bias")
+            data["memorization"] = verbatim_copies(texts, list(train), alpha=alpha)
+            advance(1, "memorization")
+        return self._finish(data, policy, {})
+
+    # ------------------------------------------------------------------------------
     def _generator_section(self, samples: Any, info: Mapping[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = dict(info or {})
         out.setdefault("name", samples.metadata.get("generator"))
@@ -299,9 +407,28 @@ class ReleaseAudit:
             ff = ext.features(x)
             out["per_group_quality"] = per_group_quality(fr, codes_ref, ff, produced, names,
                                                          k=int(policy["fidelity"].get("prdc_k", 5)))
+        out["intersections"] = self._intersections(samples, train, expected_policy=bp, alpha=alpha)
         out["flagged_count"] = len(out["flagged"])
         artefacts["bias"] = out
         return out
+
+    def _intersections(self, samples: Any, train: Any, expected_policy: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+        """Cells of the first two attributes that both the reference and the samples' conditions carry."""
+        from audits.bias import intersections
+
+        attrs = [a for a in train.groups if a in samples.conditions]
+        if len(attrs) < 2:
+            return {"value": None, "reason": "needs two attributes known for both the reference and the samples "
+                                             f"(have {attrs or 'none'})"}
+        a, b = attrs[:2]
+        na = train.group_names.get(a) or [str(i) for i in range(int(train.groups[a].max()) + 1)]
+        nb = train.group_names.get(b) or [str(i) for i in range(int(train.groups[b].max()) + 1)]
+        joint = np.zeros((len(na), len(nb)))
+        np.add.at(joint, (train.groups[a], train.groups[b]), 1)
+        res = intersections(samples.conditions[a], samples.conditions[b], na, nb, joint / joint.sum(), alpha=alpha,
+                            min_effect=float(expected_policy["min_effect"]), attributes=(a, b))
+        res["label_source"] = "requested conditions"
+        return res
 
     def _memorization(self, x: np.ndarray, train: Any, holdout: Any, policy: Mapping[str, Any], samples: Any,
                       artefacts: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,10 @@ def goodman_intervals(counts: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.
     with probability at least ``1 - alpha`` asymptotically. Goodman is
     preferred over Sison-Glaz here because it has a closed form (vectorisable
     over simulated audits) and is conservative when ``k`` is small (<= ~10);
-    its small-count coverage is checked by simulation in the tests.
+    its coverage is asymptotic: simulated simultaneous coverage at n = 300
+    with k = 5 shares down to 5% was 94.7% (tests/test_audit_stats.py). The
+    flagging rule adds an exact-size Monte-Carlo test, which keeps the
+    false-flag rate at or below alpha even where the intervals undercover.
     """
     c = np.asarray(counts, dtype=np.float64)
     k = c.shape[-1]
@@ -164,12 +167,14 @@ def holm_adjust(p_values: Any) -> np.ndarray:
     return adj
 
 
-def binomial_two_sided_p(k: int, n: int, p: float) -> float:
-    """Exact two-sided binomial test p-value (scipy's minlike method)."""
-    if n == 0:
-        return 1.0
-    if p <= 0.0:
-        return 0.0 if k > 0 else 1.0
-    if p >= 1.0:
-        return 0.0 if k < n else 1.0
-    return float(_st.binomtest(int(k), int(n), float(p)).pvalue)
+def binomial_two_sided_p(k: Any, n: Any, p: Any) -> np.ndarray:
+    """Exact two-sided binomial p-value by doubling the smaller tail (vectorised; conservative, never anti-conservative)."""
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    lower = _st.binom.cdf(k, n, p)
+    upper = _st.binom.sf(k - 1, n, p)
+    out = np.minimum(1.0, 2.0 * np.minimum(lower, upper))
+    out = np.where(p <= 0.0, np.where(k > 0, 0.0, 1.0), out)
+    out = np.where(p >= 1.0, np.where(k < n, 0.0, 1.0), out)
+    return np.where(n == 0, 1.0, out)

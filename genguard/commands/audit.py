@@ -66,9 +66,11 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 
 @click.command("audit")
 @click.option("--samples", "samples_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder of generated images (PNG etc.); `_labelK` in a file name is the requested group.")
+              help="Folder of generated images (`_labelK` in a file name = requested group), a folder of .txt "
+                   "texts, or a CSV table.")
 @click.option("--reference", default="digits", show_default=True,
-              help="'digits' (the embedded split) or a folder of real images whose sub-folders are the groups.")
+              help="'digits' (embedded), a folder of real images (sub-folders = groups); for a CSV: 'diabetes' or a "
+                   "CSV; for texts: 'pydoc' or a folder of .txt.")
 @click.option("--train", "train_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of the training images (with --holdout; overrides --reference).")
 @click.option("--holdout", "holdout_dir", type=click.Path(path_type=Path), default=None,
@@ -84,13 +86,42 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     from rich.console import Console
     from rich.table import Table
 
+    from audits.policy import load_policy
+
+    load_policy(str(policy) if policy is not None else None)  # fail fast on a bad policy, before any work
+    pol = str(policy) if policy is not None else None
+    ledger, info = _load_model_info(model_dir)
+    info = info or {}
+    info.setdefault("samples_dir", str(samples_dir))
+    if samples_dir.suffix.lower() == ".csv":
+        report = _audit_table(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed)
+    elif samples_dir.is_dir() and any(samples_dir.rglob("*.txt")):
+        report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed)
+    else:
+        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed)
+    json_path, html_path = report.write(out)
+    console = Console()
+    table = Table(title=f"genguard audit — {report.data['generator']['n_samples']} samples", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in report.summary_rows():
+        table.add_row(label, value)
+    console.print(table)
+    console.print(f"report: {html_path}  ·  {json_path}")
+    if not report.passed:
+        console.print("[bold red]release gates failed:[/bold red] " + ", ".join(g["name"] for g in report.failed_gates))
+        return 1
+    console.print("[bold green]all release gates passed[/bold green]")
+    return 0
+
+
+def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed):
     from generators.base import Samples
     from generators.data import labels_from_filenames, read_sample_images
 
     from audits import AuditError, ReleaseAudit
-    from audits.policy import load_policy
 
-    load_policy(str(policy) if policy is not None else None)  # fail fast on a bad policy, before any work
     train, holdout = _load_reference(reference, train_dir, holdout_dir)
     if train.x.ndim != 3:
         raise AuditError(f"{train_dir or reference}: the audit needs grey images, got shape {train.x.shape[1:]}")
@@ -105,25 +136,72 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
         conditions["label"] = labels
     samples = Samples(data=images, modality="image", conditions=conditions,
                       metadata={"files": [f.name for f in files], "source": str(samples_dir)})
-    ledger, info = _load_model_info(model_dir)
-    info = info or {}
-    info.setdefault("samples_dir", str(samples_dir))
-    report = ReleaseAudit(policy=str(policy) if policy is not None else None, seed=seed).run(
-        samples, train, holdout, ledger=ledger, generator_info=info)
-    json_path, html_path = report.write(out)
-    console = Console()
-    table = Table(title=f"genguard audit — {len(samples)} samples", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    for label, value in report.summary_rows():
-        table.add_row(label, value)
-    console.print(table)
-    console.print(f"report: {html_path}  ·  {json_path}")
-    if not report.passed:
-        console.print("[bold red]release gates failed:[/bold red] " + ", ".join(g["name"] for g in report.failed_gates))
-        return 1
-    console.print("[bold green]all release gates passed[/bold green]")
-    return 0
+    return ReleaseAudit(policy=pol, seed=seed).run(samples, train, holdout, ledger=ledger, generator_info=info)
+
+
+def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed):
+    import pandas as pd
+
+    from generators.data import load_diabetes, train_holdout
+
+    from audits import AuditError, ReleaseAudit
+
+    def read(path):
+        try:
+            frame = pd.read_csv(path)
+        except FileNotFoundError:
+            raise AuditError(f"{path}: no such file") from None
+        except Exception as exc:  # pandas raises many parser error types
+            raise AuditError(f"{path}: not a readable CSV ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+        if frame.empty:
+            raise AuditError(f"{path}: CSV has no rows")
+        return frame
+
+    synthetic = read(csv_path)
+    if train_csv is not None or holdout_csv is not None:
+        if train_csv is None or holdout_csv is None:
+            raise AuditError("--train and --holdout go together: give both CSV files or neither")
+        train, holdout = read(train_csv), read(holdout_csv)
+    elif reference in ("diabetes", "digits"):  # digits is the default: a CSV means the embedded table
+        tr, ho = train_holdout(load_diabetes())
+        train, holdout = tr.x, ho.x
+    else:
+        full = read(reference)
+        perm = __import__("numpy").random.default_rng(seed).permutation(len(full))
+        k = max(1, len(full) // 5)
+        train, holdout = full.iloc[perm[k:]].reset_index(drop=True), full.iloc[perm[:k]].reset_index(drop=True)
+    missing = [c for c in train.columns if c not in synthetic.columns]
+    if missing:
+        raise AuditError(f"{csv_path}: missing columns {missing} of the reference table")
+    return ReleaseAudit(policy=pol, seed=seed).run_tabular(synthetic[list(train.columns)], train, holdout,
+                                                          ledger=ledger, generator_info=info)
+
+
+def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed):
+    from generators.data import load_data, train_holdout
+
+    from audits import AuditError, ReleaseAudit
+    from audits.text_bias import as_text_generator
+
+    texts = []
+    for f in sorted(samples_dir.rglob("*.txt")):
+        try:
+            texts.append(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuditError(f"{f}: not readable UTF-8 text ({exc.__class__.__name__})") from None
+    ref = load_data("pydoc" if reference == "digits" else reference, modality_hint="text")
+    if ref.modality != "text":
+        raise AuditError(f"{reference}: not a text reference (give 'pydoc' or a folder of .txt files)")
+    train, holdout = train_holdout(ref)
+    generate = None
+    if model_dir is not None and (model_dir / "config.json").is_file():
+        import generators
+
+        gen = generators.load(model_dir)
+        if gen.modality == "text":
+            generate = as_text_generator(gen, seed=seed)
+    return ReleaseAudit(policy=pol, seed=seed).run_text(texts, train.x, holdout.x, generate=generate, ledger=ledger,
+                                                       generator_info=info)
 
 
 def register(group: click.Group) -> None:
