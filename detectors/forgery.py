@@ -133,7 +133,7 @@ def block_grid(rgb: np.ndarray, window: int = 64, stride: int = 32) -> ForgeryRe
     gstrength = float(gx[px] + gy[py]) / (float(d2x.mean() + d2y.mean()) / 2 + 1e-6)
     out = np.zeros((h, w), np.float32)
     cnt = np.zeros((h, w), np.float32)
-    if gstrength < 0.05 or h < window or w < window:
+    if gstrength < 0.08 or h < window or w < window:
         return ForgeryResult(0.0, out, {"global_grid_strength": gstrength, "grid": None,
                                         "note": "no JPEG block grid found; method not applicable"})
     vals, boxes = [], []
