@@ -95,7 +95,9 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
     kurt = (z ** 4).mean(axis=1)
     ar = np.abs(rf)
     q = np.quantile(ar, [0.5, 0.9, 0.99], axis=1).T
-    feats = [_log(sd)[:, None], skew[:, None], np.log(kurt)[:, None], _log(q + 1e-5)]
+    with np.errstate(divide="ignore"):  # a constant tile has kurtosis 0 -> -inf -> 0 below (as when trained)
+        lk = np.log(kurt)
+    feats = [_log(sd)[:, None], skew[:, None], lk[:, None], _log(q + 1e-5)]
 
     b = 4
     blocks = t[:, : p // b * b, : p // b * b].reshape(n, p // b, b, p // b, b).var(axis=(2, 4)).reshape(n, -1)
