@@ -444,7 +444,17 @@ DEFAULT_DETECTOR = Path(__file__).with_name("default_detector.safetensors")
 
 
 def load_default() -> Detector:
-    """The shipped default detector (see benchmarks/train_default_detector.py for what it was trained on)."""
+    """The shipped default detector (118 KB ensemble).
+
+    Trained by benchmarks/train_default_detector.py on 64x64 luma patches of
+    the scikit-image / scikit-learn sample photos (real) against four small
+    reference generator families trained on the same patches: the MLP VAE of
+    generators/, a PCA+GMM patch model, a transposed-convolution decoder and a
+    resize-convolution decoder. It will not generalise to diffusion models,
+    modern GANs or anything trained on large natural-image data; treat its
+    probabilities as meaningful only for such reference families, and train
+    your own with ``genguard detector train`` for real use.
+    """
     if not DEFAULT_DETECTOR.is_file():
         raise DetectorError(f"{DEFAULT_DETECTOR}: the default detector is missing; run benchmarks/train_default_detector.py "
                             "or pass --detector FILE")

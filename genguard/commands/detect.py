@@ -81,6 +81,9 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     from detectors.forgery import METHODS, analyze, map_to_png_array, overlay
 
     det = _load_detector(str(detector_file) if detector_file else None)
+    if detector_file is None:
+        _err("note: using the default detector, trained only on small reference generators "
+             "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
     files = list_images(paths)
     if not files:
         raise DetectorError(f"{', '.join(map(str, paths))}: no images found")
