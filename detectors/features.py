@@ -1,0 +1,137 @@
+"""Hand-crafted per-tile features: azimuthal power spectrum, log-DCT, noise-residual statistics, NPR residual."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=8)
+def _radius_index(p: int) -> tuple[np.ndarray, int]:
+    yy, xx = np.mgrid[:p, :p]
+    c = p // 2
+    r = np.sqrt((yy - c) ** 2 + (xx - c) ** 2)
+    ri = np.floor(r).astype(np.int64)
+    return ri.ravel(), int(ri.max()) + 1
+
+
+@lru_cache(maxsize=8)
+def _hann(p: int) -> np.ndarray:
+    w = np.hanning(p).astype(np.float32)
+    return np.outer(w, w)
+
+
+def spectral_features(tiles: np.ndarray) -> np.ndarray:
+    """Durall et al. (2020): azimuthally averaged log power spectrum of each tile, mean-removed.
+
+    The tile's mean is removed and a Hann window applied so the DC term and the
+    tile border do not dominate; subtracting each curve's mean makes the
+    feature invariant to overall contrast.
+    """
+    t = tiles.astype(np.float32)
+    n, p, _ = t.shape
+    t = (t - t.mean(axis=(1, 2), keepdims=True)) * _hann(p)
+    f = np.fft.fftshift(np.fft.fft2(t), axes=(1, 2))
+    power = np.log(np.abs(f) ** 2 + 1e-8).reshape(n, -1)
+    ri, nb = _radius_index(p)
+    counts = np.bincount(ri, minlength=nb).astype(np.float32)
+    prof = np.stack([np.bincount(ri, weights=row, minlength=nb) for row in power]) / counts
+    prof = prof[:, 1:]  # drop DC
+    return (prof - prof.mean(axis=1, keepdims=True)).astype(np.float32)
+
+
+def dct_features(tiles: np.ndarray, pool: int = 2) -> np.ndarray:
+    """Frank et al. (2020): log-scaled magnitude of the tile's 2-D DCT, average-pooled by ``pool``.
+
+    Pooling 64x64 coefficients by 2 keeps the grid-aligned peaks that upsampling
+    leaves (they fall at even fractions of the band) while quartering the
+    number of weights of the linear classifier.
+    """
+    from scipy.fft import dctn
+
+    t = tiles.astype(np.float32)
+    n, p, _ = t.shape
+    c = dctn(t - t.mean(axis=(1, 2), keepdims=True), axes=(1, 2), norm="ortho")
+    lc = np.log(np.abs(c) + 1e-4)
+    if pool > 1:
+        q = p // pool
+        lc = lc[:, :q * pool, :q * pool].reshape(n, q, pool, q, pool).mean(axis=(2, 4))
+    return lc.reshape(n, -1).astype(np.float32)
+
+
+def npr_residual(tiles: np.ndarray) -> np.ndarray:
+    """Tan et al. (2024): x - nearest-upsample(x[::2, ::2]); the relationship of neighbouring pixels in each 2x2 cell."""
+    t = tiles.astype(np.float32)
+    down = t[:, ::2, ::2]
+    up = np.repeat(np.repeat(down, 2, axis=1), 2, axis=2)[:, : t.shape[1], : t.shape[2]]
+    return t - up
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(x, 1e-8))
+
+
+def noise_features(tiles: np.ndarray) -> np.ndarray:
+    """Statistics of the denoiser residual, local variance and 2x2 (CFA / upsampling) periodicity, per tile.
+
+    * residual r = x - median3x3(x): log std, skewness, kurtosis, log |r| quantiles;
+    * local variance over 4x4 blocks: log quantiles (how flat the flattest areas are);
+    * periodicity: energy of r at the Nyquist frequencies (period 2, what a
+      Bayer CFA or x2 upsampling leaves) and at period 4 and 8, relative to
+      the whole spectrum; ratio of the interpolation error on the two
+      diagonal sub-lattices of a Bayer pattern; NPR energy;
+    * lag-1 and lag-2 autocorrelation of r.
+    """
+    from scipy.ndimage import median_filter
+
+    t = tiles.astype(np.float32)
+    n, p, _ = t.shape
+    med = median_filter(t, size=(1, 3, 3), mode="reflect")
+    r = (t - med)[:, 2:-2, 2:-2]
+    rf = r.reshape(n, -1)
+    sd = rf.std(axis=1) + 1e-6
+    z = (rf - rf.mean(axis=1, keepdims=True)) / sd[:, None]
+    skew = (z ** 3).mean(axis=1)
+    kurt = (z ** 4).mean(axis=1)
+    ar = np.abs(rf)
+    q = np.quantile(ar, [0.5, 0.9, 0.99], axis=1).T
+    with np.errstate(divide="ignore"):  # a constant tile has kurtosis 0 -> -inf -> 0 below (as when trained)
+        lk = np.log(kurt)
+    feats = [_log(sd)[:, None], skew[:, None], lk[:, None], _log(q + 1e-5)]
+
+    b = 4
+    blocks = t[:, : p // b * b, : p // b * b].reshape(n, p // b, b, p // b, b).var(axis=(2, 4)).reshape(n, -1)
+    feats.append(_log(np.quantile(blocks, [0.05, 0.25, 0.5, 0.9], axis=1).T + 1e-7))
+
+    m = r.shape[1]
+    R = np.abs(np.fft.fft2(r - r.mean(axis=(1, 2), keepdims=True))) ** 2
+    tot = R.reshape(n, -1).sum(axis=1) + 1e-12
+    h = m // 2
+    per = []
+    for (fy, fx) in ((h, 0), (0, h), (h, h), (m // 4, 0), (0, m // 4), (m // 4, m // 4), (m // 8, 0), (0, m // 8)):
+        per.append(R[:, fy, fx] / tot * m * m)
+    feats.append(_log(np.stack(per, axis=1) + 1e-6))
+
+    # Bayer-style lattice interpolation error: predict each pixel from its 4 neighbours
+    pred = 0.25 * (t[:, :-2, 1:-1] + t[:, 2:, 1:-1] + t[:, 1:-1, :-2] + t[:, 1:-1, 2:])
+    e = np.abs(t[:, 1:-1, 1:-1] - pred)
+    e00 = e[:, 0::2, 0::2].mean(axis=(1, 2)) + e[:, 1::2, 1::2].mean(axis=(1, 2))
+    e01 = e[:, 0::2, 1::2].mean(axis=(1, 2)) + e[:, 1::2, 0::2].mean(axis=(1, 2))
+    feats.append((_log(e00 + 1e-6) - _log(e01 + 1e-6))[:, None])
+    feats.append(_log(e.mean(axis=(1, 2)) + 1e-6)[:, None])
+    npr = npr_residual(t)
+    feats.append(_log(np.abs(npr).mean(axis=(1, 2)) + 1e-6)[:, None] - _log(e.mean(axis=(1, 2)) + 1e-6)[:, None])
+
+    rc = r - r.mean(axis=(1, 2), keepdims=True)
+    var = (rc ** 2).mean(axis=(1, 2)) + 1e-10
+    ac = []
+    for dy, dx in ((0, 1), (1, 0), (0, 2), (2, 0), (1, 1)):
+        a = rc[:, dy:, dx:]
+        bb = rc[:, : rc.shape[1] - dy, : rc.shape[2] - dx]
+        ac.append((a * bb).mean(axis=(1, 2)) / var)
+    feats.append(np.stack(ac, axis=1))
+    out = np.concatenate(feats, axis=1).astype(np.float32)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+FEATURES = {"spectral": spectral_features, "dct": dct_features, "noise": noise_features}

@@ -1,0 +1,395 @@
+"""Forgery analysis: a per-pixel map (0 clean ... 1 manipulated) and a score for each method.
+
+Methods: ``ela`` (error level analysis), ``jpeg_ghost`` (Farid 2009),
+``block_grid`` (misaligned / missing 8x8 JPEG grid, i.e. double-JPEG
+inconsistency), ``copy_move`` (SIFT keypoints + RANSAC clustering of matched
+pairs, plus block matching for low-texture regions) and ``noise`` (local noise
+level inconsistency).
+
+Scores are heuristic anomaly strengths in [0, 1] (how far the most unusual
+region stands from the rest of the image, in robust standard deviations,
+mapped to [0, 1]); they are not calibrated probabilities. Copy-move is the
+exception in kind: it finds an explicit duplicated region, and its score
+grows with the evidence (number of consistent keypoint/block matches).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from detectors._io import as_rgb_array, jpeg_roundtrip
+
+METHODS = ("ela", "jpeg_ghost", "block_grid", "copy_move", "noise")
+#: robust z-score mapped to 1.0 in the anomaly maps
+Z_FULL = 6.0
+
+
+@dataclass
+class ForgeryResult:
+    score: float
+    map: np.ndarray  # float32 (H, W) in [0, 1]
+    details: dict[str, Any]
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).astype(np.float32)
+
+
+def _block_means(x: np.ndarray, b: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    hb, wb = max(1, h // b), max(1, w // b)
+    x = x[: hb * b, : wb * b] if h >= b and w >= b else x
+    if h < b or w < b:
+        return np.asarray([[float(x.mean())]], dtype=np.float32)
+    return x.reshape(hb, b, wb, b, *x.shape[2:]).mean(axis=(1, 3)).astype(np.float32)
+
+
+def _upsample(blockmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    h, w = shape
+    bh, bw = blockmap.shape
+    # blocks cover the top-left (h//b*b, w//b*b); stretch nearest over the whole image
+    return cv2.resize(blockmap.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def _robust_anomaly(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """Robust z-score (median / MAD) clipped to [0, Z_FULL] and scaled to [0, 1]."""
+    v = values.astype(np.float64)
+    med = np.median(v)
+    mad = 1.4826 * np.median(np.abs(v - med)) + 1e-6 * (np.abs(med) + 1e-6)
+    z = (v - med) / mad
+    if two_sided:
+        z = np.abs(z)
+    return np.clip(z / Z_FULL, 0.0, 1.0).astype(np.float32)
+
+
+def _score(m: np.ndarray) -> float:
+    return float(np.quantile(m, 0.99)) if m.size else 0.0
+
+
+# --------------------------------------------------------------------------------------
+def ela(rgb: np.ndarray, quality: int = 90, block: int = 16) -> ForgeryResult:
+    """Error level analysis: re-save at ``quality``; areas whose error level stands out were likely edited.
+
+    The raw error is divided by the local texture energy so that edges and
+    texture (which always re-compress with larger error) do not dominate.
+    """
+    import cv2
+
+    diff = np.abs(rgb.astype(np.float32) - jpeg_roundtrip(rgb, quality).astype(np.float32)).max(axis=2)
+    L = _luma(rgb)
+    grad = np.abs(cv2.Sobel(L, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(L, cv2.CV_32F, 0, 1))
+    e = _block_means(diff, block)
+    t = _block_means(grad, block)
+    ratio = np.log((e + 0.5) / (t + 8.0))
+    m = _upsample(_robust_anomaly(ratio), rgb.shape[:2])
+    return ForgeryResult(_score(m), m, {"quality": quality, "mean_error": float(diff.mean())})
+
+
+def jpeg_ghost(rgb: np.ndarray, qualities: tuple[int, ...] = tuple(range(50, 100, 5)), block: int = 16) -> ForgeryResult:
+    """JPEG ghosts (Farid 2009): a region once saved at quality q shows a dip in re-save error at q the rest lacks."""
+    L = _luma(rgb)
+    grey = np.clip(np.round(L), 0, 255).astype(np.uint8)
+    prof = []
+    for q in qualities:
+        d = (L - jpeg_roundtrip(grey, q).astype(np.float32)) ** 2
+        prof.append(_block_means(d, block))
+    P = np.stack(prof, axis=-1)  # (bh, bw, nq)
+    P = P / (P.max(axis=-1, keepdims=True) + 1e-6)  # shape of each block's curve, not its level
+    ref = np.median(P.reshape(-1, P.shape[-1]), axis=0)
+    dip = (ref[None, None, :] - P).max(axis=-1)
+    q_at = np.asarray(qualities)[np.argmax(ref[None, None, :] - P, axis=-1)]
+    m = _upsample(_robust_anomaly(dip), rgb.shape[:2])
+    return ForgeryResult(_score(m), m, {"qualities": list(qualities),
+                                        "ghost_quality_mode": int(np.bincount(q_at.ravel()).argmax())})
+
+
+def _grid_strength(d2: np.ndarray, axis: int) -> np.ndarray:
+    """Mean second difference on each of the 8 phases across ``axis`` minus the mean of all phases."""
+    n = d2.shape[axis]
+    prof = d2.mean(axis=1 - axis)
+    k = n // 8 * 8
+    if k < 8:
+        return np.zeros(8)
+    per = prof[:k].reshape(-1, 8).mean(axis=0)
+    return per - per.mean()
+
+
+def block_grid(rgb: np.ndarray, window: int = 64, stride: int = 32) -> ForgeryResult:
+    """Double-JPEG / grid inconsistency: windows whose 8x8 blocking grid is shifted, or missing, vs. the image's.
+
+    A region pasted from another JPEG (or cropped) usually carries a grid at a
+    different phase; a region from an uncompressed source carries none.
+    """
+    L = _luma(rgb)
+    h, w = L.shape
+    d2x = np.abs(2 * L[:, 1:-1] - L[:, :-2] - L[:, 2:])  # boundary between column j and j+1 -> index j
+    d2y = np.abs(2 * L[1:-1, :] - L[:-2, :] - L[2:, :])
+    gx, gy = _grid_strength(d2x, 1), _grid_strength(d2y, 0)
+    px, py = int(np.argmax(gx)), int(np.argmax(gy))
+    gstrength = float(gx[px] + gy[py]) / (float(d2x.mean() + d2y.mean()) / 2 + 1e-6)
+    out = np.zeros((h, w), np.float32)
+    cnt = np.zeros((h, w), np.float32)
+    if gstrength < 0.08 or h < window or w < window:
+        return ForgeryResult(0.0, out, {"global_grid_strength": gstrength, "grid": None,
+                                        "note": "no JPEG block grid found; method not applicable"})
+    vals, boxes = [], []
+    for y in range(0, h - window + 1, stride):
+        for x in range(0, w - window + 1, stride):
+            sx = _grid_strength(d2x[y:y + window, x:x + window - 2], 1)
+            sy = _grid_strength(d2y[y:y + window - 2, x:x + window], 0)
+            # shift the window's phases to the image frame (x offset is a multiple of 8 only if stride is)
+            sx = np.roll(sx, x % 8)
+            sy = np.roll(sy, y % 8)
+            local_max = sx.max() + sy.max()
+            at_global = sx[px] + sy[py]
+            scale = float(d2x[y:y + window, x:x + window - 2].mean() + 1e-6)
+            vals.append((local_max - at_global) / scale + max(0.0, gstrength - at_global / scale))
+            boxes.append((y, x))
+    z = _robust_anomaly(np.asarray(vals))
+    for (y, x), v in zip(boxes, z):
+        out[y:y + window, x:x + window] += v
+        cnt[y:y + window, x:x + window] += 1
+    m = np.where(cnt > 0, out / np.maximum(cnt, 1), 0).astype(np.float32)
+    return ForgeryResult(_score(m), m, {"global_grid_strength": gstrength, "grid": [py, px]})
+
+
+def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
+    """Local noise level per block (Immerkaer 1996 operator, edge pixels excluded); outlying blocks either way.
+
+    The 3x3 operator [1 -2 1; -2 4 -2; 1 -2 1] cancels locally linear shading;
+    pixels on strong edges (top 30% Sobel magnitude of the image) are left out
+    so texture is not mistaken for noise; sigma = sqrt(pi/2)/6 * mean |response|.
+    Weak on strongly textured images (texture still inflates the estimate).
+    """
+    import cv2
+
+    L = _luma(rgb)
+    h, w = L.shape
+    if h < block or w < block:
+        m = np.zeros((h, w), np.float32)
+        return ForgeryResult(0.0, m, {"note": "image too small for noise analysis"})
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    resp = np.abs(cv2.filter2D(L, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT))
+    edge = np.hypot(cv2.Sobel(L, cv2.CV_32F, 1, 0), cv2.Sobel(L, cv2.CV_32F, 0, 1))
+    flat = (edge <= np.quantile(edge, 0.7)).astype(np.float32)
+    num = _block_means(resp * flat, block)
+    den = _block_means(flat, block)
+    sigma = np.sqrt(np.pi / 2) / 6.0 * num / np.maximum(den, 1e-3)
+    sigma = np.where(den > 0.05, sigma, np.median(sigma))  # blocks that are all edge: no estimate
+    m = _upsample(_robust_anomaly(np.log(sigma + 0.05), two_sided=True), rgb.shape[:2])
+    return ForgeryResult(_score(m), m, {"median_sigma": float(np.median(sigma))})
+
+
+# --------------------------------------------------------------------------------------
+# copy-move
+# --------------------------------------------------------------------------------------
+def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, ratio: float = 0.8) -> tuple[np.ndarray, int, list]:
+    import cv2
+
+    h, w = L8.shape
+    mask = np.zeros((h, w), np.float32)
+    sift = cv2.SIFT_create(nfeatures=4000, contrastThreshold=0.01, edgeThreshold=20)
+    kps, des = sift.detectAndCompute(L8, None)
+    if des is None or len(kps) < 2 * min_inliers:
+        return mask, 0, []
+    pts = np.float32([k.pt for k in kps])
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    knn = matcher.knnMatch(des, des, k=min(5, len(kps)))
+    pairs = set()
+    for i, ms in enumerate(knn):
+        ms = [m for m in ms if m.trainIdx != i]
+        # g2NN (Amerini et al. 2011): accept the j-th neighbour while d_j / d_{j+1} < 0.6
+        for j in range(len(ms) - 1):
+            if ms[j].distance >= ratio * ms[j + 1].distance:
+                break
+            a, b = i, ms[j].trainIdx
+            if np.hypot(*(pts[a] - pts[b])) >= min_shift:
+                pairs.add((min(a, b), max(a, b)))
+    if len(pairs) < min_inliers:
+        return mask, 0, []
+    P = np.array(sorted(pairs))
+    A, B = pts[P[:, 0]], pts[P[:, 1]]
+    # orient every pair the same way (lexicographic), so one transform explains a whole cluster
+    swap = (A[:, 0] > B[:, 0]) | ((A[:, 0] == B[:, 0]) & (A[:, 1] > B[:, 1]))
+    A[swap], B[swap] = B[swap].copy(), A[swap].copy()
+    transforms = []
+    remaining = np.arange(len(A))
+    for _ in range(3):
+        if len(remaining) < min_inliers:
+            break
+        T, inl = cv2.estimateAffinePartial2D(A[remaining], B[remaining], method=cv2.RANSAC,
+                                             ransacReprojThreshold=3.0, maxIters=2000, confidence=0.99)
+        if T is None:
+            break
+        inl = inl.ravel().astype(bool)
+        if inl.sum() < min_inliers:
+            break
+        shift = np.hypot(T[0, 2], T[1, 2])
+        sc = np.sqrt(abs(np.linalg.det(T[:, :2])))
+        if 0.5 < sc < 2.0 and (shift >= min_shift or abs(sc - 1) > 0.05):
+            transforms.append((T, A[remaining[inl]], B[remaining[inl]]))
+        remaining = remaining[~inl]
+    total = 0
+    Lf = L8.astype(np.float32)
+    tex = cv2.blur(np.abs(Lf - cv2.blur(Lf, (7, 7))), (7, 7)) + 1.0
+    for T, src, dst in transforms:
+        Ti = cv2.invertAffineTransform(T)
+        fwd = cv2.warpAffine(Lf, T, (w, h), flags=cv2.INTER_LINEAR, borderValue=-1000)  # fwd(x) = L(T^-1 x)
+        bwd = cv2.warpAffine(Lf, Ti, (w, h), flags=cv2.INTER_LINEAR, borderValue=-1000)
+        used = False
+        for warped, anchors in ((fwd, dst), (bwd, src)):
+            valid = warped > -500
+            d = cv2.blur(np.where(valid, np.abs(Lf - warped), 255).astype(np.float32), (7, 7))
+            ai = np.clip(np.round(anchors).astype(int), 0, [w - 1, h - 1])
+            at = d[ai[:, 1], ai[:, 0]]
+            thr = max(4.0, 2.5 * float(np.median(at)))
+            # a true copy matches far better than the local texture would allow by chance
+            if float(np.median(at)) > 0.5 * float(np.median(tex[ai[:, 1], ai[:, 0]])) + 1.0:
+                continue
+            hull = np.zeros((h, w), np.uint8)
+            cv2.fillConvexPoly(hull, cv2.convexHull(np.round(anchors).astype(np.int32)), 1)
+            hull = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (33, 33)))
+            cand = ((d < thr) & (d < 0.8 * tex + thr * 0.5) & valid & (hull > 0)).astype(np.uint8)
+            cand = cv2.morphologyEx(cand, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+            n, lab = cv2.connectedComponents(cand)
+            keep = np.unique(lab[ai[:, 1], ai[:, 0]])
+            keep = keep[keep > 0]
+            region = np.isin(lab, keep).astype(np.uint8)
+            region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+            mask = np.maximum(mask, region.astype(np.float32))
+            used = True
+        if used:
+            total += len(src)
+    return mask, total, [np.round(T, 3).tolist() for T, _, _ in transforms]
+
+
+def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, min_area: int,
+                     exclude: np.ndarray) -> tuple[np.ndarray, int]:
+    """Overlapping-block matching (Fridrich-style) for low-texture regions that yield no keypoints."""
+    import cv2
+    from scipy.spatial import cKDTree
+
+    h, w = L.shape
+    mask = np.zeros((h, w), np.float32)
+    if h < 4 * block or w < 4 * block:
+        return mask, 0
+    s = block // 4
+    # 4x4 grid of sub-block means at every pixel, via one box filter; sampled on the stride grid
+    box = cv2.blur(L, (s, s), borderType=cv2.BORDER_REFLECT)
+    ys = np.arange(0, h - block + 1, stride)
+    xs = np.arange(0, w - block + 1, stride)
+    feats = []
+    for dy in range(4):
+        for dx in range(4):
+            cy, cx = ys + dy * s + s // 2, xs + dx * s + s // 2
+            feats.append(box[np.ix_(np.minimum(cy, h - 1), np.minimum(cx, w - 1))])
+    F = np.stack(feats, axis=-1).reshape(-1, 16)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    pos = np.stack([yy.ravel(), xx.ravel()], axis=1)
+    sd = F.std(axis=1)
+    mean = F.mean(axis=1)
+    keep = (sd > 0.6) & (mean > 8) & (mean < 247)  # saturated / perfectly flat blocks match anything
+    keep &= ~exclude[pos[:, 0] + block // 2, pos[:, 1] + block // 2]
+    if keep.sum() < 10:
+        return mask, 0
+    Fk, Pk = F[keep] - mean[keep, None] * 0.0, pos[keep]
+    tree = cKDTree(Fk)
+    dist, idx = tree.query(Fk, k=6, distance_upper_bound=2.5)
+    # a block with many near-identical blocks (a smooth gradient, a flat sky) says nothing about copying
+    unambiguous = ~np.isfinite(dist[:, 4])
+    shifts = {}
+    for j in range(1, idx.shape[1]):
+        ok = np.isfinite(dist[:, j]) & unambiguous
+        a = np.nonzero(ok)[0]
+        b = idx[ok, j]
+        d = Pk[b] - Pk[a]
+        far = np.hypot(d[:, 0], d[:, 1]) >= min_shift
+        a, b, d = a[far], b[far], d[far]
+        flip = (d[:, 0] < 0) | ((d[:, 0] == 0) & (d[:, 1] < 0))
+        d[flip] *= -1
+        a2 = np.where(flip, b, a)
+        b2 = np.where(flip, a, b)
+        for (sy, sx), i, k in zip(map(tuple, d), a2, b2):
+            shifts.setdefault((int(sy), int(sx)), []).append((i, k))
+    if not shifts:
+        return mask, 0
+    min_pairs = max(12, min_area // (stride * stride) // 2)
+    total = 0
+    for sv, prs in shifts.items():
+        if len(prs) < min_pairs:
+            continue
+        # a genuine copy is one compact region; a flat sky matches along many shifts with scattered blocks
+        region = np.zeros((h, w), np.uint8)
+        for i, k in prs:
+            for p in (Pk[i], Pk[k]):
+                region[p[0]:p[0] + block, p[1]:p[1] + block] = 1
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(region)
+        big = [c for c in range(1, n) if stats[c, cv2.CC_STAT_AREA] >= min_area]
+        if len(big) >= 2:
+            mask = np.maximum(mask, np.isin(lab, big).astype(np.float32))
+            total += len(prs)
+    return mask, total
+
+
+def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, block: int = 16,
+              min_area: int = 256) -> ForgeryResult:
+    """Duplicated regions: SIFT keypoints matched within the image (g2NN), clustered by RANSAC similarity
+    transforms, with the region grown from the transform; block matching adds low-texture duplicates.
+
+    The map marks both the source and the copy (they cannot be told apart).
+    """
+    L = _luma(rgb)
+    L8 = np.clip(np.round(L), 0, 255).astype(np.uint8)
+    kp_mask, n_kp, transforms = _keypoint_copy_move(L8, min_shift, min_inliers)
+    stride = 2 if L.size <= 600_000 else 4
+    blk_mask, n_blk = _block_copy_move(L, block, stride, min_shift, min_area, kp_mask > 0)
+    m = np.maximum(kp_mask, blk_mask).astype(np.float32)
+    if m.sum() < min_area:
+        m[:] = 0
+    score = 0.0
+    if m.any():
+        score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0)))
+    return ForgeryResult(score, m, {"keypoint_matches": int(n_kp), "block_matches": int(n_blk),
+                                    "transforms": transforms, "area_fraction": float(m.mean())})
+
+
+ANALYSES: dict[str, Callable[[np.ndarray], ForgeryResult]] = {
+    "ela": ela,
+    "jpeg_ghost": jpeg_ghost,
+    "block_grid": block_grid,
+    "copy_move": copy_move,
+    "noise": noise_inconsistency,
+}
+
+
+def analyze(image: Any, methods: tuple[str, ...] = METHODS) -> dict[str, ForgeryResult]:
+    """Run the forgery analyses on one image (path or array); maps are at the image's own size."""
+    from detectors import DetectorError
+
+    rgb = as_rgb_array(image)
+    out = {}
+    for name in methods:
+        if name not in ANALYSES:
+            raise DetectorError(f"unknown forgery method {name!r}; choose from {', '.join(METHODS)}")
+        out[name] = ANALYSES[name](rgb)
+    return out
+
+
+def map_to_png_array(m: np.ndarray) -> np.ndarray:
+    """Greyscale uint8: 0 clean ... 255 manipulated."""
+    return np.clip(np.round(np.asarray(m, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def overlay(rgb: np.ndarray, m: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The image with the map blended in red where it is high (for people, beside the greyscale maps)."""
+    base = rgb.astype(np.float32)
+    grey = _luma(rgb)[..., None].repeat(3, axis=2)
+    base = 0.5 * base + 0.5 * grey
+    a = (alpha * np.clip(m, 0, 1))[..., None]
+    red = np.zeros_like(base)
+    red[..., 0] = 255.0
+    return np.clip(np.round(base * (1 - a) + red * a), 0, 255).astype(np.uint8)

@@ -1,0 +1,237 @@
+"""`genguard detect` and `genguard detector train/eval`: per-image verdicts, forgery maps, detector training and evaluation."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _err(msg: str) -> None:
+    click.echo(f"genguard: {msg}", err=True)
+
+
+def _load_detector(path: str | None):
+    from detectors.models import load_default, load_detector
+
+    return load_detector(path) if path else load_default()
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return _jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def provenance_of(path: Path) -> dict[str, Any]:
+    """guardrails.provenance.verify_file(path) when that module exists; otherwise state 'unavailable'."""
+    try:
+        from guardrails.provenance import verify_file  # built in parallel; optional here
+    except ImportError:
+        return {"state": "unavailable", "reason": "guardrails.provenance.verify_file is not available in this install"}
+    try:
+        result = verify_file(path)
+    except Exception as exc:  # a provenance failure must not stop the detection of other files
+        return {"state": "error", "reason": f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    out = _jsonable(result)
+    return out if isinstance(out, dict) else {"state": str(out)}
+
+
+def _safe_stem(i: int, path: Path) -> str:
+    return f"{i:04d}_" + re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80]
+
+
+@click.command("detect")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the per-image results here (a JSON list).")
+@click.option("--heatmaps", type=click.Path(path_type=Path), help="Write greyscale forgery maps and an overlay per image here.")
+@click.option("--detector", "detector_file", type=click.Path(path_type=Path),
+              help="A detector file from `genguard detector train` (default: the shipped one).")
+@click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (synthetic-probability only).")
+@click.option("--max-pixels", type=int, default=100_000_000, show_default=True,
+              help="Refuse larger images (decompression bombs).")
+def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None, detector_file: Path | None,
+           no_forgery: bool, max_pixels: int) -> int:
+    """Per-image verdict (synthetic / authentic / inconclusive), provenance and forgery maps.
+
+    PATHS are image files or folders (searched recursively). A corrupt file is
+    reported and skipped; exit 2 if no image could be read.
+    """
+    from detectors import DetectorError
+    from detectors._io import atomic_write_json, list_images, progress_bar, read_image, write_png
+    from detectors.forgery import METHODS, analyze, map_to_png_array, overlay
+
+    det = _load_detector(str(detector_file) if detector_file else None)
+    if detector_file is None:
+        _err("note: using the default detector, trained only on small reference generators "
+             "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
+    files = list_images(paths)
+    if not files:
+        raise DetectorError(f"{', '.join(map(str, paths))}: no images found")
+    results: list[dict[str, Any]] = []
+    n_ok = 0
+    with progress_bar("detecting", total=len(files)) as advance:
+        for i, f in enumerate(files):
+            entry: dict[str, Any] = {"path": str(f)}
+            try:
+                rgb = read_image(f, max_pixels=max_pixels)
+            except DetectorError as exc:
+                _err(f"skipped {exc}")
+                entry.update({"error": str(exc), "synthetic_probability": None, "verdict": None,
+                              "provenance": None, "forgery": None})
+                results.append(entry)
+                advance(1)
+                continue
+            p = float(det.predict_proba([rgb])[0])
+            entry["synthetic_probability"] = round(p, 6)
+            entry["verdict"] = det.verdict(p)
+            entry["provenance"] = provenance_of(f)
+            entry["forgery"] = None
+            if not no_forgery:
+                import numpy as np
+
+                res = analyze(rgb, METHODS)
+                forgery: dict[str, Any] = {}
+                combined = np.zeros(rgb.shape[:2], np.float32)
+                stem = _safe_stem(i, f)
+                for name, r in res.items():
+                    map_path = None
+                    if heatmaps is not None:
+                        map_path = heatmaps / stem / f"{name}.png"
+                        write_png(map_path, map_to_png_array(r.map))
+                    combined = np.maximum(combined, r.map * r.score)
+                    forgery[name] = {"score": round(float(r.score), 6), "map": str(map_path) if map_path else None,
+                                     "details": _jsonable(r.details)}
+                entry["forgery"] = forgery
+                if heatmaps is not None:
+                    ov = heatmaps / stem / "overlay.png"
+                    write_png(ov, overlay(rgb, combined))
+                    entry["overlay"] = str(ov)
+            results.append(entry)
+            n_ok += 1
+            advance(1)
+    for e in results:
+        if e.get("error"):
+            continue
+        line = f"{e['verdict']:<12} p={e['synthetic_probability']:.3f}  {e['path']}"
+        if e["forgery"]:
+            top = max(e["forgery"].items(), key=lambda kv: kv[1]["score"])
+            line += f"  (strongest forgery cue: {top[0]} {top[1]['score']:.2f})"
+        click.echo(line)
+    counts = {v: sum(1 for e in results if e.get("verdict") == v) for v in ("synthetic", "inconclusive", "authentic")}
+    n_err = sum(1 for e in results if e.get("error"))
+    click.echo(f"{n_ok} image(s): {counts['synthetic']} synthetic, {counts['inconclusive']} inconclusive, "
+               f"{counts['authentic']} authentic" + (f"; {n_err} unreadable, skipped" if n_err else ""))
+    if json_out is not None:
+        atomic_write_json(json_out, results)
+        click.echo(f"wrote {json_out}")
+    if n_ok == 0:
+        raise DetectorError(f"no readable image among {len(files)} file(s)")
+    return 0
+
+
+@click.group("detector")
+def detector() -> None:
+    """Train and evaluate synthetic-image detectors."""
+
+
+def _read_folders(real: Path, fake: Path, fmt: str, limit: int | None):
+    from detectors.evaluate import load_folder
+
+    errors: list[str] = []
+    r, _ = load_folder(real, fmt, errors, limit=limit, progress=True)
+    f, groups = load_folder(fake, fmt, errors, limit=limit, progress=True)
+    for e in errors:
+        _err(f"skipped {e}")
+    return r, f, groups, errors
+
+
+@detector.command("train")
+@click.option("--real", required=True, type=click.Path(path_type=Path), help="Folder of real images.")
+@click.option("--fake", required=True, type=click.Path(path_type=Path), help="Folder of generated images (sub-folders allowed).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Detector file to write (.safetensors).")
+@click.option("--kind", type=click.Choice(["spectral", "dct", "noise", "npr", "ensemble"]), default="ensemble", show_default=True)
+@click.option("--format", "fmt", default="jpeg95", show_default=True,
+              help="Re-encode real and fake to this one format first: png (decoded pixels) or jpegNN.")
+@click.option("--calibration", type=click.Choice(["platt", "isotonic"]), default="platt", show_default=True)
+@click.option("--band", nargs=2, type=float, default=(0.2, 0.8), show_default=True,
+              help="Inconclusive band: P(synthetic) between LOW and HIGH.")
+@click.option("--npr-epochs", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calibration: str, band: tuple[float, float],
+                   npr_epochs: int, seed: int) -> int:
+    """Fit a detector on folders of real and generated images, calibrate it on a held-out part, save it."""
+    from detectors.models import make_detector
+
+    r, f, groups, errors = _read_folders(real, fake, fmt, None)
+    det = make_detector(kind, calibration=calibration, band=tuple(band), npr_epochs=npr_epochs, seed=seed, progress=True)
+    det.fit(r, f)
+    det.info_ = {"real": str(real), "fake": str(fake), "format": fmt, "generators": sorted(set(groups) - {""}),
+                 "skipped": len(errors)}
+    det.save(out)
+    click.echo(f"trained {kind} detector on {len(r)} real and {len(f)} fake images "
+               f"({det.n_train_['holdout_images']} held out for calibration); wrote {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+@detector.command("eval")
+@click.option("--real", required=True, type=click.Path(path_type=Path), help="Folder of real images.")
+@click.option("--fake", required=True, type=click.Path(path_type=Path),
+              help="Folder of generated images; one sub-folder per generator enables leave-one-generator-out.")
+@click.option("--detector", "detector_file", type=click.Path(path_type=Path), help="Detector file (default: the shipped one).")
+@click.option("--robustness", is_flag=True, help="Also evaluate after JPEG 95/75/50, resize x0.5/x2, blur, crop and noise.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all results here.")
+@click.option("--format", "fmt", default="jpeg95", show_default=True,
+              help="Re-encode real and fake to this one format first: png (decoded pixels) or jpegNN.")
+@click.option("--logo/--no-logo", default=True, show_default=True,
+              help="Leave-one-generator-out refits when the fake folder has one sub-folder per generator.")
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
+@click.option("--limit", type=int, default=None, help="Use at most this many images per folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def detector_eval(real: Path, fake: Path, detector_file: Path | None, robustness: bool, json_out: Path | None, fmt: str,
+                  logo: bool, n_boot: int, limit: int | None, seed: int) -> int:
+    """AUC, AP, accuracy at the calibrated threshold and TPR at 1% FPR, each with a bootstrap 95% interval."""
+    from detectors._io import atomic_write_json
+    from detectors.evaluate import evaluate, format_table, leave_one_generator_out
+
+    det = _load_detector(str(detector_file) if detector_file else None)
+    r, f, groups, errors = _read_folders(real, fake, fmt, limit)
+    res = evaluate(det, r, f, robustness=robustness, n_boot=n_boot, seed=seed, progress=True)
+    out: dict[str, Any] = {"detector": str(detector_file) if detector_file else "default", "kind": det.kind,
+                           "format": fmt, "n_real": len(r), "n_fake": len(f), "skipped": errors, "results": res}
+    click.echo(format_table(res, f"{det.kind} detector on {len(r)} real / {len(f)} fake (re-encoded as {fmt}); "
+                                 "value [95% bootstrap interval]"))
+    names = sorted(set(groups))
+    if logo and len(names) >= 2 and "" not in names:
+        lg = leave_one_generator_out(det.clone, r, f, groups, n_boot=min(n_boot, 300), seed=seed, progress=True)
+        out["leave_one_generator_out"] = lg
+        click.echo(format_table(lg["per_generator"], "leave-one-generator-out (held-out generator: metrics)"))
+        click.echo(f"LOGO mean AUC {lg['mean_auc']:.3f} (min {lg['min_auc']:.3f})")
+    if json_out is not None:
+        atomic_write_json(json_out, out)
+        click.echo(f"wrote {json_out}")
+    return 0
+
+
+def register(group: click.Group) -> None:
+    group.add_command(detect)
+    group.add_command(detector)
