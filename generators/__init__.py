@@ -15,6 +15,17 @@ from generators.base import Dataset, Generator, GeneratorError, PlainTrainer, Sa
 #: name -> "module:Class" of every reference generator (imported lazily: torch is heavy).
 REGISTRY: dict[str, str] = {
     "vae": "generators.vae:ConditionalVAE",
+    "gmm": "generators.gmm:GaussianMixtureGenerator",
+    "hmm": "generators.hmm:CharHMM",
+    "rbm": "generators.rbm:RBM",
+    "gan": "generators.gan:ConditionalGAN",
+    "flow": "generators.flow:RealNVP",
+    "pixelcnn": "generators.pixelcnn:PixelCNN",
+    "ddpm": "generators.ddpm:DDPM",
+    "score": "generators.score:ScoreModel",
+    "text": "generators.text:ByteGPT",
+    "tabular": "generators.tabular:TabularVAE",
+    "dpmerf": "generators.dpmerf:DPMERF",
 }
 
 
