@@ -1,0 +1,55 @@
+"""The small conditional convolutional denoiser shared by the diffusion and score-based generators."""
+from __future__ import annotations
+
+import math
+
+
+def build_denoiser(n_classes: int, channels: int, n_blocks: int, emb_dim: int = 128):
+    """A residual conv net eps(x, level, class) at full resolution (the embedded images are 8x8).
+
+    GroupNorm, Conv2d, Linear and Embedding only: opacus-valid, with native
+    per-sample gradients. The class embedding has one extra row, index
+    ``n_classes``, for the unconditional model of classifier-free guidance.
+    """
+    import torch
+    from torch import nn
+
+    def gn(c: int) -> nn.GroupNorm:
+        return nn.GroupNorm(min(8, c), c)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm1, self.conv1 = gn(channels), nn.Conv2d(channels, channels, 3, padding=1)
+            self.cond = nn.Linear(emb_dim, channels)
+            self.norm2, self.conv2 = gn(channels), nn.Conv2d(channels, channels, 3, padding=1)
+
+        def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+            r = self.conv1(nn.functional.silu(self.norm1(h))) + self.cond(e)[:, :, None, None]
+            return h + self.conv2(nn.functional.silu(self.norm2(r)))
+
+    class Denoiser(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.level = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            self.label = nn.Embedding(n_classes + 1, emb_dim)
+            self.inp = nn.Conv2d(1, channels, 3, padding=1)
+            self.blocks = nn.ModuleList([Block() for _ in range(n_blocks)])
+            self.norm = gn(channels)
+            self.out = nn.Conv2d(channels, 1, 3, padding=1)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+        def forward(self, x: torch.Tensor, level: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            """``level``: a float per item (diffusion step t, or log sigma) embedded sinusoidally."""
+            half = emb_dim // 2
+            freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+            ang = level.float()[:, None] * freqs[None]
+            e = self.level(torch.cat([torch.sin(ang), torch.cos(ang)], 1)) + self.label(y)
+            e = nn.functional.silu(e)
+            h = self.inp(x)
+            for block in self.blocks:
+                h = block(h, e)
+            return self.out(nn.functional.silu(self.norm(h)))
+
+    return Denoiser()

@@ -1,0 +1,203 @@
+"""Class-conditional DCGAN-style GAN (GroupNorm, projection discriminator) with non-saturating, hinge or WGAN-GP loss."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from generators._common import ImageMixin
+from generators.base import Dataset, GeneratorError, Samples, TorchGenerator
+
+LOSSES = ("ns", "hinge", "wgan-gp")
+
+
+def _build(h: int, w: int, n_classes: int, latent_dim: int, width: int):
+    import torch
+    from torch import nn
+
+    if h % 4 or w % 4:
+        raise GeneratorError(f"gan needs image sides divisible by 4, got {h}x{w}")
+    h4, w4 = h // 4, w // 4
+
+    def gn(c: int) -> nn.GroupNorm:
+        return nn.GroupNorm(min(8, c), c)
+
+    class Gen(nn.Module):
+        """z, class -> image in [0, 1]: linear to a (2 width, H/4, W/4) map, two transposed convs (DCGAN)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(n_classes, latent_dim)
+            self.fc = nn.Linear(2 * latent_dim, 2 * width * h4 * w4)
+            self.net = nn.Sequential(
+                gn(2 * width), nn.ReLU(),
+                nn.ConvTranspose2d(2 * width, width, 4, 2, 1), gn(width), nn.ReLU(),
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1), gn(width // 2), nn.ReLU(),
+                nn.Conv2d(width // 2, 1, 3, 1, 1),
+            )
+
+        def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            x = self.fc(torch.cat([z, self.embed(y)], 1)).view(-1, 2 * width, h4, w4)
+            return torch.sigmoid(self.net(x))
+
+    class Disc(nn.Module):
+        """Image, class -> score. Conv + GroupNorm (opacus-valid) and a projection term <embed(y), features>."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Conv2d(1, width // 2, 3, 1, 1), nn.LeakyReLU(0.2),
+                nn.Conv2d(width // 2, width, 4, 2, 1), gn(width), nn.LeakyReLU(0.2),
+                nn.Conv2d(width, 2 * width, 4, 2, 1), gn(2 * width), nn.LeakyReLU(0.2),
+                nn.Flatten(),
+            )
+            feat = 2 * width * h4 * w4
+            self.out = nn.Linear(feat, 1)
+            self.embed = nn.Embedding(n_classes, feat)
+            nn.init.normal_(self.embed.weight, std=0.02)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            f = self.net(x * 2 - 1)
+            return self.out(f).squeeze(1) + (self.embed(y) * f).sum(1)
+
+    return Gen(), Disc()
+
+
+class ConditionalGAN(ImageMixin, TorchGenerator):
+    """Class-conditional DCGAN for small grey images; only the discriminator sees real data.
+
+    ``loss``: ``"ns"`` (non-saturating), ``"hinge"`` or ``"wgan-gp"`` (with
+    gradient penalty ``gp_weight``). In ``batch_loss`` the discriminator
+    scores the real batch and an equally large fake batch (drawn from the
+    generator without gradients); the loss of item *i* is real term *i* plus
+    fake term *i*, and opacus sums the per-sample gradients of the two calls
+    of each layer, so one backward pass, clipped per pair, is the only
+    privacy charge. The generator is then updated in ``after_private_step``
+    through the discriminator alone (post-processing).
+
+    WGAN-GP cannot train with the current DP-SGD hooks: its penalty needs the
+    gradient of an input-gradient norm (double backward), which opacus'
+    per-sample hooks do not compute.
+    """
+
+    name = "gan"
+    modality = "image"
+    conditional_on = ("label",)
+
+    def __init__(self, latent_dim: int = 32, width: int = 64, loss: str = "ns", gp_weight: float = 10.0,
+                 n_critic: int = 1, epochs: int = 60, batch_size: int = 64, lr: float = 2e-4,
+                 lr_generator: float | None = None, seed: int = 0) -> None:
+        self.latent_dim = latent_dim
+        self.width = width
+        self.loss = loss
+        self.gp_weight = gp_weight
+        self.n_critic = n_critic
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_generator = lr_generator
+        self.seed = seed
+
+    def build(self, data: Dataset) -> None:
+        if self.loss not in LOSSES:
+            raise GeneratorError(f"unknown gan loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.n_critic < 1:
+            raise GeneratorError(f"n_critic must be >= 1, got {self.n_critic}")
+        self._fit_image_meta(data)
+        self.build_from_state({})
+
+    def build_from_state(self, extra: Mapping[str, Any]) -> None:
+        import torch
+
+        self.gen_, self.disc_ = _build(*self.image_shape_, self.n_classes_, self.latent_dim, self.width)
+        self._noise = torch.Generator().manual_seed(self.seed + 1)
+        self._steps = 0
+
+    def _extra_state(self) -> dict[str, Any]:
+        return self._image_state()
+
+    def private_modules(self) -> tuple[str, ...]:
+        return ("disc_",)
+
+    def trained_modules(self) -> tuple[str, ...]:
+        return ("disc_", "gen_")
+
+    def make_optimizers(self) -> dict[str, Any]:
+        import torch
+
+        lr_g = self.lr if self.lr_generator is None else self.lr_generator
+        betas = (0.0, 0.9) if self.loss == "wgan-gp" else (0.5, 0.999)
+        return {"disc_": torch.optim.Adam(self.disc_.parameters(), lr=self.lr, betas=betas),
+                "gen_": torch.optim.Adam(self.gen_.parameters(), lr=lr_g, betas=betas)}
+
+    def train_tensors(self, data: Dataset):
+        import torch
+
+        x = torch.from_numpy(np.asarray(data.x, dtype=np.float32)[:, None])
+        return (x, torch.from_numpy(np.asarray(data.groups["label"], dtype=np.int64)))
+
+    def _fake(self, y):
+        import torch
+
+        z = torch.randn(len(y), self.latent_dim, generator=self._noise)
+        return self.gen_(z, y)
+
+    def batch_loss(self, batch):
+        import torch
+        from torch.nn import functional as F
+
+        x, y = batch
+        with torch.no_grad():
+            fake = self._fake(y)
+        d_real = self.disc_(x, y)
+        d_fake = self.disc_(fake, y)
+        if self.loss == "ns":
+            per_item = F.softplus(-d_real) + F.softplus(d_fake)
+        elif self.loss == "hinge":
+            per_item = F.relu(1 - d_real) + F.relu(1 + d_fake)
+        else:
+            if hasattr(self.disc_, "_module"):
+                raise GeneratorError("gan loss 'wgan-gp' cannot train with DP-SGD (its gradient penalty needs double "
+                                     "backward, which opacus' per-sample hooks lack); use loss='ns' or 'hinge'")
+            alpha = torch.rand(len(x), 1, 1, 1, generator=self._noise)
+            mix = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
+            grad = torch.autograd.grad(self.disc_(mix, y).sum(), mix, create_graph=True)[0]
+            gp = (grad.flatten(1).norm(dim=1) - 1).pow(2)
+            per_item = d_fake - d_real + self.gp_weight * gp
+        return per_item.mean()
+
+    def after_private_step(self, batch, optimizers) -> None:
+        """Generator step through the discriminator only (post-processing of the private module)."""
+        from torch.nn import functional as F
+
+        self._steps += 1
+        if self._steps % self.n_critic:
+            return
+        _, y = batch
+        disc = self.disc_
+        hooks = hasattr(disc, "disable_hooks")
+        if hooks:  # opacus' GradSampleModule: no per-sample gradients for this pass
+            disc.disable_hooks()
+        try:
+            opt = optimizers["gen_"]
+            opt.zero_grad(set_to_none=True)
+            score = disc(self._fake(y), y)
+            g_loss = (-score).mean() if self.loss in ("hinge", "wgan-gp") else F.softplus(-score).mean()
+            g_loss.backward(inputs=list(self.gen_.parameters()))
+            opt.step()
+        finally:
+            if hooks:
+                disc.enable_hooks()
+
+    def sample(self, n: int, seed: int | None = None, label: Any = None, **conditions: Any) -> Samples:
+        import torch
+
+        self.check_is_fitted()
+        labels = self._sample_labels(n, label, conditions)
+        g = torch.Generator().manual_seed(int(seed if seed is not None else self.seed))
+        self.gen_.eval()
+        with torch.no_grad():
+            y = torch.from_numpy(labels)
+            z = torch.randn(n, self.latent_dim, generator=g)
+            x = torch.cat([self.gen_(z[i:i + 1024], y[i:i + 1024]) for i in range(0, n, 1024)])
+        return self._image_samples(x[:, 0].numpy(), labels, seed)
