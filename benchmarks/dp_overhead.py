@@ -7,7 +7,8 @@ a fresh subprocess, alternating configurations over ``--repeats`` rounds:
 
 * step time: steady state, from the end of the first epoch to the end of the
   last, divided by the steps in between (setup, noise calibration and the
-  first epoch's warm-up excluded); the median over rounds is printed;
+  first epoch's warm-up excluded); the median over rounds is printed, as wall
+  time and as process CPU time (steadier on a shared machine);
 * peak memory: the growth of the process' peak RSS over its RSS just before
   training (CPU), or ``torch.cuda.max_memory_allocated`` on a GPU.
 
@@ -52,11 +53,13 @@ def _child(name: str, mode: str, epochs: int, batch_size: int | None, threads: i
         params["batch_size"] = batch_size
     gen = generators.make_generator(name, **params)
     stamps: list[float] = []
+    cpu: list[float] = []
     orig = gen.on_epoch_end
 
     def on_epoch_end(epoch: int) -> None:
         orig(epoch)
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
 
     gen.on_epoch_end = on_epoch_end
     trainer = PlainTrainer() if mode == "plain" else PrivateTrainer(target_epsilon=10.0, grad_sample_mode=mode)
@@ -71,7 +74,8 @@ def _child(name: str, mode: str, epochs: int, batch_size: int | None, threads: i
     if len(stamps) < 2:
         return {"skip": "need at least 2 epochs"}
     step_s = (stamps[-1] - stamps[0]) / (steps_per_epoch * (len(stamps) - 1))
-    out = {"step_ms": step_s * 1000, "peak_mb": (peak - base) / 1024.0, "steps": rep["steps"],
+    cpu_s = (cpu[-1] - cpu[0]) / (steps_per_epoch * (len(cpu) - 1))
+    out = {"step_ms": step_s * 1000, "cpu_ms": cpu_s * 1000, "peak_mb": (peak - base) / 1024.0, "steps": rep["steps"],
            "batch_size": gen.batch_size, "n": len(data)}
     if cuda:
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -123,7 +127,8 @@ def main() -> None:
                 results[name][mode].append(_run_child(name, mode, args))
     print(f"DP-SGD overhead, {args.threads} thread(s), {args.epochs} epochs, median of {args.repeats} runs "
           "(step time excludes setup and the first epoch; memory = peak RSS growth during fit)")
-    header = f"{'generator':<10} {'mode':<10} {'batch':>5} {'ms/step':>9} {'x plain':>8} {'peak MB':>8} {'x plain':>8}"
+    header = (f"{'generator':<10} {'mode':<10} {'batch':>5} {'ms/step':>9} {'x plain':>8} {'cpu ms':>8} {'x plain':>8} "
+              f"{'peak MB':>8} {'x plain':>8}")
     print(header)
     print("-" * len(header))
     for name in names:
@@ -135,14 +140,16 @@ def main() -> None:
             continue
         base_t = statistics.median(r["step_ms"] for r in ok["plain"])
         base_m = statistics.median(r["peak_mb"] for r in ok["plain"])
+        base_c = statistics.median(r["cpu_ms"] for r in ok["plain"])
         for mode in modes:
             if not ok[mode]:
                 print(f"{name:<10} {mode:<10} skipped: {runs[mode][0].get('skip')}")
                 continue
             t = statistics.median(r["step_ms"] for r in ok[mode])
             mem = statistics.median(r["peak_mb"] for r in ok[mode])
+            c = statistics.median(r["cpu_ms"] for r in ok[mode])
             bs = ok[mode][0]["batch_size"]
-            print(f"{name:<10} {mode:<10} {bs:>5} {t:>9.2f} {t / base_t:>8.2f} {mem:>8.1f} "
+            print(f"{name:<10} {mode:<10} {bs:>5} {t:>9.2f} {t / base_t:>8.2f} {c:>8.2f} {c / base_c:>8.2f} {mem:>8.1f} "
                   f"{(mem / base_m if base_m > 0 else float('nan')):>8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
