@@ -93,6 +93,8 @@ class PerSampleClipper:
         if not self.layers:
             raise PrivacyError("the private modules have no trainable parameters")
         self.params = [p for lay in self.layers for p in lay.params]
+        if any(p.dtype != self.params[0].dtype for p in self.params):
+            raise PrivacyError("the private modules mix parameter dtypes; cast them to one dtype before training")
         self._sum: dict[Any, Any] = {}
         self._recording = False
         self.per_sample_norms: list[Any] = []
@@ -177,18 +179,35 @@ class PerSampleClipper:
                         "records: every call of a private module must take the batch's records (or one synthetic "
                         "item per record) along the first dimension")
             if lay.rule == "linear":
-                A = torch.cat([a[0].reshape(batch_size, -1, a[0].shape[-1]) for a, _ in calls], dim=1).to(calls[0][1].dtype)
-                G = torch.cat([g.reshape(batch_size, -1, g.shape[-1]) for _, g in calls], dim=1) * scale
-                rows, din, dout = A.shape[1], A.shape[2], G.shape[2]
-                if rows == 1:
-                    n2 = A[:, 0].pow(2).sum(1) * G[:, 0].pow(2).sum(1)
-                elif rows * (din + dout) < din * dout:
-                    n2 = (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(G, G.transpose(1, 2))).sum((1, 2))
+                # G is kept unscaled (dL/dout of the mean loss); the factor ``scale`` is applied to the
+                # squared norms and folded into the clipping coefficients, saving a copy per layer.
+                has_bias = lay.layer.bias is not None and lay.layer.bias.requires_grad
+                if len(calls) == 1 and calls[0][1].dim() == 2:
+                    # The common MLP case, one row per record: ||g a^T||^2 = ||a||^2 ||g||^2 (+ ||g||^2 for the bias).
+                    A, G = calls[0][0][0], calls[0][1]
+                    if A.dtype != G.dtype:
+                        A = A.to(G.dtype)
+                    g2 = (G * G).sum(1)
+                    a2 = (A * A).sum(1)
+                    n2 = g2 * (a2 + 1.0) if has_bias else g2 * a2
+                    per_layer.append((lay, (A, G)))
                 else:
-                    n2 = torch.bmm(G.transpose(1, 2), A).pow(2).sum((1, 2))
-                if lay.layer.bias is not None and lay.layer.bias.requires_grad:
-                    n2 = n2 + G.sum(1).pow(2).sum(1)
-                per_layer.append((lay, (A, G)))
+                    def rows3(t):
+                        return t.reshape(batch_size, -1, t.shape[-1])
+
+                    dtype = calls[0][1].dtype
+                    A = torch.cat([rows3(a[0]) for a, _ in calls], dim=1).to(dtype)
+                    G = torch.cat([rows3(g) for _, g in calls], dim=1)
+                    rows, din, dout = A.shape[1], A.shape[2], G.shape[2]
+                    if rows * (din + dout) < din * dout:  # ghost norm: R^2 (din + dout) per record
+                        n2 = (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(G, G.transpose(1, 2))).sum((1, 2))
+                    else:  # materialised: R din dout per record
+                        n2 = torch.bmm(G.transpose(1, 2), A).pow(2).sum((1, 2))
+                    if has_bias:
+                        n2 = n2 + G.sum(1).pow(2).sum(1)
+                    per_layer.append((lay, (A.reshape(-1, din), G.reshape(-1, dout), rows)))
+                sq = sq + n2.float() * (scale * scale)
+                continue
             else:
                 gs: dict[Any, Any] = {}
                 for a, g in calls:
@@ -206,15 +225,21 @@ class PerSampleClipper:
             sq = sq + n2.float()
         norms = sq.clamp_min(0).sqrt()
         coef = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        cs = coef * scale  # clipping coefficient times the mean-loss factor
         with torch.no_grad():
             for lay, stuff in per_layer:
                 if lay.rule == "linear":
-                    A, G = stuff
-                    Gc = G * coef.to(G.dtype)[:, None, None]
-                    w = Gc.reshape(-1, Gc.shape[-1]).t() @ A.reshape(-1, A.shape[-1])
-                    self._add(lay.layer.weight, w)
+                    if len(stuff) == 2:
+                        A, G = stuff
+                        c = cs.to(G.dtype)
+                    else:  # several rows per record: repeat each record's coefficient over its rows
+                        A, G, rows = stuff
+                        c = cs.to(G.dtype).repeat_interleave(rows)
+                    Gc = G * c[:, None]
+                    # sum_i c_i g_i a_i^T as one matmul: the cost of the ordinary weight gradient.
+                    self._add(lay.layer.weight, torch.mm(Gc.t(), A))
                     if lay.layer.bias is not None and lay.layer.bias.requires_grad:
-                        self._add(lay.layer.bias, Gc.sum((0, 1)))
+                        self._add(lay.layer.bias, Gc.sum(0))
                 else:
                     for p, v in stuff.items():
                         self._add(p, torch.einsum("b,b...->...", coef.to(v.dtype), v))
@@ -229,12 +254,12 @@ class PerSampleClipper:
         if p in self._sum:
             self._sum[p].add_(value)
         else:
-            self._sum[p] = value.clone()
+            self._sum[p] = value  # always a fresh tensor (matmul / sum / einsum result): no copy needed
 
     def take_clipped_sum(self) -> dict[Any, Any]:
         """The accumulated ``sum_i clip(g_i)`` per parameter (zeros for unused ones); resets the sum."""
         torch = self._torch
-        out = {p: self._sum.get(p, torch.zeros_like(p)) for p in self.params}
+        out = {p: self._sum[p] if p in self._sum else torch.zeros_like(p) for p in self.params}
         self._sum = {}
         return out
 

@@ -1,0 +1,155 @@
+"""The `genguard privacy` commands: epsilon accounting, ledger verification and the empirical canary audit."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+ACCOUNTANT_CHOICE = click.Choice(["rdp", "prv", "pld"])
+
+
+def _write_json(path: str, obj: Any) -> None:
+    from generators._io import atomic_write_json
+
+    atomic_write_json(Path(path), obj)
+
+
+def _fmt(x: Any, spec: str = ".4g") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+@click.group("privacy")
+def privacy() -> None:
+    """Check a DP claim: compute epsilon, verify a run's ledger, audit a training procedure empirically."""
+
+
+@privacy.command("epsilon")
+@click.option("--sample-rate", "-q", type=float, required=True, help="Poisson sampling rate q (expected batch / n).")
+@click.option("--noise-multiplier", "-s", type=float, default=None, help="Noise multiplier sigma (omit with --target-epsilon).")
+@click.option("--steps", "-t", type=int, required=True, help="Number of DP-SGD steps.")
+@click.option("--delta", "-d", type=float, default=1e-5, show_default=True, help="Target delta (< 1/n).")
+@click.option("--accountant", type=ACCOUNTANT_CHOICE, default="rdp", show_default=True)
+@click.option("--target-epsilon", type=float, default=None,
+              help="Inverse: print the smallest noise multiplier that meets this epsilon.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, delta: float, accountant: str,
+                target_epsilon: float | None, as_json: bool) -> None:
+    """Epsilon of Poisson-sampled Gaussian DP-SGD (RDP, PRV from opacus; PLD from dp-accounting), or its inverse."""
+    from guardrails.privacy.accounting import epsilon_report, noise_multiplier_for_epsilon
+    from guardrails.privacy.errors import PrivacyError
+
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise PrivacyError("give exactly one of --noise-multiplier and --target-epsilon")
+    inverse = target_epsilon is not None
+    if inverse:
+        noise_multiplier = noise_multiplier_for_epsilon(target_epsilon, sample_rate, steps, delta, accountant)
+    rep = epsilon_report(sample_rate, noise_multiplier, steps, delta, accountant)
+    if inverse:
+        rep["target_epsilon"] = target_epsilon
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+        return
+    if inverse:
+        click.echo(f"noise multiplier {rep['noise_multiplier']:.4f} meets epsilon <= {target_epsilon:g}")
+    click.echo(f"epsilon = {rep['epsilon']:.4f} at delta = {delta:g}  ({accountant.upper()} accountant, guarantee)")
+    click.echo(f"  q = {sample_rate:g}, sigma = {rep['noise_multiplier']:.4g}, {steps} steps")
+    gdp = rep["gdp_approximation"]
+    click.echo(f"  GDP approximation (not a guarantee): epsilon ~ {gdp['epsilon']:.4f}")
+
+
+@privacy.command("verify")
+@click.argument("ledger", type=click.Path(dir_okay=True, file_okay=True))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the verification as JSON here.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Weights file to hash (default: weights.safetensors beside the ledger).")
+@click.option("--trusted-key", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Ed25519 public key (PEM) the ledger must be signed with.")
+def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_key: str | None) -> int:
+    """Recompute a run's DP claim independently (PRV, PLD) and list findings; exit 1 when inconsistent."""
+    from guardrails.privacy.verify import load_trusted_key, verify_ledger
+
+    rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key))
+    if json_out:
+        _write_json(json_out, rep)
+    verdict = "CONSISTENT" if rep["consistent"] else "INCONSISTENT"
+    click.echo(f"{rep['ledger']}: {verdict}")
+    click.echo(f"  signature: {rep['signature']['state']} (key {rep['signature'].get('key_id')})")
+    click.echo(f"  weights:   {rep['weights']['state']}")
+    if rep["private"]:
+        rec = ", ".join(f"{k.upper()} {_fmt(v)}" for k, v in rep["recomputed"].items())
+        click.echo(f"  claimed epsilon {_fmt(rep['claimed_epsilon'])} ({str(rep['accountant']).upper()}) at delta "
+                   f"{_fmt(rep['delta'], 'g')}; recomputed: {rec}")
+    for f in rep["findings"]:
+        click.echo(f"  [{f['severity']}] {f['code']}: {f['message']}")
+    return 0 if rep["consistent"] else 1
+
+
+@privacy.command("audit")
+@click.option("--generator", "generator", default="vae", show_default=True, help="Reference generator to audit.")
+@click.option("--epsilon", type=float, default=None, help="Train with DP-SGD at this target epsilon.")
+@click.option("--non-private", is_flag=True, help="Audit non-private training (the attack's sanity check).")
+@click.option("--canaries", type=int, default=1000, show_default=True, help="Number of canaries m.")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the generator's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--delta", type=float, default=1e-5, show_default=True)
+@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--black-box-only", is_flag=True, help="Score by loss only (no white-box gradient alignment).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Also run sample-only membership inference against this saved model (embedded digits split).")
+@click.option("--quick", is_flag=True, help="200 canaries and few epochs: seconds, weaker bound.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the audit as JSON here.")
+def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries: int, epochs: int | None, seed: int,
+              delta: float, confidence: float, black_box_only: bool, model_dir: str | None, quick: bool,
+              json_out: str | None) -> None:
+    """Empirical lower bound on epsilon from one training run with canaries (Steinke, Nasr & Jagielski 2023)."""
+    from audits.privacy import canary_audit, model_membership_inference
+    from guardrails.privacy import PrivateTrainer
+    from guardrails.privacy.errors import PrivacyError
+
+    if non_private and epsilon is not None:
+        raise PrivacyError("give --epsilon or --non-private, not both")
+    if not non_private and epsilon is None:
+        epsilon = 10.0
+    if epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon)):
+        raise PrivacyError(f"epsilon must be a positive finite number, got {epsilon}")
+    if quick:
+        canaries = min(canaries, 200)
+        epochs = epochs or 10
+    params: dict[str, Any] = {}
+    if epochs is not None:
+        params["epochs"] = epochs
+    trainer = None if non_private else PrivateTrainer(target_epsilon=epsilon, delta=delta)
+    result: dict[str, Any] = {"canary_audit": canary_audit(
+        generator, trainer=trainer, num_canaries=canaries, seed=seed, generator_params=params,
+        white_box=not black_box_only, delta=delta, confidence=confidence, progress=True)}
+    audit = result["canary_audit"]
+    click.echo(f"canary audit of {generator} ({'non-private' if non_private else f'DP, target epsilon {epsilon:g}'}), "
+               f"m = {audit['num_canaries']} canaries ({audit['num_included']} included)")
+    best = audit["best"]
+    click.echo(f"  empirical epsilon >= {audit['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence, delta {delta:g} "
+               f"({best['num_correct']}/{best['num_guesses']} correct, score {best['score']}; {audit['correction']})")
+    if audit.get("claimed_epsilon") is not None:
+        click.echo(f"  claimed epsilon {audit['claimed_epsilon']:.3f}: "
+                   + ("REFUTED by the audit" if audit["bound_exceeds_claim"] else "not refuted (a lower bound cannot confirm it)"))
+    if model_dir:
+        import generators
+        from generators.data import digits_split
+
+        gen = generators.load(model_dir)
+        train, holdout = digits_split()
+        mia = model_membership_inference(gen, train, holdout, seed=seed)
+        result["membership_inference"] = mia
+        for name in ("gan_leaks", "monte_carlo", "domias"):
+            r = mia.get(name, {})
+            if r.get("auc") is not None:
+                click.echo(f"  MIA {name}: AUC {r['auc']:.3f} [{r['auc_ci95'][0]:.3f}, {r['auc_ci95'][1]:.3f}], "
+                           f"TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}")
+    if json_out:
+        _write_json(json_out, result)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(privacy)
