@@ -285,6 +285,8 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
             rec["verdict"] = "tampered"
             failures = [c for c in man["codes"] if c not in ("signingCredential.untrusted", "signingCredential.trusted")]
             rec["reason"] = "manifest does not validate: " + (", ".join(failures) or "invalid")
+            if man.get("detail"):
+                rec["reason"] += f" ({man['detail']})"
         elif state in ("Valid", "Trusted"):
             if wm_found is not None and declared is not None and wm_found != declared:
                 rec["verdict"] = "tampered"
