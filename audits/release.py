@@ -218,7 +218,7 @@ class ReleaseAudit:
         data["detection"] = dict(detection) if detection is not None else {
             "value": None, "reason": "synthetic-media detection was not run in this audit"}
 
-    def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str = "sex", target: str = "target",
+    def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str | None = None, target: str | None = None,
                     ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
                     provenance: Any = None, detection: Any = None, progress: bool = True) -> AuditReport:
         """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
@@ -230,6 +230,11 @@ class ReleaseAudit:
 
         policy = load_policy(self.policy)
         alpha = float(policy["level"])
+        group = group or policy["tabular"]["group"]
+        target = target or policy["tabular"]["target"]
+        for name, frame in (("synthetic", synthetic), ("train", train), ("holdout", holdout)):
+            if not hasattr(frame, "columns") or group not in frame.columns:
+                raise AuditError(f"{name} table has no group column {group!r}")
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
         self._common(data, ledger, generator_info, provenance, detection, len(synthetic), "tabular")
         with progress_bar("auditing table", total=3, enabled=progress) as advance:
