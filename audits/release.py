@@ -155,12 +155,15 @@ class ReleaseAudit:
             raise AuditError(f"samples have shape {x.shape[1:]} but the reference images {train.x.shape[1:]}")
         if not np.isfinite(x).all():
             raise AuditError("samples contain NaN or infinite values")
+        outside = float(np.mean((x < 0.0) | (x > 1.0)))
         x = np.clip(x, 0.0, 1.0)
         artefacts: dict[str, Any] = {"samples": x, "train": train.x, "names": samples.metadata.get("files")}
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
         steps = 4
         with progress_bar("auditing", total=steps, enabled=progress) as advance:
             data["generator"] = self._generator_section(samples, generator_info)
+            if outside > 0:
+                data["generator"]["warnings"] = [f"{outside:.2%} of pixel values lay outside [0, 1] and were clipped"]
             data["privacy"] = privacy_section(dict(ledger)) if ledger is not None else privacy_section(None)
             extractor, fid_section = self._fidelity(x, train, holdout, policy)
             data["fidelity"] = fid_section
