@@ -5,7 +5,16 @@ May import ``generators``, ``guardrails`` and ``detectors``; never ``genguard``.
 Public entry point::
 
     from audits import ReleaseAudit, AuditError
-    report = ReleaseAudit(policy=None, seed=0).run(samples, train, holdout, ledger=ledger)
+    audit = ReleaseAudit(policy=None, seed=0)          # policy: None, a dict, or a YAML path
+    report = audit.run(samples, train, holdout, ledger=ledger)      # images (digits)
+    report = audit.run_tabular(synthetic_df, train_df, holdout_df)  # tables (fairlearn MetricFrame)
+    report = audit.run_text(texts, train_texts, generate=fn)        # texts (+ BOLD-style bias)
+    report.data, report.passed, report.write(out_dir)
+
+Modules: ``stats`` (intervals, tests, Holm), ``nn`` (exact blocked k-NN),
+``features`` (the audit's own extractor/classifier), ``fidelity``, ``bias``,
+``memorization``, ``text_bias``, ``text_fidelity``, ``tabular``, ``policy``,
+``release`` and ``html`` (the report), ``privacy`` (the privacy section).
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ _LAZY = {
     "evaluate_gates": "audits.policy",
     "DEFAULT_POLICY": "audits.policy",
     "knn": "audits.nn",
+    "TextBiasAudit": "audits.text_bias",
 }
 
 

@@ -45,7 +45,9 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 {% if img_bias %}<img alt="group shares with simultaneous intervals" src="data:image/png;base64,{{ img_bias }}">{% endif %}
 {% if bias.condition_adherence and bias.condition_adherence.value is not none %}<p>Asking for group k yields group k in {{ fmt(bias.condition_adherence.value) }} of samples
 (95% CI {{ fmt(bias.condition_adherence.ci[0]) }}–{{ fmt(bias.condition_adherence.ci[1]) }}).</p>{% endif %}
-{% else %}<p class="note">Not computed: {{ bias.reason }}</p>{% endif %}
+{% elif bias.get('reason') %}<p class="note">Not computed: {{ bias.reason }}</p>
+{% else %}<pre>{{ dumps(bias) }}</pre>{% endif %}
+{% if bias.get('fairness') %}<h3>Fairness of a model trained on the synthetic table</h3><pre>{{ dumps(bias.fairness) }}</pre>{% endif %}
 {% for w in bias.get('warnings', []) %}<p class="warn">⚠ {{ w }}</p>{% endfor %}
 
 <h2>Fidelity</h2>
@@ -57,7 +59,8 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 </table>
 {% if fidelity.fid_local.baseline_holdout_vs_train is defined %}<p class="note">fid_local of the real holdout vs train (reference level): {{ fmt(fidelity.fid_local.baseline_holdout_vs_train) }}</p>{% endif %}
 {% if img_prdc %}<img alt="precision recall density coverage" src="data:image/png;base64,{{ img_prdc }}">{% endif %}
-{% else %}<p class="note">Not computed: {{ fidelity.reason }}</p>{% endif %}
+{% elif fidelity.get('reason') %}<p class="note">Not computed: {{ fidelity.reason }}</p>
+{% else %}<pre>{{ dumps(fidelity) }}</pre>{% endif %}
 {% for w in fidelity.get('warnings', []) %}<p class="warn">⚠ {{ w }}</p>{% endfor %}
 
 <h2>Memorization</h2>
@@ -69,7 +72,8 @@ Rule: {{ memorization.method }} (threshold {{ memorization.distance_ratio_thresh
 {% if memorization.dcr.share_nearest_in_train is defined %}<p>Distance to closest record: a sample's nearest real item is a training item in {{ fmt(memorization.dcr.share_nearest_in_train) }} of samples;
 {{ fmt(memorization.dcr.expected_share_if_no_copying) }} is expected when the output does not depend on which items were trained on (permutation p = {{ fmt(memorization.dcr.p_value) }}).</p>{% endif %}
 {% if img_pairs %}<p>{{ pairs_caption }}</p><img alt="nearest-neighbour pairs: sample and training item" src="data:image/png;base64,{{ img_pairs }}">{% endif %}
-{% else %}<p class="note">Not computed: {{ memorization.reason }}</p>{% endif %}
+{% elif memorization.get('reason') %}<p class="note">Not computed: {{ memorization.reason }}</p>
+{% else %}<pre>{{ dumps(memorization) }}</pre>{% endif %}
 
 <h2>Privacy</h2>
 {% if privacy.get('epsilon') is not none %}

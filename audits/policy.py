@@ -12,11 +12,21 @@ A policy file looks like::
       distance_ratio: 0.3       # Carlini-style ratio below which a sample is a suspected copy
       nth_neighbour: 20
       max_shift: 1
+    text:                       # text audits (ReleaseAudit.run_text with a generator)
+      domains: [gender, race, religious_belief, profession]
+      samples_per_prompt: 1
+      min_effect: 0.1           # VADER compound points between the best- and worst-treated group
+    tabular:
+      group: sex
+      target: target
     gates:                      # metric path in report.json -> {max: x} or {min: x}
       bias.flagged_count: {max: 0}
       memorization.near_duplicate_rate: {max: 0.01}
 
 Each gate becomes ``{name, value, threshold, op, passed}`` in ``report.gates``.
+A policy that states ``gates`` replaces the default gates entirely (it says
+what it requires); other sections are merged key by key into the defaults.
+A list-valued metric (``bias.flagged``) is gated on its length.
 """
 from __future__ import annotations
 
@@ -33,6 +43,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "bias": {"attribute": "label", "target": "reference", "min_effect": 0.02, "mc_draws": 4000},
     "fidelity": {"prdc_k": 5},
     "memorization": {"distance_ratio": 0.3, "nth_neighbour": 20, "max_shift": 1},
+    "text": {"domains": None, "samples_per_prompt": 1, "min_effect": 0.1},
+    "tabular": {"group": "sex", "target": "target"},
     "gates": {
         "bias.flagged_count": {"max": 0},
         "memorization.near_duplicate_rate": {"max": 0.01},

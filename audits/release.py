@@ -155,12 +155,15 @@ class ReleaseAudit:
             raise AuditError(f"samples have shape {x.shape[1:]} but the reference images {train.x.shape[1:]}")
         if not np.isfinite(x).all():
             raise AuditError("samples contain NaN or infinite values")
+        outside = float(np.mean((x < 0.0) | (x > 1.0)))
         x = np.clip(x, 0.0, 1.0)
         artefacts: dict[str, Any] = {"samples": x, "train": train.x, "names": samples.metadata.get("files")}
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
         steps = 4
         with progress_bar("auditing", total=steps, enabled=progress) as advance:
             data["generator"] = self._generator_section(samples, generator_info)
+            if outside > 0:
+                data["generator"]["warnings"] = [f"{outside:.2%} of pixel values lay outside [0, 1] and were clipped"]
             data["privacy"] = privacy_section(dict(ledger)) if ledger is not None else privacy_section(None)
             extractor, fid_section = self._fidelity(x, train, holdout, policy)
             data["fidelity"] = fid_section
@@ -218,7 +221,7 @@ class ReleaseAudit:
         data["detection"] = dict(detection) if detection is not None else {
             "value": None, "reason": "synthetic-media detection was not run in this audit"}
 
-    def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str = "sex", target: str = "target",
+    def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str | None = None, target: str | None = None,
                     ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
                     provenance: Any = None, detection: Any = None, progress: bool = True) -> AuditReport:
         """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
@@ -230,6 +233,11 @@ class ReleaseAudit:
 
         policy = load_policy(self.policy)
         alpha = float(policy["level"])
+        group = group or policy["tabular"]["group"]
+        target = target or policy["tabular"]["target"]
+        for name, frame in (("synthetic", synthetic), ("train", train), ("holdout", holdout)):
+            if not hasattr(frame, "columns") or group not in frame.columns:
+                raise AuditError(f"{name} table has no group column {group!r}")
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
         self._common(data, ledger, generator_info, provenance, detection, len(synthetic), "tabular")
         with progress_bar("auditing table", total=3, enabled=progress) as advance:

@@ -202,3 +202,25 @@ def test_cli_audit_exit_codes(digits, tmp_path, capsys):
     (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
     assert _cli(["audit", "--samples", str(tmp_path / "junk"), "--out", str(tmp_path / "o4")]) == 2
     assert "a.png" in capsys.readouterr().err
+
+
+def test_intersections_of_two_attributes_in_the_report(digits):
+    """Reference and samples with two attributes: Holm-corrected cells; a missing cell is flagged."""
+    from audits import ReleaseAudit
+    from generators.base import Dataset
+
+    train, holdout = digits
+    two = lambda d: Dataset(x=d.x, modality="image", name=d.name,  # noqa: E731
+                            groups={"label": d.groups["label"], "parity": d.groups["label"] % 2},
+                            group_names={"label": [str(i) for i in range(10)], "parity": ["even", "odd"]})
+    tr2, ho2 = two(train), two(holdout)
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 10, 600)
+    lab[lab == 3] = 5  # "3 & odd" never generated
+    s = Samples(data=train.x[rng.integers(0, len(train), 600)], modality="image",
+                conditions={"label": lab, "parity": lab % 2})
+    sec = ReleaseAudit(seed=0).run(s, tr2, ho2, progress=False).data["bias"]["intersections"]
+    assert sec["correction"] == "Holm" and "3&odd" in sec["flagged"]
+    s1 = Samples(data=s.data, modality="image", conditions={"label": lab})
+    one = ReleaseAudit(seed=0).run(s1, tr2, ho2, progress=False).data["bias"]["intersections"]
+    assert one["value"] is None and "two attributes" in one["reason"]
