@@ -34,7 +34,9 @@ def spectral_features(tiles: np.ndarray) -> np.ndarray:
     t = tiles.astype(np.float32)
     n, p, _ = t.shape
     t = (t - t.mean(axis=(1, 2), keepdims=True)) * _hann(p)
-    f = np.fft.fftshift(np.fft.fft2(t), axes=(1, 2))
+    from scipy.fft import fft2
+
+    f = np.fft.fftshift(fft2(t), axes=(1, 2))  # scipy keeps float32 -> complex64 (numpy would go to complex128)
     power = np.log(f.real.astype(np.float32) ** 2 + f.imag.astype(np.float32) ** 2 + 1e-8).reshape(n, -1)
     prof = (power @ _radial_average_matrix(p))[:, 1:]  # drop DC
     return (prof - prof.mean(axis=1, keepdims=True)).astype(np.float32)
