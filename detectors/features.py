@@ -7,12 +7,15 @@ import numpy as np
 
 
 @lru_cache(maxsize=8)
-def _radius_index(p: int) -> tuple[np.ndarray, int]:
+def _radial_average_matrix(p: int) -> np.ndarray:
+    """(p*p, n_bins) matrix averaging a centred spectrum over rings of integer radius (one matmul per batch)."""
     yy, xx = np.mgrid[:p, :p]
     c = p // 2
-    r = np.sqrt((yy - c) ** 2 + (xx - c) ** 2)
-    ri = np.floor(r).astype(np.int64)
-    return ri.ravel(), int(ri.max()) + 1
+    ri = np.floor(np.sqrt((yy - c) ** 2 + (xx - c) ** 2)).astype(np.int64).ravel()
+    nb = int(ri.max()) + 1
+    m = np.zeros((p * p, nb), np.float32)
+    m[np.arange(p * p), ri] = 1.0
+    return m / m.sum(axis=0, keepdims=True)
 
 
 @lru_cache(maxsize=8)
@@ -31,12 +34,11 @@ def spectral_features(tiles: np.ndarray) -> np.ndarray:
     t = tiles.astype(np.float32)
     n, p, _ = t.shape
     t = (t - t.mean(axis=(1, 2), keepdims=True)) * _hann(p)
-    f = np.fft.fftshift(np.fft.fft2(t), axes=(1, 2))
-    power = np.log(np.abs(f) ** 2 + 1e-8).reshape(n, -1)
-    ri, nb = _radius_index(p)
-    counts = np.bincount(ri, minlength=nb).astype(np.float32)
-    prof = np.stack([np.bincount(ri, weights=row, minlength=nb) for row in power]) / counts
-    prof = prof[:, 1:]  # drop DC
+    from scipy.fft import fft2
+
+    f = np.fft.fftshift(fft2(t), axes=(1, 2))  # scipy keeps float32 -> complex64 (numpy would go to complex128)
+    power = np.log(f.real.astype(np.float32) ** 2 + f.imag.astype(np.float32) ** 2 + 1e-8).reshape(n, -1)
+    prof = (power @ _radial_average_matrix(p))[:, 1:]  # drop DC
     return (prof - prof.mean(axis=1, keepdims=True)).astype(np.float32)
 
 
