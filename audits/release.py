@@ -132,8 +132,9 @@ class ReleaseAudit:
     def run(self, samples: Any, train: Any, holdout: Any = None, *, ledger: Mapping[str, Any] | None = None,
             generator_info: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
             detection: Mapping[str, Any] | None = None, labels: Any = None, reconstructions: Any = None,
-            progress: bool = True) -> AuditReport:
-        """Run the audit. ``labels`` (one group code per sample) overrides the classifier's labels."""
+            privacy_evidence: Mapping[str, Any] | None = None, progress: bool = True) -> AuditReport:
+        """Run the audit. ``labels`` (one group code per sample) overrides the classifier's labels;
+        ``privacy_evidence`` (ledger verification, membership inference, canary audit) joins the privacy section."""
         from generators.base import Dataset, Samples, progress_bar
 
         from audits.privacy import privacy_section
@@ -164,7 +165,8 @@ class ReleaseAudit:
             data["generator"] = self._generator_section(samples, generator_info)
             if outside > 0:
                 data["generator"]["warnings"] = [f"{outside:.2%} of pixel values lay outside [0, 1] and were clipped"]
-            data["privacy"] = privacy_section(dict(ledger)) if ledger is not None else privacy_section(None)
+            data["privacy"] = privacy_section(dict(ledger) if ledger is not None else None,
+                                              **dict(privacy_evidence or {}))
             extractor, fid_section = self._fidelity(x, train, holdout, policy)
             data["fidelity"] = fid_section
             advance(1, "fidelity")

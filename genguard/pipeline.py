@@ -233,6 +233,10 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     log(f"wrote {len(paths)} samples to {cfg.out / 'samples'}")
 
     t = time.perf_counter()
+    privacy_evidence = privacy_evidence_step(model_dir, samples, train, holdout, cfg.seed)
+    timings["privacy_checks_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     audit = ReleaseAudit(policy=cfg.policy, seed=cfg.seed)
     generator_info = {"name": gen.name, "params": gen.get_params(), "run_id": ledger.get("run_id"),
                       "seed": cfg.seed, "model_dir": str(model_dir), "config": cfg.as_dict(),
@@ -240,11 +244,33 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     detection = {"value": None, "reason": "samples are 8x8 digits: too small for the synthetic-image detectors, "
                                           "which need natural images of at least 32x32 pixels"}
     report = audit.run(samples, train, holdout, ledger=ledger, generator_info=generator_info,
-                       provenance=provenance, detection=detection, progress=progress)
+                       provenance=provenance, detection=detection, privacy_evidence=privacy_evidence,
+                       progress=progress)
     report.write(cfg.out)
     timings["audit_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return RunResult(out=cfg.out, report=report, ledger=ledger, timings=timings)
+
+
+def privacy_evidence_step(model_dir: Path, samples: Samples, train: Dataset, holdout: Dataset,
+                          seed: int) -> dict[str, Any]:
+    """Independent checks of the run's privacy for the report: the ledger re-verified (signature, weights
+    hash, ε recomputed with PRV and PLD) and membership inference from the samples alone."""
+    from audits.privacy import membership_inference
+    from guardrails.privacy.verify import verify_ledger
+
+    evidence: dict[str, Any] = {}
+    check = verify_ledger(model_dir / "ledger.json")
+    evidence["verification"] = {k: check.get(k) for k in ("consistent", "claimed_epsilon", "recomputed", "findings")}
+    if samples.modality == "image" and train.modality == "image":
+        rng = np.random.default_rng(seed)
+        k = min(len(holdout), len(train) // 2)
+        perm = rng.permutation(len(train))
+        evidence["membership_inference"] = membership_inference(
+            samples.data, train.x[perm[:k]], holdout.x[rng.permutation(len(holdout))[:k]], train.x[perm[k:]], seed=seed)
+        evidence["membership_inference"]["reference"] = (
+            "members: training records; non-members: the holdout; DOMIAS reference: the other training records")
+    return evidence
 
 
 def load_model(model_dir: str | os.PathLike) -> tuple[Generator, dict[str, Any] | None, str | None]:

@@ -66,6 +66,11 @@ def test_run_quick_writes_everything(quick_run):
         assert (out / "model" / f).is_file()
     ledger = json.loads((out / "model" / "ledger.json").read_text())
     assert ledger["epsilon"] == report["privacy"]["epsilon"] and ledger["private"] is True
+    # the report carries the independent checks: ledger re-verified, ε recomputed, membership inference
+    check = report["privacy"]["verification"]
+    assert check["consistent"] is True
+    assert set(check["recomputed"]) == {"prv", "pld"} and max(check["recomputed"].values()) <= 8.0 * 1.01
+    assert 0.0 <= report["privacy"]["membership_inference"]["max_auc"] <= 1.0
     # a section that was not computed is present with a null value and a reason
     assert report["detection"]["value"] is None and report["detection"]["reason"]
     assert "genguard run" in proc.stdout
