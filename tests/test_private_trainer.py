@@ -244,3 +244,25 @@ def test_pld_accountant_and_opacus_reference_mode(digits):
     gen2.fit(train, trainer=PrivateTrainer(target_epsilon=3.0, grad_sample_mode="opacus"), progress=False)
     rep = gen2.training_report_
     assert rep["grad_sample_mode"] == "opacus" and rep["steps"] == 2 * 6 and rep["epsilon"] <= 3.0
+
+
+def test_secret_noise_differs_run_to_run_and_is_labelled():
+    data = _toy_data()
+    a, b = ToyGAN(seed=4), ToyGAN(seed=4)
+    for gen in (a, b):
+        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, reproducible_noise=False), progress=False)
+    assert not np.allclose(_weights(a)["critic_.0.weight"], _weights(b)["critic_.0.weight"])
+    assert "secret" in a.training_report_["noise_source"]
+    c = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
+    assert "seeded from the run seed" in c.training_report_["noise_source"]
+
+
+def test_secure_mode_without_csprng_is_a_clear_error():
+    pytest.importorskip("opacus")
+    try:
+        import torchcsprng  # noqa: F401
+        pytest.skip("torchcsprng installed")
+    except ImportError:
+        pass
+    with pytest.raises(PrivacyError, match="torchcsprng"):
+        PrivateTrainer(secure_mode=True)
