@@ -273,7 +273,8 @@ class PrivateTrainer:
             noise_source = "torch MT19937 with a secret random seed (not recorded)"
         return {
             "private": True,
-            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)",
+            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)" if self.poisson_sampling
+            else "DP-SGD (shuffled fixed-size batches, Gaussian; Poisson accounting does not apply)",
             "dataset_size": n,
             "sampling": "poisson" if self.poisson_sampling else "shuffle",
             "sample_rate": float(q),
