@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
