@@ -266,3 +266,37 @@ def test_secure_mode_without_csprng_is_a_clear_error():
         pass
     with pytest.raises(PrivacyError, match="torchcsprng"):
         PrivateTrainer(secure_mode=True)
+
+
+class _ConvToy(nn.Module):
+    """Conv2d, GroupNorm and Embedding (the layers of the image/text generators): opacus' per-sample rules."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 4)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.out = nn.Linear(4 * 16, 1)
+
+    def forward(self, x):
+        img, tok = x[:, :16].view(-1, 1, 4, 4), x[:, 16].long()
+        h = self.norm(self.conv(img)) + self.emb(tok)[:, :, None, None]
+        return self.out(torch.tanh(h).flatten(1)).squeeze(1)
+
+
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_conv_norm_embedding_clipping_matches_brute_force(mode):
+    torch.manual_seed(1)
+    model = _ConvToy().double()
+    x = torch.cat([torch.randn(7, 16, dtype=torch.float64), torch.randint(0, 5, (7, 1)).double()], 1)
+    expected, _ = _brute_force_clipped_sum(model, x, 0.3)
+    clipper = PerSampleClipper({"m": model}, max_grad_norm=0.3, mode=mode).attach()
+    try:
+        with clipper.record():
+            loss = model(x).pow(2).mean()
+        clipper.backward_and_clip(loss, len(x))
+        got = clipper.take_clipped_sum()
+    finally:
+        clipper.detach()
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(got[p], e, rtol=1e-6, atol=1e-8)
