@@ -10,7 +10,7 @@
 * :func:`canary_audit` — the whole one-run audit of a generator + trainer:
   insert m canaries each with probability 1/2, train once, score each canary
   (black-box loss improvement; white-box alignment of its gradient with the
-  total parameter update), guess on the most confident, bound epsilon.
+  parameter updates between training checkpoints), guess on the most confident, bound epsilon.
 * :func:`membership_inference` — attacks that see only generated samples:
   GAN-Leaks distance (Chen et al. 2020), Monte-Carlo ball counting (Hilprecht
   et al. 2019) and a DOMIAS-style density ratio (van Breugel et al. 2023),
