@@ -10,7 +10,7 @@
 * :func:`canary_audit` — the whole one-run audit of a generator + trainer:
   insert m canaries each with probability 1/2, train once, score each canary
   (black-box loss improvement; white-box alignment of its gradient with the
-  total parameter update), guess on the most confident, bound epsilon.
+  parameter updates between training checkpoints), guess on the most confident, bound epsilon.
 * :func:`membership_inference` — attacks that see only generated samples:
   GAN-Leaks distance (Chen et al. 2020), Monte-Carlo ball counting (Hilprecht
   et al. 2019) and a DOMIAS-style density ratio (van Breugel et al. 2023),
@@ -163,6 +163,10 @@ def audit_from_scores(scores: dict[str, np.ndarray], included: np.ndarray, delta
 # ---------------------------------------------------------------------------------------------
 # The canary audit: insert, train once, score, guess
 # ---------------------------------------------------------------------------------------------
+#: Parameter checkpoints the white-box score looks at (evenly spaced over the epochs).
+WHITE_BOX_CHECKPOINTS = 4
+
+
 def make_canaries(data: Any, num_canaries: int, seed: int) -> Any:
     """``num_canaries`` out-of-distribution records shaped like ``data``: binary-noise images with random labels."""
     from generators.base import Dataset
@@ -206,7 +210,7 @@ def _params(gen: Any) -> list:
     return [p for name in gen.private_modules() for p in unwrap_module(getattr(gen, name)).parameters()]
 
 
-def _per_item_gradients_dot(gen: Any, tensors: tuple, direction: list | None, seed: int) -> np.ndarray:
+def _per_item_gradients_dot(gen: Any, tensors: tuple, direction: list | None, seed: int, repeats: int = 8) -> np.ndarray:
     """``<grad loss_i, direction> / ||grad loss_i||`` for each item, or ``-||grad loss_i||`` without a direction."""
     import torch
 
@@ -214,7 +218,7 @@ def _per_item_gradients_dot(gen: Any, tensors: tuple, direction: list | None, se
     torch.manual_seed(seed)
     out = np.zeros(len(tensors[0]))
     for i in range(len(tensors[0])):
-        item = tuple(t[i:i + 1] for t in tensors)
+        item = tuple(t[i:i + 1].expand(repeats, *t.shape[1:]) for t in tensors)  # averages the loss's own noise
         grads = torch.autograd.grad(gen.batch_loss(item), params, allow_unused=True)
         dot, norm = 0.0, 0.0
         for j, g in enumerate(grads):
@@ -235,8 +239,9 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     Each of ``num_canaries`` canaries joins ``data`` (default: the embedded
     digits training split) independently with probability 1/2; the generator
     is trained once; canaries are scored by how much training lowered their
-    loss (black box) and, with ``white_box``, by the alignment of their initial
-    gradient with the total parameter update ``theta_0 - theta_T``. The result
+    loss (black box) and, with ``white_box``, by the alignment of their
+    gradient with the parameter update over each of a few training segments
+    (``sum_k <grad l_i(theta_k), theta_k - theta_k+1> / ||grad l_i(theta_k)||``). The result
     audits the training *procedure* (generator, data size, trainer settings),
     not a particular released set of weights.
     """
@@ -271,13 +276,30 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     theta0 = [p.detach().clone() for p in _params(gen)]
 
     gen = cls(**params)
+    checkpoints: list[list] = [theta0]
+    if white_box:  # white box: the auditor also sees the parameters along the way (a few checkpoints)
+        marks = {int(round(k * gen.epochs / WHITE_BOX_CHECKPOINTS)) - 1 for k in range(1, WHITE_BOX_CHECKPOINTS + 1)}
+        orig_epoch_end = gen.on_epoch_end
+
+        def on_epoch_end(epoch: int) -> None:
+            orig_epoch_end(epoch)
+            if epoch in marks:
+                checkpoints.append([p.detach().clone() for p in _params(gen)])
+
+        gen.on_epoch_end = on_epoch_end
     gen.fit(train, trainer=trainer, progress=progress)
+    if white_box:
+        del gen.on_epoch_end
     after = _per_item_losses(gen, canary_tensors, loss_repeats, seed + 1)
     scores = {"loss": before - after}
     if white_box:
-        direction = [p0 - p.detach() for p0, p in zip(theta0, _params(gen))]
-        scores["gradient_alignment"] = _per_item_gradients_dot(_rebuild(cls, params, train, theta0),
-                                                               canary_tensors, direction, seed + 2)
+        # sum over training segments of <grad loss_i(theta_k), theta_k - theta_{k+1}> / ||grad loss_i(theta_k)||:
+        # how far each segment's update moved along the canary's own descent direction.
+        align = np.zeros(len(included))
+        for start, end in zip(checkpoints[:-1], checkpoints[1:]):
+            direction = [a - b for a, b in zip(start, end)]
+            align += _per_item_gradients_dot(_rebuild(cls, params, train, start), canary_tensors, direction, seed + 2)
+        scores["gradient_alignment"] = align
     result = audit_from_scores(scores, included, delta=delta, confidence=confidence)
     report = gen.training_report_
     result.update({

@@ -162,3 +162,8 @@ def test_unreadable_ledger_is_a_privacy_error(tmp_path):
         verify_ledger(tmp_path)
     with pytest.raises(PrivacyError, match="no such ledger"):
         verify_ledger(tmp_path / "missing.json")
+
+
+def test_regenerable_noise_is_a_warning(tmp_path):
+    rep = verify_ledger(_model(tmp_path, noise_source="torch MT19937 seeded from the run seed (reproducible)"))
+    assert rep["consistent"] and "NOISE_REGENERABLE" in _codes(rep, "warning")

@@ -244,3 +244,59 @@ def test_pld_accountant_and_opacus_reference_mode(digits):
     gen2.fit(train, trainer=PrivateTrainer(target_epsilon=3.0, grad_sample_mode="opacus"), progress=False)
     rep = gen2.training_report_
     assert rep["grad_sample_mode"] == "opacus" and rep["steps"] == 2 * 6 and rep["epsilon"] <= 3.0
+
+
+def test_secret_noise_differs_run_to_run_and_is_labelled():
+    data = _toy_data()
+    a, b = ToyGAN(seed=4), ToyGAN(seed=4)
+    for gen in (a, b):
+        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, reproducible_noise=False), progress=False)
+    assert not np.allclose(_weights(a)["critic_.0.weight"], _weights(b)["critic_.0.weight"])
+    assert "secret" in a.training_report_["noise_source"]
+    c = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
+    assert "seeded from the run seed" in c.training_report_["noise_source"]
+
+
+def test_secure_mode_without_csprng_is_a_clear_error():
+    pytest.importorskip("opacus")
+    try:
+        import torchcsprng  # noqa: F401
+        pytest.skip("torchcsprng installed")
+    except ImportError:
+        pass
+    with pytest.raises(PrivacyError, match="torchcsprng"):
+        PrivateTrainer(secure_mode=True)
+
+
+class _ConvToy(nn.Module):
+    """Conv2d, GroupNorm and Embedding (the layers of the image/text generators): opacus' per-sample rules."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 4)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.out = nn.Linear(4 * 16, 1)
+
+    def forward(self, x):
+        img, tok = x[:, :16].view(-1, 1, 4, 4), x[:, 16].long()
+        h = self.norm(self.conv(img)) + self.emb(tok)[:, :, None, None]
+        return self.out(torch.tanh(h).flatten(1)).squeeze(1)
+
+
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_conv_norm_embedding_clipping_matches_brute_force(mode):
+    torch.manual_seed(1)
+    model = _ConvToy().double()
+    x = torch.cat([torch.randn(7, 16, dtype=torch.float64), torch.randint(0, 5, (7, 1)).double()], 1)
+    expected, _ = _brute_force_clipped_sum(model, x, 0.3)
+    clipper = PerSampleClipper({"m": model}, max_grad_norm=0.3, mode=mode).attach()
+    try:
+        with clipper.record():
+            loss = model(x).pow(2).mean()
+        clipper.backward_and_clip(loss, len(x))
+        got = clipper.take_clipped_sum()
+    finally:
+        clipper.detach()
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(got[p], e, rtol=1e-6, atol=1e-8)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,8 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
                     "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon",
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
-        for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction"):
+        for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction",
+                    "noise_source"):
             if key in training:
                 ledger[key] = training[key]
         ledger["trained_modules"] = list(training.get("private_modules") or [])

@@ -99,6 +99,7 @@ class PrivateTrainer:
     secure_mode: bool = False
     max_physical_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
+    reproducible_noise: bool = True
 
     private = True
 
@@ -127,6 +128,12 @@ class PrivateTrainer:
                 "which splits each logical batch and adds noise once")
         if self.secure_mode and self.grad_sample_mode not in ("auto", "opacus"):
             raise PrivacyError("secure_mode needs opacus' cryptographically secure noise: use grad_sample_mode='opacus'")
+        if self.secure_mode:
+            try:
+                import torchcsprng  # noqa: F401  (what opacus' secure_mode draws its noise from)
+            except ImportError:
+                raise PrivacyError("secure_mode needs the torchcsprng package (opacus' cryptographically secure "
+                                   "noise); install it, or train with secure_mode=False") from None
 
     # -- helpers ---------------------------------------------------------------------------------
     def _calibrate(self, q: float, steps: int, delta: float) -> float:
@@ -182,7 +189,15 @@ class PrivateTrainer:
         physical = int(self.max_physical_batch_size or max(batch_size, 1) * 4)
         clipper = PerSampleClipper(modules, self.max_grad_norm, mode)
         g_sample = torch.Generator().manual_seed(int(gen.seed) * 2 + 1)
-        g_noise = torch.Generator().manual_seed(int(gen.seed) * 2 + 2)
+        if self.reproducible_noise:
+            # Same seed, same run (the architecture's reproducibility rule) -- at a price the ledger states:
+            # whoever knows the seed can regenerate the noise. reproducible_noise=False draws a secret seed.
+            noise_seed = int(gen.seed) * 2 + 2
+        else:
+            import secrets
+
+            noise_seed = secrets.randbits(63)
+        g_noise = torch.Generator().manual_seed(noise_seed)
         noise_std = sigma * self.max_grad_norm
         n_params = sum(p.numel() for p in clipper.params)
         noise_buf = torch.empty(n_params, dtype=clipper.params[0].dtype)  # reused: no allocation per step
@@ -250,9 +265,16 @@ class PrivateTrainer:
 
     def _report(self, gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses, opacus_version,
                 physical=None, clipped_fraction=None) -> dict[str, Any]:
+        if mode == "opacus":
+            noise_source = "opacus secure RNG (torchcsprng)" if self.secure_mode else "torch global RNG seeded from the run seed"
+        elif self.reproducible_noise:
+            noise_source = "torch MT19937 seeded from the run seed (reproducible; regenerable by whoever knows the seed)"
+        else:
+            noise_source = "torch MT19937 with a secret random seed (not recorded)"
         return {
             "private": True,
-            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)",
+            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)" if self.poisson_sampling
+            else "DP-SGD (shuffled fixed-size batches, Gaussian; Poisson accounting does not apply)",
             "dataset_size": n,
             "sampling": "poisson" if self.poisson_sampling else "shuffle",
             "sample_rate": float(q),
@@ -271,6 +293,7 @@ class PrivateTrainer:
             "max_physical_batch_size": physical,
             "gradient_accumulation_steps": 1,
             "secure_mode": self.secure_mode,
+            "noise_source": noise_source,
             "clipped_fraction": clipped_fraction,
             "final_loss": losses[-1] if losses else None,
             "opacus_version": opacus_version,

@@ -50,6 +50,7 @@ FINDING_CODES = {
     "LAYERS_NOT_RECORDED": "the ledger does not list the privatised layer types",
     "GRADIENT_ACCUMULATION": "gradients accumulated across Poisson batches",
     "RECOMPUTE_FAILED": "an accountant could not recompute epsilon",
+    "NOISE_REGENERABLE": "the noise was drawn from the recorded seed, so it is not secret from readers of the ledger",
 }
 
 
@@ -159,6 +160,11 @@ def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None 
                 findings.append(_finding("UNSUPPORTED_LAYER", "error",
                                          f"privatised layers {', '.join(bad)} break per-sample DP-SGD "
                                          "(BatchNorm mixes records; recurrent/attention layers need opacus' DP variants)"))
+        noise = str(ledger.get("noise_source") or "")
+        if "seeded from the run seed" in noise:
+            findings.append(_finding("NOISE_REGENERABLE", "warning",
+                                     f"noise source: {noise}; the DP guarantee assumes the noise is secret, so keep the "
+                                     "seed confidential or retrain with reproducible_noise=False / secure_mode"))
         target = _num(ledger, "target_epsilon")
         if target is not None and claimed is not None and claimed > target * (1 + EPSILON_TOLERANCE):
             findings.append(_finding("EPSILON_ABOVE_TARGET", "warning", f"epsilon {claimed:.4g} exceeds the target {target:.4g}"))
