@@ -254,7 +254,26 @@ def test_secret_noise_differs_run_to_run_and_is_labelled():
     assert not np.allclose(_weights(a)["critic_.0.weight"], _weights(b)["critic_.0.weight"])
     assert "secret" in a.training_report_["noise_source"]
     c = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
-    assert "seeded from the run seed" in c.training_report_["noise_source"]
+    d = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
+    assert "HMAC" in c.training_report_["noise_source"]
+    # reproducible for the key holder ...
+    assert np.array_equal(_weights(c)["critic_.0.weight"], _weights(d)["critic_.0.weight"])
+
+
+def test_reproducible_noise_is_keyed_not_regenerable_from_the_seed(tmp_path):
+    import os
+    import stat
+
+    from guardrails.privacy.signing import noise_seed
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert noise_seed(4, a) == noise_seed(4, a) and noise_seed(4, a) != noise_seed(5, a)
+    # ... but another key (another machine, or a reader of the ledger) gets other noise for the same seed
+    assert noise_seed(4, a) != noise_seed(4, b)
+    assert stat.S_IMODE(os.stat(a / "dp-noise.key").st_mode) == 0o600
+    os.chmod(a / "dp-noise.key", 0o644)
+    with pytest.raises(PrivacyError, match="readable by others"):
+        noise_seed(4, a)
 
 
 def test_secure_mode_without_csprng_is_a_clear_error():

@@ -29,6 +29,7 @@ ALGORITHM = "Ed25519"
 CANONICALIZATION = "json-sorted-compact-utf8/1"
 PRIVATE_KEY_FILE = "ledger-signing-ed25519.pem"
 PUBLIC_KEY_FILE = "ledger-signing-ed25519.pub.pem"
+NOISE_KEY_FILE = "dp-noise.key"
 
 
 def key_directory() -> Path:
@@ -83,6 +84,33 @@ def load_or_create_signing_key(directory: str | os.PathLike | None = None) -> An
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     atomic_write_bytes(d / PUBLIC_KEY_FILE, pub, mode=0o644)
     return key
+
+
+def noise_seed(run_seed: int, directory: str | os.PathLike | None = None) -> int:
+    """The seed of DP-SGD's Gaussian noise: HMAC-SHA256 of the run seed under a secret key (0600).
+
+    The same run seed gives the same noise on this key holder's machine (so the same
+    seed gives the same report), while a reader of the ledger, which records the run
+    seed, cannot regenerate the noise: the DP analysis assumes the noise is secret.
+    """
+    import hmac
+    import secrets
+
+    d = Path(directory) if directory is not None else key_directory()
+    path = d / NOISE_KEY_FILE
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise PrivacyError(f"{path}: secret noise key is readable by others (mode {mode:o}); run chmod 600 {path}")
+        secret = path.read_bytes()
+        if len(secret) < 32:
+            raise PrivacyError(f"{path}: secret noise key is truncated ({len(secret)} bytes)")
+    else:
+        d.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        atomic_write_bytes(path, secret, mode=0o600)
+    digest = hmac.new(secret, f"genguard-dp-noise:{int(run_seed)}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def load_public_key(path: str | os.PathLike) -> Any:

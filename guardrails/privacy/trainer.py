@@ -190,9 +190,12 @@ class PrivateTrainer:
         clipper = PerSampleClipper(modules, self.max_grad_norm, mode)
         g_sample = torch.Generator().manual_seed(int(gen.seed) * 2 + 1)
         if self.reproducible_noise:
-            # Same seed, same run (the architecture's reproducibility rule) -- at a price the ledger states:
-            # whoever knows the seed can regenerate the noise. reproducible_noise=False draws a secret seed.
-            noise_seed = int(gen.seed) * 2 + 2
+            # Same seed, same run (the architecture's reproducibility rule), without making the noise
+            # regenerable from the ledger: the noise seed is a keyed hash of the run seed under a secret
+            # key kept (0600) in the key directory. reproducible_noise=False draws a fresh secret seed.
+            from guardrails.privacy.signing import noise_seed as _keyed_noise_seed
+
+            noise_seed = _keyed_noise_seed(int(gen.seed))
         else:
             import secrets
 
@@ -268,7 +271,8 @@ class PrivateTrainer:
         if mode == "opacus":
             noise_source = "opacus secure RNG (torchcsprng)" if self.secure_mode else "torch global RNG seeded from the run seed"
         elif self.reproducible_noise:
-            noise_source = "torch MT19937 seeded from the run seed (reproducible; regenerable by whoever knows the seed)"
+            noise_source = ("torch MT19937 seeded by HMAC-SHA256(secret key, run seed): reproducible by the key holder, "
+                            "not regenerable from the ledger")
         else:
             noise_source = "torch MT19937 with a secret random seed (not recorded)"
         return {
