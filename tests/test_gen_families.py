@@ -321,3 +321,14 @@ def test_gan_wgan_gp_trains_plainly_and_is_refused_under_dp(splits):
         warnings.simplefilter("ignore")
         with pytest.raises(GeneratorError, match="wgan-gp"):
             make_generator("gan", **params).fit(train, trainer=PrivateTrainer(target_epsilon=5.0), progress=False)
+
+
+@pytest.mark.parametrize("name", ["rbm", "gan"])
+def test_refitting_with_the_same_seed_gives_the_same_model(name, splits):
+    train, _ = splits("digits")
+    params = {**QUICK_PARAMS[name], "epochs": 1}
+    gen = make_generator(name, **params)
+    first = gen.fit(train, progress=False).sample(5, seed=0).data
+    again = gen.fit(train, progress=False).sample(5, seed=0).data
+    assert np.array_equal(first, again)
+    assert gen.get_params() == make_generator(name, **params).get_params()  # fit never changes params
