@@ -91,7 +91,7 @@ class RealNVP(ImageMixin, TorchGenerator):
     modality = "image"
     conditional_on = ("label",)
 
-    def __init__(self, n_layers: int = 8, hidden: int = 256, temperature: float = 0.8, epochs: int = 100,
+    def __init__(self, n_layers: int = 8, hidden: int = 256, temperature: float = 0.8, epochs: int = 60,
                  batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> None:
         self.n_layers = n_layers
         self.hidden = hidden
