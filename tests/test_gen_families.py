@@ -257,6 +257,9 @@ def test_trains_with_dp_sgd_within_the_target(name, splits, tmp_path):
     rep = gen.training_report_
     assert rep["private"] and 0 < rep["epsilon"] <= 5.0 + 1e-9 and rep["steps"] > 0
     assert rep["noise_multiplier"] > 0.3
+    for prior in ("class_prior_", "group_prior_"):  # no unnoised label counts in a private model
+        if hasattr(gen, prior):
+            assert np.allclose(getattr(gen, prior), getattr(gen, prior)[0])
     gen.save(tmp_path)
     ledger = build_ledger(rep, generator=name, run_id="t", seed=0, weights_path=tmp_path / "weights.safetensors")
     assert ledger["epsilon"] == rep["epsilon"]
