@@ -27,9 +27,9 @@ class DDPM(ImageMixin, TorchGenerator):
     modality = "image"
     conditional_on = ("label",)
 
-    def __init__(self, channels: int = 64, n_blocks: int = 3, timesteps: int = 1000, sampling_steps: int = 50,
+    def __init__(self, channels: int = 32, n_blocks: int = 2, timesteps: int = 1000, sampling_steps: int = 25,
                  eta: float = 0.0, guidance: float = 1.0, p_uncond: float = 0.1, noise_multiplicity: int = 1,
-                 epochs: int = 100, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> None:
+                 epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> None:
         self.channels = channels
         self.n_blocks = n_blocks
         self.timesteps = timesteps

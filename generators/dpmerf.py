@@ -175,6 +175,9 @@ class DPMERF(ImageMixin, Generator):
                 "epsilon": spent, "private_modules": [], "grad_sample_mode": None, "secure_mode": False,
                 "sensitivity": sensitivity, "n_features": self.n_features,
             }
+            if data.modality == "tabular":
+                report["caveat"] = ("column scaling, clip ranges and category lists were computed from the training "
+                                    "table without noise; the DP guarantee covers the released embedding given them")
         else:
             report = {"private": False, "mechanism": "exact RFF mean embedding (no noise)", "steps": 1}
         counts = counts.clamp(min=1.0)

@@ -91,7 +91,7 @@ class RealNVP(ImageMixin, TorchGenerator):
     modality = "image"
     conditional_on = ("label",)
 
-    def __init__(self, n_layers: int = 8, hidden: int = 256, temperature: float = 0.8, epochs: int = 100,
+    def __init__(self, n_layers: int = 8, hidden: int = 256, temperature: float = 0.8, epochs: int = 60,
                  batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> None:
         self.n_layers = n_layers
         self.hidden = hidden
@@ -101,9 +101,15 @@ class RealNVP(ImageMixin, TorchGenerator):
         self.lr = lr
         self.seed = seed
 
+    def fit(self, data: Dataset, trainer: Any = None, progress: bool = True):
+        # Under DP the class shares must not come from the private labels unnoised: use a uniform prior.
+        self._private_fit = bool(getattr(trainer, "private", False))
+        return super().fit(data, trainer=trainer, progress=progress)
+
     def build(self, data: Dataset) -> None:
         labels = self._fit_image_meta(data)
-        self.class_prior_ = (np.bincount(labels, minlength=self.n_classes_) / len(labels)).tolist()
+        counts = np.ones(self.n_classes_) if getattr(self, "_private_fit", False) else np.bincount(labels, minlength=self.n_classes_)
+        self.class_prior_ = (counts / counts.sum()).tolist()
         self.build_from_state({})
 
     def build_from_state(self, extra: Mapping[str, Any]) -> None:

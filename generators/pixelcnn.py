@@ -80,9 +80,15 @@ class PixelCNN(ImageMixin, TorchGenerator):
         self.lr = lr
         self.seed = seed
 
+    def fit(self, data: Dataset, trainer: Any = None, progress: bool = True):
+        # Under DP the class shares must not come from the private labels unnoised: use a uniform prior.
+        self._private_fit = bool(getattr(trainer, "private", False))
+        return super().fit(data, trainer=trainer, progress=progress)
+
     def build(self, data: Dataset) -> None:
         labels = self._fit_image_meta(data)
-        self.class_prior_ = (np.bincount(labels, minlength=self.n_classes_) / len(labels)).tolist()
+        counts = np.ones(self.n_classes_) if getattr(self, "_private_fit", False) else np.bincount(labels, minlength=self.n_classes_)
+        self.class_prior_ = (counts / counts.sum()).tolist()
         self.build_from_state({})
 
     def build_from_state(self, extra: Mapping[str, Any]) -> None:

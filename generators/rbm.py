@@ -75,6 +75,9 @@ class RBM(ImageMixin, TorchGenerator):
     def build_from_state(self, extra: Mapping[str, Any]) -> None:
         self.n_pixels_ = int(np.prod(self.image_shape_))
         self.model_ = _build(self.n_pixels_ + self.n_classes_, self.n_hidden)
+        import torch
+
+        self._train_gen = torch.Generator().manual_seed(self.seed + 1)  # CD-k chains; reset on every fit
 
     def _extra_state(self) -> dict[str, Any]:
         return self._image_state()
@@ -116,8 +119,6 @@ class RBM(ImageMixin, TorchGenerator):
 
         x, y = batch
         v = torch.cat([x, F.one_hot(y, self.n_classes_).float()], dim=1)
-        if not hasattr(self, "_train_gen"):
-            self._train_gen = torch.Generator().manual_seed(self.seed + 1)
         with torch.no_grad():
             neg, _ = self._gibbs(v, self.cd_k, self._train_gen)
         return self.model_(torch.stack([v, neg], dim=1)).mean()

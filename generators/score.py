@@ -24,9 +24,9 @@ class ScoreModel(ImageMixin, TorchGenerator):
     modality = "image"
     conditional_on = ("label",)
 
-    def __init__(self, channels: int = 64, n_blocks: int = 3, n_sigmas: int = 10, sigma_max: float = 3.0,
-                 sigma_min: float = 0.02, langevin_steps: int = 20, step_lr: float = 2e-5,
-                 epochs: int = 100, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> None:
+    def __init__(self, channels: int = 32, n_blocks: int = 2, n_sigmas: int = 10, sigma_max: float = 3.0,
+                 sigma_min: float = 0.02, langevin_steps: int = 10, step_lr: float = 4e-4,
+                 epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> None:
         self.channels = channels
         self.n_blocks = n_blocks
         self.n_sigmas = n_sigmas

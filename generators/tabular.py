@@ -72,11 +72,22 @@ class TabularVAE(TorchGenerator):
         self.lr = lr
         self.seed = seed
 
+    def fit(self, data: Dataset, trainer: Any = None, progress: bool = True):
+        # Under DP the group shares must not come from the private rows unnoised: sample groups uniformly.
+        self._private_fit = bool(getattr(trainer, "private", False))
+        super().fit(data, trainer=trainer, progress=progress)
+        if self._private_fit:
+            self.training_report_["caveat"] = (
+                "column scaling, clip ranges and category lists were computed from the training table without "
+                "noise; the DP guarantee covers the model weights given that preprocessing")
+        return self
+
     def build(self, data: Dataset) -> None:
         self.codec_ = TabularCodec.fit(data.x, data.metadata.get("categorical", ()))
         self.group_attr_, codes, self.group_names_ = tabular_groups(data)
         self.n_groups_ = max(1, len(self.group_names_))
-        self.group_prior_ = (np.bincount(codes, minlength=self.n_groups_) / len(codes)).tolist()
+        counts = np.ones(self.n_groups_) if getattr(self, "_private_fit", False) else np.bincount(codes, minlength=self.n_groups_)
+        self.group_prior_ = (counts / counts.sum()).tolist()
         self.build_from_state({})
 
     def build_from_state(self, extra: Mapping[str, Any]) -> None:
