@@ -212,12 +212,12 @@ class ReleaseAudit:
         return AuditReport(clean, artefacts)
 
     def _common(self, data: dict[str, Any], ledger: Any, generator_info: Any, provenance: Any, detection: Any,
-                n: int, modality: str) -> None:
+                n: int, modality: str, privacy_evidence: Mapping[str, Any] | None = None) -> None:
         from audits.privacy import privacy_section
 
         data["generator"] = dict(generator_info or {})
         data["generator"].update({"n_samples": n, "modality": modality})
-        data["privacy"] = privacy_section(dict(ledger)) if ledger is not None else privacy_section(None)
+        data["privacy"] = privacy_section(dict(ledger) if ledger is not None else None, **dict(privacy_evidence or {}))
         data["provenance"] = dict(provenance) if provenance is not None else {
             "value": None, "reason": "provenance was not checked in this audit"}
         data["detection"] = dict(detection) if detection is not None else {
@@ -225,7 +225,8 @@ class ReleaseAudit:
 
     def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str | None = None, target: str | None = None,
                     ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
-                    provenance: Any = None, detection: Any = None, progress: bool = True) -> AuditReport:
+                    provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
+                    progress: bool = True) -> AuditReport:
         """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
         from generators.base import progress_bar
 
@@ -241,7 +242,7 @@ class ReleaseAudit:
             if not hasattr(frame, "columns") or group not in frame.columns:
                 raise AuditError(f"{name} table has no group column {group!r}")
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
-        self._common(data, ledger, generator_info, provenance, detection, len(synthetic), "tabular")
+        self._common(data, ledger, generator_info, provenance, detection, len(synthetic), "tabular", privacy_evidence)
         with progress_bar("auditing table", total=3, enabled=progress) as advance:
             fair = tabular_fairness(synthetic, train, holdout, group=group, target=target, seed=self.seed, alpha=alpha)
             advance(1, "fairness")
@@ -277,7 +278,8 @@ class ReleaseAudit:
 
     def run_text(self, texts: Any, train: Any, holdout: Any = None, *, generate: Any = None,
                  ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
-                 provenance: Any = None, detection: Any = None, progress: bool = True) -> AuditReport:
+                 provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
+                 progress: bool = True) -> AuditReport:
         """Release audit of generated texts: perplexity_local, self-BLEU, verbatim copies, and BOLD-style
         bias when a ``generate(prompts) -> list[str]`` callable is given."""
         from generators.base import progress_bar
@@ -292,7 +294,7 @@ class ReleaseAudit:
             raise AuditError("no generated texts to audit")
         ref = list(train) + (list(holdout) if holdout is not None else [])
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
-        self._common(data, ledger, generator_info, provenance, detection, len(texts), "text")
+        self._common(data, ledger, generator_info, provenance, detection, len(texts), "text", privacy_evidence)
         with progress_bar("auditing text", total=3, enabled=progress) as advance:
             data["fidelity"] = text_fidelity(texts, ref, seed=self.seed)
             advance(1, "fidelity")

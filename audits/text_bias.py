@@ -247,13 +247,22 @@ class TextBiasAudit:
 
 
 def as_text_generator(gen: Any, seed: int = 0) -> Callable[[list[str]], list[str]]:
-    """Adapt a genguard text ``Generator`` (``sample(n, seed, prompt=[...])``) to ``generate(prompts)``."""
+    """Adapt a genguard text ``Generator`` whose ``sample(n, seed, prompt=...)`` takes one prompt string
+    to ``generate(prompts)``: one call per distinct prompt, as many continuations as it appears."""
+    import inspect
+
+    if "prompt" not in inspect.signature(gen.sample).parameters:
+        raise AuditError(f"{type(gen).__name__}.sample does not take a 'prompt' condition")
 
     def generate(prompts: list[str]) -> list[str]:
-        try:
-            s = gen.sample(len(prompts), seed=seed, prompt=list(prompts))
-        except TypeError as exc:
-            raise AuditError(f"{type(gen).__name__}.sample does not take a 'prompt' condition ({exc})") from None
-        return [str(t) for t in s.data]
+        out: list[str | None] = [None] * len(prompts)
+        positions: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            positions.setdefault(p, []).append(i)
+        for j, (prompt, where) in enumerate(positions.items()):
+            texts = gen.sample(len(where), seed=seed + j, prompt=prompt).data
+            for i, t in zip(where, texts):
+                out[i] = str(t)
+        return [t if t is not None else "" for t in out]
 
     return generate

@@ -44,7 +44,7 @@ class RunConfig:
 
     out: Path
     generator: str = "vae"
-    data: str = "digits"
+    data: str | None = None  # None: the generator's embedded default (generators.DEFAULT_DATA)
     epsilon: float | None = 10.0
     delta: float | None = None
     accountant: str = "rdp"
@@ -56,7 +56,12 @@ class RunConfig:
     tag: bool = True
 
     def __post_init__(self) -> None:
+        from generators import DEFAULT_DATA, get_generator_class
+
         self.out = Path(self.out)
+        get_generator_class(self.generator)  # an unknown name fails before any work, listing the choices
+        if self.data is None:
+            self.data = DEFAULT_DATA.get(self.generator, "digits")
         if self.epsilon is not None and not (np.isfinite(self.epsilon) and self.epsilon > 0):
             raise PipelineError(f"--epsilon must be a positive number, got {self.epsilon}")
         if self.n_samples is not None and self.n_samples <= 0:
@@ -82,16 +87,14 @@ class RunConfig:
 
 
 def generator_params(name: str, private: bool, quick: bool, seed: int) -> dict[str, Any]:
-    """The pipeline's settings for ``name``: RUN_PARAMS if listed, else the generator's own quick params."""
+    """The pipeline's settings for ``name``: RUN_PARAMS where tuned here, else the generator's
+    ``QUICK_PARAMS`` with --quick and its own defaults without."""
+    from generators import quick_params
+
     key = ("dp" if private else "plain") + ("_quick" if quick else "")
     params = dict(RUN_PARAMS.get(name, {}).get(key, {}))
     if not params and quick:
-        try:
-            from generators import QUICK_PARAMS  # provided by the reference generators
-
-            params = dict(QUICK_PARAMS.get(name, {}))
-        except ImportError:
-            params = {}
+        params = quick_params(name)
     params["seed"] = seed
     return params
 
@@ -104,17 +107,32 @@ def load_training_data(data: str) -> tuple[Dataset, Dataset]:
 
 
 def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[Generator, dict[str, Any], Path]:
-    """Train the generator, save it to ``out/model`` with its privacy ledger; return (model, ledger, dir)."""
+    """Train the generator, save it to ``out/model`` with its privacy ledger; return (model, ledger, dir).
+
+    DP comes from ``guardrails.privacy.PrivateTrainer`` (DP-SGD) for torch generators, or from the
+    generator's own mechanism when it takes ``epsilon`` itself (DP-MERF); a generator with neither
+    (GMM, HMM) is refused unless ``--no-dp`` is given.
+    """
+    from generators.base import TorchGenerator
     from guardrails.privacy import PrivateTrainer, build_ledger, write_ledger
 
-    gen = make_generator(cfg.generator, **generator_params(cfg.generator, cfg.private, cfg.quick, cfg.seed))
+    params = generator_params(cfg.generator, cfg.private, cfg.quick, cfg.seed)
+    probe = make_generator(cfg.generator)
+    own_dp = "epsilon" in probe.get_params()
     trainer = None
-    if cfg.private:
-        if not hasattr(gen, "private_modules"):
-            raise PipelineError(f"generator {cfg.generator!r} is not gradient-trained; run it with --no-dp or use its own DP mode")
+    if own_dp:
+        params.update(epsilon=cfg.epsilon, delta=cfg.delta)
+    elif cfg.private:
+        if not isinstance(probe, TorchGenerator):
+            raise PipelineError(f"generator {cfg.generator!r} has no differentially private training; "
+                                "run it with --no-dp (no guarantee) or choose a torch generator or dpmerf")
         trainer = PrivateTrainer(target_epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant,
                                  max_grad_norm=cfg.max_grad_norm)
-    gen.fit(train, trainer=trainer, progress=progress)
+    gen = make_generator(cfg.generator, **params)
+    if trainer is None:
+        gen.fit(train, progress=progress) if isinstance(gen, TorchGenerator) else gen.fit(train)
+    else:
+        gen.fit(train, trainer=trainer, progress=progress)
     model_dir = cfg.out / "model"
     gen.save(model_dir)
     weights = model_dir / "weights.safetensors"
@@ -204,18 +222,17 @@ class RunResult:
 
 
 def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lambda s: None) -> RunResult:
-    """The whole loop on the configured data; writes report.json/html, samples/ and model/ under cfg.out."""
+    """The whole loop on the configured data; writes report.json/html, samples/ and model/ under cfg.out.
+
+    Image generators get the full audit; text and tabular generators the parts that apply
+    (``ReleaseAudit.run_text`` / ``run_tabular``).
+    """
     from audits import ReleaseAudit
 
-    if cfg.generator not in RUN_PARAMS and cfg.data == "digits":
-        # Every image generator runs on the digits; make sure the name exists before any work.
-        make_generator(cfg.generator)
     timings: dict[str, float] = {}
     cfg.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     train, holdout = load_training_data(cfg.data)
-    if train.modality != "image":
-        raise PipelineError(f"genguard run audits image generators; {cfg.data!r} holds {train.modality} data")
     log(f"data: {train.name} ({len(train)} train, {len(holdout)} holdout)")
 
     t = time.perf_counter()
@@ -226,11 +243,12 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     log(f"trained {gen.name} in {timings['train_s']:.1f}s" + (f", ε={eps:.3f} at δ={ledger['delta']:g}" if eps else " without DP"))
 
     t = time.perf_counter()
-    samples, paths, provenance = sample_step(gen, cfg.samples_wanted, cfg.out / "samples", cfg.seed, ledger,
+    n = cfg.samples_wanted if train.modality != "text" else min(cfg.samples_wanted, 100)
+    samples, paths, provenance = sample_step(gen, n, cfg.out / "samples", cfg.seed, ledger,
                                              ledger_sha256=ledger_sha, tag=cfg.tag, progress=progress,
                                              replace=True)
     timings["sample_and_tag_s"] = time.perf_counter() - t
-    log(f"wrote {len(paths)} samples to {cfg.out / 'samples'}")
+    log(f"wrote {len(samples)} samples to {cfg.out / 'samples'}")
 
     t = time.perf_counter()
     privacy_evidence = privacy_evidence_step(model_dir, samples, train, holdout, cfg.seed)
@@ -240,12 +258,26 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     audit = ReleaseAudit(policy=cfg.policy, seed=cfg.seed)
     generator_info = {"name": gen.name, "params": gen.get_params(), "run_id": ledger.get("run_id"),
                       "seed": cfg.seed, "model_dir": str(model_dir), "config": cfg.as_dict(),
-                      "training": {k: v for k, v in gen.training_report_.items()}}
-    detection = {"value": None, "reason": "samples are 8x8 digits: too small for the synthetic-image detectors, "
-                                          "which need natural images of at least 32x32 pixels"}
-    report = audit.run(samples, train, holdout, ledger=ledger, generator_info=generator_info,
-                       provenance=provenance, detection=detection, privacy_evidence=privacy_evidence,
-                       progress=progress)
+                      "training": dict(gen.training_report_)}
+    common = dict(ledger=ledger, generator_info=generator_info, provenance=provenance,
+                  privacy_evidence=privacy_evidence, progress=progress)
+    if samples.modality == "image":
+        detection = {"value": None, "reason": "samples are 8x8 digits: too small for the synthetic-image detectors, "
+                                              "which need natural images of at least 32x32 pixels"}
+        report = audit.run(samples, train, holdout, detection=detection, **common)
+    else:
+        detection = {"value": None, "reason": f"the synthetic-image detectors do not apply to {samples.modality} outputs"}
+        if samples.modality == "tabular":
+            group = next(iter(train.groups), None)
+            report = audit.run_tabular(samples.data, train.x, holdout.x, group=group,
+                                       target=train.metadata.get("target"), detection=detection, **common)
+        else:
+            from audits.text_bias import as_text_generator
+            import inspect
+
+            generate = as_text_generator(gen, seed=cfg.seed) if "prompt" in inspect.signature(gen.sample).parameters else None
+            report = audit.run_text(list(samples.data), list(train.x), list(holdout.x), generate=generate,
+                                    detection=detection, **common)
     report.write(cfg.out)
     timings["audit_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
@@ -317,8 +349,13 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(gates, dict):
         gates = gates.get("value") or gates.get("gates") or []
     if isinstance(gates, list) and gates:
-        passed = sum(1 for g in gates if g.get("passed"))
-        rows.append(("gates passed", f"{passed}/{len(gates)}"))
+        passed = sum(1 for g in gates if g.get("passed") is True)
+        failed = [g.get("name", "?") for g in gates if g.get("passed") is False]
+        skipped = sum(1 for g in gates if g.get("passed") is None)
+        text = f"{passed} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")
+        if skipped:
+            text += f", {skipped} not applicable"
+        rows.append(("release gates", text))
     return rows
 
 

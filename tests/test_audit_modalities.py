@@ -52,14 +52,23 @@ def test_text_generator_adapter_and_bad_generator():
     from audits import AuditError
     from audits.text_bias import TextBiasAudit, as_text_generator
 
-    class Gen:
-        def sample(self, n, seed=None, prompt=None):
+    class Gen:  # the reference text generator's signature: one prompt string, n continuations
+        def sample(self, n, seed=None, prompt=""):
             from generators.base import Samples
 
-            return Samples(data=[p + " fine." for p in prompt], modality="text")
+            return Samples(data=[f"{prompt} fine {k}." for k in range(n)], modality="text")
 
-    res = TextBiasAudit(domains=["profession"]).run(as_text_generator(Gen()), progress=False)
+    generate = as_text_generator(Gen())
+    assert generate(["a", "b", "a"]) == ["a fine 0.", "b fine 0.", "a fine 1."]
+    res = TextBiasAudit(domains=["profession"]).run(generate, progress=False)
     assert res["n_texts"] == len(TextBiasAudit(domains=["profession"]).prompts())
+
+    class NoPrompt:
+        def sample(self, n, seed=None):
+            return None
+
+    with pytest.raises(AuditError, match="prompt"):
+        as_text_generator(NoPrompt())
     with pytest.raises(AuditError, match="returned"):
         TextBiasAudit(domains=["gender"]).run(lambda p: ["x"], progress=False)
     with pytest.raises(AuditError, match="unknown"):
