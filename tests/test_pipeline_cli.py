@@ -126,6 +126,7 @@ def test_same_seed_same_report(tmp_path):
         (["run", "--epsilon", "0", "--quick"], "epsilon"),
         (["run", "--epsilon", "-3", "--quick"], "epsilon"),
         (["run", "--generator", "nope", "--quick"], "unknown generator 'nope'"),
+        (["run", "--generator", "gmm", "--quick"], "no differentially private training"),
         (["run", "--delta", "0.5", "--quick"], "not below 1/n"),
         (["train", "--generator", "vae", "--data", "EMPTY", "--quick"], "no images found"),
         (["train", "--generator", "vae", "--data", "NOTIMAGES", "--quick"], "no images found"),
@@ -152,3 +153,22 @@ def test_unknown_option_is_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["run", "--no-such-flag"])
     assert exc.value.code == 2
+
+
+def test_tabular_run_tags_the_table_and_audits_fairness(tmp_path):
+    from genguard.pipeline import RunConfig, run
+
+    res = run(RunConfig(out=tmp_path, generator="tabular", epsilon=10.0, quick=True, n_samples=300), progress=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["generator"]["modality"] == "tabular" and report["generator"]["n_samples"] == 300
+    assert 0 < report["privacy"]["epsilon"] <= 10.0 and report["privacy"]["verification"]["consistent"]
+    assert set(report["bias"]["groups"]) == {"sex=1", "sex=2"}
+    csv = tmp_path / "samples" / "samples.csv"
+    assert csv.is_file() and (tmp_path / "samples" / "samples.csv.c2pa").is_file()
+    assert report["provenance"]["verdicts"] == {"intact": 1}
+    # editing the table breaks its signed record
+    csv.write_text(csv.read_text().replace("\n", "\n9", 1))
+    proc = _cli("verify", str(csv), "--json", str(tmp_path / "v.json"))
+    assert proc.returncode == 1
+    assert json.loads((tmp_path / "v.json").read_text())["files"][0]["verdict"] == "tampered"
+    assert res.timings["total_s"] > 0
