@@ -78,7 +78,7 @@ class ScoreModel(ImageMixin, TorchGenerator):
         z = torch.randn(x.shape, generator=self._noise)
         pred = self.model_(x + sigma[:, None, None, None] * z, 100.0 * sigma.log(), y)
         # sigma^2 * || s + z / sigma ||^2 = || -net + z ||^2
-        return ((pred - z) ** 2).flatten(1).sum(1).mean() / x[0].numel()
+        return ((pred - z) ** 2).flatten(1).mean(1).mean()
 
     def sample(self, n: int, seed: int | None = None, label: Any = None, **conditions: Any) -> Samples:
         import torch

@@ -143,6 +143,13 @@ class ByteGPT(TorchGenerator):
         import torch
 
         (ids,) = batch
+        if len(ids) == 0:
+            # An empty Poisson batch: GPT-2's attention cannot reshape a zero-size batch, so give
+            # opacus the empty per-sample gradients it expects; its step then releases pure noise.
+            for p in self.model_.parameters():
+                if p.requires_grad and hasattr(self.model_, "_module"):
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+            return torch.full((), float("nan"), requires_grad=True)
         pos = torch.arange(ids.shape[1]).expand(ids.shape[0], -1)  # per-item positions: opacus needs the batch dim
         logits = self.model_(input_ids=ids, position_ids=pos).logits[:, :-1]
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
