@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "genguard.commands.privacy",
     "genguard.commands.detect",
     "genguard.commands.audit",
+    "genguard.commands.review",
 )
 
 

@@ -42,15 +42,66 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def provenance_of(path: Path) -> dict[str, Any]:
+def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any]:
     """The `genguard verify` result for one image (verify_file never raises for a bad file)."""
     from guardrails.provenance import verify_file
 
-    return _jsonable(verify_file(path))
+    return _jsonable(verify_file(path, trust_anchor=trust_anchor))
 
 
 def _safe_stem(i: int, path: Path) -> str:
     return f"{i:04d}_" + re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80]
+
+
+def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: bool,
+                  max_pixels: int = 100_000_000, trust_anchor: Path | None = None) -> dict[str, Any]:
+    """One image's detect entry: synthetic probability and verdict, provenance, forgery scores and maps.
+
+    An unreadable image gives an entry with ``error`` (one line naming the file) instead of raising.
+    """
+    from detectors import DetectorError
+    from detectors._io import read_image, write_png
+    from detectors.forgery import METHODS, analyze, map_to_png_array, overlay
+
+    entry: dict[str, Any] = {"path": str(f)}
+    try:
+        rgb = read_image(f, max_pixels=max_pixels)
+    except DetectorError as exc:
+        entry.update({"error": str(exc), "synthetic_probability": None, "verdict": None,
+                      "provenance": None, "forgery": None})
+        return entry
+    from detectors.preprocess import PATCH
+
+    p = float(det.predict_proba([rgb])[0])
+    entry["synthetic_probability"] = round(p, 6)
+    entry["verdict"] = det.verdict(p)
+    if min(rgb.shape[:2]) < PATCH:
+        # Padded up to one tile: outside anything the detector was trained or calibrated on.
+        entry["verdict"] = "inconclusive"
+        entry["note"] = f"image smaller than the detector's {PATCH}-pixel tile; its probability is not meaningful"
+    entry["provenance"] = provenance_of(f, trust_anchor)
+    entry["forgery"] = None
+    if not no_forgery:
+        import numpy as np
+
+        res = analyze(rgb, METHODS)
+        forgery: dict[str, Any] = {}
+        combined = np.zeros(rgb.shape[:2], np.float32)
+        stem = _safe_stem(i, f)
+        for name, r in res.items():
+            map_path = None
+            if heatmaps is not None:
+                map_path = heatmaps / stem / f"{name}.png"
+                write_png(map_path, map_to_png_array(r.map))
+            combined = np.maximum(combined, r.map * r.score)
+            forgery[name] = {"score": round(float(r.score), 6), "map": str(map_path) if map_path else None,
+                             "details": _jsonable(r.details)}
+        entry["forgery"] = forgery
+        if heatmaps is not None:
+            ov = heatmaps / stem / "overlay.png"
+            write_png(ov, overlay(rgb, combined))
+            entry["overlay"] = str(ov)
+    return entry
 
 
 @click.command("detect")
@@ -70,8 +121,7 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     reported and skipped; exit 2 if no image could be read.
     """
     from detectors import DetectorError
-    from detectors._io import atomic_write_json, list_images, progress_bar, read_image, write_png
-    from detectors.forgery import METHODS, analyze, map_to_png_array, overlay
+    from detectors._io import atomic_write_json, list_images, progress_bar
 
     det = _load_detector(str(detector_file) if detector_file else None)
     if detector_file is None:
@@ -84,43 +134,12 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     n_ok = 0
     with progress_bar("detecting", total=len(files)) as advance:
         for i, f in enumerate(files):
-            entry: dict[str, Any] = {"path": str(f)}
-            try:
-                rgb = read_image(f, max_pixels=max_pixels)
-            except DetectorError as exc:
-                _err(f"skipped {exc}")
-                entry.update({"error": str(exc), "synthetic_probability": None, "verdict": None,
-                              "provenance": None, "forgery": None})
-                results.append(entry)
-                advance(1)
-                continue
-            p = float(det.predict_proba([rgb])[0])
-            entry["synthetic_probability"] = round(p, 6)
-            entry["verdict"] = det.verdict(p)
-            entry["provenance"] = provenance_of(f)
-            entry["forgery"] = None
-            if not no_forgery:
-                import numpy as np
-
-                res = analyze(rgb, METHODS)
-                forgery: dict[str, Any] = {}
-                combined = np.zeros(rgb.shape[:2], np.float32)
-                stem = _safe_stem(i, f)
-                for name, r in res.items():
-                    map_path = None
-                    if heatmaps is not None:
-                        map_path = heatmaps / stem / f"{name}.png"
-                        write_png(map_path, map_to_png_array(r.map))
-                    combined = np.maximum(combined, r.map * r.score)
-                    forgery[name] = {"score": round(float(r.score), 6), "map": str(map_path) if map_path else None,
-                                     "details": _jsonable(r.details)}
-                entry["forgery"] = forgery
-                if heatmaps is not None:
-                    ov = heatmaps / stem / "overlay.png"
-                    write_png(ov, overlay(rgb, combined))
-                    entry["overlay"] = str(ov)
+            entry = examine_image(i, f, det, heatmaps, no_forgery, max_pixels)
+            if entry.get("error"):
+                _err(f"skipped {entry['error']}")
+            else:
+                n_ok += 1
             results.append(entry)
-            n_ok += 1
             advance(1)
     for e in results:
         if e.get("error"):

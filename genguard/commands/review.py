@@ -1,0 +1,45 @@
+"""`genguard review`: the review console, a self-contained HTML page of provenance, detection and forgery evidence."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("review")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("genguard-review"), show_default=True,
+              help="Folder for review.html, review.json and the forgery maps.")
+@click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
+              help="A detector file from `genguard detector train` (default: the shipped one).")
+@click.option("--trust-anchor", type=click.Path(path_type=Path), default=None,
+              help="PEM root certificate(s) to trust: manifests signed under it show as Trusted.")
+@click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (faster).")
+def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, trust_anchor: Path | None,
+               no_forgery: bool) -> int:
+    """Examine files (images, tables, texts; folders recursively) and write a review page, most suspicious first.
+
+    Exit 1 if any file is tampered, 2 if a file is missing or unreadable (the others are still reviewed).
+    """
+    from detectors.models import load_default, load_detector
+    from genguard.review import review
+
+    if trust_anchor is not None and not trust_anchor.is_file():
+        raise click.BadParameter(f"{trust_anchor}: no such file", param_hint="--trust-anchor")
+    det = load_detector(str(detector_file)) if detector_file else load_default()
+    results = review(list(paths), out, det, trust_anchor=trust_anchor, forgery=not no_forgery)
+    counts: dict[str, int] = {}
+    for r in results:
+        v = "error" if r.get("error") else (r.get("provenance") or {}).get("verdict", "untagged")
+        counts[v] = counts.get(v, 0) + 1
+    click.echo(f"{len(results)} file(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    click.echo(f"review: {out / 'review.html'}")
+    if counts.get("tampered"):
+        return 1
+    if counts.get("error"):
+        return 2
+    return 0
+
+
+def register(group: click.Group) -> None:
+    group.add_command(review_cmd)

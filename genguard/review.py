@@ -1,0 +1,208 @@
+"""The review console: one self-contained HTML page that puts provenance, detection and forgery evidence side by side.
+
+A trust-and-safety reviewer runs ``genguard review FILES... --out DIR`` and opens
+``DIR/review.html`` (no server, no network; images are inlined). Every file gets a
+card: what its provenance says (C2PA state and codes, the generator and run
+named, the DP budget claimed, the watermark), what the detector says
+(calibrated synthetic probability and verdict) and where forgery analysis
+points (overlay and per-method scores). Cards are ordered most-suspicious first.
+``DIR/review.json`` holds the same results for machines.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generators._io import atomic_write_json, atomic_write_text
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+#: Order of cards: the evidence a reviewer must see first.
+_PRIORITY = {"tampered": 0, "error": 1, "stripped": 2, "untagged": 3, "intact": 4}
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    """Files named, and files under folders named (recursively), skipping C2PA sidecars."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix != ".c2pa"))
+        else:
+            out.append(p)
+    return out
+
+
+def review(paths: list[Path], out_dir: Path, detector: Any, trust_anchor: Path | None = None,
+           forgery: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+    """Examine every file and write ``review.html`` and ``review.json`` into ``out_dir``."""
+    from generators.base import progress_bar
+    from genguard.commands.detect import examine_image
+    from guardrails.provenance import verify_file
+
+    files = collect_files(paths)
+    results: list[dict[str, Any]] = []
+    maps = out_dir / "maps"
+    with progress_bar("reviewing", total=len(files), enabled=progress) as advance:
+        for i, f in enumerate(files):
+            if not f.exists():
+                results.append({"path": str(f), "error": f"{f}: no such file"})
+            elif f.suffix.lower() in IMAGE_SUFFIXES:
+                entry = examine_image(i, f, detector, maps if forgery else None, not forgery,
+                                      trust_anchor=trust_anchor)
+                if entry.get("error"):  # unreadable as an image: still say what its provenance is
+                    entry["provenance"] = verify_file(f, trust_anchor=trust_anchor)
+                results.append(entry)
+            else:
+                results.append({"path": str(f), "provenance": verify_file(f, trust_anchor=trust_anchor),
+                                "synthetic_probability": None, "verdict": None, "forgery": None})
+            advance(1)
+    results.sort(key=_suspicion)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "review.json", _plain(results))
+    atomic_write_text(out_dir / "review.html", render(results))
+    return results
+
+
+def _provenance_verdict(entry: dict[str, Any]) -> str:
+    prov = entry.get("provenance") or {}
+    if entry.get("error"):
+        return "error"
+    return str(prov.get("verdict") or "untagged")
+
+
+def _suspicion(entry: dict[str, Any]) -> tuple[int, float]:
+    p = entry.get("synthetic_probability")
+    return (_PRIORITY.get(_provenance_verdict(entry), 5), -(p if p is not None else -1.0))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _thumb(path: str | Path, size: int = 256) -> str | None:
+    """A data: URI of a PNG thumbnail (nearest-neighbour for tiny images, so pixels stay visible)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert("RGB")
+            scale = size / max(im.size)
+            resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample)
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_COLOURS = {"tampered": "#b42318", "error": "#b42318", "stripped": "#b54708", "untagged": "#475467",
+            "intact": "#067647", "synthetic": "#b42318", "inconclusive": "#b54708", "authentic": "#067647"}
+
+
+def _badge(text: str, kind: str | None = None) -> str:
+    colour = _COLOURS.get(kind or text, "#475467")
+    return f'<span class="badge" style="background:{colour}">{html.escape(text)}</span>'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _card(entry: dict[str, Any]) -> str:
+    path = entry.get("path", "?")
+    verdict = _provenance_verdict(entry)
+    prov = entry.get("provenance") or {}
+    manifest = prov.get("manifest") or {}
+    claim = prov.get("claim") or {}
+    wm = prov.get("watermark") or {}
+    parts = [f'<div class="card"><h3>{html.escape(Path(path).name)}</h3><div class="path">{html.escape(path)}</div>']
+    parts.append('<div class="badges">' + _badge(verdict))
+    if entry.get("verdict"):
+        parts.append(_badge(f"{entry['verdict']} (p={entry['synthetic_probability']:.2f})", entry["verdict"]))
+    parts.append("</div>")
+    if entry.get("error"):
+        parts.append(f'<p class="err">{html.escape(str(entry["error"]))}</p></div>')
+        return "".join(parts)
+    imgs = []
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        t = _thumb(path)
+        if t:
+            imgs.append(f'<figure><img src="{t}" alt="image"><figcaption>image</figcaption></figure>')
+        if entry.get("overlay"):
+            o = _thumb(entry["overlay"])
+            if o:
+                imgs.append(f'<figure><img src="{o}" alt="forgery overlay"><figcaption>forgery overlay</figcaption></figure>')
+    if imgs:
+        parts.append('<div class="imgs">' + "".join(imgs) + "</div>")
+    rows = [
+        ("reason", prov.get("reason")),
+        ("C2PA manifest", manifest.get("state")),
+        ("codes", ", ".join(map(str, manifest.get("codes") or [])) or None),
+        ("generator", prov.get("generator") or claim.get("generator")),
+        ("run", prov.get("run_id") or claim.get("run_id")),
+        ("DP ε / δ claimed", None if claim.get("epsilon") is None else f"{claim['epsilon']:.4g} / {claim.get('delta')}"),
+        ("watermark", ("found" if wm.get("found") else ("not applicable" if wm.get("applicable") is False else "not found"))
+         if wm else None),
+        ("watermark p-value", wm.get("p_value")),
+        ("watermark payload", wm.get("payload")),
+    ]
+    parts.append('<table>' + "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows
+                                     if v not in (None, "")) + "</table>")
+    if entry.get("forgery"):
+        scores = sorted(entry["forgery"].items(), key=lambda kv: -kv[1]["score"])
+        parts.append('<table class="forgery"><tr><th>forgery method</th><th>score (0 clean … 1)</th></tr>' + "".join(
+            f'<tr><td>{html.escape(k)}</td><td><div class="bar" style="width:{100 * v["score"]:.0f}%"></div>'
+            f'{v["score"]:.2f}</td></tr>' for k, v in scores) + "</table>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    """The review page as one HTML string (self-contained)."""
+    counts: dict[str, int] = {}
+    for e in results:
+        v = _provenance_verdict(e)
+        counts[v] = counts.get(v, 0) + 1
+    summary = " ".join(_badge(f"{n} {k}", k) for k, n in sorted(counts.items(), key=lambda kv: _PRIORITY.get(kv[0], 9)))
+    cards = "\n".join(_card(e) for e in results)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>genguard review</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#101828;background:#f9fafb}}
+.card{{background:#fff;border:1px solid #e4e7ec;border-radius:8px;padding:1rem;margin:1rem 0;max-width:980px}}
+.card h3{{margin:.1rem 0}} .path{{color:#667085;font-size:.8rem;word-break:break-all}}
+.badge{{display:inline-block;color:#fff;border-radius:4px;padding:.1rem .5rem;margin:.3rem .3rem .3rem 0;font-size:.85rem}}
+.imgs{{display:flex;gap:1rem}} figure{{margin:0}} figcaption{{font-size:.75rem;color:#667085}}
+img{{image-rendering:pixelated;border:1px solid #e4e7ec;max-width:256px}}
+table{{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}} th,td{{text-align:left;padding:.15rem .6rem;border-bottom:1px solid #f2f4f7}}
+.forgery td{{min-width:14rem}} .bar{{display:inline-block;height:.6rem;background:#f04438;margin-right:.4rem;vertical-align:middle}}
+.err{{color:#b42318}} .note{{color:#475467;font-size:.85rem;max-width:980px}}
+</style></head><body>
+<h1>genguard review</h1>
+<p>{len(results)} file(s): {summary}</p>
+<p class="note">Provenance: <b>intact</b> = a valid manifest that matches the file; <b>tampered</b> = a manifest that
+does not validate, or a watermark that contradicts it; <b>stripped</b> = no manifest but a genguard watermark;
+<b>untagged</b> = neither. The synthetic probability comes from a calibrated detector with an inconclusive band;
+the default detector knows only small reference generators and does not transfer to others. Forgery scores are
+heuristic anomaly strengths, not probabilities. Most suspicious files come first.</p>
+{cards}
+</body></html>
+"""
