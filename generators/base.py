@@ -294,6 +294,14 @@ class TorchGenerator(Generator):
     def after_private_step(self, batch: tuple[Any, ...], optimizers: Mapping[str, Any]) -> None:
         return None
 
+    def check_private_training(self) -> None:
+        """Raise :class:`GeneratorError` if these settings cannot be trained with DP-SGD.
+
+        A private trainer calls this before it starts (e.g. a GAN's gradient penalty needs a
+        double backward through the private module, which per-sample clipping does not support).
+        """
+        return None
+
     def on_epoch_end(self, epoch: int) -> None:
         return None
 

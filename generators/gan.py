@@ -156,15 +156,18 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         elif self.loss == "hinge":
             per_item = F.relu(1 - d_real) + F.relu(1 + d_fake)
         else:
-            if hasattr(self.disc_, "_module"):
-                raise GeneratorError("gan loss 'wgan-gp' cannot train with DP-SGD (its gradient penalty needs double "
-                                     "backward, which opacus' per-sample hooks lack); use loss='ns' or 'hinge'")
             alpha = torch.rand(len(x), 1, 1, 1, generator=self._noise)
             mix = (alpha * x + (1 - alpha) * fake).requires_grad_(True)
             grad = torch.autograd.grad(self.disc_(mix, y).sum(), mix, create_graph=True)[0]
             gp = (grad.flatten(1).norm(dim=1) - 1).pow(2)
             per_item = d_fake - d_real + self.gp_weight * gp
         return per_item.mean()
+
+    def check_private_training(self) -> None:
+        if self.loss == "wgan-gp":
+            raise GeneratorError("gan loss 'wgan-gp' cannot train with DP-SGD (its gradient penalty needs a double "
+                                 "backward through the private critic, which per-sample clipping lacks); "
+                                 "use loss='ns' or 'hinge'")
 
     def after_private_step(self, batch, optimizers) -> None:
         """Generator step through the discriminator only (post-processing of the private module)."""

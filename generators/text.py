@@ -88,9 +88,23 @@ class ByteGPT(TorchGenerator):
         self.seed = seed
 
     # -- model ----------------------------------------------------------------------------
-    def build(self, data: Dataset) -> None:
+    def fit(self, data: Dataset, trainer: Any = None, progress: bool = True) -> "ByteGPT":
+        """Train on ``data`` (strings). The text is first cut into ``block_size``-byte windows and each
+        window is one training record, so under DP-SGD the privacy unit is one window: a passage that
+        spans k windows is protected only at group size k (the training report says so)."""
+        self._check_data(data)
         if not all(isinstance(t, str) for t in data.x):
             raise GeneratorError(f"text trains on strings; {data.name!r} holds other items")
+        windows = self._windows(data)
+        records = Dataset(x=list(windows), modality="text", name=f"{data.name}-windows",
+                          metadata={**data.metadata, "source_items": len(data)})
+        super().fit(records, trainer=trainer, progress=progress)
+        self.training_report_["privacy_unit"] = (
+            f"one {self.block_size}-byte window of the training text ({len(windows)} windows from {len(data)} "
+            f"passages); a passage spanning k windows is protected at group size k")
+        return self
+
+    def build(self, data: Dataset) -> None:
         if self.n_embd % self.n_head:
             raise GeneratorError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         self.build_from_state({})
@@ -123,9 +137,7 @@ class ByteGPT(TorchGenerator):
         if data.modality != "text":
             raise GeneratorError(f"text trains on text data, got {data.modality} ({data.name})")
 
-    def train_tensors(self, data: Dataset):
-        import torch
-
+    def _windows(self, data: Dataset) -> np.ndarray:
         stream: list[int] = []
         for t in data.x:
             stream.extend(encode(t))
@@ -137,6 +149,14 @@ class ByteGPT(TorchGenerator):
         if n > self.max_windows:
             windows = windows[np.linspace(0, n - 1, self.max_windows).round().astype(int)]
         self.train_windows_ = int(len(windows))
+        return windows
+
+    def train_tensors(self, data: Dataset):
+        """One row per record: the windows made by :meth:`fit` (or made here from raw strings)."""
+        import torch
+
+        items = data.x
+        windows = self._windows(data) if items and isinstance(items[0], str) else np.stack(items).astype(np.int64)
         return (torch.from_numpy(windows),)
 
     def batch_loss(self, batch):

@@ -167,3 +167,23 @@ def test_unreadable_ledger_is_a_privacy_error(tmp_path):
 def test_regenerable_noise_is_a_warning(tmp_path):
     rep = verify_ledger(_model(tmp_path, noise_source="torch MT19937 seeded from the run seed (reproducible)"))
     assert rep["consistent"] and "NOISE_REGENERABLE" in _codes(rep, "warning")
+
+
+def test_dpmerf_one_shot_release_verifies_without_false_findings(tmp_path):
+    """A full-data Gaussian release (q = 1) needs no Poisson subsampling and has no layers to list."""
+    from generators import make_generator, quick_params
+    from generators.data import digits_split
+    from guardrails.privacy import build_ledger, write_ledger
+    from guardrails.privacy.verify import verify_ledger
+
+    train, _ = digits_split()
+    gen = make_generator("dpmerf", **{**quick_params("dpmerf"), "epsilon": 5.0}).fit(train)
+    gen.save(tmp_path)
+    ledger = build_ledger(gen.training_report_, generator="dpmerf", run_id="r", seed=0,
+                          weights_path=tmp_path / "weights.safetensors")
+    assert "DP-SGD" not in ledger["guarantee"] and "DP-MERF" in ledger["guarantee"]
+    write_ledger(tmp_path, ledger)
+    rep = verify_ledger(tmp_path)
+    codes = {f["code"] for f in rep["findings"]}
+    assert rep["consistent"], rep["findings"]
+    assert not codes & {"NON_POISSON_SAMPLING", "LAYERS_NOT_RECORDED"}

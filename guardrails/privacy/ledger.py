@@ -67,15 +67,23 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
         for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction",
-                    "noise_source"):
+                    "noise_source", "privacy_unit", "caveat"):
             if key in training:
                 ledger[key] = training[key]
         ledger["trained_modules"] = list(training.get("private_modules") or [])
-        sampled = "Poisson-sampled" if ledger["sampling"] == "poisson" else f"{ledger['sampling']}-sampled"
+        unit = ledger.get("privacy_unit") or "the records of the training set"
+        mechanism = str(ledger.get("mechanism") or "")
+        if "DP-SGD" in mechanism:
+            sampled = "Poisson-sampled" if ledger["sampling"] == "poisson" else f"{ledger['sampling']}-sampled"
+            how = f"over {ledger['steps']} {sampled} DP-SGD steps"
+        else:  # e.g. DP-MERF's single Gaussian release of a mean embedding
+            how = f"for {mechanism or 'the recorded mechanism'} ({ledger['steps']} release(s))"
         ledger["guarantee"] = (
-            f"({ledger['epsilon']:.4g}, {ledger['delta']:.3g})-DP for the records of the training set, "
-            f"by the {ledger['accountant'].upper()} accountant over {ledger['steps']} {sampled} DP-SGD steps"
+            f"({ledger['epsilon']:.4g}, {ledger['delta']:.3g})-DP for {unit}, "
+            f"by the {str(ledger['accountant']).upper()} accountant {how}"
         )
+        if ledger.get("caveat"):
+            ledger["guarantee"] += f"; caveat: {ledger['caveat']}"
     else:
         ledger.update({"epsilon": None, "delta": None, "steps": training.get("steps"),
                        "guarantee": "none: trained without differential privacy"})

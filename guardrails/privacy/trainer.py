@@ -144,6 +144,8 @@ class PrivateTrainer:
         return noise_multiplier_for_epsilon(self.target_epsilon, q, steps, delta, self.accountant)
 
     def _private(self, gen: TorchGenerator) -> dict[str, Any]:
+        if hasattr(gen, "check_private_training"):
+            gen.check_private_training()  # the generator's own refusal (e.g. a GAN's gradient penalty)
         names = tuple(gen.private_modules())
         if not names:
             raise PrivacyError(f"{gen.name}: private_modules() names no module; nothing to train privately")

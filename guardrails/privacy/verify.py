@@ -127,7 +127,8 @@ def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None 
             findings.append(_finding("GDP_CLAIMED_AS_GUARANTEE", "error",
                                      f"accountant {accountant!r}: Gaussian DP is a central-limit approximation that can "
                                      "understate epsilon; it is not a guarantee"))
-        if ledger.get("sampling") != "poisson" and accountant.lower() in ("rdp", "prv", "pld", "gdp"):
+        full_batch = q is not None and abs(q - 1.0) < 1e-12  # every record in every release: no subsampling to assume
+        if ledger.get("sampling") != "poisson" and not full_batch and accountant.lower() in ("rdp", "prv", "pld", "gdp"):
             findings.append(_finding("NON_POISSON_SAMPLING", "error",
                                      f"sampling {ledger.get('sampling')!r} accounted with {accountant.upper()}, which assumes "
                                      "Poisson subsampling; the stated epsilon does not apply"))
@@ -152,7 +153,9 @@ def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None 
                                      f"gradients accumulated over {int(accum)} Poisson batches per step; the accountant "
                                      "charged each batch as a separate noisy step"))
         layers = ledger.get("private_layers")
-        if not isinstance(layers, list):
+        if not isinstance(layers, list) and "DP-SGD" not in str(ledger.get("mechanism") or "DP-SGD"):
+            pass  # not a per-sample-gradient mechanism (e.g. DP-MERF's one Gaussian release): no layers to list
+        elif not isinstance(layers, list):
             findings.append(_finding("LAYERS_NOT_RECORDED", "warning", "the ledger does not list the privatised layer types"))
         else:
             bad = sorted(set(map(str, layers)) & UNSUPPORTED_LAYER_TYPES)
