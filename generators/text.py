@@ -176,8 +176,12 @@ class ByteGPT(TorchGenerator):
 
     # -- use ------------------------------------------------------------------------------
     def sample(self, n: int, seed: int | None = None, prompt: str = "", length: int | None = None,
-               **conditions: Any) -> Samples:
-        """``n`` continuations of ``prompt`` (default: a new passage), ``length`` new bytes each."""
+               watermarking_config: Any = None, **conditions: Any) -> Samples:
+        """``n`` continuations of ``prompt`` (default: a new passage), ``length`` new bytes each.
+
+        ``watermarking_config`` (a ``transformers.WatermarkingConfig``, e.g. from
+        ``guardrails.provenance.TextWatermark.config()``) embeds a green-list watermark while sampling.
+        """
         import torch
 
         self.check_is_fitted()
@@ -199,11 +203,12 @@ class ByteGPT(TorchGenerator):
                 out = model.generate(
                     input_ids=torch.tensor([ids] * n), attention_mask=torch.ones(n, len(ids), dtype=torch.long),
                     do_sample=True, max_new_tokens=length, temperature=self.temperature, top_k=self.top_k or None,
-                    pad_token_id=PAD_ID, eos_token_id=EOS_ID,
+                    pad_token_id=PAD_ID, eos_token_id=EOS_ID, watermarking_config=watermarking_config,
                 )
         texts = [prompt + decode(row[len(ids):]) for row in out.tolist()]
         return Samples(data=texts, modality="text",
-                       metadata={"generator": self.name, "seed": seed, "prompt": prompt, "length": length})
+                       metadata={"generator": self.name, "seed": seed, "prompt": prompt, "length": length,
+                                 "watermarked": watermarking_config is not None})
 
     def log_prob(self, x: Any) -> np.ndarray:
         """Exact log-likelihood (nats) of each text's bytes (texts longer than the context are refused)."""

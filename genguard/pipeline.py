@@ -6,6 +6,7 @@ sample` run the same code one step at a time.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import time
@@ -156,6 +157,12 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
     stale = sorted(out_dir.glob("sample_*")) + sorted(out_dir.glob("samples.*")) if out_dir.is_dir() else []
     if stale and not replace:
         raise PipelineError(f"{out_dir}: already holds samples ({stale[0].name}, ...); choose an empty folder")
+    if tag and "watermarking_config" in inspect.signature(gen.sample).parameters:
+        # the reference text generator embeds the keyed green-list watermark while it samples
+        from guardrails.provenance import KeyStore
+        from guardrails.provenance.text import byte_watermark
+
+        conditions = {**conditions, "watermarking_config": byte_watermark(KeyStore.load_or_create().watermark_key).config()}
     samples = gen.sample(n, seed=seed, **conditions)
     for old in stale:  # only files of our own naming: a previous run's samples would mislead the audit
         old.unlink()
@@ -273,7 +280,6 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
                                        target=train.metadata.get("target"), detection=detection, **common)
         else:
             from audits.text_bias import as_text_generator
-            import inspect
 
             generate = as_text_generator(gen, seed=cfg.seed) if "prompt" in inspect.signature(gen.sample).parameters else None
             report = audit.run_text(list(samples.data), list(train.x), list(holdout.x), generate=generate,

@@ -187,6 +187,19 @@ def _watermark_key(keys: KeyStore | None) -> bytes:
     return keys.watermark_key
 
 
+TEXT_SUFFIXES = (".txt", ".md", ".rst")
+
+
+def _as_text(path: Path, data: bytes) -> str | None:
+    """The file as text when it is a plain-text file (by suffix) that decodes as UTF-8; else None."""
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _local_watermark_key() -> tuple[bytes | None, str]:
     d = default_key_dir()
     from guardrails.provenance.keys import WATERMARK_KEY
@@ -251,7 +264,19 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
         # ---- watermark
         wm_found = None  # the decoded payload, when the watermark is detected and its CRC checks
         wm_present = False  # detected at the stated false-positive rate, payload readable or not
-        if fmt is None:
+        text = _as_text(path, data) if fmt is None else None
+        if text is not None:
+            # genguard's reference text generator watermarks its byte tokens (green list, keyed)
+            key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
+            if key is None:
+                rec["watermark"] = {"applicable": False, "reason": why}
+            else:
+                from guardrails.provenance.text import byte_ids, byte_watermark
+
+                rec["watermark"] = byte_watermark(key).detect_ids(byte_ids(text))
+                rec["watermark"]["kind"] = "text (byte-level green list)"
+                wm_present = bool(rec["watermark"].get("found"))
+        elif fmt is None:
             rec["watermark"] = {"applicable": False, "reason": "no image watermark in this file type; "
                                 "bound by the signed sidecar manifest's hash"}
         else:
@@ -309,6 +334,10 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                     rec["reason"] = f"no manifest; watermark names run {named.get('run_id')!r}"
                 else:
                     rec["reason"] = f"no manifest; genguard watermark {wm_found.hex()} found (run not in local registry)"
+            elif wm_present and text is not None:
+                rec["verdict"] = "stripped"
+                rec["reason"] = (f"no manifest; genguard text watermark detected (z={rec['watermark']['z_score']:.1f}, "
+                                 f"p={rec['watermark']['p_value']:.1e}); a text watermark carries no run id")
             elif wm_present:
                 rec["verdict"] = "stripped"
                 rec["reason"] = (f"no manifest; genguard watermark detected (p={rec['watermark']['p_value']:.1e}) "

@@ -9,6 +9,20 @@ from typing import Any, Sequence
 Z_THRESHOLD = 4.0
 
 
+#: genguard's reference text generator is byte-level with ByT5's mapping: token = byte + 3, 0 pad, 1 eos.
+BYTE_VOCAB_SIZE, BYTE_OFFSET, BYTE_EOS = 259, 3, 1
+
+
+def byte_watermark(key: bytes) -> "TextWatermark":
+    """The keyed watermark of genguard's byte-level text generator (``generators.text``)."""
+    return TextWatermark(key, BYTE_VOCAB_SIZE, bos_token_id=BYTE_EOS)
+
+
+def byte_ids(text: str) -> list[int]:
+    """A text as the byte-level generator's token ids (UTF-8 bytes + 3)."""
+    return [b + BYTE_OFFSET for b in text.encode("utf-8")]
+
+
 class TextWatermark:
     """Keyed Kirchenbauer et al. green-list watermark, using ``transformers.WatermarkingConfig`` for generation
     and ``transformers.WatermarkDetector`` for detection.
