@@ -313,6 +313,8 @@ class TorchGenerator(Generator):
         self._check_data(data)
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
+        # build() may read statistics of the data; under DP it must not read them unnoised
+        self.private_fit_ = bool(getattr(trainer, "private", False))
         self.build(data)
         if trainer is None:
             trainer = PlainTrainer()
@@ -363,6 +365,12 @@ class TorchGenerator(Generator):
     def build_from_state(self, extra: Mapping[str, Any]) -> None:
         """Create the modules from saved shape information (no data available)."""
         raise NotImplementedError
+
+
+def class_shares(codes: np.ndarray, n_classes: int, private: bool) -> list[float]:
+    """Shares of each class among the training items; uniform under DP, where unnoised counts would leak."""
+    counts = np.ones(n_classes) if private else np.bincount(codes, minlength=n_classes).astype(float)
+    return (counts / counts.sum()).tolist()
 
 
 def unwrap_module(module: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from generators._common import ImageMixin
-from generators.base import Dataset, Samples, TorchGenerator, unwrap_module
+from generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
 
 
 def _build(n_levels: int, n_classes: int, channels: int, n_blocks: int):
@@ -80,15 +80,9 @@ class PixelCNN(ImageMixin, TorchGenerator):
         self.lr = lr
         self.seed = seed
 
-    def fit(self, data: Dataset, trainer: Any = None, progress: bool = True):
-        # Under DP the class shares must not come from the private labels unnoised: use a uniform prior.
-        self._private_fit = bool(getattr(trainer, "private", False))
-        return super().fit(data, trainer=trainer, progress=progress)
-
     def build(self, data: Dataset) -> None:
         labels = self._fit_image_meta(data)
-        counts = np.ones(self.n_classes_) if getattr(self, "_private_fit", False) else np.bincount(labels, minlength=self.n_classes_)
-        self.class_prior_ = (counts / counts.sum()).tolist()
+        self.class_prior_ = class_shares(labels, self.n_classes_, self.private_fit_)
         self.build_from_state({})
 
     def build_from_state(self, extra: Mapping[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from generators._common import TabularCodec, check_n, group_condition, tabular_groups
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, class_shares, unwrap_module
 
 
 def _build(width: int, n_numeric: int, cat_sizes: list[int], n_groups: int, latent_dim: int, hidden: int):
@@ -74,9 +74,8 @@ class TabularVAE(TorchGenerator):
 
     def fit(self, data: Dataset, trainer: Any = None, progress: bool = True):
         # Under DP the group shares must not come from the private rows unnoised: sample groups uniformly.
-        self._private_fit = bool(getattr(trainer, "private", False))
         super().fit(data, trainer=trainer, progress=progress)
-        if self._private_fit:
+        if self.private_fit_:
             self.training_report_["caveat"] = (
                 "column scaling, clip ranges and category lists were computed from the training table without "
                 "noise; the DP guarantee covers the model weights given that preprocessing")
@@ -86,8 +85,7 @@ class TabularVAE(TorchGenerator):
         self.codec_ = TabularCodec.fit(data.x, data.metadata.get("categorical", ()))
         self.group_attr_, codes, self.group_names_ = tabular_groups(data)
         self.n_groups_ = max(1, len(self.group_names_))
-        counts = np.ones(self.n_groups_) if getattr(self, "_private_fit", False) else np.bincount(codes, minlength=self.n_groups_)
-        self.group_prior_ = (counts / counts.sum()).tolist()
+        self.group_prior_ = class_shares(codes, self.n_groups_, self.private_fit_)
         self.build_from_state({})
 
     def build_from_state(self, extra: Mapping[str, Any]) -> None:
