@@ -1,7 +1,7 @@
 """Print the targets table of issue 6 for the detectors: held-out AUC, LOGO AUC, robustness, copy-move F1, throughput.
 
 Usage (after benchmarks/train_default_detector.py has written its data):
-    python benchmarks/detectors.py [--data genguard-out/detector-data] [--detector FILE]
+    python benchmarks/detector_targets.py [--data genguard-out/detector-data] [--detector FILE]
                                    [--eval-json genguard-out/eval_default.json] [--quick]
 
 * held-out AUC / AUC after JPEG 75 and resize x0.5: the detector on the test

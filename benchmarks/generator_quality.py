@@ -17,7 +17,7 @@ Also the per-byte perplexity on held-out pydoc text for ``text`` and per-column
 fidelity (mean KS statistic of numerics, TV distance of ``sex``) for the tabular
 generators on the diabetes holdout.
 
-Usage: ``python benchmarks/generators.py [--only NAME ...] [--eps none 10 1] [--json FILE]``
+Usage: ``python benchmarks/generator_quality.py [--only NAME ...] [--eps none 10 1] [--json FILE]``
 """
 from __future__ import annotations
 
