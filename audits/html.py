@@ -171,7 +171,6 @@ def pairs_plot(samples: np.ndarray, train: np.ndarray, mem: Mapping[str, Any], m
     else:
         ratios = mem["_ratios"]
         order = np.argsort(ratios)[:8]
-        from audits.memorization import distance_ratios  # noqa: F401  (documented rule)
 
         nearest = mem.get("_nearest")
         if nearest is None:

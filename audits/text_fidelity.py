@@ -155,7 +155,6 @@ def self_bleu(texts: Sequence[str], max_texts: int = 200, max_n: int = 4, seed: 
                 elif v > top2.get(g, 0):
                     top2[g] = v
         stats.append((top1, top1_holders, top2))
-    sorted_lens = np.sort(lens)
     for i, c in enumerate(counts):
         if lens[i] == 0:
             continue

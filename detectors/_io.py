@@ -66,7 +66,7 @@ def pil_to_rgb(im) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
+        hi = float(arr.max())
         if mode.startswith("I;16") or hi > 255:
             scale = 65535.0 if hi > 255 else 255.0
             arr = arr / scale * 255.0

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from generators._common import ImageMixin, TabularCodec, check_n, group_condition, tabular_groups
-from generators.base import Dataset, Generator, GeneratorError, Samples, as_int_array, progress_bar
+from generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
 
 
 class GaussianMixtureGenerator(ImageMixin, Generator):

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from generators._common import ImageMixin
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from generators.base import Dataset, Samples, TorchGenerator, unwrap_module
 
 
 def _build(n_visible: int, n_hidden: int):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from generators import GeneratorError, load, make_generator
+from generators import load, make_generator
 from generators.base import Dataset, Generator, Samples, progress_bar
 from generators.data import digits_split, load_data, train_holdout, write_samples
 from guardrails.privacy.ledger import sha256_file

@@ -29,3 +29,24 @@ def digits():
     from generators.data import digits_split
 
     return digits_split()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A key directory of this test module's own (GENGUARD_HOME), restored afterwards."""
+    h = tmp_path_factory.mktemp("gghome")
+    old = os.environ.get("GENGUARD_HOME")
+    os.environ["GENGUARD_HOME"] = str(h)
+    yield h
+    if old is None:
+        os.environ.pop("GENGUARD_HOME", None)
+    else:
+        os.environ["GENGUARD_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def keys(home):
+    """The local CA, signer and watermark key, created in this module's key directory."""
+    from guardrails.provenance import KeyStore
+
+    return KeyStore.load_or_create()

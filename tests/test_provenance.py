@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import stat
 import struct
 import zlib
@@ -17,23 +16,6 @@ from guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_fi
 
 CLAIM = {"generator": "vae", "run_id": "run-test-1", "private": True, "epsilon": 9.9, "delta": 1e-5,
          "ledger_sha256": "ab" * 32}
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    h = tmp_path_factory.mktemp("gghome")
-    old = os.environ.get("GENGUARD_HOME")
-    os.environ["GENGUARD_HOME"] = str(h)
-    yield h
-    if old is None:
-        os.environ.pop("GENGUARD_HOME", None)
-    else:
-        os.environ["GENGUARD_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def keys(home):
-    return KeyStore.load_or_create()
 
 
 def _digit_png(path: Path, seed: int = 0) -> Path:

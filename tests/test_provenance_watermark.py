@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from guardrails.provenance import KeyStore, tag_file, verify_file
+from guardrails.provenance import tag_file, verify_file
 from guardrails.provenance import manifest as mf
 from guardrails.provenance.watermark import (ImageWatermark, N_PAYLOAD, conv_encode, crc8, viterbi_decode)
 
@@ -17,23 +16,6 @@ KEY = b"test-key-0123456789abcdef-0123456"
 PAYLOAD = bytes.fromhex("0badc0ffee42")
 CLAIM = {"generator": "vae", "run_id": "run-wm-7", "private": True, "epsilon": 4.0, "delta": 1e-5,
          "ledger_sha256": None}
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    h = tmp_path_factory.mktemp("gghome_wm")
-    old = os.environ.get("GENGUARD_HOME")
-    os.environ["GENGUARD_HOME"] = str(h)
-    yield h
-    if old is None:
-        os.environ.pop("GENGUARD_HOME", None)
-    else:
-        os.environ["GENGUARD_HOME"] = old
-
-
-@pytest.fixture(scope="module")
-def keys(home):
-    return KeyStore.load_or_create()
 
 
 @pytest.fixture(scope="module")
