@@ -186,17 +186,9 @@ class ReleaseAudit:
             data["detection"] = dict(detection) if detection is not None else {
                 "value": None, "reason": "synthetic-image detection was not run in this audit"}
             artefacts["fidelity"] = data["fidelity"]
-            clean = _strip_private(data)
-            clean["gates"] = evaluate_gates(clean, policy)
-            clean["meta"] = {
-                "seed": self.seed,
-                "policy": _strip_private(policy),
-                "versions": _package_versions(),
-                "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "report_format": "genguard-report/1",
-            }
+            report = self._finish(data, policy, artefacts)
             advance(1, "gates")
-        return AuditReport(clean, artefacts)
+        return report
 
     # ------------------------------------------------------------------------------
     def _finish(self, data: dict[str, Any], policy: Mapping[str, Any], artefacts: dict[str, Any]) -> AuditReport:

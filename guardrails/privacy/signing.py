@@ -55,29 +55,42 @@ def key_id(public_key: Any) -> str:
     return hashlib.sha256(_raw_public(public_key)).hexdigest()[:16]
 
 
+def _key_dir(directory: str | os.PathLike | None, create: bool = False) -> Path:
+    """The key directory (default :func:`key_directory`); ``create`` makes it, owner-only (0700)."""
+    d = Path(directory) if directory is not None else key_directory()
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(d, 0o700)
+        except OSError:
+            pass
+    return d
+
+
+def _read_private(path: Path, what: str) -> bytes:
+    """A secret key file's bytes, refused when others can read it."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PrivacyError(f"{path}: {what} is readable by others (mode {mode:o}); run chmod 600 {path}")
+    return path.read_bytes()
+
+
 def load_or_create_signing_key(directory: str | os.PathLike | None = None) -> Any:
     """The Ed25519 private key in ``directory`` (default :func:`key_directory`), created there on first use."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    d = Path(directory) if directory is not None else key_directory()
+    d = _key_dir(directory)
     path = d / PRIVATE_KEY_FILE
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise PrivacyError(f"{path}: private key is readable by others (mode {mode:o}); run chmod 600 {path}")
         try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(_read_private(path, "private key"), password=None)
         except (ValueError, TypeError) as exc:
             raise PrivacyError(f"{path}: unreadable private key ({exc})") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise PrivacyError(f"{path}: not an Ed25519 private key")
         return key
-    d.mkdir(parents=True, exist_ok=True)
-    try:
-        os.chmod(d, 0o700)
-    except OSError:
-        pass
+    _key_dir(d, create=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     atomic_write_bytes(path, pem, mode=0o600)
@@ -96,17 +109,13 @@ def noise_seed(run_seed: int, directory: str | os.PathLike | None = None) -> int
     import hmac
     import secrets
 
-    d = Path(directory) if directory is not None else key_directory()
-    path = d / NOISE_KEY_FILE
+    path = _key_dir(directory) / NOISE_KEY_FILE
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise PrivacyError(f"{path}: secret noise key is readable by others (mode {mode:o}); run chmod 600 {path}")
-        secret = path.read_bytes()
+        secret = _read_private(path, "secret noise key")
         if len(secret) < 32:
             raise PrivacyError(f"{path}: secret noise key is truncated ({len(secret)} bytes)")
     else:
-        d.mkdir(parents=True, exist_ok=True)
+        _key_dir(directory, create=True)
         secret = secrets.token_bytes(32)
         atomic_write_bytes(path, secret, mode=0o600)
     digest = hmac.new(secret, f"genguard-dp-noise:{int(run_seed)}".encode(), hashlib.sha256).digest()
