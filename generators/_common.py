@@ -68,6 +68,20 @@ class ImageMixin:
             labels = np.arange(n, dtype=np.int64) % self.n_classes_
         return labels
 
+    def _condition_codes(self, n: int, seed: int | None, label: Any, conditions: Mapping[str, Any]) -> np.ndarray:
+        """Class codes to sample for a generator fitted on images (the ``label`` condition, balanced by
+        default) or on a table (its group condition, else drawn from ``class_prior_`` with ``seed + 1``)."""
+        if self.data_modality_ == "image":
+            return self._sample_labels(n, label, conditions)
+        if label is not None:
+            conditions = {**conditions, "label": label}
+        codes = group_condition(self, n, conditions)
+        if codes is None:
+            prior = np.asarray(self.class_prior_, dtype=np.float64)
+            codes = np.random.default_rng(int(seed if seed is not None else self.seed) + 1).choice(
+                self.n_classes_, size=n, p=prior / prior.sum())
+        return codes
+
     def _image_samples(self, images: np.ndarray, labels: np.ndarray, seed: int | None, **meta: Any) -> Samples:
         images = np.clip(np.asarray(images, dtype=np.float32).reshape(len(labels), *self.image_shape_), 0.0, 1.0)
         return Samples(

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin, TabularCodec, check_n, group_condition, resolve_delta, tabular_groups
+from generators._common import ImageMixin, TabularCodec, check_n, resolve_delta, tabular_groups
 from generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
 
 ACCOUNTANTS = ("rdp", "prv")
@@ -245,15 +245,7 @@ class DPMERF(ImageMixin, Generator):
 
         self.check_is_fitted()
         n = check_n(n)
-        if self.data_modality_ == "image":
-            codes = self._sample_labels(n, label, conditions)
-        else:
-            if label is not None:
-                conditions = {**conditions, "label": label}
-            codes = group_condition(self, n, conditions)
-            if codes is None:
-                codes = np.random.default_rng(int(seed if seed is not None else self.seed) + 1).choice(
-                    self.n_classes_, size=n, p=self.class_prior_ / self.class_prior_.sum())
+        codes = self._condition_codes(n, seed, label, conditions)
         g = torch.Generator().manual_seed(int(seed if seed is not None else self.seed))
         with torch.no_grad():
             z = torch.randn(n, self.latent_dim, generator=g)

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin, TabularCodec, check_n, group_condition, tabular_groups
+from generators._common import ImageMixin, TabularCodec, check_n, tabular_groups
 from generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
 
 
@@ -113,15 +113,7 @@ class GaussianMixtureGenerator(ImageMixin, Generator):
     def sample(self, n: int, seed: int | None = None, label: Any = None, **conditions: Any) -> Samples:
         self.check_is_fitted()
         n = check_n(n)
-        if self.data_modality_ == "image":
-            codes = self._sample_labels(n, label, conditions)
-        else:
-            if label is not None:
-                conditions = {**conditions, "label": label}
-            codes = group_condition(self, n, conditions)
-            if codes is None:
-                codes = np.random.default_rng(int(seed if seed is not None else self.seed) + 1).choice(
-                    self.n_classes_, size=n, p=self.class_prior_)
+        codes = self._condition_codes(n, seed, label, conditions)
         rng = np.random.default_rng(int(seed if seed is not None else self.seed))
         d = self.means_.shape[-1]
         out = np.zeros((n, d))
