@@ -1,4 +1,4 @@
-"""The small conditional convolutional denoiser shared by the diffusion and score-based generators."""
+"""The small conditional convolutional denoiser, and the hooks around it, shared by the diffusion and score-based generators."""
 from __future__ import annotations
 
 import math
@@ -53,3 +53,21 @@ def build_denoiser(n_classes: int, channels: int, n_blocks: int, emb_dim: int = 
             return self.out(nn.functional.silu(self.norm(h)))
 
     return Denoiser()
+
+
+class DenoiserMixin:
+    """What the diffusion (ddpm) and score generators share around :func:`build_denoiser`: the whole
+    denoiser is the private module, images train in [-1, 1] with their labels, image shape is the state."""
+
+    def _extra_state(self):
+        return self._image_state()
+
+    def private_modules(self) -> tuple[str, ...]:
+        return ("model_",)
+
+    def train_tensors(self, data):
+        import numpy as np
+        import torch
+
+        x = torch.from_numpy(np.asarray(data.x, dtype=np.float32)[:, None] * 2 - 1)
+        return (x, torch.from_numpy(np.asarray(data.groups["label"], dtype=np.int64)))

@@ -6,11 +6,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from generators._common import ImageMixin
-from generators._nets import build_denoiser
+from generators._nets import DenoiserMixin, build_denoiser
 from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
 
 
-class DDPM(ImageMixin, TorchGenerator):
+class DDPM(DenoiserMixin, ImageMixin, TorchGenerator):
     """Epsilon-prediction diffusion over ``timesteps`` steps (cosine schedule), images scaled to [-1, 1].
 
     The label is dropped (replaced by a null class) with probability
@@ -61,18 +61,6 @@ class DDPM(ImageMixin, TorchGenerator):
         abar = (abar / abar[0]).clamp(1e-5, 1.0)
         self._abar = abar[1:].float()  # alpha-bar after step t = 1..T, indexed 0..T-1
         self._noise = torch.Generator().manual_seed(self.seed + 1)
-
-    def _extra_state(self) -> dict[str, Any]:
-        return self._image_state()
-
-    def private_modules(self) -> tuple[str, ...]:
-        return ("model_",)
-
-    def train_tensors(self, data: Dataset):
-        import torch
-
-        x = torch.from_numpy(np.asarray(data.x, dtype=np.float32)[:, None] * 2 - 1)
-        return (x, torch.from_numpy(np.asarray(data.groups["label"], dtype=np.int64)))
 
     def batch_loss(self, batch):
         import torch

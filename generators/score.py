@@ -6,11 +6,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from generators._common import ImageMixin
-from generators._nets import build_denoiser
+from generators._nets import DenoiserMixin, build_denoiser
 from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
 
 
-class ScoreModel(ImageMixin, TorchGenerator):
+class ScoreModel(DenoiserMixin, ImageMixin, TorchGenerator):
     """NCSN-style score model s(x, sigma, class) = -net(x, log sigma, class) / sigma.
 
     Trained by denoising score matching over ``n_sigmas`` geometric noise
@@ -52,18 +52,6 @@ class ScoreModel(ImageMixin, TorchGenerator):
         self.model_ = build_denoiser(self.n_classes_, self.channels, self.n_blocks)
         self._sigmas = torch.from_numpy(np.geomspace(self.sigma_max, self.sigma_min, self.n_sigmas).astype(np.float32))
         self._noise = torch.Generator().manual_seed(self.seed + 1)
-
-    def _extra_state(self) -> dict[str, Any]:
-        return self._image_state()
-
-    def private_modules(self) -> tuple[str, ...]:
-        return ("model_",)
-
-    def train_tensors(self, data: Dataset):
-        import torch
-
-        x = torch.from_numpy(np.asarray(data.x, dtype=np.float32)[:, None] * 2 - 1)
-        return (x, torch.from_numpy(np.asarray(data.groups["label"], dtype=np.int64)))
 
     def _score(self, model, x, sigma, y):
         """Score estimate: the net predicts the unit noise, so s = -net / sigma."""
