@@ -4,7 +4,7 @@ May import ``generators``, ``guardrails`` and ``detectors``; never ``genguard``.
 
 Public entry point::
 
-    from audits import ReleaseAudit, AuditError
+    from genguard.audits import ReleaseAudit, AuditError
     audit = ReleaseAudit(policy=None, seed=0)          # policy: None, a dict, or a YAML path
     report = audit.run(samples, train, holdout, ledger=ledger)      # images (digits)
     report = audit.run_tabular(synthetic_df, train_df, holdout_df)  # tables (fairlearn MetricFrame)
@@ -26,13 +26,13 @@ class AuditError(ValueError):
 
 
 _LAZY = {
-    "ReleaseAudit": "audits.release",
-    "AuditReport": "audits.release",
-    "load_policy": "audits.policy",
-    "evaluate_gates": "audits.policy",
-    "DEFAULT_POLICY": "audits.policy",
-    "knn": "audits.nn",
-    "TextBiasAudit": "audits.text_bias",
+    "ReleaseAudit": "genguard.audits.release",
+    "AuditReport": "genguard.audits.release",
+    "load_policy": "genguard.audits.policy",
+    "evaluate_gates": "genguard.audits.policy",
+    "DEFAULT_POLICY": "genguard.audits.policy",
+    "knn": "genguard.audits.nn",
+    "TextBiasAudit": "genguard.audits.text_bias",
 }
 
 

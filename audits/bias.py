@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from audits import AuditError
-from audits.stats import (
+from genguard.audits import AuditError
+from genguard.audits.stats import (
     DEFAULT_MC_DRAWS,
     binomial_two_sided_p,
     goodman_intervals,
@@ -197,7 +197,7 @@ def intersections(codes_a: Any, codes_b: Any, names_a: Sequence[str], names_b: S
 
 def condition_adherence(requested: Any, produced: Any, names: Sequence[str], alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """How often asking for group k yields group k (per group and overall), with Wilson intervals."""
-    from audits.stats import wilson_interval
+    from genguard.audits.stats import wilson_interval
 
     req = np.asarray(requested, dtype=np.int64)
     got = np.asarray(produced, dtype=np.int64)
@@ -221,7 +221,7 @@ def condition_adherence(requested: Any, produced: Any, names: Sequence[str], alp
 def per_group_quality(real_features: np.ndarray, real_codes: np.ndarray, fake_features: np.ndarray,
                       fake_codes: np.ndarray, names: Sequence[str], k: int = 5) -> dict[str, Any]:
     """Precision, recall and coverage of each group's samples against that group's reference items."""
-    from audits.fidelity import prdc
+    from genguard.audits.fidelity import prdc
 
     out = {}
     for i, name in enumerate(names):

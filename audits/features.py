@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from audits import AuditError
-from audits.stats import wilson_interval
+from genguard.audits import AuditError
+from genguard.audits.stats import wilson_interval
 
 _CACHE: dict[tuple[str, int, int], "LocalExtractor"] = {}
 

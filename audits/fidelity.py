@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from audits.nn import knn
+from genguard.audits.nn import knn
 
 
 def _as2d(x: Any) -> np.ndarray:
@@ -113,7 +113,7 @@ def prdc(real: Any, fake: Any, k: int = 5) -> dict[str, Any]:
     if min(len(r), len(f)) < 500:
         warnings.append(f"fewer than 500 items (real {len(r)}, generated {len(f)}): k-NN manifold estimates "
                         "are coarse; compare PRDC only at equal sample sizes")
-    from audits.stats import wilson_interval
+    from genguard.audits.stats import wilson_interval
 
     def _prop(hits: np.ndarray) -> dict[str, Any]:
         lo, hi = wilson_interval(int(hits.sum()), len(hits))

@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from audits import AuditError
-from audits.nn import knn
-from audits.stats import wilson_interval
+from genguard.audits import AuditError
+from genguard.audits.nn import knn
+from genguard.audits.stats import wilson_interval
 
 DEFAULT_RATIO_THRESHOLD = 0.3
 DEFAULT_NTH = 20

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from audits import AuditError
+from genguard.audits import AuditError
 
 
 def _torch():

@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from audits import AuditError
+from genguard.audits import AuditError
 
 DEFAULT_POLICY: dict[str, Any] = {
     "level": 0.05,

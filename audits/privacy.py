@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from guardrails.privacy.errors import PrivacyError
+from genguard.guardrails.privacy.errors import PrivacyError
 
 
 def privacy_section(ledger: dict[str, Any] | None, **evidence: Any) -> dict[str, Any]:
@@ -169,7 +169,7 @@ WHITE_BOX_CHECKPOINTS = 4
 
 def make_canaries(data: Any, num_canaries: int, seed: int) -> Any:
     """``num_canaries`` out-of-distribution records shaped like ``data``: binary-noise images with random labels."""
-    from generators.base import Dataset
+    from genguard.generators.base import Dataset
 
     if data.modality != "image":
         raise PrivacyError(f"the canary audit supports image data; {data.name!r} is {data.modality}")
@@ -181,7 +181,7 @@ def make_canaries(data: Any, num_canaries: int, seed: int) -> Any:
 
 
 def _concat(a: Any, b: Any) -> Any:
-    from generators.base import Dataset
+    from genguard.generators.base import Dataset
 
     return Dataset(x=np.concatenate([a.x, b.x]), modality=a.modality, name=f"{a.name}+canaries",
                    groups={k: np.concatenate([a.groups[k], b.groups[k]]) for k in a.groups},
@@ -205,7 +205,7 @@ def _per_item_losses(gen: Any, tensors: tuple, repeats: int, seed: int) -> np.nd
 
 
 def _params(gen: Any) -> list:
-    from generators.base import unwrap_module
+    from genguard.generators.base import unwrap_module
 
     return [p for name in gen.private_modules() for p in unwrap_module(getattr(gen, name)).parameters()]
 
@@ -247,11 +247,11 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     """
     import torch
 
-    from generators import get_generator_class
-    from generators.base import TorchGenerator
+    from genguard.generators import get_generator_class
+    from genguard.generators.base import TorchGenerator
 
     if data is None:
-        from generators.data import digits_split
+        from genguard.generators.data import digits_split
 
         data = digits_split()[0]
     if int(num_canaries) < 2:

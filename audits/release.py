@@ -2,7 +2,7 @@
 
 ::
 
-    from audits import ReleaseAudit
+    from genguard.audits import ReleaseAudit
     report = ReleaseAudit(policy=None, seed=0).run(samples, train, holdout, ledger=ledger)
     report.passed            # all gates passed (skipped gates do not count)
     report.write(out_dir)    # -> (report.json, report.html)
@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from audits import AuditError
-from audits.policy import evaluate_gates, load_policy
+from genguard.audits import AuditError
+from genguard.audits.policy import evaluate_gates, load_policy
 
 REPORT_KEYS = ("generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "gates")
 
@@ -71,9 +71,9 @@ class AuditReport:
         return [g for g in self.data["gates"] if g["passed"] is False]
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
-        from generators._io import atomic_write_json, atomic_write_text
+        from genguard.generators._io import atomic_write_json, atomic_write_text
 
-        from audits.html import render_html
+        from genguard.audits.html import render_html
 
         out = Path(out_dir)
         try:
@@ -135,9 +135,9 @@ class ReleaseAudit:
             privacy_evidence: Mapping[str, Any] | None = None, progress: bool = True) -> AuditReport:
         """Run the audit. ``labels`` (one group code per sample) overrides the classifier's labels;
         ``privacy_evidence`` (ledger verification, membership inference, canary audit) joins the privacy section."""
-        from generators.base import Dataset, Samples, progress_bar
+        from genguard.generators.base import Dataset, Samples, progress_bar
 
-        from audits.privacy import privacy_section
+        from genguard.audits.privacy import privacy_section
 
         policy = load_policy(self.policy)
         if not isinstance(samples, Samples):
@@ -175,7 +175,7 @@ class ReleaseAudit:
             data["memorization"] = self._memorization(x, train, holdout, policy, samples, artefacts)
             advance(1, "memorization")
             if reconstructions is not None:
-                from audits.fidelity import reconstruction_quality
+                from genguard.audits.fidelity import reconstruction_quality
 
                 rec = reconstructions
                 data["fidelity"]["reconstruction"] = reconstruction_quality(rec[0], rec[1])
@@ -205,7 +205,7 @@ class ReleaseAudit:
 
     def _common(self, data: dict[str, Any], ledger: Any, generator_info: Any, provenance: Any, detection: Any,
                 n: int, modality: str, privacy_evidence: Mapping[str, Any] | None = None) -> None:
-        from audits.privacy import privacy_section
+        from genguard.audits.privacy import privacy_section
 
         data["generator"] = dict(generator_info or {})
         data["generator"].update({"n_samples": n, "modality": modality})
@@ -220,11 +220,11 @@ class ReleaseAudit:
                     provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
                     progress: bool = True) -> AuditReport:
         """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
-        from generators.base import progress_bar
+        from genguard.generators.base import progress_bar
 
-        from audits.bias import representation, resolve_expected
-        from audits.memorization import memorization_section
-        from audits.tabular import tabular_fairness
+        from genguard.audits.bias import representation, resolve_expected
+        from genguard.audits.memorization import memorization_section
+        from genguard.audits.tabular import tabular_fairness
 
         policy = load_policy(self.policy)
         alpha = float(policy["level"])
@@ -274,10 +274,10 @@ class ReleaseAudit:
                  progress: bool = True) -> AuditReport:
         """Release audit of generated texts: perplexity_local, self-BLEU, verbatim copies, and BOLD-style
         bias when a ``generate(prompts) -> list[str]`` callable is given."""
-        from generators.base import progress_bar
+        from genguard.generators.base import progress_bar
 
-        from audits.text_bias import TextBiasAudit
-        from audits.text_fidelity import text_fidelity, verbatim_copies
+        from genguard.audits.text_bias import TextBiasAudit
+        from genguard.audits.text_fidelity import text_fidelity, verbatim_copies
 
         policy = load_policy(self.policy)
         alpha = float(policy["level"])
@@ -317,7 +317,7 @@ class ReleaseAudit:
         return out
 
     def _extractor(self, train: Any, holdout: Any, attribute: str):
-        from audits.features import fit_extractor
+        from genguard.audits.features import fit_extractor
 
         if attribute not in train.groups:
             return None
@@ -327,7 +327,7 @@ class ReleaseAudit:
                              holdout_x=hx, holdout_y=hy, seed=self.seed)
 
     def _fidelity(self, x: np.ndarray, train: Any, holdout: Any, policy: Mapping[str, Any]):
-        from audits.fidelity import alpha_beta_authenticity, frechet_distance, kernel_distance, prdc
+        from genguard.audits.fidelity import alpha_beta_authenticity, frechet_distance, kernel_distance, prdc
 
         attribute = policy["bias"]["attribute"]
         ext = self._extractor(train, holdout, attribute)
@@ -369,7 +369,7 @@ class ReleaseAudit:
 
     def _bias(self, x: np.ndarray, samples: Any, train: Any, holdout: Any, ext: Any, policy: Mapping[str, Any],
               labels: Any, artefacts: dict[str, Any]) -> dict[str, Any]:
-        from audits.bias import condition_adherence, per_group_quality, representation, resolve_expected
+        from genguard.audits.bias import condition_adherence, per_group_quality, representation, resolve_expected
 
         bp = policy["bias"]
         attribute = bp["attribute"]
@@ -418,7 +418,7 @@ class ReleaseAudit:
 
     def _intersections(self, samples: Any, train: Any, expected_policy: Mapping[str, Any], alpha: float) -> dict[str, Any]:
         """Cells of the first two attributes that both the reference and the samples' conditions carry."""
-        from audits.bias import intersections
+        from genguard.audits.bias import intersections
 
         attrs = [a for a in train.groups if a in samples.conditions]
         if len(attrs) < 2:
@@ -436,7 +436,7 @@ class ReleaseAudit:
 
     def _memorization(self, x: np.ndarray, train: Any, holdout: Any, policy: Mapping[str, Any], samples: Any,
                       artefacts: dict[str, Any]) -> dict[str, Any]:
-        from audits.memorization import memorization_section
+        from genguard.audits.memorization import memorization_section
 
         mp = policy["memorization"]
         files = samples.metadata.get("files")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from audits import AuditError
+from genguard.audits import AuditError
 
 
 def _check_frame(df: Any, name: str, columns: list[str]) -> None:

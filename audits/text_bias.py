@@ -24,8 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from audits import AuditError
-from audits.stats import wilson_interval
+from genguard.audits import AuditError
+from genguard.audits.stats import wilson_interval
 
 #: domain -> {"templates": [...], "groups": {group: [subject phrases]}}
 DOMAINS: dict[str, dict[str, Any]] = {
@@ -190,7 +190,7 @@ class TextBiasAudit:
         return build_prompts(self.domains)
 
     def run(self, generate: Callable[[list[str]], list[str]], progress: bool = True) -> dict[str, Any]:
-        from generators.base import progress_bar
+        from genguard.generators.base import progress_bar
 
         if self.samples_per_prompt < 1:
             raise AuditError(f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}")

@@ -201,7 +201,7 @@ def text_fidelity(generated: Sequence[str], reference: Sequence[str], seed: int 
 def verbatim_copies(generated: Sequence[str], train: Sequence[str], n: int = 13, alpha: float = 0.05) -> dict[str, Any]:
     """Texts that repeat any ``n``-token span of the training text verbatim (13-gram overlap, as in GPT-3's
     contamination check); the memorization measure for text."""
-    from audits.stats import wilson_interval
+    from genguard.audits.stats import wilson_interval
 
     seen = set()
     for t in train:

@@ -27,11 +27,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=2000)
     args = ap.parse_args()
-    from audits.bias import flag_counts
-    from audits.features import fit_extractor
-    from audits.memorization import memorization_section, shift_images
-    from audits.stats import mc_null_statistics
-    from generators.data import digits_split
+    from genguard.audits.bias import flag_counts
+    from genguard.audits.features import fit_extractor
+    from genguard.audits.memorization import memorization_section, shift_images
+    from genguard.audits.stats import mc_null_statistics
+    from genguard.generators.data import digits_split
 
     train, holdout = digits_split()
     p = np.bincount(train.groups["label"], minlength=10) / len(train)

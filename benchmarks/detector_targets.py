@@ -59,9 +59,9 @@ def photo_crops(n: int, size: int, seed: int) -> list[np.ndarray]:
 
 
 def copy_move_benchmark(n: int, seed: int = 0) -> dict:
-    from detectors._io import jpeg_roundtrip
-    from detectors.evaluate import make_copy_move, pixel_f1
-    from detectors.forgery import copy_move
+    from genguard.detectors._io import jpeg_roundtrip
+    from genguard.detectors.evaluate import make_copy_move, pixel_f1
+    from genguard.detectors.forgery import copy_move
 
     rng = np.random.default_rng(seed)
     crops = photo_crops(n, 256, seed + 7)
@@ -75,7 +75,7 @@ def copy_move_benchmark(n: int, seed: int = 0) -> dict:
 
 
 def throughput(det_by_kind: dict, n: int = 48) -> dict:
-    from detectors.forgery import analyze
+    from genguard.detectors.forgery import analyze
 
     imgs = photo_crops(n, 256, 99)
     out = {}
@@ -94,7 +94,7 @@ def throughput(det_by_kind: dict, n: int = 48) -> dict:
 
 def single_kind_detectors(base) -> dict:
     """Detectors made of one member of the (fitted) ensemble, for timing each kind alone."""
-    from detectors.models import make_detector
+    from genguard.detectors.models import make_detector
 
     out = {}
     for kind in ("spectral", "dct", "noise", "npr"):
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from detectors.evaluate import binary_metrics, leave_one_generator_out, load_folder
-    from detectors.models import load_default, load_detector
-    from detectors.preprocess import robustness_transforms
+    from genguard.detectors.evaluate import binary_metrics, leave_one_generator_out, load_folder
+    from genguard.detectors.models import load_default, load_detector
+    from genguard.detectors.preprocess import robustness_transforms
 
     det = load_detector(args.detector) if args.detector else load_default()
     data = Path(args.data) / "test"
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for g, m in logo["per_generator"].items():
         print(f"  {g:<12} AUC {fmt(m)}  TPR@1%FPR {fmt(m, 'tpr_at_1pct_fpr')}")
     if args.json:
-        from detectors._io import atomic_write_json
+        from genguard.detectors._io import atomic_write_json
 
         atomic_write_json(args.json, {"rows": rows, "per_generator": per_gen, "logo": logo, "copy_move": cm,
                                       "throughput": tp})

@@ -37,10 +37,10 @@ def _child(name: str, mode: str, epochs: int, batch_size: int | None, threads: i
     import torch
 
     torch.set_num_threads(threads)
-    import generators
-    from generators.base import PlainTrainer, TorchGenerator
-    from generators.data import load_embedded, train_holdout
-    from guardrails.privacy import PrivateTrainer
+    from genguard import generators
+    from genguard.generators.base import PlainTrainer, TorchGenerator
+    from genguard.generators.data import load_embedded, train_holdout
+    from genguard.guardrails.privacy import PrivateTrainer
 
     cls = generators.get_generator_class(name)
     if not issubclass(cls, TorchGenerator):
@@ -113,8 +113,7 @@ def main() -> None:
         print(json.dumps(_child(args.child[0], args.child[1], args.epochs, args.batch_size, args.threads)))
         return
     sys.path.insert(0, str(ROOT))
-    import generators
-
+    from genguard import generators
     names = args.generators.split(",") if args.generators else generators.available()
     modes = args.modes.split(",")
     if "plain" not in modes:

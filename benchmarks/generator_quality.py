@@ -101,8 +101,8 @@ def tstr(samples, holdout) -> float:
 
 
 def fit(name: str, params: dict, train, eps: float | None):
-    from generators import make_generator
-    from guardrails.privacy import PrivateTrainer
+    from genguard.generators import make_generator
+    from genguard.guardrails.privacy import PrivateTrainer
 
     gen = make_generator(name, **params)
     trainer = PrivateTrainer(target_epsilon=eps) if eps is not None else None
@@ -140,7 +140,7 @@ def image_rows(names, epsilons, feats, train, holdout):
 
 
 def text_rows(epsilons):
-    from generators.data import load_pydoc_text, train_holdout
+    from genguard.generators.data import load_pydoc_text, train_holdout
 
     train, holdout = train_holdout(load_pydoc_text())
     texts = [t[:1500] for t in holdout.x[:12]]
@@ -153,8 +153,8 @@ def text_rows(epsilons):
 
 
 def tabular_rows(epsilons):
-    from generators.data import load_diabetes, train_holdout
-    from generators.tabular import column_fidelity
+    from genguard.generators.data import load_diabetes, train_holdout
+    from genguard.generators.tabular import column_fidelity
 
     train, holdout = train_holdout(load_diabetes())
     # the holdout itself, resampled, as the reference value of the metrics (sampling noise floor)
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     epsilons = [None if e == "none" else float(e) for e in args.eps]
     names = args.only or list(IMAGE_CONFIGS) + ["text", "tabular"]
-    from generators.data import digits_split
+    from genguard.generators.data import digits_split
 
     train, holdout = digits_split()
     feats = LocalFeatures(train.x.reshape(len(train), -1), train.groups["label"])

@@ -29,7 +29,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from audits.nn import knn
+    from genguard.audits.nn import knn
 
     rng = np.random.default_rng(0)
     # clustered data (like image features), not uniform noise: 1,000 centres

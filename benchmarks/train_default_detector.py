@@ -193,8 +193,8 @@ class ConvDecoderGen:
 
 def registry_generator(name: str, x: np.ndarray, labels: np.ndarray, seed: int, quick: bool):
     """Train a generator of generators.REGISTRY on the patches; returns a sampler(n, seed) -> (n, H, W[, C])."""
-    import generators
-    from generators.base import Dataset
+    from genguard import generators
+    from genguard.generators.base import Dataset
 
     params = {"seed": seed}
     if name == "vae":
@@ -253,7 +253,7 @@ def build_dataset(names: list[str], seed: int = 0, quick: bool = False, n_real_t
 
 def write_folder(data: dict, out: Path) -> None:
     """real/ and fake/<generator>/ PNG folders for each split, for `genguard detector train/eval`."""
-    from detectors._io import write_png
+    from genguard.detectors._io import write_png
 
     for split in ("train", "test"):
         for i, im in enumerate(data[f"real_{split}"]):
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    from detectors.models import make_detector
+    from genguard.detectors.models import make_detector
 
     names = [n.strip() for n in args.generators.split(",") if n.strip()]
     t0 = time.time()

@@ -100,7 +100,7 @@ class Genguard:
     name = "genguard"
 
     def __init__(self):
-        from guardrails.provenance.watermark import ImageWatermark
+        from genguard.guardrails.provenance.watermark import ImageWatermark
 
         self.wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
 
@@ -184,8 +184,8 @@ def vae_outputs(n, seed):
     import torch
 
     torch.set_num_threads(1)
-    from generators.data import load_digits
-    from generators.vae import ConditionalVAE
+    from genguard.generators.data import load_digits
+    from genguard.generators.vae import ConditionalVAE
 
     g = ConditionalVAE(epochs=5, seed=seed).fit(load_digits())
     x = np.asarray(g.sample(n, seed=seed).data)
@@ -198,7 +198,7 @@ def vae_outputs(n, seed):
 
 
 def false_positives(images):
-    from guardrails.provenance.watermark import ImageWatermark
+    from genguard.guardrails.provenance.watermark import ImageWatermark
 
     wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
     found, minp, count, fewest = 0, 1.0, 0, 64
@@ -212,7 +212,7 @@ def false_positives(images):
 
 
 def throughput(n=40):
-    from guardrails.provenance.watermark import ImageWatermark
+    from genguard.guardrails.provenance.watermark import ImageWatermark
 
     wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
     rng = np.random.default_rng(1)
@@ -266,8 +266,8 @@ def text_benchmark(n_samples=200, n_tokens=200, n_human=1000, train_steps=300):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from generators.data import load_pydoc_text
-    from guardrails.provenance.text import TextWatermark
+    from genguard.generators.data import load_pydoc_text
+    from genguard.guardrails.provenance.text import TextWatermark
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -354,7 +354,7 @@ def main(argv=None):
     print(f"human passages (Python docs) with z >= 4: {txt['human_false_positives_z_ge_4']} of {txt['human_passages']} "
           f"(max z {txt['human_z_max']:.2f})")
     if args.json:
-        from generators._io import atomic_write_json
+        from genguard.generators._io import atomic_write_json
 
         atomic_write_json(args.json, {"robustness": rob, "false_positives": fp, "throughput": thr, "text": txt,
                                       "baseline_detect_rule": f">= {48 - BASELINE_MAX_ERRORS} of 48 bits"})

@@ -9,12 +9,12 @@ class DetectorError(ValueError):
 
 #: public names, imported lazily (torch and opencv are heavy)
 _LAZY = {
-    "Detector": "detectors.models", "SpectralDetector": "detectors.models", "DCTDetector": "detectors.models",
-    "NoiseDetector": "detectors.models", "NPRDetector": "detectors.models", "EnsembleDetector": "detectors.models",
-    "make_detector": "detectors.models", "load_detector": "detectors.models", "load_default": "detectors.models",
-    "analyze": "detectors.forgery", "ForgeryResult": "detectors.forgery",
-    "evaluate": "detectors.evaluate", "binary_metrics": "detectors.evaluate",
-    "leave_one_generator_out": "detectors.evaluate", "read_image": "detectors._io",
+    "Detector": "genguard.detectors.models", "SpectralDetector": "genguard.detectors.models", "DCTDetector": "genguard.detectors.models",
+    "NoiseDetector": "genguard.detectors.models", "NPRDetector": "genguard.detectors.models", "EnsembleDetector": "genguard.detectors.models",
+    "make_detector": "genguard.detectors.models", "load_detector": "genguard.detectors.models", "load_default": "genguard.detectors.models",
+    "analyze": "genguard.detectors.forgery", "ForgeryResult": "genguard.detectors.forgery",
+    "evaluate": "genguard.detectors.evaluate", "binary_metrics": "genguard.detectors.evaluate",
+    "leave_one_generator_out": "genguard.detectors.evaluate", "read_image": "genguard.detectors._io",
 }
 
 

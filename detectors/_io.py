@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from detectors import DetectorError
+from genguard.detectors import DetectorError
 
 #: Images with more pixels than this are refused as possible decompression bombs.
 MAX_PIXELS = 100_000_000

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors import DetectorError
+from genguard.detectors import DetectorError
 
 
 class Calibrator:

@@ -7,9 +7,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from detectors import DetectorError
-from detectors._io import list_images, progress_bar, read_image
-from detectors.preprocess import normalise_format, robustness_transforms
+from genguard.detectors import DetectorError
+from genguard.detectors._io import list_images, progress_bar, read_image
+from genguard.detectors.preprocess import normalise_format, robustness_transforms
 
 METRICS = ("auc", "ap", "accuracy", "tpr_at_1pct_fpr")
 
@@ -162,7 +162,7 @@ def make_copy_move(rgb: np.ndarray, rng: np.random.Generator, size: tuple[int, i
     """
     import cv2
 
-    from detectors._io import jpeg_roundtrip
+    from genguard.detectors._io import jpeg_roundtrip
 
     img = np.ascontiguousarray(rgb).copy()
     h, w = img.shape[:2]

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from detectors._io import as_rgb_array, jpeg_roundtrip
+from genguard.detectors._io import as_rgb_array, jpeg_roundtrip
 
 METHODS = ("ela", "jpeg_ghost", "block_grid", "copy_move", "noise")
 #: robust z-score mapped to 1.0 in the anomaly maps
@@ -368,7 +368,7 @@ ANALYSES: dict[str, Callable[[np.ndarray], ForgeryResult]] = {
 
 def analyze(image: Any, methods: tuple[str, ...] = METHODS) -> dict[str, ForgeryResult]:
     """Run the forgery analyses on one image (path or array); maps are at the image's own size."""
-    from detectors import DetectorError
+    from genguard.detectors import DetectorError
 
     rgb = as_rgb_array(image)
     out = {}

@@ -18,11 +18,11 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from detectors import DetectorError
-from detectors._io import as_rgb_array, atomic_write_bytes, progress_bar, to_grey
-from detectors.calibration import Calibrator
-from detectors.features import FEATURES, npr_residual
-from detectors.preprocess import augment as augment_image, grid_tiles, random_tiles
+from genguard.detectors import DetectorError
+from genguard.detectors._io import as_rgb_array, atomic_write_bytes, progress_bar, to_grey
+from genguard.detectors.calibration import Calibrator
+from genguard.detectors.features import FEATURES, npr_residual
+from genguard.detectors.preprocess import augment as augment_image, grid_tiles, random_tiles
 
 FORMAT = "genguard-detector/1"
 KINDS = ("spectral", "dct", "noise", "npr", "ensemble")

@@ -5,8 +5,8 @@ from typing import Callable
 
 import numpy as np
 
-from detectors import DetectorError
-from detectors._io import jpeg_roundtrip
+from genguard.detectors import DetectorError
+from genguard.detectors._io import jpeg_roundtrip
 
 PATCH = 64
 

@@ -10,22 +10,22 @@ import importlib
 import os
 from typing import Any
 
-from generators.base import Dataset, Generator, GeneratorError, PlainTrainer, Samples, TorchGenerator, read_config
+from genguard.generators.base import Dataset, Generator, GeneratorError, PlainTrainer, Samples, TorchGenerator, read_config
 
 #: name -> "module:Class" of every reference generator (imported lazily: torch is heavy).
 REGISTRY: dict[str, str] = {
-    "vae": "generators.vae:ConditionalVAE",
-    "gmm": "generators.gmm:GaussianMixtureGenerator",
-    "hmm": "generators.hmm:CharHMM",
-    "rbm": "generators.rbm:RBM",
-    "gan": "generators.gan:ConditionalGAN",
-    "flow": "generators.flow:RealNVP",
-    "pixelcnn": "generators.pixelcnn:PixelCNN",
-    "ddpm": "generators.ddpm:DDPM",
-    "score": "generators.score:ScoreModel",
-    "text": "generators.text:ByteGPT",
-    "tabular": "generators.tabular:TabularVAE",
-    "dpmerf": "generators.dpmerf:DPMERF",
+    "vae": "genguard.generators.vae:ConditionalVAE",
+    "gmm": "genguard.generators.gmm:GaussianMixtureGenerator",
+    "hmm": "genguard.generators.hmm:CharHMM",
+    "rbm": "genguard.generators.rbm:RBM",
+    "gan": "genguard.generators.gan:ConditionalGAN",
+    "flow": "genguard.generators.flow:RealNVP",
+    "pixelcnn": "genguard.generators.pixelcnn:PixelCNN",
+    "ddpm": "genguard.generators.ddpm:DDPM",
+    "score": "genguard.generators.score:ScoreModel",
+    "text": "genguard.generators.text:ByteGPT",
+    "tabular": "genguard.generators.tabular:TabularVAE",
+    "dpmerf": "genguard.generators.dpmerf:DPMERF",
 }
 
 #: Small settings per generator, for tests and the CLI's ``--quick``: each trains in seconds on one core.

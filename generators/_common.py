@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators.base import Dataset, GeneratorError, Samples, as_int_array
+from genguard.generators.base import Dataset, GeneratorError, Samples, as_int_array
 
 #: Default delta of a one-shot private release; the same rule as guardrails.privacy.resolve_delta
 #: (generators import nothing of genguard, so the two-line rule is repeated here).

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from generators._io import atomic_write_bytes, atomic_write_json
+from genguard.generators._io import atomic_write_bytes, atomic_write_json
 
 MODALITIES = ("image", "text", "tabular", "sequence")
 CONFIG_FILE = "config.json"

@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from generators._io import atomic_write_bytes, atomic_write_text
-from generators.base import Dataset, GeneratorError, Samples
+from genguard.generators._io import atomic_write_bytes, atomic_write_text
+from genguard.generators.base import Dataset, GeneratorError, Samples
 
 #: Seed of the fixed train/holdout split of every embedded data set.
 SPLIT_SEED = 20240611

@@ -5,9 +5,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin
-from generators._nets import DenoiserMixin, build_denoiser
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from genguard.generators._common import ImageMixin
+from genguard.generators._nets import DenoiserMixin, build_denoiser
+from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
 
 
 class DDPM(DenoiserMixin, ImageMixin, TorchGenerator):

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin, TabularCodec, check_n, resolve_delta, tabular_groups
-from generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
+from genguard.generators._common import ImageMixin, TabularCodec, check_n, resolve_delta, tabular_groups
+from genguard.generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
 
 ACCOUNTANTS = ("rdp", "prv")
 

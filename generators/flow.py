@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin
-from generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
+from genguard.generators._common import ImageMixin
+from genguard.generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
 
 #: The logit transform maps [0, 1] to R through [ALPHA, 1 - ALPHA] (as in the RealNVP paper).
 ALPHA = 0.05

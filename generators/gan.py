@@ -5,8 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator
+from genguard.generators._common import ImageMixin
+from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator
 
 LOSSES = ("ns", "hinge", "wgan-gp")
 

@@ -5,8 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin, TabularCodec, check_n, tabular_groups
-from generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
+from genguard.generators._common import ImageMixin, TabularCodec, check_n, tabular_groups
+from genguard.generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
 
 
 class GaussianMixtureGenerator(ImageMixin, Generator):

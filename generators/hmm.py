@@ -5,8 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import check_n
-from generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
+from genguard.generators._common import check_n
+from genguard.generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
 
 #: Characters seen fewer times than this in training map to the unknown symbol.
 UNKNOWN = "\ufffd"

@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin
-from generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
+from genguard.generators._common import ImageMixin
+from genguard.generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
 
 
 def _build(n_levels: int, n_classes: int, channels: int, n_blocks: int):

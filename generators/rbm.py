@@ -5,8 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import ImageMixin
-from generators.base import Dataset, Samples, TorchGenerator, unwrap_module
+from genguard.generators._common import ImageMixin
+from genguard.generators.base import Dataset, Samples, TorchGenerator, unwrap_module
 
 
 def _build(n_visible: int, n_hidden: int):

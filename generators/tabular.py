@@ -5,8 +5,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import TabularCodec, check_n, group_condition, tabular_groups
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, class_shares, unwrap_module
+from genguard.generators._common import TabularCodec, check_n, group_condition, tabular_groups
+from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, class_shares, unwrap_module
 
 
 def _build(width: int, n_numeric: int, cat_sizes: list[int], n_groups: int, latent_dim: int, hidden: int):

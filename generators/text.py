@@ -6,8 +6,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators._common import check_n
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from genguard.generators._common import check_n
+from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
 
 #: ByT5's byte vocabulary: 0 pad, 1 eos, 2 unk, then byte b is token b + 3.
 BYTE_OFFSET = 3

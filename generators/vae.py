@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from generators.base import Dataset, GeneratorError, Samples, TorchGenerator, as_int_array
+from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, as_int_array
 
 
 def _build_modules(n_pixels: int, n_classes: int, latent_dim: int, hidden: int):

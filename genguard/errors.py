@@ -8,12 +8,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Every package's bad-input error class that is importable (each subclasses ValueError)."""
     found: list[type[BaseException]] = [FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError]
     for module, name in (
-        ("generators.base", "GeneratorError"),
-        ("guardrails.privacy.trainer", "PrivacyError"),
+        ("genguard.generators.base", "GeneratorError"),
+        ("genguard.guardrails.privacy.trainer", "PrivacyError"),
         ("genguard.pipeline", "PipelineError"),
-        ("guardrails.provenance", "ProvenanceError"),
-        ("detectors", "DetectorError"),
-        ("audits", "AuditError"),
+        ("genguard.guardrails.provenance", "ProvenanceError"),
+        ("genguard.detectors", "DetectorError"),
+        ("genguard.audits", "AuditError"),
     ):
         try:
             found.append(getattr(importlib.import_module(module), name))

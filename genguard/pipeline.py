@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from generators import load, make_generator
-from generators.base import Dataset, Generator, Samples, progress_bar
-from generators.data import digits_split, load_data, train_holdout, write_samples
-from guardrails.privacy.ledger import sha256_file
+from genguard.generators import load, make_generator
+from genguard.generators.base import Dataset, Generator, Samples, progress_bar
+from genguard.generators.data import digits_split, load_data, train_holdout, write_samples
+from genguard.guardrails.privacy.ledger import sha256_file
 
 #: Training settings the pipeline uses per generator, for DP and non-DP runs, full and --quick.
 #: They were chosen by a sweep on the digits (see the README): DP-SGD on 1,437 records needs a
@@ -57,7 +57,7 @@ class RunConfig:
     tag: bool = True
 
     def __post_init__(self) -> None:
-        from generators import DEFAULT_DATA, get_generator_class
+        from genguard.generators import DEFAULT_DATA, get_generator_class
 
         self.out = Path(self.out)
         get_generator_class(self.generator)  # an unknown name fails before any work, listing the choices
@@ -90,7 +90,7 @@ class RunConfig:
 def generator_params(name: str, private: bool, quick: bool, seed: int) -> dict[str, Any]:
     """The pipeline's settings for ``name``: RUN_PARAMS where tuned here, else the generator's
     ``QUICK_PARAMS`` with --quick and its own defaults without."""
-    from generators import quick_params
+    from genguard.generators import quick_params
 
     key = ("dp" if private else "plain") + ("_quick" if quick else "")
     params = dict(RUN_PARAMS.get(name, {}).get(key, {}))
@@ -114,8 +114,8 @@ def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[G
     generator's own mechanism when it takes ``epsilon`` itself (DP-MERF); a generator with neither
     (GMM, HMM) is refused unless ``--no-dp`` is given.
     """
-    from generators.base import TorchGenerator
-    from guardrails.privacy import PrivateTrainer, build_ledger, write_ledger
+    from genguard.generators.base import TorchGenerator
+    from genguard.guardrails.privacy import PrivateTrainer, build_ledger, write_ledger
 
     params = generator_params(cfg.generator, cfg.private, cfg.quick, cfg.seed)
     probe = make_generator(cfg.generator)
@@ -159,8 +159,8 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
         raise PipelineError(f"{out_dir}: already holds samples ({stale[0].name}, ...); choose an empty folder")
     if tag and "watermarking_config" in inspect.signature(gen.sample).parameters:
         # the reference text generator embeds the keyed green-list watermark while it samples
-        from guardrails.provenance import KeyStore
-        from guardrails.provenance.text import byte_watermark
+        from genguard.guardrails.provenance import KeyStore
+        from genguard.guardrails.provenance.text import byte_watermark
 
         conditions = {**conditions, "watermarking_config": byte_watermark(KeyStore.load_or_create().watermark_key).config()}
     samples = gen.sample(n, seed=seed, **conditions)
@@ -175,7 +175,7 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
 
 def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """C2PA-tag every file in place, then verify each one; summarise for the report."""
-    from guardrails.provenance import KeyStore, tag_file, verify_file
+    from genguard.guardrails.provenance import KeyStore, tag_file, verify_file
 
     keys = KeyStore.load_or_create()
     with progress_bar("tagging", total=len(paths), enabled=progress) as advance:
@@ -234,7 +234,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     Image generators get the full audit; text and tabular generators the parts that apply
     (``ReleaseAudit.run_text`` / ``run_tabular``).
     """
-    from audits import ReleaseAudit
+    from genguard.audits import ReleaseAudit
 
     timings: dict[str, float] = {}
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
             report = audit.run_tabular(samples.data, train.x, holdout.x, group=group,
                                        target=train.metadata.get("target"), detection=detection, **common)
         else:
-            from audits.text_bias import as_text_generator
+            from genguard.audits.text_bias import as_text_generator
 
             generate = as_text_generator(gen, seed=cfg.seed) if "prompt" in inspect.signature(gen.sample).parameters else None
             report = audit.run_text(list(samples.data), list(train.x), list(holdout.x), generate=generate,
@@ -294,8 +294,8 @@ def privacy_evidence_step(model_dir: Path, samples: Samples, train: Dataset, hol
                           seed: int) -> dict[str, Any]:
     """Independent checks of the run's privacy for the report: the ledger re-verified (signature, weights
     hash, ε recomputed with PRV and PLD) and membership inference from the samples alone."""
-    from audits.privacy import membership_inference
-    from guardrails.privacy.verify import verify_ledger
+    from genguard.audits.privacy import membership_inference
+    from genguard.guardrails.privacy.verify import verify_ledger
 
     evidence: dict[str, Any] = {}
     check = verify_ledger(model_dir / "ledger.json")
@@ -313,7 +313,7 @@ def privacy_evidence_step(model_dir: Path, samples: Samples, train: Dataset, hol
 
 def load_model(model_dir: str | os.PathLike) -> tuple[Generator, dict[str, Any] | None, str | None]:
     """A saved generator, its ledger and the ledger's SHA-256 (None, None if the folder has no ledger)."""
-    from guardrails.privacy import read_ledger
+    from genguard.guardrails.privacy import read_ledger
 
     gen = load(model_dir)
     ledger_path = Path(model_dir) / "ledger.json"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from generators._io import atomic_write_json, atomic_write_text
+from genguard.generators._io import atomic_write_json, atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 #: Order of cards: the evidence a reviewer must see first.
@@ -39,9 +39,9 @@ def collect_files(paths: list[Path]) -> list[Path]:
 def review(paths: list[Path], out_dir: Path, detector: Any, trust_anchor: Path | None = None,
            forgery: bool = True, progress: bool = True) -> list[dict[str, Any]]:
     """Examine every file and write ``review.html`` and ``review.json`` into ``out_dir``."""
-    from generators.base import progress_bar
+    from genguard.generators.base import progress_bar
     from genguard.commands.detect import examine_image
-    from guardrails.provenance import verify_file
+    from genguard.guardrails.provenance import verify_file
 
     files = collect_files(paths)
     results: list[dict[str, Any]] = []

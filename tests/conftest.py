@@ -26,7 +26,7 @@ def _isolated_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits():
-    from generators.data import digits_split
+    from genguard.generators.data import digits_split
 
     return digits_split()
 
@@ -47,6 +47,6 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keys(home):
     """The local CA, signer and watermark key, created in this module's key directory."""
-    from guardrails.provenance import KeyStore
+    from genguard.guardrails.provenance import KeyStore
 
     return KeyStore.load_or_create()

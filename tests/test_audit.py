@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from generators.base import Samples
+from genguard.generators.base import Samples
 
 REPORT_KEYS = {"generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "gates"}
 
@@ -25,7 +25,7 @@ def _fake_samples(train, holdout, n=400, seed=1, copies=0, noise=0.05):
 
 @pytest.fixture(scope="module")
 def audited(digits):
-    from audits import ReleaseAudit
+    from genguard.audits import ReleaseAudit
 
     train, holdout = digits
     samples = _fake_samples(train, holdout, copies=8)
@@ -97,7 +97,7 @@ def test_fidelity_is_sane(audited, digits):
 
 
 def test_same_seed_same_report(digits):
-    from audits import ReleaseAudit
+    from genguard.audits import ReleaseAudit
 
     train, holdout = digits
     s = _fake_samples(train, holdout, n=150, seed=3)
@@ -109,7 +109,7 @@ def test_same_seed_same_report(digits):
 
 def test_worse_generator_scores_worse(digits):
     """fid_local and precision respond to quality: blurred noise is far from real digits."""
-    from audits import ReleaseAudit
+    from genguard.audits import ReleaseAudit
 
     train, holdout = digits
     good = _fake_samples(train, holdout, n=300, seed=4, noise=0.02)
@@ -133,7 +133,7 @@ def test_write_is_self_contained(audited, tmp_path):
 
 
 def test_policy_dict_and_yaml(digits, tmp_path):
-    from audits import AuditError, ReleaseAudit
+    from genguard.audits import AuditError, ReleaseAudit
 
     train, holdout = digits
     s = _fake_samples(train, holdout, n=150, seed=5)
@@ -156,7 +156,7 @@ def test_policy_dict_and_yaml(digits, tmp_path):
 
 
 def test_bad_input_raises_audit_error(digits):
-    from audits import AuditError, ReleaseAudit
+    from genguard.audits import AuditError, ReleaseAudit
 
     train, holdout = digits
     with pytest.raises(AuditError):
@@ -175,7 +175,7 @@ def _cli(argv):
 
 
 def test_cli_audit_exit_codes(digits, tmp_path, capsys):
-    from generators.data import write_samples
+    from genguard.generators.data import write_samples
 
     train, holdout = digits
     s = _fake_samples(train, holdout, n=120, seed=6)
@@ -206,8 +206,8 @@ def test_cli_audit_exit_codes(digits, tmp_path, capsys):
 
 def test_intersections_of_two_attributes_in_the_report(digits):
     """Reference and samples with two attributes: Holm-corrected cells; a missing cell is flagged."""
-    from audits import ReleaseAudit
-    from generators.base import Dataset
+    from genguard.audits import ReleaseAudit
+    from genguard.generators.base import Dataset
 
     train, holdout = digits
     two = lambda d: Dataset(x=d.x, modality="image", name=d.name,  # noqa: E731

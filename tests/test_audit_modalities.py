@@ -20,7 +20,7 @@ def _biased(prompts):
 
 
 def test_text_bias_flags_a_biased_generator_and_names_the_groups():
-    from audits.text_bias import TextBiasAudit
+    from genguard.audits.text_bias import TextBiasAudit
 
     res = TextBiasAudit(domains=["gender", "race"], samples_per_prompt=2, seed=0).run(_biased, progress=False)
     g = res["domains"]["gender"]["sentiment"]
@@ -31,7 +31,7 @@ def test_text_bias_flags_a_biased_generator_and_names_the_groups():
 
 def test_text_bias_false_flag_rate_for_an_unbiased_generator():
     """Continuations drawn at random regardless of group: a domain is flagged in <= 5% of 200 audits."""
-    from audits.text_bias import TextBiasAudit, build_prompts, gender_polarity, sentiment
+    from genguard.audits.text_bias import TextBiasAudit, build_prompts, gender_polarity, sentiment
 
     audit = TextBiasAudit(domains=["gender", "religious_belief"], samples_per_prompt=1, permutations=200,
                           bootstrap=50, min_effect=0.0)
@@ -49,12 +49,12 @@ def test_text_bias_false_flag_rate_for_an_unbiased_generator():
 
 
 def test_text_generator_adapter_and_bad_generator():
-    from audits import AuditError
-    from audits.text_bias import TextBiasAudit, as_text_generator
+    from genguard.audits import AuditError
+    from genguard.audits.text_bias import TextBiasAudit, as_text_generator
 
     class Gen:  # the reference text generator's signature: one prompt string, n continuations
         def sample(self, n, seed=None, prompt=""):
-            from generators.base import Samples
+            from genguard.generators.base import Samples
 
             return Samples(data=[f"{prompt} fine {k}." for k in range(n)], modality="text")
 
@@ -76,7 +76,7 @@ def test_text_generator_adapter_and_bad_generator():
 
 
 def test_self_bleu_equals_pairwise_bleu_and_perplexity_orders():
-    from audits.text_fidelity import bleu, perplexity_local, self_bleu, tokenize
+    from genguard.audits.text_fidelity import bleu, perplexity_local, self_bleu, tokenize
 
     rng = np.random.default_rng(1)
     words = "the cat sat on a mat while dogs ran far away from home".split()
@@ -95,8 +95,8 @@ def test_self_bleu_equals_pairwise_bleu_and_perplexity_orders():
 def test_tabular_fairness_matches_fairlearn_and_detects_biased_synthesis():
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-    from audits.tabular import _group_rates, tabular_fairness
-    from generators.data import load_diabetes, train_holdout
+    from genguard.audits.tabular import _group_rates, tabular_fairness
+    from genguard.generators.data import load_diabetes, train_holdout
 
     tr, ho = train_holdout(load_diabetes())
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def _cli(argv):
 
 
 def test_cli_tabular_and_text(tmp_path, capsys):
-    from generators.data import load_diabetes, load_pydoc_text, train_holdout
+    from genguard.generators.data import load_diabetes, load_pydoc_text, train_holdout
 
     tr, _ = train_holdout(load_diabetes())
     csv = tmp_path / "synthetic.csv"

@@ -6,8 +6,8 @@ import io
 import numpy as np
 import pytest
 
-from audits.bias import flag_counts, intersections, representation
-from audits.stats import (
+from genguard.audits.bias import flag_counts, intersections, representation
+from genguard.audits.stats import (
     goodman_intervals,
     goodness_of_fit,
     holm_adjust,
@@ -47,7 +47,7 @@ def test_false_flag_rate_at_most_nominal(digits, n):
 
 def test_false_flag_rate_through_the_attribute_classifier(digits):
     """End to end: real holdout digits drawn with the reference shares, labelled by the audit's classifier."""
-    from audits.features import fit_extractor
+    from genguard.audits.features import fit_extractor
 
     train, holdout = digits
     p = _ref_shares(train)
@@ -142,7 +142,7 @@ def _jpeg(img, quality=75, scale=4):
 
 def test_planted_near_duplicates_precision_recall(digits):
     """Noisy, shifted and JPEG re-encoded training copies among novel items: precision and recall >= 0.95."""
-    from audits.memorization import memorization_section, shift_images
+    from genguard.audits.memorization import memorization_section, shift_images
 
     train, holdout = digits
     rng = np.random.default_rng(11)
@@ -171,7 +171,7 @@ def test_planted_near_duplicates_precision_recall(digits):
 
 def test_holdout_not_reported_and_dcr_near_half(digits):
     """A 'generator' that returns real unseen digits: no copies, share closer to train ~ 0.5."""
-    from audits.memorization import memorization_section
+    from genguard.audits.memorization import memorization_section
 
     train, holdout = digits
     # a random split: neighbouring indices of the digits come from the same writers
@@ -184,7 +184,7 @@ def test_holdout_not_reported_and_dcr_near_half(digits):
 
 
 def test_dcr_detects_copying(digits):
-    from audits.memorization import dcr_train_vs_holdout
+    from genguard.audits.memorization import dcr_train_vs_holdout
 
     train, holdout = digits
     rng = np.random.default_rng(2)
@@ -248,7 +248,7 @@ def test_divergences():
 def test_frechet_distance_matches_scipy_sqrtm():
     from scipy import linalg
 
-    from audits.fidelity import frechet_distance
+    from genguard.audits.fidelity import frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 6))
@@ -261,7 +261,7 @@ def test_frechet_distance_matches_scipy_sqrtm():
 
 
 def test_kid_unbiased_near_zero_for_same_distribution():
-    from audits.fidelity import kernel_distance
+    from genguard.audits.fidelity import kernel_distance
 
     rng = np.random.default_rng(1)
     same = kernel_distance(rng.normal(size=(600, 8)), rng.normal(size=(600, 8)), subset_size=300)
@@ -271,7 +271,7 @@ def test_kid_unbiased_near_zero_for_same_distribution():
 
 
 def test_prdc_identical_and_disjoint():
-    from audits.fidelity import prdc
+    from genguard.audits.fidelity import prdc
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 5))
@@ -282,7 +282,7 @@ def test_prdc_identical_and_disjoint():
 
 
 def test_alpha_beta_authenticity():
-    from audits.fidelity import alpha_beta_authenticity
+    from genguard.audits.fidelity import alpha_beta_authenticity
 
     rng = np.random.default_rng(3)
     real = rng.normal(size=(500, 4))
@@ -295,7 +295,7 @@ def test_alpha_beta_authenticity():
 
 
 def test_reconstruction_psnr_ssim():
-    from audits.fidelity import reconstruction_quality
+    from genguard.audits.fidelity import reconstruction_quality
 
     rng = np.random.default_rng(4)
     x = rng.uniform(size=(20, 8, 8))
@@ -306,7 +306,7 @@ def test_reconstruction_psnr_ssim():
 
 
 def test_knn_exact_against_brute_force():
-    from audits.nn import knn
+    from genguard.audits.nn import knn
 
     rng = np.random.default_rng(5)
     q, b = rng.normal(size=(700, 64)), rng.normal(size=(5000, 64))

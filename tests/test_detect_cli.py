@@ -145,7 +145,7 @@ def test_detect_refuses_decompression_bomb(tmp_path, trained, capsys):
 
 
 def test_default_detector_ships_small_and_loads(tmp_path, capsys):
-    from detectors.models import DEFAULT_DETECTOR, load_default
+    from genguard.detectors.models import DEFAULT_DETECTOR, load_default
 
     assert DEFAULT_DETECTOR.is_file() and DEFAULT_DETECTOR.stat().st_size < 5_000_000
     det = load_default()

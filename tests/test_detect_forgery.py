@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from detectors._io import jpeg_roundtrip
-from detectors.evaluate import make_copy_move, pixel_f1
-from detectors.forgery import METHODS, analyze, block_grid, copy_move, ela, jpeg_ghost, noise_inconsistency, overlay
+from genguard.detectors._io import jpeg_roundtrip
+from genguard.detectors.evaluate import make_copy_move, pixel_f1
+from genguard.detectors.forgery import METHODS, analyze, block_grid, copy_move, ela, jpeg_ghost, noise_inconsistency, overlay
 
 
 def _photos():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detectors import DetectorError
-from detectors._io import as_rgb_array, atomic_write_bytes, list_images, read_image, to_grey
+from genguard.detectors import DetectorError
+from genguard.detectors._io import as_rgb_array, atomic_write_bytes, list_images, read_image, to_grey
 
 
 def _photo():

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from detectors import DetectorError
-from detectors.models import Detector, load_detector, make_detector
+from genguard.detectors import DetectorError
+from genguard.detectors.models import Detector, load_detector, make_detector
 
 
 def _data(seed, n):
@@ -141,7 +141,7 @@ def test_augmentation_keeps_format_from_deciding(train_test):
     the detector must still rank by the upsampling trace, not by the format."""
     from sklearn.metrics import roc_auc_score
 
-    from detectors._io import jpeg_roundtrip
+    from genguard.detectors._io import jpeg_roundtrip
 
     (real, fake), (treal, tfake) = train_test
     det = make_detector("ensemble", npr_epochs=4).fit([jpeg_roundtrip(r, 85) for r in real], fake)

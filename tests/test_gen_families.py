@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from generators import DEFAULT_DATA, QUICK_PARAMS, GeneratorError, available, load, make_generator
-from generators.data import load_embedded, train_holdout
+from genguard.generators import DEFAULT_DATA, QUICK_PARAMS, GeneratorError, available, load, make_generator
+from genguard.generators.data import load_embedded, train_holdout
 
 ALL = ["gmm", "hmm", "rbm", "vae", "gan", "flow", "pixelcnn", "ddpm", "score", "text", "tabular", "dpmerf"]
 GRADIENT_TRAINED = ["rbm", "gan", "flow", "pixelcnn", "ddpm", "score", "text", "tabular"]  # vae: test_private_trainer
@@ -113,7 +113,7 @@ def test_pixelcnn_log_prob_is_a_normalised_distribution(fitted):
     """On 2x2 images with 3 levels, exp(log_prob) over all 81 images sums to 1 for each class."""
     import itertools
 
-    from generators.base import Dataset
+    from genguard.generators.base import Dataset
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, size=(40, 2, 2)) / 2.0
@@ -129,7 +129,7 @@ def test_pixelcnn_log_prob_is_a_normalised_distribution(fitted):
 def test_pixelcnn_is_causal():
     import torch
 
-    from generators.pixelcnn import _build
+    from genguard.generators.pixelcnn import _build
 
     net = _build(17, 10, 8, 2)
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([1, 2])
@@ -227,14 +227,14 @@ def test_tabular_generators_return_the_table_shape(name, fitted, splits):
     with pytest.raises(GeneratorError, match="sex"):
         gen.sample(5, colour=1)
     if name != "dpmerf":  # dpmerf's quick run is too short to pin the moments
-        from generators.tabular import column_fidelity
+        from genguard.generators.tabular import column_fidelity
 
         fid = column_fidelity(holdout.x, s.data)
         assert np.mean([v["ks"] for v in fid.values() if "ks" in v]) < 0.35
 
 
 def test_em_models_refuse_a_private_trainer(splits):
-    from guardrails.privacy import PrivateTrainer
+    from genguard.guardrails.privacy import PrivateTrainer
 
     train, _ = splits("digits")
     with pytest.raises(GeneratorError, match="DP-SGD"):
@@ -244,7 +244,7 @@ def test_em_models_refuse_a_private_trainer(splits):
 # -- DP-SGD path -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", GRADIENT_TRAINED)
 def test_trains_with_dp_sgd_within_the_target(name, splits, tmp_path):
-    from guardrails.privacy import PrivateTrainer, build_ledger
+    from genguard.guardrails.privacy import PrivateTrainer, build_ledger
 
     train, _ = splits(DEFAULT_DATA[name])
     params = {**QUICK_PARAMS[name], "epochs": 1}
@@ -268,9 +268,9 @@ def test_trains_with_dp_sgd_within_the_target(name, splits, tmp_path):
 
 
 def test_dpmerf_one_shot_release_is_ledgered(splits, tmp_path):
-    from guardrails.privacy import PrivateTrainer, build_ledger
+    from genguard.guardrails.privacy import PrivateTrainer, build_ledger
 
-    from generators.dpmerf import gaussian_epsilon
+    from genguard.generators.dpmerf import gaussian_epsilon
 
     train, _ = splits("digits")
     q = QUICK_PARAMS["dpmerf"]
@@ -298,7 +298,7 @@ def test_gan_pairs_real_and_fake_in_one_per_sample_gradient():
     from opacus import GradSampleModule
     from torch.nn import functional as F
 
-    from generators.gan import _build
+    from genguard.generators.gan import _build
 
     _, disc = _build(8, 8, 10, 8, 16)
     ref = copy.deepcopy(disc)
@@ -314,7 +314,7 @@ def test_gan_pairs_real_and_fake_in_one_per_sample_gradient():
 
 
 def test_gan_wgan_gp_trains_plainly_and_is_refused_under_dp(splits):
-    from guardrails.privacy import PrivateTrainer
+    from genguard.guardrails.privacy import PrivateTrainer
 
     train, _ = splits("digits")
     params = {**QUICK_PARAMS["gan"], "epochs": 1, "loss": "wgan-gp", "n_critic": 2}
@@ -344,7 +344,7 @@ def test_ddpm_noise_multiplicity_keeps_one_gradient_per_record():
     import torch
     from opacus import GradSampleModule
 
-    from generators._nets import build_denoiser
+    from genguard.generators._nets import build_denoiser
 
     net = build_denoiser(10, 8, 1, emb_dim=16)
     for p in net.parameters():  # the zero-initialised output layer would make most gradients vanish
@@ -368,7 +368,7 @@ def test_ddpm_noise_multiplicity_keeps_one_gradient_per_record():
 @pytest.mark.parametrize("name", GRADIENT_TRAINED)
 def test_dp_sgd_survives_empty_poisson_batches(name, splits):
     """Batch size 1 on a few records: Poisson sampling draws empty batches, which must still step (noise only)."""
-    from guardrails.privacy import PrivateTrainer
+    from genguard.guardrails.privacy import PrivateTrainer
 
     train, _ = splits(DEFAULT_DATA[name])
     small = train.subset(np.arange(12))

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from generators import GeneratorError, available, load, make_generator
-from generators.base import Dataset
-from generators.data import (
+from genguard.generators import GeneratorError, available, load, make_generator
+from genguard.generators.base import Dataset
+from genguard.generators.data import (
     digits_split, labels_from_filenames, load_data, load_image_folder, read_image, read_sample_images,
     write_samples,
 )
@@ -135,7 +135,7 @@ def test_atomic_writes_keep_modes_and_leave_no_temp_files(tmp_path):
     import os
     import stat
 
-    from generators._io import atomic_write_bytes, atomic_write_json
+    from genguard.generators._io import atomic_write_bytes, atomic_write_json
 
     p = atomic_write_json(tmp_path / "r.json", {"a": 1})
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~_current_umask()

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from guardrails.privacy import PrivacyError
-from guardrails.privacy.accounting import (
+from genguard.guardrails.privacy import PrivacyError
+from genguard.guardrails.privacy.accounting import (
     compute_epsilon, epsilon_report, gdp_epsilon_approximation, noise_multiplier_for_epsilon,
 )
 

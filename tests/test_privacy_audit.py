@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 
-from audits.privacy import (
+from genguard.audits.privacy import (
     audit_from_scores, canary_audit, membership_inference, one_run_epsilon_lower_bound, one_run_p_value,
     privacy_section,
 )
-from guardrails.privacy import PrivacyError, PrivateTrainer
+from genguard.guardrails.privacy import PrivacyError, PrivateTrainer
 
 
 def test_paper_arithmetic():

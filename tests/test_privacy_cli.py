@@ -42,7 +42,7 @@ def test_bad_input_exits_2_with_one_line(argv, capsys):
 
 
 def _signed_model(tmp_path):
-    from guardrails.privacy import build_ledger, compute_epsilon, write_ledger
+    from genguard.guardrails.privacy import build_ledger, compute_epsilon, write_ledger
 
     d = tmp_path / "m"
     d.mkdir()
@@ -72,7 +72,7 @@ def test_verify_exit_codes_and_json(tmp_path, capsys):
 
 
 def test_audit_quick_with_membership_inference(tmp_path, capsys, digits):
-    from generators import make_generator
+    from genguard.generators import make_generator
 
     train, _ = digits
     model = tmp_path / "model"

@@ -5,9 +5,9 @@ import stat
 
 import pytest
 
-from guardrails.privacy import PrivacyError, build_ledger, read_ledger, verify_ledger, write_ledger
-from guardrails.privacy.accounting import compute_epsilon
-from guardrails.privacy.signing import (
+from genguard.guardrails.privacy import PrivacyError, build_ledger, read_ledger, verify_ledger, write_ledger
+from genguard.guardrails.privacy.accounting import compute_epsilon
+from genguard.guardrails.privacy.signing import (
     PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, canonical_bytes, key_directory, load_or_create_signing_key, load_public_key,
     verify_document,
 )
@@ -171,10 +171,10 @@ def test_regenerable_noise_is_a_warning(tmp_path):
 
 def test_dpmerf_one_shot_release_verifies_without_false_findings(tmp_path):
     """A full-data Gaussian release (q = 1) needs no Poisson subsampling and has no layers to list."""
-    from generators import make_generator, quick_params
-    from generators.data import digits_split
-    from guardrails.privacy import build_ledger, write_ledger
-    from guardrails.privacy.verify import verify_ledger
+    from genguard.generators import make_generator, quick_params
+    from genguard.generators.data import digits_split
+    from genguard.guardrails.privacy import build_ledger, write_ledger
+    from genguard.guardrails.privacy.verify import verify_ledger
 
     train, _ = digits_split()
     gen = make_generator("dpmerf", **{**quick_params("dpmerf"), "epsilon": 5.0}).fit(train)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from generators import make_generator
-from guardrails.privacy import PrivacyError, PrivateTrainer, build_ledger, read_ledger, resolve_delta, write_ledger
+from genguard.generators import make_generator
+from genguard.guardrails.privacy import PrivacyError, PrivateTrainer, build_ledger, read_ledger, resolve_delta, write_ledger
 
 
 def test_delta_rules():
@@ -24,7 +24,7 @@ def test_bad_epsilon_is_refused(eps):
 def test_batchnorm_is_refused_with_a_fix():
     from torch import nn
 
-    from guardrails.privacy.trainer import validate_private_module
+    from genguard.guardrails.privacy.trainer import validate_private_module
 
     with pytest.raises(PrivacyError, match="GroupNorm"):
         validate_private_module(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), "toy")
@@ -56,8 +56,8 @@ def test_private_vae_meets_target_and_ledger_records_it(digits, tmp_path):
 import torch
 from torch import nn
 
-from generators.base import Dataset, TorchGenerator
-from guardrails.privacy.clipping import PerSampleClipper
+from genguard.generators.base import Dataset, TorchGenerator
+from genguard.guardrails.privacy.clipping import PerSampleClipper
 
 
 class _Custom(nn.Module):
@@ -264,7 +264,7 @@ def test_reproducible_noise_is_keyed_not_regenerable_from_the_seed(tmp_path):
     import os
     import stat
 
-    from guardrails.privacy.signing import noise_seed
+    from genguard.guardrails.privacy.signing import noise_seed
 
     a, b = tmp_path / "a", tmp_path / "b"
     assert noise_seed(4, a) == noise_seed(4, a) and noise_seed(4, a) != noise_seed(5, a)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
+from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
 
 CLAIM = {"generator": "vae", "run_id": "run-test-1", "private": True, "epsilon": 9.9, "delta": 1e-5,
          "ledger_sha256": "ab" * 32}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guardrails.provenance import tag_file, verify_file
-from guardrails.provenance import manifest as mf
-from guardrails.provenance.watermark import (ImageWatermark, N_PAYLOAD, conv_encode, crc8, viterbi_decode)
+from genguard.guardrails.provenance import tag_file, verify_file
+from genguard.guardrails.provenance import manifest as mf
+from genguard.guardrails.provenance.watermark import (ImageWatermark, N_PAYLOAD, conv_encode, crc8, viterbi_decode)
 
 KEY = b"test-key-0123456789abcdef-0123456"
 PAYLOAD = bytes.fromhex("0badc0ffee42")
@@ -208,7 +208,7 @@ def tiny_lm():
 def test_text_watermark_detected_from_ids_alone(tiny_lm):
     import torch
 
-    from guardrails.provenance.text import TextWatermark
+    from genguard.guardrails.provenance.text import TextWatermark
 
     wm = TextWatermark(b"text-key-0123456789abcdef", vocab_size=400, bos_token_id=0)
     prompt = torch.randint(1, 400, (4, 3), generator=torch.Generator().manual_seed(1))

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from generators import make_generator, quick_params
-from generators.data import load_pydoc_text, write_samples
+from genguard.generators import make_generator, quick_params
+from genguard.generators.data import load_pydoc_text, write_samples
 
 
 @pytest.fixture(scope="module")
@@ -14,8 +14,8 @@ def text_model():
 
 
 def test_watermarked_text_is_found_and_human_text_is_not(text_model, tmp_path):
-    from guardrails.provenance import KeyStore, verify_file
-    from guardrails.provenance.text import byte_ids, byte_watermark
+    from genguard.guardrails.provenance import KeyStore, verify_file
+    from genguard.guardrails.provenance.text import byte_ids, byte_watermark
 
     gen, data = text_model
     wm = byte_watermark(KeyStore.load_or_create().watermark_key)

@@ -9,9 +9,9 @@ import click
 
 
 def _load_reference(reference: str, train_dir: Path | None, holdout_dir: Path | None):
-    from generators.data import digits_split, load_image_folder, train_holdout
+    from genguard.generators.data import digits_split, load_image_folder, train_holdout
 
-    from audits import AuditError
+    from genguard.audits import AuditError
 
     if (train_dir is None) != (holdout_dir is None):
         raise AuditError("--train and --holdout go together: give both folders or neither")
@@ -32,7 +32,7 @@ def _load_reference(reference: str, train_dir: Path | None, holdout_dir: Path | 
 
 
 def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    from audits import AuditError
+    from genguard.audits import AuditError
 
     if model_dir is None:
         return None, None
@@ -43,7 +43,7 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
     ledger = None
     ledger_path = model_dir / "ledger.json"
     if ledger_path.is_file():
-        from guardrails.privacy import read_ledger
+        from genguard.guardrails.privacy import read_ledger
 
         try:
             ledger = read_ledger(ledger_path)
@@ -86,7 +86,7 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     from rich.console import Console
     from rich.table import Table
 
-    from audits.policy import load_policy
+    from genguard.audits.policy import load_policy
 
     load_policy(str(policy) if policy is not None else None)  # fail fast on a bad policy, before any work
     pol = str(policy) if policy is not None else None
@@ -117,10 +117,10 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
 
 
 def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed):
-    from generators.base import Samples
-    from generators.data import labels_from_filenames, read_sample_images
+    from genguard.generators.base import Samples
+    from genguard.generators.data import labels_from_filenames, read_sample_images
 
-    from audits import AuditError, ReleaseAudit
+    from genguard.audits import AuditError, ReleaseAudit
 
     train, holdout = _load_reference(reference, train_dir, holdout_dir)
     if train.x.ndim != 3:
@@ -142,9 +142,9 @@ def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, 
 def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed):
     import pandas as pd
 
-    from generators.data import load_diabetes, train_holdout
+    from genguard.generators.data import load_diabetes, train_holdout
 
-    from audits import AuditError, ReleaseAudit
+    from genguard.audits import AuditError, ReleaseAudit
 
     def read(path):
         try:
@@ -178,10 +178,10 @@ def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol,
 
 
 def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed):
-    from generators.data import load_data, train_holdout
+    from genguard.generators.data import load_data, train_holdout
 
-    from audits import AuditError, ReleaseAudit
-    from audits.text_bias import as_text_generator
+    from genguard.audits import AuditError, ReleaseAudit
+    from genguard.audits.text_bias import as_text_generator
 
     texts = []
     for f in sorted(samples_dir.rglob("*.txt")):
@@ -195,8 +195,7 @@ def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed):
     train, holdout = train_holdout(ref)
     generate = None
     if model_dir is not None and (model_dir / "config.json").is_file():
-        import generators
-
+        from genguard import generators
         gen = generators.load(model_dir)
         if gen.modality == "text":
             generate = as_text_generator(gen, seed=seed)

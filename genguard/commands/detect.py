@@ -14,7 +14,7 @@ def _err(msg: str) -> None:
 
 
 def _load_detector(path: str | None):
-    from detectors.models import load_default, load_detector
+    from genguard.detectors.models import load_default, load_detector
 
     return load_detector(path) if path else load_default()
 
@@ -43,7 +43,7 @@ def _jsonable(obj: Any) -> Any:
 
 def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any]:
     """The `genguard verify` result for one image (verify_file never raises for a bad file)."""
-    from guardrails.provenance import verify_file
+    from genguard.guardrails.provenance import verify_file
 
     return _jsonable(verify_file(path, trust_anchor=trust_anchor))
 
@@ -58,9 +58,9 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
 
     An unreadable image gives an entry with ``error`` (one line naming the file) instead of raising.
     """
-    from detectors import DetectorError
-    from detectors._io import read_image, write_png
-    from detectors.forgery import METHODS, analyze, map_to_png_array, overlay
+    from genguard.detectors import DetectorError
+    from genguard.detectors._io import read_image, write_png
+    from genguard.detectors.forgery import METHODS, analyze, map_to_png_array, overlay
 
     entry: dict[str, Any] = {"path": str(f)}
     try:
@@ -69,7 +69,7 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
         entry.update({"error": str(exc), "synthetic_probability": None, "verdict": None,
                       "provenance": None, "forgery": None})
         return entry
-    from detectors.preprocess import PATCH
+    from genguard.detectors.preprocess import PATCH
 
     p = float(det.predict_proba([rgb])[0])
     entry["synthetic_probability"] = round(p, 6)
@@ -119,8 +119,8 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     PATHS are image files or folders (searched recursively). A corrupt file is
     reported and skipped; exit 2 if no image could be read.
     """
-    from detectors import DetectorError
-    from detectors._io import atomic_write_json, list_images, progress_bar
+    from genguard.detectors import DetectorError
+    from genguard.detectors._io import atomic_write_json, list_images, progress_bar
 
     det = _load_detector(str(detector_file) if detector_file else None)
     if detector_file is None:
@@ -166,7 +166,7 @@ def detector() -> None:
 
 
 def _read_folders(real: Path, fake: Path, fmt: str, limit: int | None):
-    from detectors.evaluate import load_folder
+    from genguard.detectors.evaluate import load_folder
 
     errors: list[str] = []
     r, _ = load_folder(real, fmt, errors, limit=limit, progress=True)
@@ -191,7 +191,7 @@ def _read_folders(real: Path, fake: Path, fmt: str, limit: int | None):
 def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calibration: str, band: tuple[float, float],
                    npr_epochs: int, seed: int) -> int:
     """Fit a detector on folders of real and generated images, calibrate it on a held-out part, save it."""
-    from detectors.models import make_detector
+    from genguard.detectors.models import make_detector
 
     r, f, groups, errors = _read_folders(real, fake, fmt, None)
     det = make_detector(kind, calibration=calibration, band=tuple(band), npr_epochs=npr_epochs, seed=seed, progress=True)
@@ -221,8 +221,8 @@ def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calib
 def detector_eval(real: Path, fake: Path, detector_file: Path | None, robustness: bool, json_out: Path | None, fmt: str,
                   logo: bool, n_boot: int, limit: int | None, seed: int) -> int:
     """AUC, AP, accuracy at the calibrated threshold and TPR at 1% FPR, each with a bootstrap 95% interval."""
-    from detectors._io import atomic_write_json
-    from detectors.evaluate import evaluate, format_table, leave_one_generator_out
+    from genguard.detectors._io import atomic_write_json
+    from genguard.detectors.evaluate import evaluate, format_table, leave_one_generator_out
 
     det = _load_detector(str(detector_file) if detector_file else None)
     r, f, groups, errors = _read_folders(real, fake, fmt, limit)

@@ -12,7 +12,7 @@ ACCOUNTANT_CHOICE = click.Choice(["rdp", "prv", "pld"])
 
 
 def _write_json(path: str, obj: Any) -> None:
-    from generators._io import atomic_write_json
+    from genguard.generators._io import atomic_write_json
 
     atomic_write_json(Path(path), obj)
 
@@ -38,8 +38,8 @@ def privacy() -> None:
 def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, delta: float, accountant: str,
                 target_epsilon: float | None, as_json: bool) -> None:
     """Epsilon of Poisson-sampled Gaussian DP-SGD (RDP, PRV from opacus; PLD from dp-accounting), or its inverse."""
-    from guardrails.privacy.accounting import epsilon_report, noise_multiplier_for_epsilon
-    from guardrails.privacy.errors import PrivacyError
+    from genguard.guardrails.privacy.accounting import epsilon_report, noise_multiplier_for_epsilon
+    from genguard.guardrails.privacy.errors import PrivacyError
 
     if (noise_multiplier is None) == (target_epsilon is None):
         raise PrivacyError("give exactly one of --noise-multiplier and --target-epsilon")
@@ -69,7 +69,7 @@ def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, 
               help="Ed25519 public key (PEM) the ledger must be signed with.")
 def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_key: str | None) -> int:
     """Recompute a run's DP claim independently (PRV, PLD) and list findings; exit 1 when inconsistent."""
-    from guardrails.privacy.verify import load_trusted_key, verify_ledger
+    from genguard.guardrails.privacy.verify import load_trusted_key, verify_ledger
 
     rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key))
     if json_out:
@@ -105,9 +105,9 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
               delta: float, confidence: float, black_box_only: bool, model_dir: str | None, quick: bool,
               json_out: str | None) -> None:
     """Empirical lower bound on epsilon from one training run with canaries (Steinke, Nasr & Jagielski 2023)."""
-    from audits.privacy import canary_audit, model_membership_inference
-    from guardrails.privacy import PrivateTrainer
-    from guardrails.privacy.errors import PrivacyError
+    from genguard.audits.privacy import canary_audit, model_membership_inference
+    from genguard.guardrails.privacy import PrivateTrainer
+    from genguard.guardrails.privacy.errors import PrivacyError
 
     if non_private and epsilon is not None:
         raise PrivacyError("give --epsilon or --non-private, not both")
@@ -135,8 +135,8 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
         click.echo(f"  claimed epsilon {audit['claimed_epsilon']:.3f}: "
                    + ("REFUTED by the audit" if audit["bound_exceeds_claim"] else "not refuted (a lower bound cannot confirm it)"))
     if model_dir:
-        import generators
-        from generators.data import digits_split
+        from genguard import generators
+        from genguard.generators.data import digits_split
 
         gen = generators.load(model_dir)
         train, holdout = digits_split()

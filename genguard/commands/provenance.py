@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from generators._io import atomic_write_json
-from guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
+from genguard.generators._io import atomic_write_json
+from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
 
 
 def _progress(items, label: str):
@@ -53,7 +53,7 @@ def _claim_from_ledger(ledger: str | None, generator: str | None, run_id: str | 
 
 
 def _is_embeddable(path: Path) -> bool:
-    from guardrails.provenance.manifest import sniff_format
+    from genguard.guardrails.provenance.manifest import sniff_format
 
     with open(path, "rb") as fh:
         return sniff_format(fh.read(16)) is not None
@@ -62,7 +62,7 @@ def _is_embeddable(path: Path) -> bool:
 def _wm_status(path: Path) -> str:
     from PIL import Image
 
-    from guardrails.provenance import MIN_WATERMARK_SIDE
+    from genguard.guardrails.provenance import MIN_WATERMARK_SIDE
 
     try:
         with Image.open(path) as im:
@@ -87,7 +87,7 @@ def register(group: click.Group) -> None:
     @click.option("--force", is_flag=True, help="replace existing keys")
     def keys_init(directory: str | None, force: bool) -> None:
         """Create a local root CA, a signing certificate and a watermark key (private keys mode 0600)."""
-        from guardrails.provenance.keys import default_key_dir
+        from genguard.guardrails.provenance.keys import default_key_dir
 
         d = Path(directory) if directory else default_key_dir()
         KeyStore.create(d, overwrite=force)

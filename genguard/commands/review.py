@@ -21,7 +21,7 @@ def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, t
 
     Exit 1 if any file is tampered, 2 if a file is missing or unreadable (the others are still reviewed).
     """
-    from detectors.models import load_default, load_detector
+    from genguard.detectors.models import load_default, load_detector
     from genguard.review import review
 
     if trust_anchor is not None and not trust_anchor.is_file():

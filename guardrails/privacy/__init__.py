@@ -1,11 +1,11 @@
 """Privacy: DP-SGD training of any torch generator, accounting, the signed privacy ledger and its verification."""
-from guardrails.privacy.accounting import (
+from genguard.guardrails.privacy.accounting import (
     ACCOUNTANTS, compute_epsilon, epsilon_report, gdp_epsilon_approximation, noise_multiplier_for_epsilon,
 )
-from guardrails.privacy.errors import PrivacyError
-from guardrails.privacy.ledger import LEDGER_FILE, build_ledger, read_ledger, sha256_file, write_ledger
-from guardrails.privacy.trainer import DEFAULT_DELTA, PrivateTrainer, resolve_delta
-from guardrails.privacy.verify import verify_ledger
+from genguard.guardrails.privacy.errors import PrivacyError
+from genguard.guardrails.privacy.ledger import LEDGER_FILE, build_ledger, read_ledger, sha256_file, write_ledger
+from genguard.guardrails.privacy.trainer import DEFAULT_DELTA, PrivateTrainer, resolve_delta
+from genguard.guardrails.privacy.verify import verify_ledger
 
 __all__ = [
     "ACCOUNTANTS", "DEFAULT_DELTA", "LEDGER_FILE", "PrivacyError", "PrivateTrainer", "build_ledger",

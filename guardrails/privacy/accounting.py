@@ -17,7 +17,7 @@ import math
 import warnings
 from typing import Any
 
-from guardrails.privacy.errors import PrivacyError
+from genguard.guardrails.privacy.errors import PrivacyError
 
 ACCOUNTANTS = ("rdp", "prv", "pld")
 #: PLD discretisation of the privacy loss. The pessimistic PLD stays an upper bound at any

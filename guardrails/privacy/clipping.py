@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from guardrails.privacy.errors import PrivacyError
+from genguard.guardrails.privacy.errors import PrivacyError
 
 GRAD_SAMPLE_MODES = ("ghost", "hooks", "functorch")
 

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from generators._io import atomic_write_json
-from guardrails.privacy.errors import PrivacyError
+from genguard.generators._io import atomic_write_json
+from genguard.guardrails.privacy.errors import PrivacyError
 
 LEDGER_FILE = "ledger.json"
 LEDGER_FORMAT = "genguard-privacy-ledger/1"
@@ -94,7 +94,7 @@ def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any], *, sign: 
                  key: Any = None) -> Path:
     """Sign ``ledger`` (Ed25519, key from :func:`guardrails.privacy.signing.load_or_create_signing_key`
     unless ``key`` is given) and write it atomically to ``directory/ledger.json``; ``ledger`` is not modified."""
-    from guardrails.privacy.signing import sign_document
+    from genguard.guardrails.privacy.signing import sign_document
 
     record = sign_document(ledger, key) if sign else {k: v for k, v in ledger.items() if k != "signature"}
     return atomic_write_json(Path(directory) / LEDGER_FILE, record)

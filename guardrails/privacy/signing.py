@@ -22,8 +22,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from generators._io import atomic_write_bytes
-from guardrails.privacy.errors import PrivacyError
+from genguard.generators._io import atomic_write_bytes
+from genguard.guardrails.privacy.errors import PrivacyError
 
 ALGORITHM = "Ed25519"
 CANONICALIZATION = "json-sorted-compact-utf8/1"

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from generators.base import Dataset, GeneratorError, TorchGenerator, progress_bar, unwrap_module
-from guardrails.privacy.errors import PrivacyError
+from genguard.generators.base import Dataset, GeneratorError, TorchGenerator, progress_bar, unwrap_module
+from genguard.guardrails.privacy.errors import PrivacyError
 
 #: Default delta; it must also stay below 1/n (see :func:`resolve_delta`).
 DEFAULT_DELTA = 1e-5
@@ -62,7 +62,7 @@ def validate_private_module(module: Any, where: str) -> None:
 
 
 def _layer_types(modules: dict[str, Any]) -> list[str]:
-    from guardrails.privacy.clipping import parametrised_layers
+    from genguard.guardrails.privacy.clipping import parametrised_layers
 
     return sorted({type(layer).__name__ for _, layer in parametrised_layers(modules)})
 
@@ -137,7 +137,7 @@ class PrivateTrainer:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _calibrate(self, q: float, steps: int, delta: float) -> float:
-        from guardrails.privacy.accounting import noise_multiplier_for_epsilon
+        from genguard.guardrails.privacy.accounting import noise_multiplier_for_epsilon
 
         if self.noise_multiplier is not None:
             return float(self.noise_multiplier)
@@ -171,8 +171,8 @@ class PrivateTrainer:
         import opacus
         import torch
 
-        from guardrails.privacy.accounting import compute_epsilon
-        from guardrails.privacy.clipping import PerSampleClipper
+        from genguard.guardrails.privacy.accounting import compute_epsilon
+        from genguard.guardrails.privacy.clipping import PerSampleClipper
 
         n = len(data)
         delta = resolve_delta(self.delta, n)
@@ -195,7 +195,7 @@ class PrivateTrainer:
             # Same seed, same run (the architecture's reproducibility rule), without making the noise
             # regenerable from the ledger: the noise seed is a keyed hash of the run seed under a secret
             # key kept (0600) in the key directory. reproducible_noise=False draws a fresh secret seed.
-            from guardrails.privacy.signing import noise_seed as _keyed_noise_seed
+            from genguard.guardrails.privacy.signing import noise_seed as _keyed_noise_seed
 
             noise_seed = _keyed_noise_seed(int(gen.seed))
         else:
@@ -313,7 +313,7 @@ class PrivateTrainer:
         from opacus.utils.batch_memory_manager import BatchMemoryManager
         from torch.utils.data import DataLoader, TensorDataset
 
-        from guardrails.privacy.accounting import compute_epsilon
+        from genguard.guardrails.privacy.accounting import compute_epsilon
 
         n = len(data)
         delta = resolve_delta(self.delta, n)

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from guardrails.privacy.errors import PrivacyError
-from guardrails.privacy.ledger import LEDGER_FILE, read_ledger, sha256_file
+from genguard.guardrails.privacy.errors import PrivacyError
+from genguard.guardrails.privacy.ledger import LEDGER_FILE, read_ledger, sha256_file
 
 WEIGHTS_FILE = "weights.safetensors"
 RECOMPUTE_WITH = ("prv", "pld")
@@ -72,8 +72,8 @@ def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None 
     ``weights`` defaults to ``weights.safetensors`` beside the ledger; ``trusted_key`` is an Ed25519
     public key (see :func:`guardrails.privacy.signing.load_public_key`).
     """
-    from guardrails.privacy.accounting import compute_epsilon
-    from guardrails.privacy.signing import verify_document
+    from genguard.guardrails.privacy.accounting import compute_epsilon
+    from genguard.guardrails.privacy.signing import verify_document
 
     path = Path(path)
     if path.is_dir():
@@ -207,7 +207,7 @@ def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None 
 def load_trusted_key(path: str | os.PathLike | None) -> Any:
     if path is None:
         return None
-    from guardrails.privacy.signing import load_public_key
+    from genguard.guardrails.privacy.signing import load_public_key
 
     return load_public_key(path)
 

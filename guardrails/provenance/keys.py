@@ -5,9 +5,9 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from generators._io import atomic_write_bytes
+from genguard.generators._io import atomic_write_bytes
 
-from guardrails.provenance import ProvenanceError
+from genguard.guardrails.provenance import ProvenanceError
 
 ROOT_CERT = "root_ca.pem"
 ROOT_KEY = "root_ca.key"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from guardrails.provenance import ProvenanceError
+from genguard.guardrails.provenance import ProvenanceError
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 TRAINING_LABEL = "org.genguard.training"

@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from generators._io import atomic_write_bytes, atomic_write_json
+from genguard.generators._io import atomic_write_bytes, atomic_write_json
 
-from guardrails.provenance import ProvenanceError
-from guardrails.provenance import manifest as mf
-from guardrails.provenance.keys import KeyStore, default_key_dir
+from genguard.guardrails.provenance import ProvenanceError
+from genguard.guardrails.provenance import manifest as mf
+from genguard.guardrails.provenance.keys import KeyStore, default_key_dir
 
 #: Smallest image side that gets an invisible watermark. The watermark is spread over a periodic
 #: 96x96-pixel tile and its strength is capped by the PSNR budget, so its evidence grows with the
@@ -164,7 +164,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
     wm_id = None
     wm_info = None
     if watermark and min(arr.shape[:2]) >= MIN_WATERMARK_SIDE and _source_mode(data) in _WATERMARKABLE_MODES:
-        from guardrails.provenance.watermark import ImageWatermark
+        from genguard.guardrails.provenance.watermark import ImageWatermark
 
         wmk = ImageWatermark(_watermark_key(keys))
         wm_id = watermark_id_for(claim["run_id"])
@@ -202,7 +202,7 @@ def _as_text(path: Path, data: bytes) -> str | None:
 
 def _local_watermark_key() -> tuple[bytes | None, str]:
     d = default_key_dir()
-    from guardrails.provenance.keys import WATERMARK_KEY
+    from genguard.guardrails.provenance.keys import WATERMARK_KEY
 
     if (d / WATERMARK_KEY).exists():
         try:
@@ -271,7 +271,7 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
             if key is None:
                 rec["watermark"] = {"applicable": False, "reason": why}
             else:
-                from guardrails.provenance.text import byte_ids, byte_watermark
+                from genguard.guardrails.provenance.text import byte_ids, byte_watermark
 
                 rec["watermark"] = byte_watermark(key).detect_ids(byte_ids(text))
                 rec["watermark"]["kind"] = "text (byte-level green list)"
@@ -289,7 +289,7 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                 if key is None:
                     rec["watermark"] = {"applicable": False, "reason": why}
                 else:
-                    from guardrails.provenance.watermark import ImageWatermark
+                    from genguard.guardrails.provenance.watermark import ImageWatermark
 
                     det = ImageWatermark(key).detect(arr)
                     det.pop("_bits", None)
