@@ -118,6 +118,75 @@ class Samples:
         return len(self.data)
 
 
+
+# ----------------------------------------------------------------------------------------------
+# Protocol checks at the edge: what is missing, and what to add
+# ----------------------------------------------------------------------------------------------
+#: What each protocol method must do, quoted by the error raised when a generator lacks it.
+PROTOCOL_METHODS: dict[str, str] = {
+    "fit": "fit(self, data, trainer=None) -> self: train on a generators.Dataset and set fitted_ = True",
+    "sample": "sample(self, n, seed=None, **conditions) -> generators.Samples: n outputs, the same for the same seed",
+    "_state_tensors": "_state_tensors(self) -> {name: numpy array}: the learned state that save() writes "
+                      "(a TorchGenerator gets it from its modules)",
+    "_load_state_tensors": "_load_state_tensors(self, tensors, extra): restore what _state_tensors returned "
+                           "(a TorchGenerator gets it from its modules)",
+    "build": "build(self, data): create the torch modules (attributes ending in '_') for this data",
+    "private_modules": "private_modules(self) -> tuple of the names of the module attributes that see real data",
+    "train_tensors": "train_tensors(self, data) -> tuple of tensors with one row per training record",
+    "batch_loss": "batch_loss(self, batch) -> the mean loss over the batch's records, one 0-dim tensor",
+    "build_from_state": "build_from_state(self, extra): recreate the modules from the saved shapes (load() calls it)",
+}
+#: Attributes a TorchGenerator's trainers read, set in ``__init__`` from parameters of the same name.
+TORCH_ATTRIBUTES: dict[str, tuple[type, ...]] = {"epochs": (int,), "batch_size": (int,), "lr": (int, float),
+                                                 "seed": (int,)}
+
+
+def _missing(gen: Any, method: str) -> NotImplementedError:
+    """The error of a protocol method a generator does not define, saying what to add."""
+    what = PROTOCOL_METHODS.get(method, method)
+    return NotImplementedError(f"{type(gen).__name__} does not define {method}(); add {what}")
+
+
+def _checked_batch_loss(method: Any) -> Any:
+    import functools
+
+    @functools.wraps(method)
+    def batch_loss(self: Any, batch: tuple[Any, ...]) -> Any:
+        return check_loss(self, method(self, batch))
+
+    batch_loss._checks_loss = True  # type: ignore[attr-defined]
+    return batch_loss
+
+
+def check_loss(gen: Any, loss: Any) -> Any:
+    """``loss`` if it is one number as a torch tensor; else a :class:`GeneratorError` naming the fix."""
+    import torch
+
+    cls = type(gen).__name__
+    if not isinstance(loss, torch.Tensor):
+        raise GeneratorError(f"{cls}.batch_loss returned {type(loss).__name__}; it must return a torch tensor "
+                             "computed from the batch through the modules (so that it can be backpropagated)")
+    if loss.numel() != 1:
+        raise GeneratorError(f"{cls}.batch_loss returned a tensor of shape {tuple(loss.shape)}; it must return one "
+                             "number, the mean loss over the batch's records (e.g. end with `.mean()`)")
+    return loss
+
+
+def check_torch_protocol(gen: Any) -> None:
+    """Raise :class:`GeneratorError` listing the hooks and attributes a TorchGenerator still lacks."""
+    problems = []
+    for method in ("build", "private_modules", "train_tensors", "batch_loss", "build_from_state"):
+        if getattr(getattr(type(gen), method, None), "__qualname__", "").startswith("TorchGenerator."):
+            problems.append(f"define {PROTOCOL_METHODS[method]}")
+    for attr, types in TORCH_ATTRIBUTES.items():
+        value = getattr(gen, attr, None)
+        if not isinstance(value, types) or isinstance(value, bool):
+            problems.append(f"set self.{attr} in __init__ (a parameter {attr}=... stored under the same name; "
+                            f"the trainers read it), got {value!r}")
+    if problems:
+        raise GeneratorError(f"{type(gen).__name__} is not a complete TorchGenerator: " + "; ".join(problems))
+
+
 class Generator:
     """Base class of every generator. Subclasses set ``name`` and ``modality``.
 
@@ -125,9 +194,36 @@ class Generator:
     of the protocol is needed to train, save and load it through genguard.
     """
 
+    # -- what the generator says about itself (read by the pipeline and the CLI) -------------
+    #: Registry name (``genguard train --generator NAME``); saved in ``config.json``.
     name: ClassVar[str] = "generator"
+    #: What ``sample`` returns: one of :data:`MODALITIES`.
     modality: ClassVar[str] = "image"
+    #: Every modality ``fit`` accepts, when more than ``modality`` (gmm and dpmerf: image and tabular).
+    modalities: ClassVar[tuple[str, ...]] = ()
+    #: Keyword conditions ``sample`` takes (``("label",)``; a text model: ``("prompt",)``).
     conditional_on: ClassVar[tuple[str, ...]] = ()
+    #: The embedded data set (``generators.data.EMBEDDED``) it trains on when none is given; None: the user must.
+    default_data: ClassVar[str | None] = None
+    #: Constructor parameters for ``--quick``: trains in seconds on one core (shows the loop works, not quality).
+    quick_params: ClassVar[Mapping[str, Any]] = {}
+    #: Tuned constructor parameters by setting: keys among :data:`RUN_SETTINGS` ("dp", "dp_quick", "plain",
+    #: "plain_quick"); a setting left out falls back to ``quick_params`` (quick) or the constructor defaults.
+    run_params: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: How it trains privately: "dp-sgd" (``guardrails.privacy.PrivateTrainer`` drives the torch hooks),
+    #: "own" (``fit(data, trainer)`` reads the trainer's ``target_epsilon``, ``delta`` and ``accountant`` and
+    #: runs its own mechanism, reporting the same keys), or "none" (refused unless trained with ``--no-dp``).
+    dp_mechanism: ClassVar[str] = "none"
+    #: True when ``sample(..., watermarking_config=...)`` embeds a keyed watermark while it samples.
+    watermarkable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A batch loss that is not one number fails far from its cause ("Boolean value of Tensor ... is
+        # ambiguous" inside a trainer); checking what it returns names the method and the fix instead.
+        # (scikit-learn's _SetOutputMixin wraps transform the same way.)
+        if "batch_loss" in cls.__dict__ and not getattr(cls.__dict__["batch_loss"], "_checks_loss", False):
+            cls.batch_loss = _checked_batch_loss(cls.__dict__["batch_loss"])
 
     # -- scikit-learn style parameter handling -------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -147,20 +243,20 @@ class Generator:
 
     # -- protocol -------------------------------------------------------------------
     def fit(self, data: Dataset, trainer: Any = None) -> "Generator":
-        raise NotImplementedError
+        raise _missing(self, "fit")
 
     def sample(self, n: int, seed: int | None = None, **conditions: Any) -> Samples:
-        raise NotImplementedError
+        raise _missing(self, "sample")
 
     def log_prob(self, x: Any) -> np.ndarray:  # optional
         raise NotImplementedError(f"{type(self).__name__} has no explicit density")
 
     def _state_tensors(self) -> dict[str, np.ndarray]:
         """Learned state as named arrays; torch generators override via their modules."""
-        raise NotImplementedError
+        raise _missing(self, "_state_tensors")
 
     def _load_state_tensors(self, tensors: Mapping[str, np.ndarray], extra: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        raise _missing(self, "_load_state_tensors")
 
     def _extra_state(self) -> dict[str, Any]:
         """JSON-serialisable learned state that is not an array (shapes, vocabularies)."""
@@ -265,6 +361,8 @@ class TorchGenerator(Generator):
         Optional: updates that touch no private data (a GAN generator step).
     """
 
+    dp_mechanism: ClassVar[str] = "dp-sgd"
+
     # Training defaults that every torch generator takes in __init__.
     epochs: int
     batch_size: int
@@ -272,10 +370,10 @@ class TorchGenerator(Generator):
     seed: int
 
     def build(self, data: Dataset) -> None:
-        raise NotImplementedError
+        raise _missing(self, "build")
 
     def private_modules(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        raise _missing(self, "private_modules")
 
     def make_optimizers(self) -> dict[str, Any]:
         import torch
@@ -286,10 +384,10 @@ class TorchGenerator(Generator):
         return self.private_modules()
 
     def train_tensors(self, data: Dataset) -> tuple[Any, ...]:
-        raise NotImplementedError
+        raise _missing(self, "train_tensors")
 
     def batch_loss(self, batch: tuple[Any, ...]) -> Any:
-        raise NotImplementedError
+        raise _missing(self, "batch_loss")
 
     def after_private_step(self, batch: tuple[Any, ...], optimizers: Mapping[str, Any]) -> None:
         return None
@@ -310,6 +408,7 @@ class TorchGenerator(Generator):
         """Train on ``data``; with a ``trainer``, the trainer owns the optimisation loop."""
         import torch
 
+        check_torch_protocol(self)
         self._check_data(data)
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
@@ -364,7 +463,7 @@ class TorchGenerator(Generator):
 
     def build_from_state(self, extra: Mapping[str, Any]) -> None:
         """Create the modules from saved shape information (no data available)."""
-        raise NotImplementedError
+        raise _missing(self, "build_from_state")
 
 
 def class_shares(codes: np.ndarray, n_classes: int, private: bool) -> list[float]:
@@ -487,3 +586,5 @@ def as_int_array(values: Iterable[Any] | int | None, n: int, n_classes: int, wha
     if arr.min() < 0 or arr.max() >= n_classes:
         raise GeneratorError(f"condition {what!r} must lie in [0, {n_classes - 1}], got [{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64)
+
+

@@ -8,8 +8,10 @@ import numpy as np
 from genguard.generators._common import ImageMixin
 from genguard.generators._nets import DenoiserMixin, build_denoiser
 from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from genguard.generators.registry import register
 
 
+@register
 class DDPM(DenoiserMixin, ImageMixin, TorchGenerator):
     """Epsilon-prediction diffusion over ``timesteps`` steps (cosine schedule), images scaled to [-1, 1].
 
@@ -26,6 +28,9 @@ class DDPM(DenoiserMixin, ImageMixin, TorchGenerator):
     name = "ddpm"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"channels": 16, "n_blocks": 1, "timesteps": 100, "sampling_steps": 10, "epochs": 3,
+                    "batch_size": 128}
 
     def __init__(self, channels: int = 32, n_blocks: int = 2, timesteps: int = 1000, sampling_steps: int = 25,
                  eta: float = 0.0, guidance: float = 1.0, p_uncond: float = 0.1, noise_multiplicity: int = 1,

@@ -8,6 +8,7 @@ import numpy as np
 
 from genguard.generators._common import ImageMixin, TabularCodec, check_n, resolve_delta, tabular_groups
 from genguard.generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
+from genguard.generators.registry import register
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -56,6 +57,7 @@ def _build_generator(latent_dim: int, n_classes: int, hidden: int, out_dim: int,
     return Gen()
 
 
+@register
 class DPMERF(ImageMixin, Generator):
     """DP-MERF (Harder et al. 2021) for class-conditional images or group-conditional tables.
 
@@ -78,6 +80,10 @@ class DPMERF(ImageMixin, Generator):
     name = "dpmerf"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"n_features": 300, "steps": 150, "batch_size": 200}
+    modalities = ("image", "tabular")
+    dp_mechanism = "own"  # one Gaussian release of the mean embedding
 
     def __init__(self, n_features: int = 2000, bandwidth: float | None = None, epsilon: float | None = None,
                  delta: float | None = None, accountant: str = "rdp", latent_dim: int = 16, hidden: int = 256,

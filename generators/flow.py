@@ -8,6 +8,7 @@ import numpy as np
 
 from genguard.generators._common import ImageMixin
 from genguard.generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
+from genguard.generators.registry import register
 
 #: The logit transform maps [0, 1] to R through [ALPHA, 1 - ALPHA] (as in the RealNVP paper).
 ALPHA = 0.05
@@ -76,6 +77,7 @@ def _build(h: int, w: int, n_classes: int, n_layers: int, hidden: int):
     return Flow()
 
 
+@register
 class RealNVP(ImageMixin, TorchGenerator):
     """RealNVP (affine couplings over checkerboard and half-image masks), conditioned on the class.
 
@@ -90,6 +92,8 @@ class RealNVP(ImageMixin, TorchGenerator):
     name = "flow"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"n_layers": 4, "hidden": 64, "epochs": 3, "batch_size": 128}
 
     def __init__(self, n_layers: int = 8, hidden: int = 256, temperature: float = 0.8, epochs: int = 60,
                  batch_size: int = 64, lr: float = 1e-3, seed: int = 0) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 
 from genguard.generators._common import ImageMixin
 from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator
+from genguard.generators.registry import register
 
 LOSSES = ("ns", "hinge", "wgan-gp")
 
@@ -63,6 +64,7 @@ def _build(h: int, w: int, n_classes: int, latent_dim: int, width: int):
     return Gen(), Disc()
 
 
+@register
 class ConditionalGAN(ImageMixin, TorchGenerator):
     """Class-conditional DCGAN for small grey images; only the discriminator sees real data.
 
@@ -83,6 +85,8 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
     name = "gan"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"width": 16, "latent_dim": 16, "epochs": 6, "batch_size": 128, "lr": 1e-3}
 
     def __init__(self, latent_dim: int = 32, width: int = 64, loss: str = "ns", gp_weight: float = 10.0,
                  n_critic: int = 1, epochs: int = 60, batch_size: int = 64, lr: float = 2e-4,

@@ -7,8 +7,10 @@ import numpy as np
 
 from genguard.generators._common import ImageMixin, TabularCodec, check_n, tabular_groups
 from genguard.generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
+from genguard.generators.registry import register
 
 
+@register
 class GaussianMixtureGenerator(ImageMixin, Generator):
     """A scikit-learn ``GaussianMixture`` fitted per class (digits: per ``label``; tables: per group, e.g. ``sex``).
 
@@ -24,6 +26,10 @@ class GaussianMixtureGenerator(ImageMixin, Generator):
     name = "gmm"
     modality = "image"  # replaced per instance by the modality of the fitted data
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"n_components": 2, "max_iter": 20}
+    modalities = ("image", "tabular")
+    dp_mechanism = "none"  # EM sees the data directly
 
     def __init__(self, n_components: int = 8, covariance_type: str = "full", reg_covar: float = 1e-2,
                  max_iter: int = 100, n_init: int = 1, seed: int = 0) -> None:

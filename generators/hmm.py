@@ -7,11 +7,13 @@ import numpy as np
 
 from genguard.generators._common import check_n
 from genguard.generators.base import Dataset, Generator, GeneratorError, Samples, progress_bar
+from genguard.generators.registry import register
 
 #: Characters seen fewer times than this in training map to the unknown symbol.
 UNKNOWN = "\ufffd"
 
 
+@register
 class CharHMM(Generator):
     """A discrete-emission HMM over characters, fitted by Baum-Welch (hmmlearn).
 
@@ -24,6 +26,10 @@ class CharHMM(Generator):
 
     name = "hmm"
     modality = "text"
+    default_data = "pydoc"
+    quick_params = {"n_states": 8, "n_iter": 3, "max_chars": 5000, "sample_length": 60}
+    modalities = ("text", "sequence")
+    dp_mechanism = "none"  # Baum-Welch sees the data directly
 
     def __init__(self, n_states: int = 24, n_iter: int = 20, max_chars: int = 40_000, max_seq_len: int = 400,
                  max_vocab: int = 96, sample_length: int = 200, tol: float = 1e-3, seed: int = 0) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 
 from genguard.generators._common import ImageMixin
 from genguard.generators.base import Dataset, Samples, TorchGenerator, class_shares, unwrap_module
+from genguard.generators.registry import register
 
 
 def _build(n_levels: int, n_classes: int, channels: int, n_blocks: int):
@@ -59,6 +60,7 @@ def _build(n_levels: int, n_classes: int, channels: int, n_blocks: int):
     return PixelCNNNet()
 
 
+@register
 class PixelCNN(ImageMixin, TorchGenerator):
     """Autoregressive model of the pixels' discrete grey levels (digits: 17), conditioned on the class.
 
@@ -70,6 +72,8 @@ class PixelCNN(ImageMixin, TorchGenerator):
     name = "pixelcnn"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"channels": 16, "n_blocks": 2, "epochs": 2, "batch_size": 128}
 
     def __init__(self, channels: int = 32, n_blocks: int = 4, epochs: int = 30, batch_size: int = 64,
                  lr: float = 2e-3, seed: int = 0) -> None:

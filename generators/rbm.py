@@ -7,6 +7,7 @@ import numpy as np
 
 from genguard.generators._common import ImageMixin
 from genguard.generators.base import Dataset, Samples, TorchGenerator, unwrap_module
+from genguard.generators.registry import register
 
 
 def _build(n_visible: int, n_hidden: int):
@@ -41,6 +42,7 @@ def _build(n_visible: int, n_hidden: int):
     return RBMEnergy()
 
 
+@register
 class RBM(ImageMixin, TorchGenerator):
     """Bernoulli RBM over binarised pixels plus a one-hot class block (a joint model of image and label).
 
@@ -56,6 +58,8 @@ class RBM(ImageMixin, TorchGenerator):
     name = "rbm"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"n_hidden": 64, "epochs": 3, "gibbs_steps": 50, "batch_size": 128}
 
     def __init__(self, n_hidden: int = 256, cd_k: int = 1, gibbs_steps: int = 500, threshold: float = 0.5,
                  epochs: int = 60, batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> None:

@@ -8,8 +8,10 @@ import numpy as np
 from genguard.generators._common import ImageMixin
 from genguard.generators._nets import DenoiserMixin, build_denoiser
 from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from genguard.generators.registry import register
 
 
+@register
 class ScoreModel(DenoiserMixin, ImageMixin, TorchGenerator):
     """NCSN-style score model s(x, sigma, class) = -net(x, log sigma, class) / sigma.
 
@@ -23,6 +25,9 @@ class ScoreModel(DenoiserMixin, ImageMixin, TorchGenerator):
     name = "score"
     modality = "image"
     conditional_on = ("label",)
+    default_data = "digits"
+    quick_params = {"channels": 16, "n_blocks": 1, "n_sigmas": 5, "langevin_steps": 5, "epochs": 3,
+                    "batch_size": 128}
 
     def __init__(self, channels: int = 32, n_blocks: int = 2, n_sigmas: int = 10, sigma_max: float = 3.0,
                  sigma_min: float = 0.02, langevin_steps: int = 10, step_lr: float = 4e-4,

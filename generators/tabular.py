@@ -7,6 +7,7 @@ import numpy as np
 
 from genguard.generators._common import TabularCodec, check_n, group_condition, tabular_groups
 from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, class_shares, unwrap_module
+from genguard.generators.registry import register
 
 
 def _build(width: int, n_numeric: int, cat_sizes: list[int], n_groups: int, latent_dim: int, hidden: int):
@@ -49,6 +50,7 @@ def _build(width: int, n_numeric: int, cat_sizes: list[int], n_groups: int, late
     return TVAE()
 
 
+@register
 class TabularVAE(TorchGenerator):
     """TVAE-style VAE over a DataFrame: standardised numerics, one-hot categoricals, the first group as condition.
 
@@ -62,6 +64,8 @@ class TabularVAE(TorchGenerator):
 
     name = "tabular"
     modality = "tabular"
+    default_data = "diabetes"
+    quick_params = {"hidden": 32, "epochs": 10}
 
     def __init__(self, latent_dim: int = 8, hidden: int = 128, epochs: int = 200, batch_size: int = 64,
                  lr: float = 2e-3, seed: int = 0) -> None:

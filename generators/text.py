@@ -8,6 +8,7 @@ import numpy as np
 
 from genguard.generators._common import check_n
 from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, unwrap_module
+from genguard.generators.registry import register
 
 #: ByT5's byte vocabulary: 0 pad, 1 eos, 2 unk, then byte b is token b + 3.
 BYTE_OFFSET = 3
@@ -55,6 +56,7 @@ def decode(ids: Any) -> str:
     return out.decode("utf-8", errors="replace")
 
 
+@register
 class ByteGPT(TorchGenerator):
     """A small GPT-2 (``transformers.GPT2LMHeadModel``, random init) over UTF-8 bytes.
 
@@ -70,6 +72,11 @@ class ByteGPT(TorchGenerator):
 
     name = "text"
     modality = "text"
+    default_data = "pydoc"
+    quick_params = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 32, "max_windows": 300,
+                    "sample_length": 40, "epochs": 2, "batch_size": 32, "lr": 1e-2}
+    conditional_on = ("prompt",)
+    watermarkable = True  # sample(watermarking_config=...): the keyed green-list watermark
 
     def __init__(self, n_layer: int = 2, n_embd: int = 128, n_head: int = 4, block_size: int = 128,
                  max_windows: int = 2000, sample_length: int = 120, temperature: float = 0.8, top_k: int = 0,
