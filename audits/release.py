@@ -112,6 +112,36 @@ class AuditReport:
         return rows
 
 
+def with_membership_inference(evidence: Mapping[str, Any] | None, samples: Any, train: Any, holdout: Any,
+                              seed: int) -> dict[str, Any]:
+    """``evidence`` plus the sample-only membership inference (:func:`audits.privacy.membership_inference`)
+    when the caller has not run it: members are training records, non-members the holdout (as many of
+    each), and the other training records are DOMIAS's reference population. Without a holdout it is
+    reported ``null`` with the reason."""
+    from genguard.audits.privacy import membership_inference
+    from genguard.guardrails.privacy.errors import PrivacyError
+
+    out = dict(evidence or {})
+    if "membership_inference" in out:
+        return out
+    if holdout is None or len(holdout) < 2 or len(train) < 4:
+        out["membership_inference"] = {"value": None, "reason": "no holdout records (known non-members) given"}
+        return out
+    rng = np.random.default_rng(seed)
+    k = min(len(holdout), len(train) // 2)
+    perm = rng.permutation(len(train))
+    train, holdout = np.asarray(train), np.asarray(holdout)
+    try:
+        mi = membership_inference(samples, train[perm[:k]], holdout[rng.permutation(len(holdout))[:k]],
+                                  train[perm[k:]], seed=seed)
+    except PrivacyError as exc:
+        out["membership_inference"] = {"value": None, "reason": str(exc)}
+        return out
+    mi["reference"] = "members: training records; non-members: the holdout; DOMIAS reference: the other training records"
+    out["membership_inference"] = mi
+    return out
+
+
 class ReleaseAudit:
     """Audit a generator's samples against its reference data under a release policy.
 
@@ -165,8 +195,9 @@ class ReleaseAudit:
             data["generator"] = self._generator_section(samples, generator_info)
             if outside > 0:
                 data["generator"]["warnings"] = [f"{outside:.2%} of pixel values lay outside [0, 1] and were clipped"]
-            data["privacy"] = privacy_section(dict(ledger) if ledger is not None else None,
-                                              **dict(privacy_evidence or {}))
+            evidence = with_membership_inference(privacy_evidence, x, train.x,
+                                                 holdout.x if holdout is not None else None, self.seed)
+            data["privacy"] = privacy_section(dict(ledger) if ledger is not None else None, **evidence)
             extractor, fid_section = self._fidelity(x, train, holdout, policy)
             data["fidelity"] = fid_section
             advance(1, "fidelity")
@@ -234,6 +265,14 @@ class ReleaseAudit:
             if not hasattr(frame, "columns") or group not in frame.columns:
                 raise AuditError(f"{name} table has no group column {group!r}")
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
+        try:
+            cols = list(train.columns)
+            mu, sd = train[cols].to_numpy(float).mean(0), train[cols].to_numpy(float).std(0) + 1e-12
+            rows = [((df[cols].to_numpy(float) - mu) / sd).astype(np.float32) for df in (synthetic, train, holdout)]
+            privacy_evidence = with_membership_inference(privacy_evidence, *rows, self.seed)
+        except (ValueError, KeyError) as exc:  # a non-numeric column: no distances between rows
+            privacy_evidence = {"membership_inference": {"value": None, "reason": f"rows are not numeric ({exc})"},
+                                **dict(privacy_evidence or {})}
         self._common(data, ledger, generator_info, provenance, detection, len(synthetic), "tabular", privacy_evidence)
         with progress_bar("auditing table", total=3, enabled=progress) as advance:
             fair = tabular_fairness(synthetic, train, holdout, group=group, target=target, seed=self.seed, alpha=alpha)
@@ -286,6 +325,9 @@ class ReleaseAudit:
             raise AuditError("no generated texts to audit")
         ref = list(train) + (list(holdout) if holdout is not None else [])
         data: dict[str, Any] = {k: None for k in REPORT_KEYS}
+        privacy_evidence = {"membership_inference": {
+            "value": None, "reason": "the sample-only attacks compare numeric vectors; texts have no such distance here "
+                                     "(verbatim copies are in memorization)"}, **dict(privacy_evidence or {})}
         self._common(data, ledger, generator_info, provenance, detection, len(texts), "text", privacy_evidence)
         with progress_bar("auditing text", total=3, enabled=progress) as advance:
             data["fidelity"] = text_fidelity(texts, ref, seed=self.seed)

@@ -187,7 +187,7 @@ def describe(cls: type) -> dict[str, Any]:
         "default_data": getattr(cls, "default_data", None),
         "dp_mechanism": getattr(cls, "dp_mechanism", "none"),
         "watermarkable": bool(getattr(cls, "watermarkable", False)),
-        "summary": doc[0] if doc else "",
+        "summary": doc[0].replace("``", "") if doc else "",
     }
 
 

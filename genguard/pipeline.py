@@ -6,8 +6,7 @@ sample` run the same code one step at a time.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import json
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -15,22 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from genguard.generators import load, make_generator
+from genguard.generators import get_generator_class, load, make_generator
 from genguard.generators.base import Dataset, Generator, Samples, progress_bar
 from genguard.generators.data import digits_split, load_data, train_holdout, write_samples
 from genguard.guardrails.privacy.ledger import sha256_file
 
-#: Training settings the pipeline uses per generator, for DP and non-DP runs, full and --quick.
-#: They were chosen by a sweep on the digits (see the README): DP-SGD on 1,437 records needs a
-#: smaller network, larger batches and a higher learning rate than non-private training.
-RUN_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "vae": {
-        "dp": {"hidden": 128, "latent_dim": 8, "batch_size": 512, "lr": 1e-2, "epochs": 100},
-        "dp_quick": {"hidden": 64, "latent_dim": 8, "batch_size": 512, "lr": 1e-2, "epochs": 60},
-        "plain": {"hidden": 256, "latent_dim": 16, "batch_size": 128, "lr": 2e-3, "epochs": 60},
-        "plain_quick": {"hidden": 128, "latent_dim": 8, "batch_size": 128, "lr": 3e-3, "epochs": 15},
-    },
-}
 DEFAULT_SAMPLES = 1000
 QUICK_SAMPLES = 200
 
@@ -45,7 +33,7 @@ class RunConfig:
 
     out: Path
     generator: str = "vae"
-    data: str | None = None  # None: the generator's embedded default (generators.DEFAULT_DATA)
+    data: str | None = None  # None: the generator's own embedded data set (its class attribute default_data)
     epsilon: float | None = 10.0
     delta: float | None = None
     accountant: str = "rdp"
@@ -57,12 +45,17 @@ class RunConfig:
     tag: bool = True
 
     def __post_init__(self) -> None:
-        from genguard.generators import DEFAULT_DATA, get_generator_class
-
         self.out = Path(self.out)
-        get_generator_class(self.generator)  # an unknown name fails before any work, listing the choices
+        cls = get_generator_class(self.generator)  # an unknown name fails before any work, listing the choices
         if self.data is None:
-            self.data = DEFAULT_DATA.get(self.generator, "digits")
+            self.data = cls.default_data
+            if self.data is None:
+                raise PipelineError(f"generator {self.generator!r} names no default data set (its class attribute "
+                                    "default_data is None); give --data")
+        if self.epsilon is not None and cls.dp_mechanism == "none":
+            raise PipelineError(f"generator {self.generator!r} has no differentially private training "
+                                f"(dp_mechanism 'none'); run it with --no-dp (no guarantee) or choose one of "
+                                f"{', '.join(private_generators())}")
         if self.epsilon is not None and not (np.isfinite(self.epsilon) and self.epsilon > 0):
             raise PipelineError(f"--epsilon must be a positive number, got {self.epsilon}")
         if self.n_samples is not None and self.n_samples <= 0:
@@ -87,17 +80,39 @@ class RunConfig:
         return d
 
 
-def generator_params(name: str, private: bool, quick: bool, seed: int) -> dict[str, Any]:
-    """The pipeline's settings for ``name``: RUN_PARAMS where tuned here, else the generator's
-    ``QUICK_PARAMS`` with --quick and its own defaults without."""
-    from genguard.generators import quick_params
+def private_generators() -> list[str]:
+    """Registered generators that train with a DP guarantee (DP-SGD or a mechanism of their own)."""
+    from genguard.generators.registry import registered
 
+    return [n for n, c in registered().items() if c.dp_mechanism != "none"]
+
+
+def generator_params(name: str, private: bool, quick: bool, seed: int) -> dict[str, Any]:
+    """The pipeline's settings for ``name``, read from the class: its ``run_params`` for this setting
+    ("dp"/"plain", "_quick") where it has them, else ``quick_params`` with --quick and its defaults without."""
+    cls = get_generator_class(name)
     key = ("dp" if private else "plain") + ("_quick" if quick else "")
-    params = dict(RUN_PARAMS.get(name, {}).get(key, {}))
+    params = dict((cls.run_params or {}).get(key, {}))
     if not params and quick:
-        params = quick_params(name)
-    params["seed"] = seed
+        params = dict(cls.quick_params)
+    if "seed" in _init_parameters(cls):
+        params["seed"] = seed
     return params
+
+
+def _init_parameters(cls: type) -> set[str]:
+    import inspect
+
+    return set(list(inspect.signature(cls.__init__).parameters)[1:])
+
+
+def _fit(gen: Generator, data: Dataset, trainer: Any, progress: bool) -> None:
+    import inspect
+
+    kwargs: dict[str, Any] = {"trainer": trainer} if trainer is not None else {}
+    if "progress" in inspect.signature(gen.fit).parameters:
+        kwargs["progress"] = progress
+    gen.fit(data, **kwargs)
 
 
 def load_training_data(data: str) -> tuple[Dataset, Dataset]:
@@ -110,30 +125,26 @@ def load_training_data(data: str) -> tuple[Dataset, Dataset]:
 def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[Generator, dict[str, Any], Path]:
     """Train the generator, save it to ``out/model`` with its privacy ledger; return (model, ledger, dir).
 
-    DP comes from ``guardrails.privacy.PrivateTrainer`` (DP-SGD) for torch generators, or from the
-    generator's own mechanism when it takes ``epsilon`` itself (DP-MERF); a generator with neither
-    (GMM, HMM) is refused unless ``--no-dp`` is given.
+    The generator's ``dp_mechanism`` decides: "dp-sgd" is trained by ``guardrails.privacy.PrivateTrainer``,
+    "own" receives the same trainer and reads its ``target_epsilon``, ``delta`` and ``accountant`` (DP-MERF),
+    and "none" (GMM, HMM) is refused unless ``--no-dp`` is given (checked in :class:`RunConfig`).
     """
-    from genguard.generators.base import TorchGenerator
     from genguard.guardrails.privacy import PrivateTrainer, build_ledger, write_ledger
 
     params = generator_params(cfg.generator, cfg.private, cfg.quick, cfg.seed)
-    probe = make_generator(cfg.generator)
-    own_dp = "epsilon" in probe.get_params()
     trainer = None
-    if own_dp:
-        params.update(epsilon=cfg.epsilon, delta=cfg.delta)
-    elif cfg.private:
-        if not isinstance(probe, TorchGenerator):
-            raise PipelineError(f"generator {cfg.generator!r} has no differentially private training; "
-                                "run it with --no-dp (no guarantee) or choose a torch generator or dpmerf")
+    if cfg.private:
         trainer = PrivateTrainer(target_epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant,
                                  max_grad_norm=cfg.max_grad_norm)
     gen = make_generator(cfg.generator, **params)
-    if trainer is None:
-        gen.fit(train, progress=progress) if isinstance(gen, TorchGenerator) else gen.fit(train)
-    else:
-        gen.fit(train, trainer=trainer, progress=progress)
+    accepted = getattr(type(gen), "modalities", ()) or (gen.modality,)
+    if train.modality not in accepted:
+        raise PipelineError(f"generator {cfg.generator!r} trains on {' or '.join(accepted)} data, but {train.name!r} "
+                            f"is {train.modality}; omit --data to use its own data set ({type(gen).default_data})")
+    _fit(gen, train, trainer, progress)
+    if cfg.private and not (getattr(gen, "training_report_", None) or {}).get("private"):
+        raise PipelineError(f"generator {cfg.generator!r} says dp_mechanism {type(gen).dp_mechanism!r} but its "
+                            "training report does not say private=True; nothing was saved")
     model_dir = cfg.out / "model"
     gen.save(model_dir)
     weights = model_dir / "weights.safetensors"
@@ -146,7 +157,8 @@ def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[G
 
 def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[str, Any] | None,
                 ledger_sha256: str | None = None, tag: bool = True, progress: bool = True,
-                replace: bool = False, **conditions: Any) -> tuple[Samples, list[Path], dict[str, Any]]:
+                replace: bool = False, model_dir: Path | None = None,
+                **conditions: Any) -> tuple[Samples, list[Path], dict[str, Any]]:
     """Sample ``n`` items, write them under ``out_dir`` and tag each with provenance.
 
     Returns the samples, the files written, and the report's ``provenance`` section. Earlier
@@ -157,7 +169,7 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
     stale = sorted(out_dir.glob("sample_*")) + sorted(out_dir.glob("samples.*")) if out_dir.is_dir() else []
     if stale and not replace:
         raise PipelineError(f"{out_dir}: already holds samples ({stale[0].name}, ...); choose an empty folder")
-    if tag and "watermarking_config" in inspect.signature(gen.sample).parameters:
+    if tag and getattr(gen, "watermarkable", False):
         # the reference text generator embeds the keyed green-list watermark while it samples
         from genguard.guardrails.provenance import KeyStore
         from genguard.guardrails.provenance.text import byte_watermark
@@ -169,7 +181,8 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
     paths = write_samples(samples, out_dir)
     if not tag:
         return samples, paths, {"value": None, "reason": "tagging disabled (--no-tag)"}
-    provenance = tag_and_verify(paths, claim_from_ledger(ledger, gen.name, ledger_sha256), progress=progress)
+    claim = claim_from_ledger(ledger, gen.name, ledger_sha256, model_dir=model_dir, paths=paths)
+    provenance = tag_and_verify(paths, claim, progress=progress)
     return samples, paths, provenance
 
 
@@ -203,12 +216,28 @@ def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = Tr
     }
 
 
-def claim_from_ledger(ledger: dict[str, Any] | None, generator: str, ledger_sha256: str | None) -> dict[str, Any]:
-    """The training claim that goes into every output's provenance record."""
+def claim_from_ledger(ledger: dict[str, Any] | None, generator: str, ledger_sha256: str | None,
+                      model_dir: Path | None = None, paths: list[Path] | None = None) -> dict[str, Any]:
+    """The training claim that goes into every output's provenance record.
+
+    Without a ledger the run id is derived, not invented: ``model-`` and the weights' SHA-256 when the
+    model folder is known, else ``outputs-`` and the SHA-256 of the written files; either names exactly
+    what was released, and the claim says it is not private.
+    """
     ledger = ledger or {}
+    run_id = ledger.get("run_id")
+    if not run_id:
+        weights = Path(model_dir) / "weights.safetensors" if model_dir is not None else None
+        if weights is not None and weights.is_file():
+            run_id = "model-" + sha256_file(weights)[:16]
+        else:
+            h = hashlib.sha256()
+            for p in sorted(paths or []):
+                h.update(sha256_file(p).encode())
+            run_id = "outputs-" + h.hexdigest()[:16]
     return {
         "generator": generator,
-        "run_id": ledger.get("run_id"),
+        "run_id": run_id,
         "private": bool(ledger.get("private")),
         "epsilon": ledger.get("epsilon"),
         "delta": ledger.get("delta"),
@@ -258,7 +287,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     log(f"wrote {len(samples)} samples to {cfg.out / 'samples'}")
 
     t = time.perf_counter()
-    privacy_evidence = privacy_evidence_step(model_dir, samples, train, holdout, cfg.seed)
+    privacy_evidence = privacy_evidence_step(model_dir)
     timings["privacy_checks_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -281,7 +310,7 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
         else:
             from genguard.audits.text_bias import as_text_generator
 
-            generate = as_text_generator(gen, seed=cfg.seed) if "prompt" in inspect.signature(gen.sample).parameters else None
+            generate = as_text_generator(gen, seed=cfg.seed) if "prompt" in gen.conditional_on else None
             report = audit.run_text(list(samples.data), list(train.x), list(holdout.x), generate=generate,
                                     detection=detection, **common)
     report.write(cfg.out)
@@ -290,25 +319,13 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     return RunResult(out=cfg.out, report=report, ledger=ledger, timings=timings)
 
 
-def privacy_evidence_step(model_dir: Path, samples: Samples, train: Dataset, holdout: Dataset,
-                          seed: int) -> dict[str, Any]:
-    """Independent checks of the run's privacy for the report: the ledger re-verified (signature, weights
-    hash, ε recomputed with PRV and PLD) and membership inference from the samples alone."""
-    from genguard.audits.privacy import membership_inference
+def privacy_evidence_step(model_dir: Path) -> dict[str, Any]:
+    """The ledger re-verified for the report (signature, weights hash, ε recomputed with PRV and PLD).
+    Membership inference from the samples alone is part of the audit itself (``ReleaseAudit``)."""
     from genguard.guardrails.privacy.verify import verify_ledger
 
-    evidence: dict[str, Any] = {}
     check = verify_ledger(model_dir / "ledger.json")
-    evidence["verification"] = {k: check.get(k) for k in ("consistent", "claimed_epsilon", "recomputed", "findings")}
-    if samples.modality == "image" and train.modality == "image":
-        rng = np.random.default_rng(seed)
-        k = min(len(holdout), len(train) // 2)
-        perm = rng.permutation(len(train))
-        evidence["membership_inference"] = membership_inference(
-            samples.data, train.x[perm[:k]], holdout.x[rng.permutation(len(holdout))[:k]], train.x[perm[k:]], seed=seed)
-        evidence["membership_inference"]["reference"] = (
-            "members: training records; non-members: the holdout; DOMIAS reference: the other training records")
-    return evidence
+    return {"verification": {k: check.get(k) for k in ("consistent", "claimed_epsilon", "recomputed", "findings")}}
 
 
 def load_model(model_dir: str | os.PathLike) -> tuple[Generator, dict[str, Any] | None, str | None]:
@@ -364,6 +381,3 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("release gates", text))
     return rows
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

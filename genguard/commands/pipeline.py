@@ -26,6 +26,40 @@ def _epsilon_option(f):
     return f
 
 
+def _complete_generator(ctx, param, incomplete: str):
+    from genguard.generators import available
+
+    return [n for n in available() if n.startswith(incomplete)]
+
+
+_DP_WORDS = {"dp-sgd": "DP-SGD", "own": "own mechanism", "none": "none (--no-dp only)"}
+
+
+def list_generators() -> str:
+    """The registered generators as plain text lines (never truncated, also when piped)."""
+    from genguard.generators.registry import iter_described, problems
+
+    rows = [("name", "modality", "conditions", "default data", "private training", "summary")]
+    for d in iter_described():
+        rows.append((d["name"], "/".join(d["modalities"]), ",".join(d["conditions"]) or "-",
+                     d["default_data"] or "- (give --data)", _DP_WORDS.get(d["dp_mechanism"], d["dp_mechanism"]),
+                     d["summary"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    for name, reason in sorted(problems().items()):
+        lines.append(f"(not loadable) {name}: {reason}")
+    lines.append("Add one: @genguard.generators.register on the class, or an entry point in the group "
+                 "'genguard.generators' (see the README, 'Bring your own generator').")
+    return "\n".join(lines)
+
+
+def _list_callback(ctx, param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(list_generators())
+    ctx.exit(0)
+
+
 def _print_summary(console, rows, title: str) -> None:
     from rich.table import Table
 
@@ -40,7 +74,8 @@ def _print_summary(console, rows, title: str) -> None:
 @click.command("run")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("genguard-out"), show_default=True,
               help="Folder for report.json, report.html, samples/ and model/.")
-@click.option("--generator", default="vae", show_default=True, help="Reference generator to train.")
+@click.option("--generator", default="vae", show_default=True, shell_complete=_complete_generator,
+              help="Registered generator to train (list them: `genguard train --list`).")
 @_epsilon_option
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute on 2 cores.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training, sampling and audit.")
@@ -70,19 +105,24 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 
 
 @click.command("train")
-@click.option("--generator", required=True, help="Reference generator name (see `genguard train --list`).")
-@click.option("--data", default="digits", show_default=True, help="Embedded data set name or a folder/file of yours.")
+@click.option("--list", "list_", is_flag=True, is_eager=True, expose_value=False, callback=_list_callback,
+              help="List the registered generators (modality, conditions, default data, private training) and exit.")
+@click.option("--generator", required=True, shell_complete=_complete_generator,
+              help="Registered generator name (see `genguard train --list`).")
+@click.option("--data", default=None,
+              help="Embedded data set name or a folder/file of yours [default: the generator's own data set].")
 @_epsilon_option
-@click.option("--quick", is_flag=True, help="Small settings for a fast try.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder to write.")
-def train_cmd(generator: str, data: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-              out: Path) -> int:
+@click.option("--quick", is_flag=True, help="The generator's small settings, for a fast try (seconds to a minute).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training (and of the saved model).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write; the model goes to OUT/model.")
+def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | None, no_dp: bool, quick: bool,
+              seed: int, out: Path) -> int:
     """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model."""
     console = _console()
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
                     quick=quick, seed=seed)
-    train, _ = load_training_data(data)
+    console.print(f"[dim]·[/dim] data: {cfg.data}" + (" (the generator's own)" if data is None else ""))
+    train, _ = load_training_data(cfg.data)
     gen, ledger, model_dir = train_step(cfg, train)
     eps = ledger.get("epsilon")
     console.print(f"saved {gen.name} to {model_dir} (run {ledger['run_id']})")
@@ -95,24 +135,48 @@ def train_cmd(generator: str, data: str, epsilon: float, delta: float | None, no
               help="A model folder written by `genguard train` (or its parent).")
 @click.option("-n", "n", type=int, default=100, show_default=True, help="Number of samples.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the sample files.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--label", type=int, default=None, help="Class to ask a conditional generator for.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of sampling: the same seed, the same files.")
+@click.option("--label", type=int, default=None, help="Class to ask a conditional generator for (--condition label=K).")
+@click.option("-c", "--condition", "conditions", multiple=True, metavar="NAME=VALUE",
+              help="A condition the generator takes (`genguard train --list` shows them), e.g. -c prompt='def '.")
 @click.option("--no-tag", is_flag=True, help="Write samples without provenance.")
-def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None, no_tag: bool) -> int:
-    """Sample from a saved model, write files (PNG, .txt, CSV) and tag each with provenance."""
+def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None, conditions: tuple[str, ...],
+               no_tag: bool) -> int:
+    """Sample from a saved model, write files (PNG, .txt, CSV) and tag each with provenance.
+
+    A model saved without a ledger is tagged under a run id derived from its weights (model-<sha256>).
+    """
     if n <= 0:
         raise PipelineError(f"-n must be positive, got {n}")
     if (model_dir / "model" / "config.json").is_file():
         model_dir = model_dir / "model"
     gen, ledger, ledger_sha = load_model(model_dir)
-    conditions = {} if label is None else {"label": label}
+    given = parse_conditions(conditions, getattr(gen, "conditional_on", ()), gen.name)
+    if label is not None:
+        given["label"] = label
     _, paths, provenance = sample_step(gen, n, out, seed, ledger, ledger_sha256=ledger_sha, tag=not no_tag,
-                                       **conditions)
+                                       model_dir=model_dir, **given)
     console = _console()
     console.print(f"wrote {len(paths)} files to {out}")
     if not no_tag:
         console.print(f"provenance: {provenance['verdicts']}")
     return 0
+
+
+def parse_conditions(items: tuple[str, ...], allowed: tuple[str, ...], name: str) -> dict:
+    """``NAME=VALUE`` pairs as sampling conditions (integers where they parse as one)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--condition takes NAME=VALUE, got {item!r}")
+        if allowed and key not in allowed:
+            raise PipelineError(f"generator {name!r} takes the conditions {', '.join(allowed)}; got {key!r}")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def register(group: click.Group) -> None:
