@@ -5,11 +5,19 @@ import warnings
 import numpy as np
 import pytest
 
-from genguard.generators import DEFAULT_DATA, QUICK_PARAMS, GeneratorError, available, load, make_generator
+from genguard.generators import GeneratorError, available, get_generator_class, load, make_generator, quick_params
 from genguard.generators.data import load_embedded, train_holdout
 
-ALL = ["gmm", "hmm", "rbm", "vae", "gan", "flow", "pixelcnn", "ddpm", "score", "text", "tabular", "dpmerf"]
-GRADIENT_TRAINED = ["rbm", "gan", "flow", "pixelcnn", "ddpm", "score", "text", "tabular"]  # vae: test_private_trainer
+ALL = ["gmm", "hmm", "rbm", "vae", "gan", "flow", "pixelcnn", "ddpm", "score", "text", "tabular", "dpmerf", "flowmatch"]
+GRADIENT_TRAINED = ["rbm", "gan", "flow", "pixelcnn", "ddpm", "score", "text", "tabular", "flowmatch"]  # vae: test_private_trainer
+
+
+def DEFAULT_DATA(name):
+    return get_generator_class(name).default_data
+
+
+def QUICK(name):
+    return quick_params(name)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +39,10 @@ def fitted(splits):
     def get(name, data=None):
         key = (name, data)
         if key not in cache:
-            train, _ = splits(data or DEFAULT_DATA[name])
+            train, _ = splits(data or DEFAULT_DATA(name))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cache[key] = make_generator(name, **QUICK_PARAMS[name]).fit(train, progress=False)
+                cache[key] = make_generator(name, **QUICK(name)).fit(train, progress=False)
         return cache[key]
 
     return get
@@ -50,9 +58,9 @@ def _same(a, b):
 
 def test_registry_and_quick_params_cover_every_family():
     assert sorted(ALL) == available()
-    assert sorted(QUICK_PARAMS) == sorted(ALL) == sorted(DEFAULT_DATA)
-    for name in ALL:  # quick params are real constructor parameters
-        make_generator(name, **QUICK_PARAMS[name])
+    for name in ALL:  # every family names its data and quick settings, and they are real constructor parameters
+        assert DEFAULT_DATA(name) in ("digits", "diabetes", "pydoc") and QUICK(name)
+        make_generator(name, **QUICK(name))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -72,7 +80,7 @@ def test_fit_sample_save_load_round_trip(name, fitted, tmp_path):
     assert _same(back.sample(12, seed=5).data, a.data)
 
 
-@pytest.mark.parametrize("name", ["rbm", "gan", "flow", "pixelcnn", "ddpm", "score", "dpmerf", "gmm"])
+@pytest.mark.parametrize("name", ["rbm", "gan", "flow", "pixelcnn", "ddpm", "score", "dpmerf", "gmm", "flowmatch"])
 def test_image_generators_honour_the_label(name, fitted):
     gen = fitted(name)
     s = gen.sample(6, seed=0, label=3)
@@ -90,12 +98,12 @@ def test_unfitted_and_bad_data_are_refused(splits):
         make_generator("flow").sample(3)
     text_train, _ = splits("pydoc")
     with pytest.raises(GeneratorError, match="image"):
-        make_generator("flow", **QUICK_PARAMS["flow"]).fit(text_train, progress=False)
+        make_generator("flow", **QUICK("flow")).fit(text_train, progress=False)
     digits_train, _ = splits("digits")
     with pytest.raises(GeneratorError, match="text"):
-        make_generator("text", **QUICK_PARAMS["text"]).fit(digits_train, progress=False)
+        make_generator("text", **QUICK("text")).fit(digits_train, progress=False)
     with pytest.raises(GeneratorError, match="loss"):
-        make_generator("gan", loss="wasserstein", **QUICK_PARAMS["gan"]).fit(digits_train, progress=False)
+        make_generator("gan", loss="wasserstein", **QUICK("gan")).fit(digits_train, progress=False)
 
 
 # -- learned something ----------------------------------------------------------------------
@@ -177,14 +185,14 @@ def test_rbm_free_energy_prefers_real_digits(fitted, splits):
     assert gen.free_energy(holdout.x[:50], labels).mean() < gen.free_energy(noise, labels).mean() - 5
 
 
-@pytest.mark.parametrize("name", ["ddpm", "score"])
+@pytest.mark.parametrize("name", ["ddpm", "score", "flowmatch"])
 def test_denoisers_beat_their_initialisation(name, fitted, splits):
     """The trained denoiser's loss on held-out digits is below that of the same net untrained."""
     import torch
 
     gen = fitted(name)
     _, holdout = splits("digits")
-    fresh = make_generator(name, **QUICK_PARAMS[name])
+    fresh = make_generator(name, **QUICK(name))
     fresh._fit_image_meta(holdout)
     fresh.build_from_state({})
     batch = gen.train_tensors(holdout)
@@ -246,8 +254,8 @@ def test_em_models_refuse_a_private_trainer(splits):
 def test_trains_with_dp_sgd_within_the_target(name, splits, tmp_path):
     from genguard.guardrails.privacy import PrivateTrainer, build_ledger
 
-    train, _ = splits(DEFAULT_DATA[name])
-    params = {**QUICK_PARAMS[name], "epochs": 1}
+    train, _ = splits(DEFAULT_DATA(name))
+    params = {**QUICK(name), "epochs": 1}
     if name == "ddpm":  # several noise draws per record: still one clipped per-sample gradient each
         params["noise_multiplicity"] = 2
     with warnings.catch_warnings():
@@ -273,7 +281,7 @@ def test_dpmerf_one_shot_release_is_ledgered(splits, tmp_path):
     from genguard.generators.dpmerf import gaussian_epsilon
 
     train, _ = splits("digits")
-    q = QUICK_PARAMS["dpmerf"]
+    q = QUICK("dpmerf")
     priv = make_generator("dpmerf", **q).fit(train, trainer=PrivateTrainer(target_epsilon=1.0), progress=False)
     rep = priv.training_report_
     assert rep["private"] and rep["epsilon"] <= 1.0 and rep["steps"] == 1 and rep["sample_rate"] == 1.0
@@ -317,7 +325,7 @@ def test_gan_wgan_gp_trains_plainly_and_is_refused_under_dp(splits):
     from genguard.guardrails.privacy import PrivateTrainer
 
     train, _ = splits("digits")
-    params = {**QUICK_PARAMS["gan"], "epochs": 1, "loss": "wgan-gp", "n_critic": 2}
+    params = {**QUICK("gan"), "epochs": 1, "loss": "wgan-gp", "n_critic": 2}
     gen = make_generator("gan", **params).fit(train, progress=False)
     assert np.isfinite(gen.training_report_["final_loss"])
     with warnings.catch_warnings():
@@ -329,7 +337,7 @@ def test_gan_wgan_gp_trains_plainly_and_is_refused_under_dp(splits):
 @pytest.mark.parametrize("name", ["rbm", "gan"])
 def test_refitting_with_the_same_seed_gives_the_same_model(name, splits):
     train, _ = splits("digits")
-    params = {**QUICK_PARAMS[name], "epochs": 1}
+    params = {**QUICK(name), "epochs": 1}
     gen = make_generator(name, **params)
     first = gen.fit(train, progress=False).sample(5, seed=0).data
     again = gen.fit(train, progress=False).sample(5, seed=0).data
@@ -370,12 +378,12 @@ def test_dp_sgd_survives_empty_poisson_batches(name, splits):
     """Batch size 1 on a few records: Poisson sampling draws empty batches, which must still step (noise only)."""
     from genguard.guardrails.privacy import PrivateTrainer
 
-    train, _ = splits(DEFAULT_DATA[name])
+    train, _ = splits(DEFAULT_DATA(name))
     small = train.subset(np.arange(12))
     if name == "text":
         small = train.subset(np.arange(1))
         small.x = [small.x[0][:32 * 12]]
-    params = {**QUICK_PARAMS[name], "epochs": 1, "batch_size": 1}
+    params = {**QUICK(name), "epochs": 1, "batch_size": 1}
     if name == "text":
         params["max_windows"] = 12
     with warnings.catch_warnings():
