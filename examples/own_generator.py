@@ -99,7 +99,7 @@ def audit_black_box(sample_fn, train, holdout, out: Path) -> dict:
     from genguard.generators.data import write_samples
     from genguard.pipeline import claim_from_ledger, tag_and_verify
 
-    images, labels = sample_fn(200)
+    images, labels = sample_fn(100)
     samples = Samples(data=images, modality="image", conditions={"label": labels},
                       metadata={"generator": "black-box", "pixel_scale": 4})
     paths = write_samples(samples, out / "black-box")
@@ -129,7 +129,7 @@ def main(out: Path) -> dict:
     assert np.array_equal(back.sample(8, seed=1).data, gen.sample(8, seed=1).data)
 
     # 3. sample and tag without a ledger: the run id is model-<sha256 of the weights>
-    samples, paths, provenance = sample_step(back, 200, out / "samples", seed=0, ledger=None, progress=False,
+    samples, paths, provenance = sample_step(back, 100, out / "samples", seed=0, ledger=None, progress=False,
                                              model_dir=out / "model")
     results["run_id"] = provenance["claim"]["run_id"]
     results["intact_rate"] = provenance["intact_rate"]

@@ -216,7 +216,10 @@ def _check_batch_loss(gen: TorchGenerator, data: Dataset) -> None:
     tensors = tuple(gen.train_tensors(data))
     if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
         raise ProtocolError(type(gen).__name__, ["train_tensors must return a tuple of tensors with one row per record"])
-    loss = gen.batch_loss(tuple(t[:3] for t in tensors))  # the wrapper raises when it is not one number
+    try:
+        loss = gen.batch_loss(tuple(t[:3] for t in tensors))  # the wrapper raises when it is not one number
+    except GeneratorError as exc:
+        raise ProtocolError(type(gen).__name__, [str(exc)]) from None
     if not loss.requires_grad:
         names = ", ".join(gen.private_modules())
         raise ProtocolError(type(gen).__name__, [f"batch_loss is not differentiable in the private modules ({names}): "
