@@ -251,8 +251,12 @@ def as_text_generator(gen: Any, seed: int = 0) -> Callable[[list[str]], list[str
     to ``generate(prompts)``: one call per distinct prompt, as many continuations as it appears."""
     import inspect
 
-    if "prompt" not in inspect.signature(gen.sample).parameters:
-        raise AuditError(f"{type(gen).__name__}.sample does not take a 'prompt' condition")
+    # a genguard Generator says which conditions it takes; a bare sample-only object is read by its signature
+    declared = getattr(gen, "conditional_on", None)
+    takes = "prompt" in declared if declared is not None else "prompt" in inspect.signature(gen.sample).parameters
+    if not takes:
+        raise AuditError(f"{type(gen).__name__}.sample does not take a 'prompt' condition "
+                         "(a Generator names it in its class attribute conditional_on)")
 
     def generate(prompts: list[str]) -> list[str]:
         out: list[str | None] = [None] * len(prompts)

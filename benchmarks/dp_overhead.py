@@ -1,7 +1,7 @@
 """Benchmark: DP-SGD step time and peak memory against non-private training, per gradient-trained generator.
 
-For every torch generator in ``generators.REGISTRY`` (new ones are picked up
-automatically) on its modality's embedded data set, each configuration is
+For every torch generator registered in ``genguard.generators`` (``available()``) (new ones are picked up
+automatically) on its own embedded data set (``default_data``), each configuration is
 trained through the real trainers (``PlainTrainer`` and ``PrivateTrainer``) in
 a fresh subprocess, alternating configurations over ``--repeats`` rounds:
 
@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_FOR_MODALITY = {"image": "digits", "tabular": "diabetes", "text": "pydoc"}
 
 
 def _child(name: str, mode: str, epochs: int, batch_size: int | None, threads: int) -> dict:
@@ -43,11 +42,11 @@ def _child(name: str, mode: str, epochs: int, batch_size: int | None, threads: i
     from genguard.guardrails.privacy import PrivateTrainer
 
     cls = generators.get_generator_class(name)
-    if not issubclass(cls, TorchGenerator):
-        return {"skip": "not gradient-trained"}
-    if cls.modality not in DATA_FOR_MODALITY:
-        return {"skip": f"no embedded {cls.modality} data set"}
-    data = train_holdout(load_embedded(DATA_FOR_MODALITY[cls.modality]))[0]
+    if not issubclass(cls, TorchGenerator) or cls.dp_mechanism != "dp-sgd":
+        return {"skip": "not trained by DP-SGD"}
+    if cls.default_data is None:
+        return {"skip": "names no embedded data set (default_data)"}
+    data = train_holdout(load_embedded(cls.default_data))[0]
     params = {"epochs": epochs, "seed": 0}
     if batch_size:
         params["batch_size"] = batch_size

@@ -10,7 +10,7 @@ What it is trained on, plainly:
   (scikit-learn) and the right stereo motorcycle view.
 * **fake**: 64x64 grey patches sampled from reference generators trained here,
   on the training photos' patches, in a few minutes on one CPU core:
-  ``vae`` (generators.REGISTRY's class-conditional MLP VAE; any other
+  ``vae`` (the registry's class-conditional MLP VAE; any other
   registered generator can be named with --generators), ``pca_gmm`` (a
   Gaussian mixture in a 48-component PCA space), ``deconv`` (a convolutional
   decoder with stride-2 transposed convolutions, the checkerboard-leaving
@@ -192,7 +192,7 @@ class ConvDecoderGen:
 
 
 def registry_generator(name: str, x: np.ndarray, labels: np.ndarray, seed: int, quick: bool):
-    """Train a generator of generators.REGISTRY on the patches; returns a sampler(n, seed) -> (n, H, W[, C])."""
+    """Train a registered generator (genguard.generators.available()) on the patches; returns a sampler(n, seed) -> (n, H, W[, C])."""
     from genguard import generators
     from genguard.generators.base import Dataset
 
@@ -266,7 +266,7 @@ def write_folder(data: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--generators", default=",".join(DEFAULT_GENERATORS),
-                    help="comma-separated: names in generators.REGISTRY and/or " + ", ".join(BUILTIN_FAMILIES))
+                    help="comma-separated: names of registered generators (genguard train --list) and/or " + ", ".join(BUILTIN_FAMILIES))
     ap.add_argument("--out", default=str(ROOT / "detectors" / "default_detector.safetensors"))
     ap.add_argument("--data-out", default=str(ROOT / "genguard-out" / "detector-data"),
                     help="where to write the real/fake PNG patches (train/ and test/); '' to skip")

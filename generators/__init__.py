@@ -43,7 +43,7 @@ def load(directory: str | os.PathLike) -> Generator:
     except GeneratorError:
         saved = config.get("class") if isinstance(config.get("class"), str) else None
         raise GeneratorError(f"{os.fspath(directory)}: holds a {name!r} model"
-                             + (f" (class {saved})" if saved else "") + f", which is not registered; "
+                             + (f" (class {saved})" if saved else "") + ", which is not registered; "
                              + how_to_register(str(name), saved)) from None
     return cls.load(directory)
 
