@@ -173,7 +173,7 @@ def check_generator(gen: Any, data: Dataset | None = None, *, n: int = 4) -> lis
 
     Without ``data`` the class attributes and methods are checked, and a fitted
     generator is also sampled and saved/loaded. With ``data`` (keep it small) a
-    fresh copy built from ``gen``'s parameters is fitted on it first; a torch
+    fresh copy built from ``gen``'s parameters (a class: its ``quick_params``) is fitted on it first; a torch
     generator's ``batch_loss`` must return one number per batch. Raises
     :class:`ProtocolError` listing every fix. The DP-SGD part is a separate
     check: :data:`PRIVATE_CHECK`.
@@ -188,7 +188,7 @@ def check_generator(gen: Any, data: Dataset | None = None, *, n: int = 4) -> lis
     if data is not None:
         if not isinstance(data, Dataset):
             raise GeneratorError(f"check_generator: data must be a generators.Dataset, got {type(data).__name__}")
-        params = instance.get_params() if instance is not None else {}
+        params = instance.get_params() if instance is not None else dict(getattr(cls, "quick_params", {}) or {})
         fresh = cls(**params)
         if isinstance(fresh, TorchGenerator):
             _check_batch_loss(fresh, data)

@@ -157,10 +157,16 @@ def registered() -> dict[str, type]:
     """Every registered class by name, importing entry points; one that fails is left out and its
     reason kept in :func:`problems`."""
     out: dict[str, type] = {}
+    _load_builtins()
+    for name, ep in _entry_points().items():
+        taken = _classes.get(name)
+        if taken is not None and f"{taken.__module__}:{taken.__qualname__}" != ep.value:
+            _problems[name] = f"{_origin(ep)} is ignored: the name is taken by {_qualname(taken)}; rename one"
     for name in available():
         try:
             out[name] = get_generator_class(name)
-            _problems.pop(name, None)
+            if "is ignored" not in _problems.get(name, ""):
+                _problems.pop(name, None)
         except GeneratorError as exc:
             _problems[name] = str(exc)
     return out

@@ -240,10 +240,12 @@ def test_an_installed_entry_point_is_listed_trained_and_loaded(tmp_path):
 
 
 def test_a_broken_entry_point_breaks_nothing_else(tmp_path):
-    env = _plugin(tmp_path, "raise ImportError('needs a missing library')\n", "broken = myplug:Nope")
+    env = _plugin(tmp_path, "raise ImportError('needs a missing library')\n", "broken = myplug:Nope\nvae = myplug:Fake")
     proc = _cli("train", "--list", env=env)
     assert proc.returncode == 0 and "vae" in proc.stdout
     assert "(not loadable) broken" in proc.stdout and "needs a missing library" in proc.stdout
+    # a plug-in cannot take over a built-in name: it is ignored, and the listing says so
+    assert "(not loadable) vae: entry point vae = 'myplug:Fake' of distribution myplug is ignored" in proc.stdout
     proc = _cli("train", "--generator", "broken", "--quick", "--out", str(tmp_path / "o"), env=env)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "failed to import" in lines[0]
