@@ -175,7 +175,8 @@ def check_loss(gen: Any, loss: Any) -> Any:
 def check_torch_protocol(gen: Any) -> None:
     """Raise :class:`GeneratorError` listing the hooks and attributes a TorchGenerator still lacks."""
     problems = []
-    for method in ("build", "private_modules", "train_tensors", "batch_loss", "build_from_state"):
+    # the hooks training calls; build_from_state is needed only by load(), and registration checks it
+    for method in ("build", "private_modules", "train_tensors", "batch_loss"):
         if getattr(getattr(type(gen), method, None), "__qualname__", "").startswith("TorchGenerator."):
             problems.append(f"define {PROTOCOL_METHODS[method]}")
     for attr, types in TORCH_ATTRIBUTES.items():
