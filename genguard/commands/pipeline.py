@@ -84,7 +84,7 @@ def _print_summary(console, rows, title: str) -> None:
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with the release gates.")
 def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
             n_samples: int | None, policy: Path | None) -> int:
-    """The whole loop on the embedded digits: train (DP by default), sample, tag, audit.
+    """The whole loop on the generator's own embedded data: train (DP by default), sample, tag, audit.
 
     Exit 0 when every release gate passes, 1 when one fails.
     """
