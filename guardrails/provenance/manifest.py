@@ -159,7 +159,7 @@ def build_manifest(claim: dict[str, Any], title: str, watermark_id: bytes | None
       model made: they get ``c2pa.created`` with ``digitalCreation`` and the training assertion says the rest.
     - custom action parameters are namespaced (§18.14.4.7);
     - a watermark is declared by the entity-specific ``org.genguard.watermark`` assertion and action
-      (see :data:`WATERMARK_LABEL`), its identifier a CBOR byte string.
+      (see :data:`WATERMARK_LABEL`), not by a soft binding.
     """
     gg_version = _tool_version()
     agent = {"name": "genguard", "version": gg_version}
@@ -177,12 +177,10 @@ def build_manifest(claim: dict[str, Any], title: str, watermark_id: bytes | None
     if watermark_id is not None:
         actions.append({"action": WATERMARK_ACTION, "softwareAgent": agent,
                         "parameters": _namespaced({"alg": WATERMARK_ALG, **(watermark_info or {})})})
-        assertions.append({"label": WATERMARK_LABEL, "kind": "Cbor", "created": True, "data": {
-            "alg": WATERMARK_ALG,
-            # a CBOR byte string, as the soft-binding schema this mirrors (§18.10.2) has it; pad: none used
-            "blocks": [{"scope": {}, "value": list(watermark_id)}],
-            "pad": [],
-        }})
+        # not a c2pa.soft-binding assertion (its alg must be on the list, §9.3.2), so not its schema either
+        # (blocks/value/pad, §18.10.2): genguard's own, with the identifier as hex text
+        assertions.append({"label": WATERMARK_LABEL, "created": True, "data": {
+            "alg": WATERMARK_ALG, "identifier": watermark_id.hex(), **(watermark_info or {})}})
     assertions.insert(0, {"label": "c2pa.actions.v2", "created": True,
                           "data": {"actions": actions, "allActionsIncluded": True}})
     assertions.append({"label": TRAINING_LABEL, "created": True, "data": dict(claim)})
@@ -353,16 +351,16 @@ def manifest_watermark_id(assertions: dict[str, Any]) -> bytes | None:
     """The watermark identifier that a genguard manifest declares, if any (new assertion, or the old soft binding)."""
     import base64
 
-    for label in (WATERMARK_LABEL, LEGACY_SOFT_BINDING_LABEL):
-        sb = assertions.get(label)
-        if not isinstance(sb, dict) or sb.get("alg") != WATERMARK_ALG:
-            continue
+    wm = assertions.get(WATERMARK_LABEL)
+    if isinstance(wm, dict) and wm.get("alg") == WATERMARK_ALG:
         try:
-            v = sb["blocks"][0]["value"]
-            if isinstance(v, list):
-                return bytes(v)
-            if isinstance(v, str):
-                return base64.b64decode(v)
+            return bytes.fromhex(str(wm.get("identifier")))
+        except ValueError:
+            return None
+    sb = assertions.get(LEGACY_SOFT_BINDING_LABEL)
+    if isinstance(sb, dict) and sb.get("alg") == WATERMARK_ALG:
+        try:
+            return base64.b64decode(sb["blocks"][0]["value"])
         except (KeyError, IndexError, TypeError, ValueError):
             return None
     return None

@@ -231,6 +231,9 @@ def _read_anchor(trust_anchor) -> str | None:
 
 def _find_manifest(path: Path, data: bytes, anchor_pem: str | None) -> tuple[dict[str, Any], str | None]:
     """The manifest of ``path`` (embedded in any format c2pa reads, else a sidecar) and the format read."""
+    if path.suffix.lower() == mf.SIDECAR_SUFFIX:
+        raise ProvenanceError(f"{path}: a C2PA manifest store, not an asset; verify the file it belongs to "
+                              "(its sidecar is read with it)")
     rfmt = mf.sniff_read_format(data, path)
     man = mf.read_manifest(data, mf.READ_MIME[rfmt], None, anchor_pem) if rfmt else \
         {"state": "Missing", "codes": [], "assertions": {}, "signer": None, "history": None}
