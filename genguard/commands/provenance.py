@@ -169,7 +169,10 @@ def register(group: click.Group) -> None:
             table.add_row(r["path"], r["manifest"]["state"],
                           f"[{made_colours[made]}]{made}[/]" if made in made_colours else made, signer_s, wm_s,
                           str(r["run_id"] or "-"), f"[{colours.get(v, 'red')}]{v}[/]", r["reason"])
-        Console().print(table)
+        import sys
+
+        # piped output (logs, CI) is not cut to 80 columns: the reason is the point of the table
+        Console(width=None if sys.stdout.isatty() else 240).print(table)
         if json_out:
             clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
                      for r in results]
