@@ -127,6 +127,9 @@ def test_specific_causes_are_named():
     assert "cawg.identity.assertion.mismatch" in r["reason"]
     r = verify_file(FIXTURES / "cawg" / "malformed_cbor.jpg")
     assert r["verdict"] == "tampered" and "assertion.required.missing" in r["manifest"]["codes"]
+    # an ingredient that was already invalid when added is disclosed history, not hidden
+    r = verify_file(FIXTURES / "c2pars" / "CIE-sig-CA.jpg")
+    assert r["verdict"] == "intact" and "E-sig-CA.jpg" in r["reason"] and "already invalid" in r["reason"]
     r = verify_file(FIXTURES / "formats" / "adobe-20240110-single_manifest_store.pdf")
     assert r["made"] == "ai-generated" and any("trainedAlgorithmicMedia" in s for s in r["history"]["source_types"])
 
@@ -213,6 +216,10 @@ def test_verify_opens_no_socket(monkeypatch, tmp_path, capsys):
 def test_verify_subprocess_makes_no_inet_connect(tmp_path):
     """At the system-call level (c2pa-rs is native code, out of reach of a Python monkeypatch)."""
     log = tmp_path / "strace.log"
+    # control: the tracing sees an AF_INET connect when there is one
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(log), sys.executable, "-c",
+                    "import socket; socket.socket().connect_ex(('127.0.0.1', 9))"], check=True, timeout=60)
+    assert "AF_INET" in log.read_text()
     files = _all_files()
     env = {**os.environ, "GENGUARD_NO_PROGRESS": "1"}
     proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log),

@@ -312,6 +312,18 @@ def test_tag_on_a_file_with_a_manifest_records_opened_with_parent(tmp_path, keys
     r = verify_file(second)
     assert r["verdict"] == "intact" and r["run_id"] == "second" and r["history"]["n_manifests"] == 2
     assert r["history"]["tree"]["ingredients"][0]["made"] == "ai-generated"
+    assert r["history"]["tree"]["ingredients"][0]["title"] == "a.jpg"
+
+
+def test_retagging_an_invalid_file_keeps_its_failure_in_the_history(tmp_path, keys):
+    """Tagging over someone's broken manifest must not launder it: the parent's recorded failure is shown."""
+    fx = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "c2pa" / "public" / "adobe-20220124-E-sig-CA.jpg"
+    out = tag_file(fx, tmp_path / "re.jpg", claim=CLAIM, keys=keys)
+    r = verify_file(out)
+    assert r["history"]["recorded_ingredient_failures"][0]["codes"] == ["claimSignature.mismatch"]
+    assert "already invalid" in r["reason"] and "watermark agrees" in r["reason"]
+    m, _, _ = _claim_of(out, "image/jpeg")
+    assert _assertions(m)["c2pa.actions.v2"]["actions"][0]["action"] == "c2pa.opened"
 
 
 def test_thumbnail_stays_small(tmp_path, keys):

@@ -114,6 +114,12 @@ def _node(store: dict[str, Any], label: str | None, title: str | None, relations
             continue
         rel = str(ing.get("relationship") or "componentOf")
         child = _node(store, ing.get("active_manifest"), ing.get("title"), rel, depth + 1, seen)
+        # what the signer recorded about the ingredient when it was added (c2pa-rs re-checks only deltas)
+        vr = ing.get("validation_results") if isinstance(ing.get("validation_results"), dict) else {}
+        recorded = _codes(vr.get("activeManifest"), "failure")
+        recorded += [str(x.get("code")) for x in ing.get("validation_status") or [] if isinstance(x, dict)]
+        child["recorded_failures"] = [c for c in dict.fromkeys(recorded)
+                                      if c not in SIGNER_TRUST_CODES and not c.endswith(".success")]
         ingredients.append(child)
         c = child["made"]
         if rel == "inputTo":
@@ -184,6 +190,8 @@ def summarize(store: dict[str, Any], results: dict[str, Any], trust_anchor_given
     else:
         cawg_trust = "unverified"
     nodes = list(_flatten(tree))
+    recorded = [{"ingredient": n.get("title"), "codes": n["recorded_failures"]} for n in nodes
+                if n.get("recorded_failures")]
     ai_nodes = [n for n in nodes if any(source_class(d) in ("ai-generated", "ai-composited")
                                         for d in n.get("source_types") or [])]
     return {
@@ -200,6 +208,9 @@ def summarize(store: dict[str, Any], results: dict[str, Any], trust_anchor_given
         if cawg_labels else None,
         "integrity_failures": integrity,
         "ingredient_failures": ingredient_failures,
+        # failures an ingredient already had when it was added, as the signer recorded them: disclosed
+        # history, not a failure of this file (stripping a manifest would hide them just as well)
+        "recorded_ingredient_failures": recorded,
         "n_manifests": len(manifests),
         "tree": tree,
     }
@@ -304,7 +315,12 @@ def _r_intact(f: Facts):
     wm = ""
     if f.declared is not None:
         wm = "; watermark agrees" if f.wm_found == f.declared else "; its declared watermark was not read back"
-    return "intact", f"manifest valid{wm}; {f.about()}"
+    rec = f.h.get("recorded_ingredient_failures")
+    hist = ""
+    if rec:
+        hist = "; history: ingredient " + ", ".join(f"{r['ingredient']!r} ({', '.join(r['codes'])})" for r in rec[:2]) \
+            + " was already invalid when added"
+    return "intact", f"manifest valid{wm}; {f.about()}{hist}"
 
 
 def _r_stripped(f: Facts):

@@ -241,7 +241,7 @@ def reader_context(trust_anchor_pem: str | None):
 
 
 def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys, thumbnail: bool = True,
-                  parent_data: bytes | None = None) -> bytes:
+                  parent_data: bytes | None = None, parent_title: str | None = None) -> bytes:
     """Return ``data`` (a PNG/JPEG/WebP file's bytes) with the signed manifest embedded.
 
     ``thumbnail=False`` leaves the manifest thumbnail out (the pipeline's 32x32 samples); otherwise it is a
@@ -257,7 +257,7 @@ def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys, thumbna
     try:
         with c2pa.Builder(manifest, context=_signing_context(thumbnail)) as builder, keys.signer() as signer:
             if parent_data is not None:
-                builder.add_ingredient({"title": manifest.get("title", "parent"), "relationship": "parentOf",
+                builder.add_ingredient({"title": parent_title or manifest.get("title", "parent"), "relationship": "parentOf",
                                         "label": PARENT_LABEL}, EMBEDDED_MIME[fmt], io.BytesIO(parent_data))
             builder.sign(signer, EMBEDDED_MIME[fmt], io.BytesIO(data), out)
     except c2pa.C2paError as exc:

@@ -181,7 +181,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
                                      parent=parent)
         # a manifest thumbnail only for images big enough to deserve one (see sign_embedded)
         data = mf.sign_embedded(data, fmt, manifest, keys, thumbnail=min(arr.shape[:2]) >= MIN_WATERMARK_SIDE,
-                                parent_data=original if parent else None)
+                                parent_data=original if parent else None, parent_title=path.name)
     atomic_write_bytes(dest, data, mode=out_mode)
     return dest
 
