@@ -402,3 +402,18 @@ def test_manifest_declared_ai_is_never_authentic_in_detect(tmp_path, keys):
 
     page = render([{**entry, "path": str(out), "forgery": None}])
     assert "authentic (p=" not in page and "ai-generated per its own manifest" in page
+
+
+def test_verdict_table_never_reads_an_unexplained_invalid_as_intact():
+    from genguard.guardrails.provenance import history as hi
+
+    h = {"made": "captured", "signer": {"common_name": "x"}, "signer_trust": "unverified", "cawg": None,
+         "integrity_failures": [], "ingredient_failures": [], "signer_problems": [],
+         "recorded_ingredient_failures": []}
+    facts = lambda state, codes: hi.Facts(state, h, codes, None, None, {}, None, None, False, False, False, False)  # noqa: E731
+    assert hi.decide(facts("Valid", []))[0] == "intact"
+    v, reason, rule = hi.decide(facts("Invalid", ["com.example.unknownFailure"]))
+    assert v == "tampered" and "com.example.unknownFailure" in reason
+    assert hi.decide(facts("Invalid", []))[0] == "tampered"
+    # every verdict the table can give has an exit status
+    assert {r(facts("Valid", []))[0] for _, r in hi.RULES if r(facts("Valid", []))} <= set(hi.VERDICT_EXIT)

@@ -268,11 +268,22 @@ def _r_integrity(f: Facts):
     if not f.has_manifest:
         return None
     fails = (f.h.get("integrity_failures") if f.h else None) or [c for c in f.codes if c == "manifest.unreadable"]
+    if not fails and f.state == "Invalid" and not _explained(f):
+        # c2pa says Invalid for a reason none of the rows below covers: never let that read as intact
+        fails = [c for c in f.codes if c not in SIGNER_TRUST_CODES] or ["invalid (no code given)"]
     if fails:
         reason = "manifest does not validate: " + ", ".join(dict.fromkeys(fails))
         if f.detail:
             reason += f" ({f.detail})"
         return "tampered", reason + (f"; it says: {f.about()}" if f.h else "")
+
+
+def _explained(f: Facts) -> bool:
+    """Whether an Invalid state is accounted for by a later row (CAWG, ingredient, signer, offline DID)."""
+    h = f.h or {}
+    cawg = h.get("cawg") or {}
+    return bool(cawg.get("failures") or h.get("ingredient_failures") or h.get("signer_problems")
+                or "cawg.ica.did_unavailable" in (cawg.get("codes") or []))
 
 
 def _r_cawg(f: Facts):
