@@ -66,6 +66,9 @@ EXPECTED = {
     "public/adobe-20220124-XCA.jpg": ("Invalid", "tampered", "edited", "tampered"),
     "public/adobe-20220124-XCI.jpg": ("Invalid", "tampered", "edited", "tampered"),
     "public/nikon-20221019-building.jpeg": ("Invalid", "untrusted", "unknown", "untrusted"),
+    # c2pa-rs 0.91.3 reports assertion.dataHash.mismatch here; @trustnxt/c2pa-ts 0.9.4 finds the data hash
+    # matching. genguard follows c2pa-rs; which reader is right is not settled (a c2pa-rs regression on
+    # these 2023 Truepic JPEGs is possible), so this row pins today's behaviour, not a ground truth.
     "public/truepic-20230212-camera.jpg": ("Invalid", "tampered", "unknown", "tampered"),
 }
 
