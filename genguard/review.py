@@ -22,7 +22,7 @@ from genguard.generators._io import atomic_write_json, atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 #: Order of cards: the evidence a reviewer must see first.
-_PRIORITY = {"tampered": 0, "error": 1, "stripped": 2, "untagged": 3, "intact": 4}
+_PRIORITY = {"tampered": 0, "untrusted": 1, "error": 2, "stripped": 3, "remote": 4, "untagged": 5, "intact": 6}
 
 
 def collect_files(paths: list[Path]) -> list[Path]:
@@ -109,7 +109,8 @@ def _thumb(path: str | Path, size: int = 256) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-_COLOURS = {"tampered": "#b42318", "error": "#b42318", "stripped": "#b54708", "untagged": "#475467",
+_COLOURS = {"tampered": "#b42318", "error": "#b42318", "untrusted": "#b42318", "stripped": "#b54708",
+            "remote": "#b54708", "untagged": "#475467", "ai-generated": "#6941c6", "ai-composited": "#6941c6",
             "intact": "#067647", "synthetic": "#b42318", "inconclusive": "#b54708", "authentic": "#067647"}
 
 
@@ -126,6 +127,14 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _signer_text(signer: dict[str, Any] | None) -> str | None:
+    if not signer:
+        return None
+    name = signer.get("common_name") or signer.get("issuer") or "?"
+    s = f"{name} (issuer {signer.get('issuer')}; C2PA: {signer.get('trust')}"
+    return s + (f"; CAWG identity: {signer['cawg']})" if signer.get("cawg") else ")")
+
+
 def _card(entry: dict[str, Any]) -> str:
     path = entry.get("path", "?")
     verdict = _provenance_verdict(entry)
@@ -135,7 +144,15 @@ def _card(entry: dict[str, Any]) -> str:
     wm = prov.get("watermark") or {}
     parts = [f'<div class="card"><h3>{html.escape(Path(path).name)}</h3><div class="path">{html.escape(path)}</div>']
     parts.append('<div class="badges">' + _badge(verdict))
-    if entry.get("verdict"):
+    made = prov.get("made")
+    if made in ("ai-generated", "ai-composited"):
+        parts.append(_badge(f"{made} per its own manifest", made))
+    if entry.get("verdict_basis"):
+        # the manifest's AI disclosure overrides the pixel detector: never show "authentic" beside it
+        det = entry.get("detector_verdict")
+        parts.append(_badge(f"synthetic ({entry['verdict_basis']}; detector alone: {det}, "
+                            f"p={entry['synthetic_probability']:.2f})", "synthetic"))
+    elif entry.get("verdict"):
         parts.append(_badge(f"{entry['verdict']} (p={entry['synthetic_probability']:.2f})", entry["verdict"]))
     parts.append("</div>")
     if entry.get("error"):
@@ -155,6 +172,11 @@ def _card(entry: dict[str, Any]) -> str:
     rows = [
         ("reason", prov.get("reason")),
         ("C2PA manifest", manifest.get("state")),
+        ("made (per manifest)", made),
+        ("AI disclosure", ", ".join(s.rsplit("/", 1)[-1] for s in (prov.get("history") or {}).get("source_types") or [])
+         or None),
+        ("actions", ", ".join((prov.get("history") or {}).get("actions") or []) or None),
+        ("signer", _signer_text(prov.get("signer"))),
         ("codes", ", ".join(map(str, manifest.get("codes") or [])) or None),
         ("generator", prov.get("generator") or claim.get("generator")),
         ("run", prov.get("run_id") or claim.get("run_id")),
@@ -198,9 +220,12 @@ table{{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}} th,td{{text-ali
 </style></head><body>
 <h1>genguard review</h1>
 <p>{len(results)} file(s): {summary}</p>
-<p class="note">Provenance: <b>intact</b> = a valid manifest that matches the file; <b>tampered</b> = a manifest that
-does not validate, or a watermark that contradicts it; <b>stripped</b> = no manifest but a genguard watermark;
-<b>untagged</b> = neither. The synthetic probability comes from a calibrated detector with an inconclusive band;
+<p class="note">Provenance: <b>intact</b> = a valid manifest that matches the file (its signer named, and
+trusted only when a trust anchor was given); <b>untrusted</b> = the signer's certificate failed, or is not under the
+trust anchor; <b>tampered</b> = the manifest, a CAWG identity or an ingredient's manifest does not validate, or a
+watermark contradicts it; <b>remote</b> = the manifest is at a URL, never fetched; <b>stripped</b> = no manifest but
+a genguard watermark; <b>untagged</b> = neither. <b>made</b> is how the content was made per the manifest's own
+history (strongest over its ingredients); an image whose manifest declares AI is never shown as authentic. The synthetic probability comes from a calibrated detector with an inconclusive band;
 the default detector knows only small reference generators and does not transfer to others. Forgery scores are
 heuristic anomaly strengths, not probabilities. Most suspicious files come first.</p>
 {cards}

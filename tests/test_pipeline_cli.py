@@ -163,7 +163,7 @@ def test_tabular_run_tags_the_table_and_audits_fairness(tmp_path):
     assert 0 < report["privacy"]["epsilon"] <= 10.0 and report["privacy"]["verification"]["consistent"]
     assert set(report["bias"]["groups"]) == {"sex=1", "sex=2"}
     csv = tmp_path / "samples" / "samples.csv"
-    assert csv.is_file() and (tmp_path / "samples" / "samples.csv.c2pa").is_file()
+    assert csv.is_file() and (tmp_path / "samples" / "samples.c2pa").is_file()  # C2PA 2.2 §15.5.3.1 location
     assert report["provenance"]["verdicts"] == {"intact": 1}
     # editing the table breaks its signed record
     csv.write_text(csv.read_text().replace("\n", "\n9", 1))

@@ -236,3 +236,184 @@ def test_cli_tag_takes_dp_claim_from_ledger(tmp_path, keys, capsys):
     (tmp_path / "bad.json").write_text("{not json")
     code, out, err = _cli(["tag", str(src), "--out", str(tmp_path / "o2"), "--ledger", str(tmp_path / "bad.json")], capsys)
     assert code == 2 and "bad.json" in err and not (tmp_path / "o2").exists()
+
+
+# ---------------------------------------------------------------- what genguard writes (C2PA 2.2)
+def _claim_of(path: Path, mime: str | None = None, sidecar: Path | None = None):
+    import c2pa
+
+    with open(path, "rb") as fh, (c2pa.Reader(mime, fh, sidecar.read_bytes()) if sidecar is not None
+                                  else c2pa.Reader(mime or "image/" + path.suffix.lstrip("."), fh)) as rd:
+        d = json.loads(rd.detailed_json())
+        store = json.loads(rd.json())
+    claim = d["manifests"][d["active_manifest"]]["claim"]
+    created = [u["url"].rsplit("/", 1)[-1] for u in claim.get("created_assertions", [])]
+    gathered = [u["url"].rsplit("/", 1)[-1] for u in claim.get("gathered_assertions", [])]
+    return store["manifests"][store["active_manifest"]], created, gathered
+
+
+def _assertions(m):
+    return {a["label"]: a["data"] for a in m["assertions"]}
+
+
+def test_written_manifest_is_created_namespaced_and_declares_watermark_without_soft_binding(tmp_path, keys):
+    out = tag_file(_photo(tmp_path / "p.png"), tmp_path / "o.png", claim=CLAIM, keys=keys)
+    m, created, gathered = _claim_of(out, "image/png")
+    assert "c2pa.actions.v2" in created and "org.genguard.training" in created  # attributed to the signer
+    assert "org.genguard.watermark" in created and gathered == []
+    a = _assertions(m)
+    acts = a["c2pa.actions.v2"]["actions"]
+    assert acts[0]["action"] == "c2pa.created" and acts[0]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
+    for act in acts:  # custom parameters carry an entity-specific namespace
+        assert all("." in k for k in act.get("parameters", {}) if k != "ingredients"), act
+    # the watermark algorithm is not on the soft-binding list, so no soft-binding assertion and no c2pa.watermarked
+    assert "c2pa.soft-binding" not in a and all(x["action"] != "c2pa.watermarked" for x in acts)
+    assert any(x["action"] == "org.genguard.watermarked" for x in acts)
+    assert a["org.genguard.watermark"]["identifier"] == __import__("genguard.guardrails.provenance",
+                                                                   fromlist=["x"]).watermark_id_for("run-test-1").hex()
+    r = verify_file(out)
+    assert r["verdict"] == "intact" and "watermark agrees" in r["reason"] and r["made"] == "ai-generated"
+
+
+def test_csv_is_trained_algorithmic_data_and_weights_are_not_media(tmp_path, keys):
+    from genguard.guardrails.provenance import manifest as mf
+
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "w.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    tag_file(tmp_path / "data.csv", claim=CLAIM, keys=keys)
+    tag_file(tmp_path / "w.safetensors", claim=CLAIM, keys=keys)
+    # the sidecar lies where C2PA 2.2 §15.5.3.1 says a validator looks: data.c2pa beside data.csv
+    assert (tmp_path / "data.c2pa").is_file() and not (tmp_path / "data.csv.c2pa").exists()
+    m, created, _ = _claim_of(tmp_path / "data.csv", "text/csv", tmp_path / "data.c2pa")
+    assert _assertions(m)["c2pa.actions.v2"]["actions"][0]["digitalSourceType"].endswith("/trainedAlgorithmicData")
+    m, _, _ = _claim_of(tmp_path / "w.safetensors", "application/octet-stream", tmp_path / "w.c2pa")
+    dst = _assertions(m)["c2pa.actions.v2"]["actions"][0]["digitalSourceType"]
+    assert "trainedAlgorithmic" not in dst and dst.endswith("/digitalCreation")
+    r = verify_file(tmp_path / "data.csv")
+    assert r["verdict"] == "intact" and r["manifest"]["sidecar"].endswith("data.c2pa")
+    # the older location is still read
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "t.csv").write_text("x\n1\n")
+    tag_file(tmp_path / "old" / "t.csv", claim=CLAIM, keys=keys)
+    (tmp_path / "old" / "t.c2pa").rename(tmp_path / "old" / "t.csv.c2pa")
+    assert verify_file(tmp_path / "old" / "t.csv")["verdict"] == "intact"
+    assert mf.sidecar_path(tmp_path / "data.csv") == tmp_path / "data.c2pa"
+
+
+def test_tag_on_a_file_with_a_manifest_records_opened_with_parent(tmp_path, keys, home):
+    first = tag_file(_photo(tmp_path / "p.jpg", fmt="JPEG"), tmp_path / "a.jpg",
+                     claim={**CLAIM, "run_id": "first"}, keys=keys, watermark=False)
+    second = tag_file(first, tmp_path / "b.jpg", claim={**CLAIM, "run_id": "second"}, keys=keys, watermark=False)
+    m, created, _ = _claim_of(second, "image/jpeg")
+    acts = _assertions(m)["c2pa.actions.v2"]["actions"]
+    assert acts[0]["action"] == "c2pa.opened"
+    ings = m["ingredients"]
+    assert len(ings) == 1 and ings[0]["relationship"] == "parentOf" and ings[0].get("active_manifest")
+    r = verify_file(second)
+    assert r["verdict"] == "intact" and r["run_id"] == "second" and r["history"]["n_manifests"] == 2
+    assert r["history"]["tree"]["ingredients"][0]["made"] == "ai-generated"
+    assert r["history"]["tree"]["ingredients"][0]["title"] == "a.jpg"
+
+
+def test_retagging_an_invalid_file_keeps_its_failure_in_the_history(tmp_path, keys):
+    """Tagging over someone's broken manifest must not launder it: the parent's recorded failure is shown."""
+    fx = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "c2pa" / "public" / "adobe-20220124-E-sig-CA.jpg"
+    out = tag_file(fx, tmp_path / "re.jpg", claim=CLAIM, keys=keys)
+    r = verify_file(out)
+    assert r["history"]["recorded_ingredient_failures"][0]["codes"] == ["claimSignature.mismatch"]
+    assert "already invalid" in r["reason"] and "watermark agrees" in r["reason"]
+    m, _, _ = _claim_of(out, "image/jpeg")
+    assert _assertions(m)["c2pa.actions.v2"]["actions"][0]["action"] == "c2pa.opened"
+
+
+def test_thumbnail_stays_small(tmp_path, keys):
+    from skimage import data
+
+    src = tmp_path / "a.webp"
+    Image.fromarray(data.astronaut()).save(src, "WEBP", quality=90)
+    out = tag_file(src, tmp_path / "o.webp", claim=CLAIM, keys=keys, watermark=False)
+    assert out.stat().st_size < src.stat().st_size + 30_000, (src.stat().st_size, out.stat().st_size)
+
+
+def test_attacker_ca_is_never_intact_under_a_trust_anchor(tmp_path, keys, home, capsys):
+    """An altered copy re-signed by an attacker's own CA with the victim's claim: untrusted, exit 1."""
+    atk = tmp_path / "attacker"
+    KeyStore.create(atk, common_name="mallory")
+    victim = tag_file(_digit_png(tmp_path / "v.png"), tmp_path / "v_t.png", claim=CLAIM, keys=keys)
+    forged = tag_file(_digit_png(tmp_path / "f.png", seed=5), tmp_path / "f_t.png", claim=CLAIM,
+                      keys=KeyStore.load_or_create(atk))
+    anchor = home / "keys" / "root_ca.pem"
+    rv, rf = verify_file(victim, trust_anchor=anchor), verify_file(forged, trust_anchor=anchor)
+    assert rv["verdict"] == "intact" and rv["signer"]["trust"] == "trusted"
+    assert rf["verdict"] == "untrusted" and "mallory" in rf["reason"] and rf["run_id"] == CLAIM["run_id"]
+    # without an anchor the verdict names the (unverified) signer
+    r = verify_file(forged)
+    assert r["verdict"] == "intact" and "mallory signer" in r["reason"] and "unverified" in r["reason"]
+    code, out, err = _cli(["verify", str(victim), str(forged), "--trust-anchor", str(anchor)], capsys)
+    assert code == 1 and "untrusted" in out
+
+
+def test_wav_with_embedded_manifest_is_read(tmp_path, keys):
+    import wave
+
+    import c2pa
+
+    from genguard.guardrails.provenance import manifest as mf
+
+    src = tmp_path / "s.wav"
+    with wave.open(str(src), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(8000)
+        wf.writeframes(np.zeros(800, dtype=np.int16).tobytes())
+    out = tmp_path / "o.wav"
+    buf = io.BytesIO()
+    with c2pa.Builder(mf.build_manifest(CLAIM, "o.wav"), context=mf._signing_context(False)) as b, \
+            keys.signer() as s:
+        b.sign(s, "audio/wav", io.BytesIO(src.read_bytes()), buf)
+    out.write_bytes(buf.getvalue())
+    r = verify_file(out)
+    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["made"] == "ai-generated"
+    assert r["run_id"] == CLAIM["run_id"]
+    bad = bytearray(buf.getvalue())
+    bad[-10] ^= 0xFF
+    (tmp_path / "bad.wav").write_bytes(bytes(bad))
+    assert verify_file(tmp_path / "bad.wav")["verdict"] == "tampered"
+
+
+def test_invalid_manifest_on_undecodable_pixels_is_tampered_not_error(tmp_path, keys):
+    out = tag_file(_digit_png(tmp_path / "d.png"), tmp_path / "o.png", claim=CLAIM, keys=keys)
+    chunks = list(_chunks(out.read_bytes()))
+    body = b"".join(_chunk(t, (b"\x00garbage" * 4) if t == b"IDAT" else b) for t, b in chunks)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    r = verify_file(bad)
+    assert r["verdict"] == "tampered" and r["manifest"]["state"] == "Invalid", r
+
+
+def test_manifest_declared_ai_is_never_authentic_in_detect(tmp_path, keys):
+    from genguard.commands.detect import _apply_disclosure
+
+    out = tag_file(_photo(tmp_path / "p.png"), tmp_path / "o.png", claim=CLAIM, keys=keys)
+    entry = {"verdict": "authentic", "synthetic_probability": 0.01, "provenance": verify_file(out)}
+    _apply_disclosure(entry)
+    assert entry["verdict"] == "synthetic" and entry["detector_verdict"] == "authentic"
+    from genguard.review import render
+
+    page = render([{**entry, "path": str(out), "forgery": None}])
+    assert "authentic (p=" not in page and "ai-generated per its own manifest" in page
+
+
+def test_verdict_table_never_reads_an_unexplained_invalid_as_intact():
+    from genguard.guardrails.provenance import history as hi
+
+    h = {"made": "captured", "signer": {"common_name": "x"}, "signer_trust": "unverified", "cawg": None,
+         "integrity_failures": [], "ingredient_failures": [], "signer_problems": [],
+         "recorded_ingredient_failures": []}
+    facts = lambda state, codes: hi.Facts(state, h, codes, None, None, {}, None, None, False, False, False, False)  # noqa: E731
+    assert hi.decide(facts("Valid", []))[0] == "intact"
+    v, reason, rule = hi.decide(facts("Invalid", ["com.example.unknownFailure"]))
+    assert v == "tampered" and "com.example.unknownFailure" in reason
+    assert hi.decide(facts("Invalid", []))[0] == "tampered"
+    # every verdict the table can give has an exit status
+    assert {r(facts("Valid", []))[0] for _, r in hi.RULES if r(facts("Valid", []))} <= set(hi.VERDICT_EXIT)

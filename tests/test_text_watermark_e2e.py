@@ -46,4 +46,4 @@ def test_run_with_text_generator_tags_and_watermarks(tmp_path):
     assert report["generator"]["modality"] == "text"
     assert report["provenance"]["verdicts"] == {"intact": 6}
     assert "window" in report["privacy"]["guarantee"]  # the privacy unit is stated
-    assert all(p.with_name(p.name + ".c2pa").is_file() for p in (tmp_path / "samples").glob("*.txt"))
+    assert all(p.with_suffix(".c2pa").is_file() for p in (tmp_path / "samples").glob("*.txt"))

@@ -48,6 +48,20 @@ def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any
     return _jsonable(verify_file(path, trust_anchor=trust_anchor))
 
 
+#: How-made classes (from a file's own C2PA history) that rule out calling the image authentic.
+AI_DISCLOSED = ("ai-generated", "ai-composited")
+
+
+def _apply_disclosure(entry: dict[str, Any]) -> None:
+    """A file whose own manifest declares AI content is synthetic, whatever the pixel detector says: a
+    disclosure against the signer's interest needs no trust in the signer. The detector's verdict is kept."""
+    made = (entry.get("provenance") or {}).get("made")
+    if made in AI_DISCLOSED and entry.get("verdict") != "synthetic":
+        entry["detector_verdict"] = entry.get("verdict")
+        entry["verdict"] = "synthetic"
+        entry["verdict_basis"] = f"its C2PA manifest declares it {made}"
+
+
 def _safe_stem(i: int, path: Path) -> str:
     return f"{i:04d}_" + re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80]
 
@@ -79,6 +93,7 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
         entry["verdict"] = "inconclusive"
         entry["note"] = f"image smaller than the detector's {PATCH}-pixel tile; its probability is not meaningful"
     entry["provenance"] = provenance_of(f, trust_anchor)
+    _apply_disclosure(entry)
     entry["forgery"] = None
     if not no_forgery:
         import numpy as np

@@ -138,9 +138,11 @@ def register(group: click.Group) -> None:
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
                   help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`")
     def verify(files, json_out, trust_anchor) -> int:
-        """Check each file's C2PA manifest and watermark: intact, tampered, stripped or untagged.
+        """Check each file's C2PA manifest (offline) and watermark: intact, untrusted, tampered, remote, stripped
+        or untagged, with how the content was made and who signed, per its manifest's history.
 
-        Exit 1 if any file is tampered, 2 if any file could not be read (the others are still reported)."""
+        Exit 1 if any file is tampered or untrusted, 2 if any file could not be read (the others are still
+        reported and the JSON is written)."""
         from rich.console import Console
         from rich.table import Table
 
@@ -148,18 +150,29 @@ def register(group: click.Group) -> None:
             raise ProvenanceError(f"{trust_anchor}: no such trust anchor file")
         given = set(files)
         # a sidecar listed next to its own asset (e.g. from a glob) is read with the asset, not on its own
-        todo = [f for f in files if not (f.endswith(".c2pa") and f[: -len(".c2pa")] in given)]
+        stems = {str(Path(f).with_suffix("")) for f in files if not f.endswith(".c2pa")}
+        todo = [f for f in files if not (f.endswith(".c2pa") and (f[: -len(".c2pa")] in given
+                                                                   or f[: -len(".c2pa")] in stems))]
         results = [verify_file(f, trust_anchor=trust_anchor) for f in _progress(todo, "verifying")]
-        colours = {"intact": "green", "tampered": "bold red", "stripped": "yellow", "untagged": "dim", "error": "red"}
-        table = Table("file", "manifest", "watermark", "run", "verdict", "reason")
+        colours = {"intact": "green", "tampered": "bold red", "untrusted": "bold red", "stripped": "yellow",
+                   "remote": "yellow", "untagged": "dim", "error": "red"}
+        made_colours = {"ai-generated": "bold magenta", "ai-composited": "magenta"}
+        table = Table("file", "manifest", "made (per manifest)", "signer", "watermark", "run", "verdict", "reason")
         for r in results:
             wm = r["watermark"]
             wm_s = ("n/a" if not wm.get("applicable", True) else
                     (f"found p={wm['p_value']:.1e}" if wm.get("found") else "none"))
             v = r["verdict"]
-            table.add_row(r["path"], r["manifest"]["state"], wm_s, str(r["run_id"] or "-"),
-                          f"[{colours[v]}]{v}[/]", r["reason"])
-        Console().print(table)
+            made = r.get("made") or "-"
+            sg = r.get("signer") or {}
+            signer_s = f"{sg.get('common_name') or sg.get('issuer') or '?'} ({sg.get('trust')})" if sg else "-"
+            table.add_row(r["path"], r["manifest"]["state"],
+                          f"[{made_colours[made]}]{made}[/]" if made in made_colours else made, signer_s, wm_s,
+                          str(r["run_id"] or "-"), f"[{colours.get(v, 'red')}]{v}[/]", r["reason"])
+        import sys
+
+        # piped output (logs, CI) is not cut to 80 columns: the reason is the point of the table
+        Console(width=None if sys.stdout.isatty() else 240).print(table)
         if json_out:
             clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
                      for r in results]
@@ -167,6 +180,6 @@ def register(group: click.Group) -> None:
         errors = [r for r in results if r["verdict"] == "error"]
         for r in errors:
             click.echo(f"genguard: error: {r['reason']}", err=True)
-        if errors:
-            return 2
-        return 1 if any(r["verdict"] == "tampered" for r in results) else 0
+        from genguard.guardrails.provenance.history import VERDICT_EXIT
+
+        return max((VERDICT_EXIT.get(r["verdict"], 2) for r in results), default=0)

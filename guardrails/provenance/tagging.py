@@ -152,7 +152,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
     if fmt is None:  # sidecar-bound file
         sidecar = None
         if c2pa:
-            manifest = mf.build_manifest(claim, title=dest.name)
+            manifest = mf.build_manifest(claim, title=dest.name, kind=mf.asset_kind(dest))
             sidecar = mf.sign_sidecar(data, mf.sidecar_mime(dest), manifest, keys)
         if dest != path:
             atomic_write_bytes(dest, data, mode=out_mode)
@@ -161,6 +161,9 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
         return dest
 
     arr, mode = _decode_image(data, str(path))
+    # a file that already carries someone's manifest keeps it as the parentOf ingredient (c2pa.opened)
+    parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME[fmt])
+    original = data
     wm_id = None
     wm_info = None
     if watermark and min(arr.shape[:2]) >= MIN_WATERMARK_SIDE and _source_mode(data) in _WATERMARKABLE_MODES:
@@ -174,9 +177,11 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
         _register(keys, wm_id, claim)
     # without a watermark the original bytes are kept as they are (no needless re-encoding)
     if c2pa:
-        manifest = mf.build_manifest(claim, title=dest.name, watermark_id=wm_id, watermark_info=wm_info)
+        manifest = mf.build_manifest(claim, title=dest.name, watermark_id=wm_id, watermark_info=wm_info,
+                                     parent=parent)
         # a manifest thumbnail only for images big enough to deserve one (see sign_embedded)
-        data = mf.sign_embedded(data, fmt, manifest, keys, thumbnail=min(arr.shape[:2]) >= MIN_WATERMARK_SIDE)
+        data = mf.sign_embedded(data, fmt, manifest, keys, thumbnail=min(arr.shape[:2]) >= MIN_WATERMARK_SIDE,
+                                parent_data=original if parent else None, parent_title=path.name)
     atomic_write_bytes(dest, data, mode=out_mode)
     return dest
 
@@ -212,49 +217,75 @@ def _local_watermark_key() -> tuple[bytes | None, str]:
     return None, f"no watermark key in {d} (run `genguard keys init`, or pass keys=)"
 
 
+def _read_anchor(trust_anchor) -> str | None:
+    if trust_anchor is None:
+        return None
+    try:
+        pem = Path(trust_anchor).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvenanceError(f"{trust_anchor}: cannot read trust anchor: {exc}") from None
+    if "BEGIN CERTIFICATE" not in pem:
+        raise ProvenanceError(f"{trust_anchor}: no PEM certificate in trust anchor")
+    return pem
+
+
+def _find_manifest(path: Path, data: bytes, anchor_pem: str | None) -> tuple[dict[str, Any], str | None]:
+    """The manifest of ``path`` (embedded in any format c2pa reads, else a sidecar) and the format read."""
+    if path.suffix.lower() == mf.SIDECAR_SUFFIX:
+        raise ProvenanceError(f"{path}: a C2PA manifest store, not an asset; verify the file it belongs to "
+                              "(its sidecar is read with it)")
+    rfmt = mf.sniff_read_format(data, path)
+    man = mf.read_manifest(data, mf.READ_MIME[rfmt], None, anchor_pem) if rfmt else \
+        {"state": "Missing", "codes": [], "assertions": {}, "signer": None, "history": None}
+    if man["state"] == "Missing":
+        mime = mf.READ_MIME[rfmt] if rfmt else mf.sidecar_mime(path)
+        for sc in mf.sidecar_candidates(path):
+            if sc.is_file():
+                man = mf.read_manifest(data, mime, _read(sc), anchor_pem)
+                man["sidecar"] = str(sc)
+                break
+    if man["state"] == "Missing" and rfmt is None and path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
+        raise ProvenanceError(f"{path}: not a valid {path.suffix.lstrip('.').upper()} file (bad signature bytes)")
+    return man, rfmt
+
+
 def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None = None, *,
                 keys: KeyStore | None = None) -> dict[str, Any]:
-    """Check a file's C2PA manifest and watermark and reduce them to one verdict (JSON-able, never raises
-    for a bad file: an unreadable file gives verdict ``error`` with a one-line ``reason``).
+    """Check a file's C2PA manifest (offline) and watermark and reduce them to one verdict (JSON-able; never
+    raises for a bad file: an unreadable file gives verdict ``error`` with a one-line ``reason``).
 
-    Verdicts: ``intact`` (manifest validates and the watermark, if read, agrees), ``tampered`` (a manifest
-    that does not validate, or a watermark contradicting it), ``stripped`` (no manifest, but the watermark
-    names a genguard output), ``untagged`` (neither), ``error``.
+    Verdicts (:data:`history.RULES` decides, first match): ``remote`` (the manifest lives at a URL, not
+    fetched), ``tampered`` (the active manifest's hashes/signature, a CAWG identity assertion, or an
+    ingredient's manifest fail, or the watermark contradicts the manifest), ``untrusted`` (the signer's
+    certificate expired/revoked, or a trust anchor was given and the signer is not under it), ``intact``,
+    ``stripped`` (no manifest, but a genguard watermark), ``untagged``, ``error``. ``made`` says how the
+    content was made per the manifest's history (``ai-generated`` ... ``unknown``), ``signer`` who signed.
     """
+    from genguard.guardrails.provenance import history as hi
+
     path = Path(path)
     rec: dict[str, Any] = {"path": str(path), "manifest": {"state": "Missing", "codes": []}, "generator": None,
-                           "run_id": None, "claim": None,
+                           "run_id": None, "claim": None, "made": None, "signer": None, "history": None,
                            "watermark": {"applicable": False, "reason": "not checked"},
                            "verdict": "error", "reason": ""}
-    anchor_pem = None
-    if trust_anchor is not None:
-        try:
-            anchor_pem = Path(trust_anchor).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ProvenanceError(f"{trust_anchor}: cannot read trust anchor: {exc}") from None
-        if "BEGIN CERTIFICATE" not in anchor_pem:
-            raise ProvenanceError(f"{trust_anchor}: no PEM certificate in trust anchor")
+    anchor_pem = _read_anchor(trust_anchor)
     try:
         data = _read(path)
         if not data:
             raise ProvenanceError(f"{path}: empty file")
         fmt = mf.sniff_format(data)
-        sidecar = mf.sidecar_path(path)
-        if fmt is not None:
-            man = mf.read_manifest(data, mf.EMBEDDED_MIME[fmt], None, anchor_pem)
-            if man["state"] == "Missing" and sidecar.exists():
-                man = mf.read_manifest(data, mf.EMBEDDED_MIME[fmt], _read(sidecar), anchor_pem)
-        elif sidecar.exists():
-            man = mf.read_manifest(data, mf.sidecar_mime(path), _read(sidecar), anchor_pem)
-        elif path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
-            raise ProvenanceError(f"{path}: not a valid {path.suffix.lstrip('.').upper()} file (bad signature bytes)")
-        else:
-            man = {"state": "Missing", "codes": [], "assertions": {}, "signer": None}
+        man, rfmt = _find_manifest(path, data, anchor_pem)
         rec["manifest"] = {"state": man["state"], "codes": man["codes"]}
-        if man.get("detail"):
-            rec["manifest"]["detail"] = man["detail"]
-        if man.get("signer"):
-            rec["manifest"]["signer"] = {k: man["signer"].get(k) for k in ("common_name", "issuer", "alg")}
+        for k in ("detail", "remote_url", "sidecar"):
+            if man.get(k):
+                rec["manifest"][k] = man[k]
+        hist = man.get("history")
+        if hist:
+            rec["history"] = hist
+            rec["made"] = hist["made"]
+            rec["signer"] = {**(hist.get("signer") or {}), "trust": hist["signer_trust"],
+                             "cawg": (hist.get("cawg") or {}).get("trust")}
+            rec["manifest"]["signer"] = hist.get("signer")
         training = man["assertions"].get(mf.TRAINING_LABEL)
         if isinstance(training, dict):
             rec["claim"] = training
@@ -264,7 +295,7 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
         # ---- watermark
         wm_found = None  # the decoded payload, when the watermark is detected and its CRC checks
         wm_present = False  # detected at the stated false-positive rate, payload readable or not
-        text = _as_text(path, data) if fmt is None else None
+        text = _as_text(path, data) if rfmt is None else None
         if text is not None:
             # genguard's reference text generator watermarks its byte tokens (green list, keyed)
             key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
@@ -277,11 +308,20 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                 rec["watermark"]["kind"] = "text (byte-level green list)"
                 wm_present = bool(rec["watermark"].get("found"))
         elif fmt is None:
-            rec["watermark"] = {"applicable": False, "reason": "no image watermark in this file type; "
-                                "bound by the signed sidecar manifest's hash"}
+            rec["watermark"] = {"applicable": False, "reason": "no image watermark in this file type"
+                                + ("; bound by the signed sidecar manifest's hash" if man.get("sidecar") else "")}
         else:
-            arr, _ = _decode_image(data, str(path))
-            if min(arr.shape[:2]) < 64:
+            try:
+                arr, _ = _decode_image(data, str(path))
+            except ProvenanceError as exc:
+                if man["state"] == "Missing":
+                    raise
+                # the manifest still speaks (typically: Invalid because the pixels were damaged)
+                arr = None
+                rec["watermark"] = {"applicable": False, "reason": f"pixels do not decode: {exc}"}
+            if arr is None:
+                pass
+            elif min(arr.shape[:2]) < 64:
                 rec["watermark"] = {"applicable": False, "reason": f"image {arr.shape[1]}x{arr.shape[0]} is too small "
                                     f"to carry a watermark (tagging watermarks images of at least {MIN_WATERMARK_SIDE} px a side)"}
             else:
@@ -298,55 +338,29 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                     if det["found"] and det.get("payload"):
                         wm_found = bytes.fromhex(det["payload"])
                         reg = _load_registry(_registry_path(keys))
-                        named = reg.get(det["payload"])
-                        det["names"] = named
+                        det["names"] = reg.get(det["payload"])
         # ---- verdict
         declared = mf.manifest_watermark_id(man["assertions"])
         if declared is not None and isinstance(rec["watermark"], dict) and rec["watermark"].get("payload"):
             dec = bytes.fromhex(rec["watermark"]["payload"])
             rec["watermark"]["bit_errors_vs_manifest"] = sum(bin(a ^ b).count("1") for a, b in zip(dec, declared))
-        state = man["state"]
-        if state == "Invalid":
-            rec["verdict"] = "tampered"
-            failures = [c for c in man["codes"] if c not in ("signingCredential.untrusted", "signingCredential.trusted")]
-            rec["reason"] = "manifest does not validate: " + (", ".join(failures) or "invalid")
-            if man.get("detail"):
-                rec["reason"] += f" ({man['detail']})"
-        elif state in ("Valid", "Trusted"):
-            if wm_found is not None and declared is not None and wm_found != declared:
-                rec["verdict"] = "tampered"
-                rec["reason"] = f"watermark payload {wm_found.hex()} contradicts the manifest's {declared.hex()}"
-            elif wm_found is not None and declared is None and training is not None:
-                rec["verdict"] = "tampered"
-                rec["reason"] = f"a genguard watermark ({wm_found.hex()}) in a file whose manifest declares none"
-            else:
-                rec["verdict"] = "intact"
-                rec["reason"] = f"manifest {state.lower()}" + (
-                    " and watermark agrees" if wm_found is not None else
-                    " (its declared watermark was not read back)" if declared is not None else "")
-        else:
-            if wm_found is not None:
-                rec["verdict"] = "stripped"
-                named = rec["watermark"].get("names")
-                if named:
-                    rec["generator"] = rec["generator"] or named.get("generator")
-                    rec["run_id"] = rec["run_id"] or named.get("run_id")
-                    rec["reason"] = f"no manifest; watermark names run {named.get('run_id')!r}"
-                else:
-                    rec["reason"] = f"no manifest; genguard watermark {wm_found.hex()} found (run not in local registry)"
-            elif wm_present and text is not None:
-                rec["verdict"] = "stripped"
-                rec["reason"] = (f"no manifest; genguard text watermark detected (z={rec['watermark']['z_score']:.1f}, "
-                                 f"p={rec['watermark']['p_value']:.1e}); a text watermark carries no run id")
-            elif wm_present:
-                rec["verdict"] = "stripped"
-                rec["reason"] = (f"no manifest; genguard watermark detected (p={rec['watermark']['p_value']:.1e}) "
-                                 "but its payload is too damaged to name the run")
-            else:
-                rec["verdict"] = "untagged"
-                rec["reason"] = "no manifest and no watermark"
+        facts = hi.Facts(man["state"], hist, man["codes"], man.get("detail"), man.get("remote_url"),
+                         rec["watermark"], wm_found, declared, isinstance(training, dict), wm_present,
+                         text is not None, anchor_pem is not None)
+        rec["verdict"], rec["reason"], rec["rule"] = hi.decide(facts)
+        if rec["verdict"] == "stripped":
+            named = rec["watermark"].get("names") if isinstance(rec["watermark"], dict) else None
+            if named:
+                rec["generator"] = rec["generator"] or named.get("generator")
+                rec["run_id"] = rec["run_id"] or named.get("run_id")
     except ProvenanceError as exc:
         rec["verdict"] = "error"
         msg = str(exc).splitlines()[0]
         rec["reason"] = msg if msg.startswith(str(path)) else f"{path}: {msg}"
+    except Exception as exc:  # a hostile file must never sink a batch: a coded error result instead
+        if os.environ.get("GENGUARD_DEBUG"):
+            raise
+        rec["verdict"] = "error"
+        rec["manifest"]["codes"] = list(rec["manifest"].get("codes") or []) + ["genguard.internal"]
+        rec["reason"] = f"{path}: could not be checked ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     return rec
