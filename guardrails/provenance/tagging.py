@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from genguard.generators._io import atomic_write_bytes, atomic_write_json
+from genguard.generators._io import (MAX_IMAGE_BYTES, MAX_PIXELS, atomic_write_bytes, atomic_write_json, check_pixels,
+                                     read_bytes_bounded)
 
 from genguard.guardrails.provenance import ProvenanceError
 from genguard.guardrails.provenance import manifest as mf
@@ -75,14 +76,8 @@ def _register(keys: KeyStore | None, wm_id: bytes, claim: dict[str, Any]) -> Non
 
 
 def _read(path: Path) -> bytes:
-    if path.is_dir():
-        raise ProvenanceError(f"{path}: is a directory, not a file")
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ProvenanceError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ProvenanceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    # regular files only (a FIFO would block open forever), within the byte budget
+    return read_bytes_bounded(path, MAX_IMAGE_BYTES, ProvenanceError)
 
 
 def _decode_image(data: bytes, name: str):
@@ -92,12 +87,15 @@ def _decode_image(data: bytes, name: str):
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_pixels(*im.size, name, MAX_PIXELS, ProvenanceError)  # from the header, before decoding
             im.load()
             mode = im.mode
             if mode not in ("L", "RGB", "RGBA"):
                 im = im.convert("RGBA" if "A" in mode or "transparency" in im.info else "RGB")
                 mode = im.mode
             return np.asarray(im).copy(), mode
+    except ProvenanceError:
+        raise
     except Exception as exc:  # PIL raises many types for truncated/garbage data
         raise ProvenanceError(f"{name}: unreadable image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
