@@ -26,6 +26,21 @@ def _epsilon_option(f):
     return f
 
 
+def _overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace the results of an earlier run in --out (refused without it).")(f)
+
+
+#: What marks a folder as holding an earlier run's results (refused without --overwrite).
+RUN_MARKERS = ("report.json", "report.html", "model", "samples")
+
+
+def _check_out(out: Path, markers: tuple[str, ...], overwrite: bool) -> None:
+    from genguard.generators._io import check_output_dir
+
+    check_output_dir(out, markers, overwrite, PipelineError)
+
+
 def _print_summary(console, rows, title: str) -> None:
     from rich.table import Table
 
@@ -47,12 +62,15 @@ def _print_summary(console, rows, title: str) -> None:
 @click.option("-n", "--samples", "n_samples", type=int, default=None,
               help="Samples to generate and audit [default: 1000, 200 with --quick].")
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with the release gates.")
+@_overwrite_option
 def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-            n_samples: int | None, policy: Path | None) -> int:
+            n_samples: int | None, policy: Path | None, overwrite: bool) -> int:
     """The whole loop on the embedded digits: train (DP by default), sample, tag, audit.
 
-    Exit 0 when every release gate passes, 1 when one fails.
+    Exit 0 when every release gate passes, 1 when one fails. An --out folder that
+    already holds a run's results is refused unless --overwrite is given.
     """
+    _check_out(out, RUN_MARKERS, overwrite)
     console = _console()
     cfg = RunConfig(out=out, generator=generator, epsilon=None if no_dp else epsilon, delta=delta, quick=quick,
                     seed=seed, n_samples=n_samples, policy=policy)
@@ -76,9 +94,14 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @click.option("--quick", is_flag=True, help="Small settings for a fast try.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder to write.")
+@_overwrite_option
 def train_cmd(generator: str, data: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-              out: Path) -> int:
-    """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model."""
+              out: Path, overwrite: bool) -> int:
+    """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model.
+
+    An OUT that already holds a model is refused unless --overwrite is given.
+    """
+    _check_out(out, ("model",), overwrite)
     console = _console()
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
                     quick=quick, seed=seed)
