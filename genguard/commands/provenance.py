@@ -118,9 +118,16 @@ def register(group: click.Group) -> None:
             raise click.UsageError("--no-watermark and --no-c2pa together leave nothing to do")
         keys = KeyStore(cert_chain=cert, key=key_file) if cert else (None if no_c2pa else KeyStore.load_or_create())
         claim = _claim_from_ledger(ledger, generator, run_id)
+        seen: dict[str, str] = {}
         for f in files:  # fail before writing anything
             if not Path(f).is_file():
                 raise ProvenanceError(f"{f}: no such file")
+            if out_dir:  # two inputs of the same name would silently overwrite each other in --out
+                name = Path(f).name
+                if name in seen and Path(seen[name]).resolve() != Path(f).resolve():
+                    raise ProvenanceError(f"{f}: same name as {seen[name]}; both would be written to "
+                                          f"{Path(out_dir) / name} (tag them into different --out folders)")
+                seen[name] = f
         table = Table("file", "written", "watermark", "manifest")
         for f in _progress(list(files), "tagging"):
             src = Path(f)
