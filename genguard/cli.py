@@ -43,8 +43,18 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, turning the project's bad-input errors into one line and exit 2."""
+    import warnings
+
     from genguard.errors import one_line, user_error_types
 
+    def _show(message, category, filename, lineno, file=None, line=None):  # one line, no source echo
+        if os.environ.get("GENGUARD_DEBUG"):
+            click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
+        else:
+            click.echo(f"genguard: warning: {one_line(message) if isinstance(message, Exception) else str(message).splitlines()[0]}",
+                       err=True)
+
+    warnings.showwarning = _show
     try:
         rv = cli.main(args=argv, prog_name="genguard", standalone_mode=False)
     except click.exceptions.Abort:

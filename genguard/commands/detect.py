@@ -226,7 +226,11 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     n_err = sum(1 for e in results if e.get("error"))
     say(f"{n_ok} image(s): {counts['synthetic']} synthetic, {counts['inconclusive']} inconclusive, "
         f"{counts['authentic']} authentic" + (f"; {n_err} unreadable, skipped" if n_err else ""))
-    if json_out is not None:
+    if json_out is not None and n_ok == 0:  # nothing readable: an earlier result file is left as it was
+        kept = stream.abort()
+        if kept and Path(kept) != json_out:
+            Path(kept).unlink(missing_ok=True)
+    elif json_out is not None:
         if to_stdout:
             atomic_write_json("-", results)
         else:
