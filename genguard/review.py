@@ -20,7 +20,7 @@ import numpy as np
 
 from genguard.generators._io import MAX_PIXELS, atomic_write_json, atomic_write_text, check_pixels, check_regular_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif")
 #: Order of cards: the evidence a reviewer must see first.
 _PRIORITY = {"tampered": 0, "error": 1, "stripped": 2, "untagged": 3, "intact": 4}
 

@@ -29,6 +29,10 @@ def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, t
     check_output_dir(out, ("review.json", "review.html"), overwrite, InputError)
     if trust_anchor is not None and not trust_anchor.is_file():
         raise click.BadParameter(f"{trust_anchor}: no such file", param_hint="--trust-anchor")
+    from genguard.review import collect_files
+
+    if not collect_files(list(paths)):
+        raise InputError(f"{', '.join(map(str, paths))}: no files to review")
     det = load_detector(str(detector_file)) if detector_file else load_default()
     results = review(list(paths), out, det, trust_anchor=trust_anchor, forgery=not no_forgery)
     counts: dict[str, int] = {}
