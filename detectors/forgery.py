@@ -33,8 +33,9 @@ METHODS = ("ela", "jpeg_ghost", "block_grid", "copy_move", "noise")
 Z_FULL = 6.0
 #: Largest image (pixels) analysed at full size: 4096 x 2048 (4k UHD, 3840 x 2160, fits).
 ANALYSIS_MAX_PIXELS = 8_388_608
-#: Largest image copy-move matching runs on (its SIFT and block matching grow fastest): 2048 x 1024.
-COPY_MOVE_MAX_PIXELS = 2_097_152
+#: Largest image copy-move matching runs on (its SIFT and block matching grow fastest): 1024 x 1024
+#: (5 s on a 2 MP copy of a 4k photo, 2.5 s at 1 MP, on one core).
+COPY_MOVE_MAX_PIXELS = 1_048_576
 
 
 @dataclass

@@ -775,3 +775,22 @@ def test_review_cards_never_raise_and_escape_everything(entry):
 
     page = render([entry])
     assert "<script>x" not in page
+
+
+@pytest.mark.parametrize("anchor", ["garbage_pem", "fifo", "missing"])
+def test_malformed_trust_anchor_is_blamed_on_the_anchor(corpus, tmp_path, capsys, anchor):
+    a = tmp_path / "anchor.pem"
+    if anchor == "garbage_pem":
+        a.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all!!\n-----END CERTIFICATE-----\n")
+    elif anchor == "fifo":
+        os.mkfifo(a)
+    img = corpus["good"]["thin.png"]
+    for argv in (["verify", img, "--trust-anchor", a], ["review", img, "--trust-anchor", a, "--out", tmp_path / "r"]):
+        code, out, err, _ = run_cli(argv, capsys)
+        assert_clean_failure(code, err, "anchor.pem")
+        assert "thin.png" not in err
+
+
+def test_verify_json_dash_is_only_json_on_stdout(corpus, capsys):
+    code, out, err, _ = run_cli(["verify", corpus["good"]["thin.png"], "--json", "-"], capsys)
+    assert code == 0 and json.loads(out)["files"][0]["verdict"] == "untagged"

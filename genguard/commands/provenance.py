@@ -74,6 +74,19 @@ def _wm_status(path: Path) -> str:
     return "embedded" if side >= MIN_WATERMARK_SIDE else f"n/a (< {MIN_WATERMARK_SIDE} px)"
 
 
+def _check_trust_anchor(path: Path) -> None:
+    """A trust anchor must be a readable regular file of PEM certificates; its faults are named as its own."""
+    from genguard.generators._io import read_bytes_bounded
+
+    pem = read_bytes_bounded(path, 1024 * 1024, ProvenanceError, "trust anchor")
+    try:
+        from cryptography import x509
+
+        x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ProvenanceError(f"{path}: trust anchor is not valid PEM certificates ({str(exc).splitlines()[0]})") from None
+
+
 def register(group: click.Group) -> None:
     """Add `keys`, `tag` and `verify` to the genguard command group."""
 
@@ -141,7 +154,8 @@ def register(group: click.Group) -> None:
 
     @group.command("verify")
     @click.argument("files", nargs=-1, required=True, type=click.Path())
-    @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write results as JSON")
+    @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+                  help="write results as JSON ('-': standard output)")
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
                   help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`")
     def verify(files, json_out, trust_anchor) -> int:
@@ -151,8 +165,8 @@ def register(group: click.Group) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        if trust_anchor is not None and not Path(trust_anchor).is_file():
-            raise ProvenanceError(f"{trust_anchor}: no such trust anchor file")
+        if trust_anchor is not None:
+            _check_trust_anchor(Path(trust_anchor))
         given = set(files)
         # a sidecar listed next to its own asset (e.g. from a glob) is read with the asset, not on its own
         todo = [f for f in files if not (f.endswith(".c2pa") and f[: -len(".c2pa")] in given)]
@@ -166,7 +180,7 @@ def register(group: click.Group) -> None:
             v = r["verdict"]
             table.add_row(r["path"], r["manifest"]["state"], wm_s, str(r["run_id"] or "-"),
                           f"[{colours[v]}]{v}[/]", r["reason"])
-        Console().print(table)
+        Console(stderr=json_out == "-").print(table)  # `--json -`: the JSON alone on stdout
         if json_out:
             clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
                      for r in results]

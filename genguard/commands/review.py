@@ -27,8 +27,10 @@ def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, t
     from genguard.review import review
 
     check_output_dir(out, ("review.json", "review.html"), overwrite, InputError)
-    if trust_anchor is not None and not trust_anchor.is_file():
-        raise click.BadParameter(f"{trust_anchor}: no such file", param_hint="--trust-anchor")
+    if trust_anchor is not None:
+        from genguard.commands.provenance import _check_trust_anchor
+
+        _check_trust_anchor(trust_anchor)
     from genguard.review import collect_files
 
     if not collect_files(list(paths)):
