@@ -794,3 +794,14 @@ def test_malformed_trust_anchor_is_blamed_on_the_anchor(corpus, tmp_path, capsys
 def test_verify_json_dash_is_only_json_on_stdout(corpus, capsys):
     code, out, err, _ = run_cli(["verify", corpus["good"]["thin.png"], "--json", "-"], capsys)
     assert code == 0 and json.loads(out)["files"][0]["verdict"] == "untagged"
+
+
+def test_sample_refuses_a_folder_with_files(model_dir, tmp_path, capsys):
+    o = tmp_path / "s"
+    o.mkdir()
+    (o / "mine.txt").write_text("keep me")
+    argv = ["sample", "--model", model_dir, "-n", "2", "--out", o, "--no-tag"]
+    code, out, err, _ = run_cli(argv, capsys)
+    assert_clean_failure(code, err, "--overwrite")
+    code, out, err, _ = run_cli(argv + ["--overwrite"], capsys)
+    assert code == 0 and (o / "mine.txt").read_text() == "keep me" and len(list(o.iterdir())) > 1

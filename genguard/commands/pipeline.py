@@ -121,10 +121,19 @@ def train_cmd(generator: str, data: str, epsilon: float, delta: float | None, no
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--label", type=int, default=None, help="Class to ask a conditional generator for.")
 @click.option("--no-tag", is_flag=True, help="Write samples without provenance.")
-def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None, no_tag: bool) -> int:
-    """Sample from a saved model, write files (PNG, .txt, CSV) and tag each with provenance."""
+@_overwrite_option
+def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None, no_tag: bool, overwrite: bool) -> int:
+    """Sample from a saved model, write files (PNG, .txt, CSV) and tag each with provenance.
+
+    An OUT folder that already holds files is refused unless --overwrite is given.
+    """
     if n <= 0:
         raise PipelineError(f"-n must be positive, got {n}")
+    if out.is_dir() and not overwrite:
+        held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if held:
+            raise PipelineError(f"{out}: already holds files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
+                                "choose another folder or pass --overwrite")
     if (model_dir / "model" / "config.json").is_file():
         model_dir = model_dir / "model"
     gen, ledger, ledger_sha = load_model(model_dir)
