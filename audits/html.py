@@ -128,15 +128,23 @@ def bias_plot(bias: Mapping[str, Any]) -> str | None:
         return None
     plt = _plt()
     names = list(groups)
-    obs = np.array([groups[g]["observed"] for g in names])
-    exp = np.array([groups[g]["expected"] for g in names])
-    lo = np.array([groups[g]["ci"][0] for g in names])
-    hi = np.array([groups[g]["ci"][1] for g in names])
-    flagged = [groups[g]["flagged"] for g in names]
+    def _f(v: Any) -> float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+    obs = np.array([_f(groups[g].get("observed")) for g in names])
+    exp = np.array([_f(groups[g].get("expected")) for g in names])
+    ci = [groups[g].get("ci") if isinstance(groups[g].get("ci"), (list, tuple)) and len(groups[g]["ci"]) == 2
+          else (None, None) for g in names]
+    lo = np.array([_f(c[0]) for c in ci])
+    hi = np.array([_f(c[1]) for c in ci])
+    flagged = [bool(groups[g].get("flagged")) for g in names]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names)), 3.2))
     ax.bar(x, obs, color=["#d9534f" if f else "#5b8def" for f in flagged], alpha=0.8, label="observed share")
-    ax.errorbar(x, obs, yerr=[obs - lo, hi - obs], fmt="none", ecolor="black", capsize=3,
+    # an interval can be missing (one group, a degenerate table) or round past the estimate: matplotlib
+    # refuses negative or NaN error bars, so those draw as no bar rather than failing the report
+    yerr = np.clip(np.nan_to_num(np.array([obs - lo, hi - obs], dtype=float), nan=0.0), 0.0, None)
+    ax.errorbar(x, obs, yerr=yerr, fmt="none", ecolor="black", capsize=3,
                 label="simultaneous 95% interval")
     ax.scatter(x, exp, marker="_", s=400, color="black", zorder=3, label="expected share")
     ax.set_xticks(x, names)
@@ -153,7 +161,9 @@ def prdc_plot(fid: Mapping[str, Any]) -> str | None:
         return None
     plt = _plt()
     vals = np.array([fid[m]["value"] for m in ms])
-    err = np.array([[v - fid[m].get("ci", [v, v])[0], fid[m].get("ci", [v, v])[1] - v] for m, v in zip(ms, vals)]).T
+    err = np.array([[v - fid[m].get("ci", [v, v])[0], fid[m].get("ci", [v, v])[1] - v] for m, v in zip(ms, vals)],
+                   dtype=float).T
+    err = np.clip(np.nan_to_num(err, nan=0.0), 0.0, None)
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
     ax.bar(ms, vals, color="#5b8def", yerr=err, capsize=3)
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")

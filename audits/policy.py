@@ -61,7 +61,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in extra.items():
         if k == "gates":  # a policy's gates replace the defaults entirely: it states what it requires
-            out[k] = dict(v or {})
+            out[k] = dict(v) if isinstance(v, Mapping) else v
         elif isinstance(v, Mapping) and isinstance(out.get(k), dict):
             out[k] = _merge(out[k], v)
         else:
@@ -69,57 +69,136 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Deepest YAML nesting a policy may have (the format above nests three levels).
+MAX_POLICY_DEPTH = 32
+#: Largest policy file read (bytes).
+MAX_POLICY_BYTES = 1024 * 1024
+
+
+def _safe_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` with a nesting limit and no aliases (anchors can multiply a small file's size)."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):  # noqa: D401 - PyYAML hook
+            if self.check_event(yaml.AliasEvent):
+                raise AuditError(f"{source}: YAML aliases (*anchor references) are not allowed in a policy")
+            self.depth += 1
+            try:
+                if self.depth > MAX_POLICY_DEPTH:
+                    raise AuditError(f"{source}: policy YAML nested deeper than {MAX_POLICY_DEPTH} levels")
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AuditError(f"{source}: unreadable policy YAML ({first})") from None
+    except RecursionError:
+        raise AuditError(f"{source}: policy YAML nested too deeply") from None
+
+
 def load_policy(policy: Any = None) -> dict[str, Any]:
-    """Defaults merged with a dict or a YAML file; raises :class:`AuditError` naming the file on bad input."""
+    """Defaults merged with a dict or a YAML file; raises :class:`AuditError` naming the file on bad input.
+
+    Every setting is type- and range-checked here, before anything is computed
+    or allocated with it.
+    """
     if policy is None:
         return copy.deepcopy(DEFAULT_POLICY)
     source = "policy"
     if isinstance(policy, (str, os.PathLike)):
-        import yaml
+        from genguard.generators._io import read_text_bounded
 
         path = Path(policy)
         source = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise AuditError(f"{path}: no such policy file") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise AuditError(f"{path}: unreadable policy YAML ({first})") from None
+        raw = _safe_yaml(read_text_bounded(path, MAX_POLICY_BYTES, AuditError, "policy file"), source)
         if raw is None:
             raw = {}
         policy = raw
     if not isinstance(policy, Mapping):
         raise AuditError(f"{source}: a policy must be a mapping of settings, got {type(policy).__name__}")
-    unknown = sorted(set(policy) - set(_SECTIONS))
+    unknown = sorted(set(map(str, policy)) - set(_SECTIONS))
     if unknown:
         raise AuditError(f"{source}: unknown policy keys {unknown}; known: {list(_SECTIONS)}")
+    for k in ("bias", "fidelity", "memorization", "text", "tabular"):
+        if k in policy and not isinstance(policy[k], Mapping):
+            raise AuditError(f"{source}: {k} must be a mapping of settings, got {type(policy[k]).__name__}")
+    if "gates" in policy and policy["gates"] is not None and not isinstance(policy["gates"], Mapping):
+        raise AuditError(f"{source}: gates must map a metric path to {{max: x}} or {{min: x}}, "
+                         f"got {type(policy['gates']).__name__}")
     merged = _merge(DEFAULT_POLICY, policy)
     _validate(merged, source)
     return merged
 
 
+def _number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_in(p: Mapping[str, Any], section: str, key: str, lo: int, hi: int, source: str) -> None:
+    v = p[section].get(key)
+    if v is None and key not in p[section]:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise AuditError(f"{source}: {section}.{key} must be an integer in [{lo:,}, {hi:,}], got {v!r}")
+
+
+def _str_or_none(p: Mapping[str, Any], section: str, key: str, source: str) -> None:
+    v = p[section].get(key)
+    if v is not None and not isinstance(v, str):
+        raise AuditError(f"{source}: {section}.{key} must be a string, got {v!r}")
+
+
 def _validate(p: dict[str, Any], source: str) -> None:
     lvl = p.get("level")
-    if not isinstance(lvl, (int, float)) or not 0 < lvl < 1:
+    if not _number(lvl) or not 0 < lvl < 1:
         raise AuditError(f"{source}: level must be a number in (0, 1), got {lvl!r}")
     if p.get("on_missing") not in ("skip", "fail"):
         raise AuditError(f"{source}: on_missing must be 'skip' or 'fail', got {p.get('on_missing')!r}")
     me = p["bias"].get("min_effect")
-    if not isinstance(me, (int, float)) or not 0 <= me < 1:
+    if not _number(me) or not 0 <= me < 1:
         raise AuditError(f"{source}: bias.min_effect must be a share in [0, 1), got {me!r}")
+    # sizes that decide what is allocated: bounded so that no policy can ask for more than a few hundred MB
+    _int_in(p, "bias", "mc_draws", 100, 100_000, source)
+    _str_or_none(p, "bias", "attribute", source)
+    tgt = p["bias"].get("target")
+    if not (tgt in ("reference", "uniform") or isinstance(tgt, Mapping)):
+        raise AuditError(f"{source}: bias.target must be 'reference', 'uniform' or a mapping of shares, got {tgt!r}")
+    if isinstance(tgt, Mapping) and not all(_number(v) and 0 <= v <= 1 for v in tgt.values()):
+        raise AuditError(f"{source}: bias.target shares must be numbers in [0, 1]")
+    _int_in(p, "fidelity", "prdc_k", 1, 100, source)
     dr = p["memorization"].get("distance_ratio")
-    if not isinstance(dr, (int, float)) or not 0 < dr <= 1:
+    if not _number(dr) or not 0 < dr <= 1:
         raise AuditError(f"{source}: memorization.distance_ratio must be in (0, 1], got {dr!r}")
+    _int_in(p, "memorization", "nth_neighbour", 1, 1000, source)
+    _int_in(p, "memorization", "max_shift", 0, 8, source)
+    _int_in(p, "text", "samples_per_prompt", 1, 100, source)
+    tme = p["text"].get("min_effect")
+    if tme is not None and (not _number(tme) or not 0 <= tme <= 2):
+        raise AuditError(f"{source}: text.min_effect must be a number in [0, 2], got {tme!r}")
+    dom = p["text"].get("domains")
+    if dom is not None and (not isinstance(dom, list) or not all(isinstance(d, str) for d in dom)):
+        raise AuditError(f"{source}: text.domains must be a list of names, got {dom!r}")
+    _str_or_none(p, "tabular", "group", source)
+    _str_or_none(p, "tabular", "target", source)
     gates = p.get("gates") or {}
     if not isinstance(gates, Mapping):
         raise AuditError(f"{source}: gates must map a metric path to {{max: x}} or {{min: x}}")
     for name, spec in gates.items():
+        if not isinstance(name, str):
+            raise AuditError(f"{source}: gate name {name!r} must be a metric path such as bias.flagged_count")
         if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in ("max", "min"):
             raise AuditError(f"{source}: gate {name!r} must be {{max: x}} or {{min: x}}, got {spec!r}")
         v = next(iter(spec.values()))
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise AuditError(f"{source}: gate {name!r} threshold must be a number, got {v!r}")
+        if not _number(v):
+            raise AuditError(f"{source}: gate {name!r} threshold must be a finite number, got {v!r}")
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> tuple[Any, str | None]:

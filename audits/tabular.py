@@ -28,9 +28,15 @@ def _check_frame(df: Any, name: str, columns: list[str]) -> None:
         raise AuditError(f"{name}: missing columns {missing}")
     if len(df) == 0:
         raise AuditError(f"{name}: no rows")
-    bad = [c for c in columns if not np.issubdtype(df[c].dtype, np.number) or not np.isfinite(df[c].to_numpy(float)).all()]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    # pandas extension dtypes (strings, categories) are not numpy dtypes: ask pandas, not np.issubdtype
+    text = [c for c in columns if not is_numeric_dtype(df[c].dtype) or is_bool_dtype(df[c].dtype)]
+    if text:
+        raise AuditError(f"{name}: non-numeric (e.g. text) values in column(s) {text}; the tabular audit needs numbers")
+    bad = [c for c in columns if not np.isfinite(df[c].to_numpy(float, na_value=np.nan)).all()]
     if bad:
-        raise AuditError(f"{name}: non-numeric or non-finite values in {bad}")
+        raise AuditError(f"{name}: missing or non-finite values in column(s) {bad}")
 
 
 def _group_rates(weights: np.ndarray, y: np.ndarray, pred: np.ndarray, sens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

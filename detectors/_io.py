@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import tempfile
 import warnings
 from pathlib import Path
@@ -13,28 +14,56 @@ import numpy as np
 
 from genguard.detectors import DetectorError
 
-#: Images with more pixels than this are refused as possible decompression bombs.
-MAX_PIXELS = 100_000_000
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+#: Images with more pixels than this (8192 x 8192) are refused as possible decompression bombs; with
+#: it every command that decodes an image stays under its documented memory ceiling (README).
+MAX_PIXELS = 67_108_864
+#: Image files larger than this are refused before they are opened.
+MAX_IMAGE_BYTES = 512 * 1024 * 1024
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif")
 
 
 # --------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read any PNG/JPEG/WebP/TIFF/BMP/GIF (grey, RGB, RGBA, 16-bit, palette) as uint8 RGB (H, W, 3).
+def check_regular_file(path: str | os.PathLike, max_bytes: int | None = MAX_IMAGE_BYTES) -> os.stat_result:
+    """Refuse what is not a regular file (FIFO, device, socket, folder) before it is opened, and oversized files.
 
-    The pixel count is checked from the header before any pixel is decoded, so
-    a decompression bomb is refused without using its memory. Every failure
-    raises :class:`DetectorError` naming the file.
+    ``stat`` never blocks; ``open`` on a FIFO waits for a writer forever. (The
+    same check lives in generators/_io.py; detectors/ imports nothing of the project.)
+    """
+    import stat as _stat
+
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise DetectorError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise DetectorError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if _stat.S_ISDIR(st.st_mode):
+        raise DetectorError(f"{p}: is a folder, not an image")
+    if not _stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if _stat.S_ISFIFO(st.st_mode) else "a socket" if _stat.S_ISSOCK(st.st_mode) else "a device"
+        raise DetectorError(f"{p}: is {kind}, not a regular file; refused")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise DetectorError(f"{p}: {st.st_size:,} bytes exceeds the {max_bytes:,}-byte limit for an image file")
+    return st
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read any PNG/JPEG/WebP/AVIF/TIFF/BMP/GIF (grey, RGB, RGBA, 16-bit, palette) as uint8 RGB (H, W, 3).
+
+    The file must be a regular file within :data:`MAX_IMAGE_BYTES`, and the
+    pixel count is checked from the header before any pixel is decoded (Pillow
+    reads only the header in ``open``, for every format it knows), so a
+    decompression bomb is refused without using its memory. Only the first
+    frame of an animation is decoded. Every failure raises
+    :class:`DetectorError` naming the file.
     """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if not path.exists():
-        raise DetectorError(f"{path}: no such file")
-    if path.is_dir():
-        raise DetectorError(f"{path}: is a folder, not an image")
+    check_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -46,38 +75,56 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
                     if w * h > max_pixels:
                         raise DetectorError(
                             f"{path}: {w}x{h} = {w * h:,} pixels exceeds the {max_pixels:,}-pixel limit "
-                            "(possible decompression bomb; raise max_pixels if you trust the file)")
+                            "(possible decompression bomb; raise --max-pixels if you trust the file)")
                     if w == 0 or h == 0:
                         raise DetectorError(f"{path}: empty image")
                     im.seek(0)
+                    if im.size != (w, h):  # a later-declared frame size must obey the same budget
+                        raise DetectorError(f"{path}: frame size {im.size} differs from the header's {w}x{h}")
                     im.load()
                     return pil_to_rgb(im)
             finally:
                 Image.MAX_IMAGE_PIXELS = old_limit
     except DetectorError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+    except MemoryError:
+        raise DetectorError(f"{path}: not enough memory to decode this image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
+            struct.error, Image.DecompressionBombError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else ""
         raise DetectorError(f"{path}: not a readable image ({exc.__class__.__name__}: {msg})") from None
 
 
+_ROWS = 1024  # rows converted at a time, so a float copy of a large image is never made whole
+
+
 def pil_to_rgb(im) -> np.ndarray:
-    """A decoded PIL image of any mode as uint8 RGB; alpha is composited over white."""
+    """A decoded PIL image of any mode as uint8 RGB; alpha is composited over white.
+
+    Conversions that need floats run in bands of rows, so the peak extra
+    memory is a few MB whatever the image size.
+    """
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = float(arr.max())
+        src = np.asarray(im)
+        hi = float(src.max()) if src.size else 0.0
+        scale = 1.0
         if mode.startswith("I;16") or hi > 255:
-            scale = 65535.0 if hi > 255 else 255.0
-            arr = arr / scale * 255.0
-        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
+            scale = (65535.0 if hi > 255 else 255.0) / 255.0
+        out = np.empty(src.shape[:2] + (3,), np.uint8)
+        for y in range(0, src.shape[0], _ROWS):
+            band = src[y:y + _ROWS].astype(np.float32) / np.float32(scale)
+            band = np.nan_to_num(band, nan=0.0, posinf=255.0, neginf=0.0)
+            out[y:y + _ROWS] = np.clip(np.round(band), 0, 255).astype(np.uint8)[..., None]
+        return out
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        rgba = np.asarray(im, dtype=np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
-        return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+        rgba = np.asarray(im.convert("RGBA"))
+        out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+        for y in range(0, rgba.shape[0], _ROWS):
+            band = rgba[y:y + _ROWS].astype(np.float32)
+            alpha = band[..., 3:4] / 255.0
+            out[y:y + _ROWS] = np.clip(np.round(band[..., :3] * alpha + 255.0 * (1.0 - alpha)), 0, 255).astype(np.uint8)
+        return out
     if mode != "RGB":
         im = im.convert("RGB")
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
@@ -115,16 +162,19 @@ def as_rgb_array(image: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def to_grey(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB (or grey) to float32 luma (ITU-R BT.601) in [0, 1]."""
+    """uint8 RGB (or grey) to float32 luma (ITU-R BT.601) in [0, 1], computed in float32 bands of rows."""
     a = np.asarray(rgb)
+    scale = a.dtype == np.uint8
     if a.ndim == 2:
         g = a.astype(np.float32)
     else:
-        g = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
-        g = g.astype(np.float32)
-    if np.asarray(rgb).dtype == np.uint8 or g.max() > 1.0 + 1e-6:
-        g = g / 255.0
-    return g.astype(np.float32)
+        g = np.empty(a.shape[:2], np.float32)
+        wts = np.array([0.299, 0.587, 0.114], np.float32)
+        for y in range(0, a.shape[0], _ROWS):
+            g[y:y + _ROWS] = a[y:y + _ROWS, :, :3].astype(np.float32) @ wts
+    if scale or (g.size and g.max() > 1.0 + 1e-6):
+        g /= np.float32(255.0)
+    return g
 
 
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -133,7 +183,7 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and not q.is_dir()))
         elif p.exists():
             out.append(p)
         else:
@@ -169,8 +219,29 @@ def encode_png(arr: np.ndarray) -> bytes:
 # writing
 # --------------------------------------------------------------------------------------
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file beside ``path``, fsync, then rename: never a half-written file."""
+    """Write to a temporary file beside ``path``, fsync, then rename: never a half-written file.
+
+    ``-`` is standard output; an existing non-regular target (``/dev/stdout``, a FIFO) is written in
+    place and never renamed over (as in generators/_io.py).
+    """
+    import stat as _stat
+    import sys
+
+    if str(path) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return Path("-")
     path = Path(path)
+    if path.is_dir():
+        raise DetectorError(f"{path}: is a folder; give a file path")
+    try:
+        special = not _stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        special = False
+    if special:
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     done = False
@@ -193,8 +264,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as ``None`` (plus a sibling ``<key>_reason`` in a dict): JSON has no NaN."""
+    import math
+
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            v = v.item() if isinstance(v, np.generic) else v
+            if isinstance(v, float) and not math.isfinite(v):
+                out[str(k)] = None
+                out.setdefault(f"{k}_reason", f"not a finite number ({v})")
+            else:
+                out[str(k)] = json_safe(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    return atomic_write_bytes(path, (json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def write_png(path: str | os.PathLike, arr: np.ndarray) -> Path:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from genguard.generators._io import atomic_write_bytes, atomic_write_json
+from genguard.generators._io import atomic_write_bytes, atomic_write_json, check_regular_file, read_json_checked
 
 MODALITIES = ("image", "text", "tabular", "sequence")
 CONFIG_FILE = "config.json"
@@ -34,6 +34,22 @@ WEIGHTS_FILE = "weights.safetensors"
 
 class GeneratorError(ValueError):
     """Raised for bad input to a generator (wrong shapes, NaN, unknown condition, bad files)."""
+
+
+class GeneratorWarning(UserWarning):
+    """A result that may be silently wrong: non-finite weights or samples."""
+
+
+#: Largest value a width-like parameter (layer sizes, latent and vocabulary sizes) may have in a saved
+#: config: a square layer of this width is 64M parameters (256 MB), so no config can ask for more.
+MAX_WIDTH = 8192
+#: Largest value any other integer parameter (epochs, steps, lengths) may have in a saved config.
+MAX_COUNT = 100_000_000
+WIDTH_PARAMS = frozenset({"hidden", "n_hidden", "latent_dim", "channels", "n_embd", "width", "n_features", "block_size",
+                          "max_vocab", "n_states", "n_components", "n_layers", "n_layer", "n_head", "n_blocks",
+                          "n_sigmas", "max_seq_len"})
+#: Largest weights file loaded (bytes).
+MAX_WEIGHTS_BYTES = 4 * 1024 ** 3
 
 
 @dataclasses.dataclass
@@ -113,6 +129,12 @@ class Samples:
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise GeneratorError(f"unknown modality {self.modality!r}; expected one of {MODALITIES}")
+        if isinstance(self.data, np.ndarray) and self.data.dtype.kind == "f" and not np.isfinite(self.data).all():
+            import warnings
+
+            bad = int(self.data.size - np.isfinite(self.data).sum())
+            warnings.warn(f"{bad:,} of {self.data.size:,} sample values are NaN or infinite; the samples are "
+                          "not meaningful (are the model's weights finite?)", GeneratorWarning, stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -290,36 +312,104 @@ class Generator:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Generator":
-        """Rebuild a generator saved by :meth:`save`; never unpickles."""
+        """Rebuild a generator saved by :meth:`save`; never unpickles.
+
+        The config is validated before anything is built: the generator name and
+        class must be this class's, ``params`` a mapping of this class's
+        parameters with the types of their defaults and sizes within
+        :data:`MAX_WIDTH` / :data:`MAX_COUNT`, ``state`` a mapping. Non-finite
+        weights raise a :class:`GeneratorWarning`.
+        """
         from safetensors.numpy import load_file
 
         d = Path(directory)
         config = read_config(d)
+        name = d / CONFIG_FILE
         if config["generator"] != cls.name:
-            raise GeneratorError(f"{d / CONFIG_FILE}: holds a {config['generator']!r} model, not {cls.name!r}")
-        obj = cls(**config.get("params", {}))
+            raise GeneratorError(f"{name}: holds a {config['generator']!r} model, not {cls.name!r}")
+        saved_class = config.get("class")
+        if saved_class is not None:
+            if not isinstance(saved_class, str) or saved_class.rsplit(".", 1)[-1] != cls.__qualname__:
+                raise GeneratorError(f"{name}: names class {saved_class!r}, but {cls.name!r} is {cls.__qualname__}")
+        params = check_params(cls, config.get("params", {}), str(name))
+        state = config.get("state", {})
+        if not isinstance(state, dict):
+            raise GeneratorError(f"{name}: 'state' must be a mapping, got {type(state).__name__}")
+        try:
+            obj = cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise GeneratorError(f"{name}: bad parameters for {cls.name!r}: {exc}") from None
         weights = d / WEIGHTS_FILE
         if not weights.is_file():
             raise GeneratorError(f"{weights}: missing weights file")
+        check_regular_file(weights, MAX_WEIGHTS_BYTES, GeneratorError, "weights file")
         try:
             tensors = load_file(str(weights))
         except Exception as exc:  # safetensors raises its own error types
-            raise GeneratorError(f"{weights}: unreadable safetensors file ({exc})") from exc
-        obj._load_state_tensors(tensors, config.get("state", {}))
+            raise GeneratorError(f"{weights}: unreadable safetensors file ({exc})") from None
+        bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            import warnings
+
+            warnings.warn(f"{weights}: tensor(s) {', '.join(sorted(bad)[:5])} hold NaN or infinite values; "
+                          "samples from this model are not meaningful", GeneratorWarning, stacklevel=2)
+        try:
+            obj._load_state_tensors(tensors, state)
+        except GeneratorError as exc:
+            raise GeneratorError(f"{name}: {exc}") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            raise GeneratorError(f"{name}: saved state does not fit {cls.name!r} "
+                                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         obj.fitted_ = True
         return obj
 
 
+def check_params(cls: type, params: Any, source: str) -> dict[str, Any]:
+    """Saved constructor parameters checked against ``cls.__init__``: known names, the defaults' types, bounded sizes."""
+    import inspect
+    import math
+
+    if not isinstance(params, dict):
+        raise GeneratorError(f"{source}: 'params' must be a mapping of parameter names to values, "
+                             f"got {type(params).__name__}")
+    sig = inspect.signature(cls.__init__)
+    known = {k: p for k, p in sig.parameters.items() if k != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise GeneratorError(f"{source}: unknown parameter(s) {unknown} for {getattr(cls, 'name', cls.__name__)!r}; "
+                             f"known: {sorted(known)}")
+    for k, v in params.items():
+        default = known[k].default
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            if ok:
+                hi = MAX_WIDTH if k in WIDTH_PARAMS else (2 ** 63 - 1 if k == "seed" else MAX_COUNT)
+                if not (0 <= v <= hi):
+                    raise GeneratorError(f"{source}: parameter {k!r} = {v:,} is outside [0, {hi:,}]")
+        elif isinstance(default, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        elif isinstance(default, str):
+            ok = isinstance(v, str)
+        else:  # None or anything else: JSON scalars only, numbers finite
+            ok = v is None or isinstance(v, (str, bool)) or (isinstance(v, (int, float)) and math.isfinite(v))
+        if not ok:
+            raise GeneratorError(f"{source}: parameter {k!r} has the wrong type or value {v!r} "
+                                 f"(default {default!r})")
+    return params
+
+
 def read_config(directory: Path) -> dict[str, Any]:
+    """``config.json`` of a model folder, read with size, special-file and depth limits; names the file on error."""
     path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
+    if not path.exists():
         raise GeneratorError(f"{path}: no saved generator here (config.json missing)")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GeneratorError(f"{path}: unreadable config ({exc})") from exc
+    config = read_json_checked(path, GeneratorError, "config")
     if not isinstance(config, dict) or "generator" not in config:
         raise GeneratorError(f"{path}: not a genguard generator config")
+    if not isinstance(config["generator"], str):
+        raise GeneratorError(f"{path}: 'generator' must be a generator name, got {type(config['generator']).__name__}")
     return config
 
 
@@ -447,6 +537,24 @@ class TorchGenerator(Generator):
         import torch
 
         self._restore_extra_state(extra)
+        # build once on the meta device (no memory) and check the sizes against the weights before
+        # allocating: a config or state claiming huge layers is refused here, not by the allocator
+        try:
+            with torch.device("meta"):
+                self.build_from_state(extra)
+            expected = {f"{name}.{k}": tuple(v.shape) for name in self.trained_modules() + self.extra_modules()
+                        for k, v in unwrap_module(getattr(self, name)).state_dict().items()}
+        except GeneratorError:
+            raise
+        except Exception:  # a build that cannot run on meta: the strict state-dict load below still checks
+            expected = None
+        if expected is not None:
+            got = {k: tuple(np.shape(v)) for k, v in tensors.items()}
+            wrong = sorted(k for k in expected if got.get(k) != expected[k])
+            if wrong:
+                k = wrong[0]
+                raise GeneratorError(f"weights do not match the {self.name} architecture the config describes "
+                                     f"({k}: config needs {expected[k]}, weights have {got.get(k)})")
         self.build_from_state(extra)
         for name in self.trained_modules() + self.extra_modules():
             module = getattr(self, name)

@@ -43,20 +43,43 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, turning the project's bad-input errors into one line and exit 2."""
-    from genguard.errors import user_error_types
+    import warnings
 
+    from genguard.errors import one_line, user_error_types
+
+    def _show(message, category, filename, lineno, file=None, line=None):  # one line, no source echo
+        if os.environ.get("GENGUARD_DEBUG"):
+            click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
+        else:
+            click.echo(f"genguard: warning: {one_line(message) if isinstance(message, Exception) else str(message).splitlines()[0]}",
+                       err=True)
+
+    warnings.showwarning = _show
     try:
         rv = cli.main(args=argv, prog_name="genguard", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("genguard: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except user_error_types() as exc:
         if os.environ.get("GENGUARD_DEBUG"):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        click.echo(f"genguard: error: {msg}", err=True)
+        click.echo(f"genguard: error: {one_line(exc)}", err=True)
+        sys.exit(2)
+    except (RecursionError, MemoryError) as exc:  # input too deep or too big for a reader that missed it
+        if os.environ.get("GENGUARD_DEBUG"):
+            raise
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "too large for the available memory"
+        click.echo(f"genguard: error: input {what} ({exc.__class__.__name__})", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a bug: still one line, never a traceback unless asked for
+        if os.environ.get("GENGUARD_DEBUG"):
+            raise
+        click.echo(f"genguard: internal error: {exc.__class__.__name__}: {one_line(exc)} "
+                   "(set GENGUARD_DEBUG=1 for the traceback)", err=True)
         sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from genguard.generators._io import atomic_write_json, atomic_write_text
+from genguard.generators._io import MAX_PIXELS, atomic_write_json, atomic_write_text, check_pixels, check_regular_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif")
 #: Order of cards: the evidence a reviewer must see first.
 _PRIORITY = {"tampered": 0, "untrusted": 1, "error": 2, "stripped": 3, "remote": 4, "untagged": 5, "intact": 6}
 
@@ -68,7 +68,7 @@ def review(paths: list[Path], out_dir: Path, detector: Any, trust_anchor: Path |
 
 
 def _provenance_verdict(entry: dict[str, Any]) -> str:
-    prov = entry.get("provenance") or {}
+    prov = _dict(entry.get("provenance"))
     if entry.get("error"):
         return "error"
     return str(prov.get("verdict") or "untagged")
@@ -76,7 +76,8 @@ def _provenance_verdict(entry: dict[str, Any]) -> str:
 
 def _suspicion(entry: dict[str, Any]) -> tuple[int, float]:
     p = entry.get("synthetic_probability")
-    return (_PRIORITY.get(_provenance_verdict(entry), 5), -(p if p is not None else -1.0))
+    p = p if isinstance(p, (int, float)) and p == p else -1.0
+    return (_PRIORITY.get(_provenance_verdict(entry), 5), -float(p))
 
 
 def _plain(obj: Any) -> Any:
@@ -96,7 +97,10 @@ def _thumb(path: str | Path, size: int = 256) -> str | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
+        check_regular_file(path, None, OSError)
         with Image.open(path) as im:
+            check_pixels(*im.size, str(path), MAX_PIXELS, OSError)
+            im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale directly
             im.load()
             im = im.convert("RGB")
             scale = size / max(im.size)
@@ -133,15 +137,30 @@ def _signer_text(signer: dict[str, Any] | None) -> str | None:
     name = signer.get("common_name") or signer.get("issuer") or "?"
     s = f"{name} (issuer {signer.get('issuer')}; C2PA: {signer.get('trust')}"
     return s + (f"; CAWG identity: {signer['cawg']})" if signer.get("cawg") else ")")
+def _num(v: Any, spec: str) -> str | None:
+    """``v`` formatted with ``spec`` when it is a finite number; other values (from a file) shown as text."""
+    import math
+
+    if v is None:
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return format(v, spec) if math.isfinite(v) else str(v)
+    return str(v)[:200]
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
 
 
 def _card(entry: dict[str, Any]) -> str:
     path = entry.get("path", "?")
     verdict = _provenance_verdict(entry)
-    prov = entry.get("provenance") or {}
-    manifest = prov.get("manifest") or {}
-    claim = prov.get("claim") or {}
-    wm = prov.get("watermark") or {}
+    path = str(path)
+    # everything below may come from a file's manifest: any type, so format defensively
+    prov = _dict(entry.get("provenance"))
+    manifest = _dict(prov.get("manifest"))
+    claim = _dict(prov.get("claim"))
+    wm = _dict(prov.get("watermark"))
     parts = [f'<div class="card"><h3>{html.escape(Path(path).name)}</h3><div class="path">{html.escape(path)}</div>']
     parts.append('<div class="badges">' + _badge(verdict))
     made = prov.get("made")
@@ -151,9 +170,10 @@ def _card(entry: dict[str, Any]) -> str:
         # the manifest's AI disclosure overrides the pixel detector: never show "authentic" beside it
         det = entry.get("detector_verdict")
         parts.append(_badge(f"synthetic ({entry['verdict_basis']}; detector alone: {det}, "
-                            f"p={entry['synthetic_probability']:.2f})", "synthetic"))
+                            f"p={_num(entry.get('synthetic_probability'), '.2f') or 'n/a'})", "synthetic"))
     elif entry.get("verdict"):
-        parts.append(_badge(f"{entry['verdict']} (p={entry['synthetic_probability']:.2f})", entry["verdict"]))
+        p = _num(entry.get("synthetic_probability"), ".2f") or "n/a"
+        parts.append(_badge(f"{entry['verdict']} (p={p})", str(entry["verdict"])))
     parts.append("</div>")
     if entry.get("error"):
         parts.append(f'<p class="err">{html.escape(str(entry["error"]))}</p></div>')
@@ -173,14 +193,14 @@ def _card(entry: dict[str, Any]) -> str:
         ("reason", prov.get("reason")),
         ("C2PA manifest", manifest.get("state")),
         ("made (per manifest)", made),
-        ("AI disclosure", ", ".join(s.rsplit("/", 1)[-1] for s in (prov.get("history") or {}).get("source_types") or [])
+        ("AI disclosure", ", ".join(s.rsplit("/", 1)[-1] for s in _dict(prov.get("history")).get("source_types") or [])
          or None),
-        ("actions", ", ".join((prov.get("history") or {}).get("actions") or []) or None),
-        ("signer", _signer_text(prov.get("signer"))),
-        ("codes", ", ".join(map(str, manifest.get("codes") or [])) or None),
+        ("actions", ", ".join(_dict(prov.get("history")).get("actions") or []) or None),
+        ("signer", _signer_text(_dict(prov.get("signer")))),
+        ("codes", ", ".join(map(str, manifest.get("codes") if isinstance(manifest.get("codes"), list) else [])) or None),
         ("generator", prov.get("generator") or claim.get("generator")),
         ("run", prov.get("run_id") or claim.get("run_id")),
-        ("DP ε / δ claimed", None if claim.get("epsilon") is None else f"{claim['epsilon']:.4g} / {claim.get('delta')}"),
+        ("DP ε / δ claimed", None if claim.get("epsilon") is None else f"{_num(claim['epsilon'], '.4g')} / {_num(claim.get('delta'), '.4g')}"),
         ("watermark", ("found" if wm.get("found") else ("not applicable" if wm.get("applicable") is False else "not found"))
          if wm else None),
         ("watermark p-value", wm.get("p_value")),
@@ -189,12 +209,21 @@ def _card(entry: dict[str, Any]) -> str:
     parts.append('<table>' + "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows
                                      if v not in (None, "")) + "</table>")
     if entry.get("forgery"):
-        scores = sorted(entry["forgery"].items(), key=lambda kv: -kv[1]["score"])
+        scores = sorted(((k, _score_of(v)) for k, v in _dict(entry["forgery"]).items()), key=lambda kv: -kv[1])
         parts.append('<table class="forgery"><tr><th>forgery method</th><th>score (0 clean … 1)</th></tr>' + "".join(
-            f'<tr><td>{html.escape(k)}</td><td><div class="bar" style="width:{100 * v["score"]:.0f}%"></div>'
-            f'{v["score"]:.2f}</td></tr>' for k, v in scores) + "</table>")
+            f'<tr><td>{html.escape(str(k))}</td><td><div class="bar" style="width:{100 * v:.0f}%"></div>'
+            f'{v:.2f}</td></tr>' for k, v in scores) + "</table>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def _score_of(v: Any) -> float:
+    import math
+
+    x = _dict(v).get("score")
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(min(max(x, 0.0), 1.0))
+    return 0.0
 
 
 def render(results: list[dict[str, Any]]) -> str:

@@ -106,7 +106,8 @@ def test_detect_bad_inputs_exit_2_one_line(tmp_path, trained, capsys):
     bad = tmp_path / "only.png"
     bad.write_bytes(b"garbage")
     code, out, err = run(["detect", str(bad), "--detector", str(trained)], capsys)
-    assert code == 2 and "no readable image" in err
+    # one bad file: its own reason, once, on one line
+    assert code == 2 and "only.png: not a readable image" in err and len(err.strip().splitlines()) == 1
     code, out, err = run(["detect", str(tmp_path / "nothing_here"), "--detector", str(trained)], capsys)
     assert code == 2 and "nothing_here" in err and "Traceback" not in err
     notdet = tmp_path / "x.safetensors"

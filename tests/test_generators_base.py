@@ -141,9 +141,14 @@ def test_atomic_writes_keep_modes_and_leave_no_temp_files(tmp_path):
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~_current_umask()
     k = atomic_write_bytes(tmp_path / "key.pem", b"secret", mode=0o600)
     assert stat.S_IMODE(os.stat(k).st_mode) == 0o600
-    with pytest.raises(ValueError):
-        atomic_write_json(tmp_path / "r.json", {"bad": float("nan")})
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "r.json", {"bad": {1, 2}})  # not JSON-serialisable
     assert json.loads(p.read_text()) == {"a": 1}  # the earlier file survives a failed write
+    # JSON has no NaN: a non-finite value becomes null plus a reason, never the literal NaN
+    q = atomic_write_json(tmp_path / "n.json", {"x": float("nan"), "y": [float("inf")]})
+    assert "NaN" not in q.read_text() and "Infinity" not in q.read_text()
+    assert json.loads(q.read_text()) == {"x": None, "x_reason": "not a finite number (nan)", "y": [None]}
+    q.unlink()
     assert sorted(x.name for x in tmp_path.iterdir()) == ["key.pem", "r.json"]
 
 

@@ -1,7 +1,6 @@
 """`genguard audit`: release audit of a folder of generated samples against reference data, with policy gates."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +51,9 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
     info: dict[str, Any] = {"model_dir": str(model_dir)}
     cfg_path = model_dir / "config.json"
     if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AuditError(f"{cfg_path}: unreadable model config ({exc})") from None
+        from genguard.generators._io import read_json_checked
+
+        cfg = read_json_checked(cfg_path, AuditError, "model config")
         if isinstance(cfg, dict):
             info.update({"name": cfg.get("generator"), "params": cfg.get("params")})
     if ledger is not None:
@@ -80,13 +78,18 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with settings and gates.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the audit's classifier and tests.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for report.json and report.html.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report in --out (refused without it).")
 def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout_dir: Path | None,
-              model_dir: Path | None, policy: Path | None, seed: int, out: Path) -> int:
+              model_dir: Path | None, policy: Path | None, seed: int, out: Path, overwrite: bool) -> int:
     """Release audit: bias, fidelity, memorization and privacy of a folder of samples; exit 1 if a gate fails."""
     from rich.console import Console
     from rich.table import Table
 
+    from genguard.audits import AuditError
     from genguard.audits.policy import load_policy
+    from genguard.generators._io import check_output_dir
+
+    check_output_dir(out, ("report.json", "report.html"), overwrite, AuditError)
 
     load_policy(str(policy) if policy is not None else None)  # fail fast on a bad policy, before any work
     pol = str(policy) if policy is not None else None

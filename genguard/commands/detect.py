@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,12 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)
 
@@ -74,7 +79,7 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
     """
     from genguard.detectors import DetectorError
     from genguard.detectors._io import read_image, write_png
-    from genguard.detectors.forgery import METHODS, analyze, map_to_png_array, overlay
+    from genguard.detectors.forgery import METHODS, analyze, bounded_copy, map_to_png_array, overlay
 
     entry: dict[str, Any] = {"path": str(f)}
     try:
@@ -86,8 +91,12 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
     from genguard.detectors.preprocess import PATCH
 
     p = float(det.predict_proba([rgb])[0])
-    entry["synthetic_probability"] = round(p, 6)
-    entry["verdict"] = det.verdict(p)
+    if not math.isfinite(p):  # never NaN in JSON: null plus the reason
+        entry.update(synthetic_probability=None, verdict="inconclusive",
+                     synthetic_probability_reason=f"the detector returned {p} for this image")
+    else:
+        entry["synthetic_probability"] = round(p, 6)
+        entry["verdict"] = det.verdict(p)
     if min(rgb.shape[:2]) < PATCH:
         # Padded up to one tile: outside anything the detector was trained or calibrated on.
         entry["verdict"] = "inconclusive"
@@ -98,6 +107,7 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
     if not no_forgery:
         import numpy as np
 
+        rgb, analysed = bounded_copy(rgb)  # maps and overlay at the analysed size (the image's own up to 4k)
         res = analyze(rgb, METHODS)
         forgery: dict[str, Any] = {}
         combined = np.zeros(rgb.shape[:2], np.float32)
@@ -108,8 +118,11 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
                 map_path = heatmaps / stem / f"{name}.png"
                 write_png(map_path, map_to_png_array(r.map))
             combined = np.maximum(combined, r.map * r.score)
-            forgery[name] = {"score": round(float(r.score), 6), "map": str(map_path) if map_path else None,
-                             "details": _jsonable(r.details)}
+            score = float(r.score)
+            forgery[name] = {"score": round(score, 6) if math.isfinite(score) else 0.0,
+                             "map": str(map_path) if map_path else None, "details": _jsonable(r.details)}
+            if not math.isfinite(score):
+                forgery[name]["score_reason"] = f"analysis gave {score}; reported as 0 (no evidence)"
         entry["forgery"] = forgery
         if heatmaps is not None:
             ov = heatmaps / stem / "overlay.png"
@@ -118,25 +131,76 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
     return entry
 
 
+class _ResultStream:
+    """Writes each finished entry at once as one JSON line, so a stopped ``detect`` keeps what it finished.
+
+    ``FILE.jsonl`` is streamed into directly. Any other ``--json FILE`` is streamed
+    into ``FILE.partial.jsonl`` and, once every image is done, replaced by the JSON
+    list in ``FILE`` (atomically) and the partial file removed. ``-`` writes the
+    JSON list to standard output at the end (the human summary then goes to stderr).
+    """
+
+    def __init__(self, target: Path | None) -> None:
+        self.target, self.fh, self.stream_path = target, None, None
+        if target is None or str(target) == "-":
+            return
+        if target.is_dir():
+            raise click.BadParameter(f"{target}: is a folder; give a file path", param_hint="--json")
+        self.stream_path = target if target.suffix == ".jsonl" else target.with_name(target.name + ".partial.jsonl")
+        self.stream_path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.stream_path, "w", encoding="utf-8")
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self.fh is not None:
+            from genguard.detectors._io import json_safe
+
+            self.fh.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
+            self.fh.flush()
+
+    def finish(self, results: list[dict[str, Any]]) -> None:
+        from genguard.detectors._io import atomic_write_json
+
+        if self.fh is not None:
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            self.fh = None
+        if self.target is None or self.stream_path == self.target:
+            return
+        atomic_write_json(self.target, results)
+        if self.stream_path is not None:
+            self.stream_path.unlink(missing_ok=True)
+
+    def abort(self) -> str | None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        return str(self.stream_path) if self.stream_path is not None else None
+
+
 @click.command("detect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the per-image results here (a JSON list).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True),
+              help="Write the per-image results here: a JSON list (streamed into FILE.partial.jsonl while running), "
+                   "JSON Lines as it goes when FILE ends in .jsonl, or standard output for '-'.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), help="Write greyscale forgery maps and an overlay per image here.")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path),
               help="A detector file from `genguard detector train` (default: the shipped one).")
 @click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (synthetic-probability only).")
-@click.option("--max-pixels", type=int, default=100_000_000, show_default=True,
-              help="Refuse larger images (decompression bombs).")
+@click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=67_108_864, show_default=True,
+              help="Refuse larger images (decompression bombs); raising it raises the memory ceiling too.")
 def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None, detector_file: Path | None,
            no_forgery: bool, max_pixels: int) -> int:
     """Per-image verdict (synthetic / authentic / inconclusive), provenance and forgery maps.
 
     PATHS are image files or folders (searched recursively). A corrupt file is
-    reported and skipped; exit 2 if no image could be read.
+    reported and skipped; exit 2 if no image could be read. Results are written
+    as each image finishes, so a stopped run keeps what it finished.
     """
     from genguard.detectors import DetectorError
     from genguard.detectors._io import atomic_write_json, list_images, progress_bar
 
+    to_stdout = json_out is not None and str(json_out) == "-"
+    say = (lambda m: click.echo(m, err=True)) if to_stdout else click.echo
     det = _load_detector(str(detector_file) if detector_file else None)
     if detector_file is None:
         _err("note: using the default detector, trained only on small reference generators "
@@ -146,31 +210,50 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
         raise DetectorError(f"{', '.join(map(str, paths))}: no images found")
     results: list[dict[str, Any]] = []
     n_ok = 0
-    with progress_bar("detecting", total=len(files)) as advance:
-        for i, f in enumerate(files):
-            entry = examine_image(i, f, det, heatmaps, no_forgery, max_pixels)
-            if entry.get("error"):
-                _err(f"skipped {entry['error']}")
-            else:
-                n_ok += 1
-            results.append(entry)
-            advance(1)
+    stream = _ResultStream(json_out)
+    try:
+        with progress_bar("detecting", total=len(files)) as advance:
+            for i, f in enumerate(files):
+                entry = examine_image(i, f, det, heatmaps, no_forgery, max_pixels)
+                if entry.get("error"):
+                    if len(files) > 1:  # a single bad file is reported once, by the error below
+                        _err(f"skipped {entry['error']}")
+                else:
+                    n_ok += 1
+                results.append(entry)
+                stream.write(entry)
+                advance(1)
+    except KeyboardInterrupt:
+        kept = stream.abort()
+        _err(f"interrupted after {len(results)} of {len(files)} image(s)"
+             + (f"; their results are in {kept}" if kept else ""))
+        raise click.exceptions.Exit(130) from None
     for e in results:
         if e.get("error"):
             continue
-        line = f"{e['verdict']:<12} p={e['synthetic_probability']:.3f}  {e['path']}"
+        p = e["synthetic_probability"]
+        line = f"{e['verdict']:<12} p={p:.3f}  {e['path']}" if p is not None else f"{e['verdict']:<12} p=n/a    {e['path']}"
         if e["forgery"]:
             top = max(e["forgery"].items(), key=lambda kv: kv[1]["score"])
             line += f"  (strongest forgery cue: {top[0]} {top[1]['score']:.2f})"
-        click.echo(line)
+        say(line)
     counts = {v: sum(1 for e in results if e.get("verdict") == v) for v in ("synthetic", "inconclusive", "authentic")}
     n_err = sum(1 for e in results if e.get("error"))
-    click.echo(f"{n_ok} image(s): {counts['synthetic']} synthetic, {counts['inconclusive']} inconclusive, "
-               f"{counts['authentic']} authentic" + (f"; {n_err} unreadable, skipped" if n_err else ""))
-    if json_out is not None:
-        atomic_write_json(json_out, results)
-        click.echo(f"wrote {json_out}")
+    say(f"{n_ok} image(s): {counts['synthetic']} synthetic, {counts['inconclusive']} inconclusive, "
+        f"{counts['authentic']} authentic" + (f"; {n_err} unreadable, skipped" if n_err else ""))
+    if json_out is not None and n_ok == 0:  # nothing readable: an earlier result file is left as it was
+        kept = stream.abort()
+        if kept and Path(kept) != json_out:
+            Path(kept).unlink(missing_ok=True)
+    elif json_out is not None:
+        if to_stdout:
+            atomic_write_json("-", results)
+        else:
+            stream.finish(results)
+            say(f"wrote {json_out}")
     if n_ok == 0:
+        if len(files) == 1:
+            raise DetectorError(results[0]["error"])
         raise DetectorError(f"no readable image among {len(files)} file(s)")
     return 0
 

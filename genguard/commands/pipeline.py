@@ -58,6 +58,19 @@ def _list_callback(ctx, param, value: bool) -> None:
         return
     click.echo(list_generators())
     ctx.exit(0)
+def _overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace the results of an earlier run in --out (refused without it).")(f)
+
+
+#: What marks a folder as holding an earlier run's results (refused without --overwrite).
+RUN_MARKERS = ("report.json", "report.html", "model", "samples")
+
+
+def _check_out(out: Path, markers: tuple[str, ...], overwrite: bool) -> None:
+    from genguard.generators._io import check_output_dir
+
+    check_output_dir(out, markers, overwrite, PipelineError)
 
 
 def _print_summary(console, rows, title: str) -> None:
@@ -82,12 +95,15 @@ def _print_summary(console, rows, title: str) -> None:
 @click.option("-n", "--samples", "n_samples", type=int, default=None,
               help="Samples to generate and audit [default: 1000, 200 with --quick].")
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with the release gates.")
+@_overwrite_option
 def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-            n_samples: int | None, policy: Path | None) -> int:
+            n_samples: int | None, policy: Path | None, overwrite: bool) -> int:
     """The whole loop on the generator's own embedded data: train (DP by default), sample, tag, audit.
 
-    Exit 0 when every release gate passes, 1 when one fails.
+    Exit 0 when every release gate passes, 1 when one fails. An --out folder that
+    already holds a run's results is refused unless --overwrite is given.
     """
+    _check_out(out, RUN_MARKERS, overwrite)
     console = _console()
     cfg = RunConfig(out=out, generator=generator, epsilon=None if no_dp else epsilon, delta=delta, quick=quick,
                     seed=seed, n_samples=n_samples, policy=policy)
@@ -115,9 +131,14 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @click.option("--quick", is_flag=True, help="The generator's small settings, for a fast try (seconds to a minute).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training (and of the saved model).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write; the model goes to OUT/model.")
+@_overwrite_option
 def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | None, no_dp: bool, quick: bool,
-              seed: int, out: Path) -> int:
-    """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model."""
+              seed: int, out: Path, overwrite: bool) -> int:
+    """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model.
+
+    An OUT that already holds a model is refused unless --overwrite is given.
+    """
+    _check_out(out, ("model",), overwrite)
     console = _console()
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
                     quick=quick, seed=seed)
@@ -140,14 +161,21 @@ def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | N
 @click.option("-c", "--condition", "conditions", multiple=True, metavar="NAME=VALUE",
               help="A condition the generator takes (`genguard train --list` shows them), e.g. -c prompt='def '.")
 @click.option("--no-tag", is_flag=True, help="Write samples without provenance.")
+@_overwrite_option
 def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None, conditions: tuple[str, ...],
-               no_tag: bool) -> int:
+               no_tag: bool, overwrite: bool) -> int:
     """Sample from a saved model, write files (PNG, .txt, CSV) and tag each with provenance.
 
     A model saved without a ledger is tagged under a run id derived from its weights (model-<sha256>).
+    An OUT folder that already holds files is refused unless --overwrite is given.
     """
     if n <= 0:
         raise PipelineError(f"-n must be positive, got {n}")
+    if out.is_dir() and not overwrite:
+        held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if held:
+            raise PipelineError(f"{out}: already holds files ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}); "
+                                "choose another folder or pass --overwrite")
     if (model_dir / "model" / "config.json").is_file():
         model_dir = model_dir / "model"
     gen, ledger, ledger_sha = load_model(model_dir)

@@ -74,6 +74,19 @@ def _wm_status(path: Path) -> str:
     return "embedded" if side >= MIN_WATERMARK_SIDE else f"n/a (< {MIN_WATERMARK_SIDE} px)"
 
 
+def _check_trust_anchor(path: Path) -> None:
+    """A trust anchor must be a readable regular file of PEM certificates; its faults are named as its own."""
+    from genguard.generators._io import read_bytes_bounded
+
+    pem = read_bytes_bounded(path, 1024 * 1024, ProvenanceError, "trust anchor")
+    try:
+        from cryptography import x509
+
+        x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ProvenanceError(f"{path}: trust anchor is not valid PEM certificates ({str(exc).splitlines()[0]})") from None
+
+
 def register(group: click.Group) -> None:
     """Add `keys`, `tag` and `verify` to the genguard command group."""
 
@@ -118,9 +131,16 @@ def register(group: click.Group) -> None:
             raise click.UsageError("--no-watermark and --no-c2pa together leave nothing to do")
         keys = KeyStore(cert_chain=cert, key=key_file) if cert else (None if no_c2pa else KeyStore.load_or_create())
         claim = _claim_from_ledger(ledger, generator, run_id)
+        seen: dict[str, str] = {}
         for f in files:  # fail before writing anything
             if not Path(f).is_file():
                 raise ProvenanceError(f"{f}: no such file")
+            if out_dir:  # two inputs of the same name would silently overwrite each other in --out
+                name = Path(f).name
+                if name in seen and Path(seen[name]).resolve() != Path(f).resolve():
+                    raise ProvenanceError(f"{f}: same name as {seen[name]}; both would be written to "
+                                          f"{Path(out_dir) / name} (tag them into different --out folders)")
+                seen[name] = f
         table = Table("file", "written", "watermark", "manifest")
         for f in _progress(list(files), "tagging"):
             src = Path(f)
@@ -134,7 +154,8 @@ def register(group: click.Group) -> None:
 
     @group.command("verify")
     @click.argument("files", nargs=-1, required=True, type=click.Path())
-    @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write results as JSON")
+    @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+                  help="write results as JSON ('-': standard output)")
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
                   help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`")
     def verify(files, json_out, trust_anchor) -> int:
@@ -146,8 +167,8 @@ def register(group: click.Group) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        if trust_anchor is not None and not Path(trust_anchor).is_file():
-            raise ProvenanceError(f"{trust_anchor}: no such trust anchor file")
+        if trust_anchor is not None:
+            _check_trust_anchor(Path(trust_anchor))
         given = set(files)
         # a sidecar listed next to its own asset (e.g. from a glob) is read with the asset, not on its own
         stems = {str(Path(f).with_suffix("")) for f in files if not f.endswith(".c2pa")}
@@ -172,7 +193,8 @@ def register(group: click.Group) -> None:
         import sys
 
         # piped output (logs, CI) is not cut to 80 columns: the reason is the point of the table
-        Console(width=None if sys.stdout.isatty() else 240).print(table)
+        # `--json -`: the JSON alone on stdout, the table on stderr
+        Console(width=None if sys.stdout.isatty() else 240, stderr=json_out == "-").print(table)
         if json_out:
             clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
                      for r in results]

@@ -15,23 +15,35 @@ import click
 @click.option("--trust-anchor", type=click.Path(path_type=Path), default=None,
               help="PEM root certificate(s) to trust: manifests signed under it show as Trusted.")
 @click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (faster).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier review in --out (refused without it).")
 def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, trust_anchor: Path | None,
-               no_forgery: bool) -> int:
+               no_forgery: bool, overwrite: bool) -> int:
     """Examine files (images, tables, texts; folders recursively) and write a review page, most suspicious first.
 
     Exit 1 if any file is tampered, 2 if a file is missing or unreadable (the others are still reviewed).
     """
     from genguard.detectors.models import load_default, load_detector
+    from genguard.generators._io import InputError, check_output_dir
     from genguard.review import review
 
-    if trust_anchor is not None and not trust_anchor.is_file():
-        raise click.BadParameter(f"{trust_anchor}: no such file", param_hint="--trust-anchor")
+    check_output_dir(out, ("review.json", "review.html"), overwrite, InputError)
+    if trust_anchor is not None:
+        from genguard.commands.provenance import _check_trust_anchor
+
+        _check_trust_anchor(trust_anchor)
+    from genguard.review import collect_files
+
+    if not collect_files(list(paths)):
+        raise InputError(f"{', '.join(map(str, paths))}: no files to review")
     det = load_detector(str(detector_file)) if detector_file else load_default()
     results = review(list(paths), out, det, trust_anchor=trust_anchor, forgery=not no_forgery)
     counts: dict[str, int] = {}
     for r in results:
-        v = "error" if r.get("error") else (r.get("provenance") or {}).get("verdict", "untagged")
+        prov = r.get("provenance") if isinstance(r.get("provenance"), dict) else {}
+        v = "error" if r.get("error") else prov.get("verdict", "untagged")
         counts[v] = counts.get(v, 0) + 1
+        if v == "error":  # each unreadable file named on stderr, one line each; the others still reviewed
+            click.echo(f"genguard: error: {r.get('error') or prov.get('reason') or r.get('path')}", err=True)
     click.echo(f"{len(results)} file(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     click.echo(f"review: {out / 'review.html'}")
     if counts.get("tampered"):

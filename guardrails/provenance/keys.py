@@ -1,8 +1,11 @@
 """Signing keys for C2PA manifests: a per-user local root CA plus a leaf signing certificate, or the user's own PEM chain."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import stat
+import warnings
 from pathlib import Path
 
 from genguard.generators._io import atomic_write_bytes
@@ -15,6 +18,65 @@ LEAF_CERT = "signer.pem"
 LEAF_KEY = "signer.key"
 CHAIN = "chain.pem"  # leaf then root: what c2pa embeds in each manifest
 WATERMARK_KEY = "watermark.key"  # 32 random bytes, hex: the secret of the invisible watermark
+PRIVATE_FILES = (ROOT_KEY, LEAF_KEY, WATERMARK_KEY)
+LOCK_FILE = ".lock"  # flock(2) on it serialises creation and loading, so concurrent first uses agree
+
+
+class KeyPermissionWarning(UserWarning):
+    """A key folder that others can write to (they could swap the keys)."""
+
+
+@contextlib.contextmanager
+def _locked(d: Path, exclusive: bool):
+    """Hold an flock on ``d/.lock``: exclusive while keys are created, shared while they are read."""
+    import fcntl
+
+    fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _make_dir(d: Path) -> None:
+    """Create the key folder 0700 if it does not exist; an existing folder's mode is never changed."""
+    try:
+        if d.is_dir():
+            return
+        d.parent.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ProvenanceError(f"{d}: cannot create key directory: {exc.strerror or exc}") from None
+
+
+def check_key_permissions(d: Path) -> None:
+    """Refuse private keys that others can read or write; warn when others can replace files in the folder.
+
+    Checked before any work is done with the keys (a leaked signing key lets
+    anyone sign as this user; a swapped one makes every later tag worthless).
+    """
+    for name in PRIVATE_FILES:
+        p = d / name
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ProvenanceError(f"{p}: cannot check key permissions: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ProvenanceError(f"{p}: not a regular file; refused as a key")
+        if st.st_mode & 0o077:
+            raise ProvenanceError(f"{p}: private key has mode {stat.S_IMODE(st.st_mode):04o}, readable or writable "
+                                  f"by others; run `chmod 600 {p}` (and consider the key leaked: `genguard keys init --force`)")
+    try:
+        dst = os.stat(d)
+    except OSError:
+        return
+    if dst.st_mode & 0o022:
+        sticky = " (sticky, so others cannot replace your files)" if dst.st_mode & stat.S_ISVTX else ""
+        warnings.warn(f"key folder {d} has mode {stat.S_IMODE(dst.st_mode):04o}: others can write to it{sticky}; "
+                      "keep keys in a folder only you can write (e.g. chmod 700)", KeyPermissionWarning, stacklevel=3)
 
 
 def default_key_dir() -> Path:
@@ -99,9 +161,15 @@ class KeyStore:
     def load_or_create(cls, directory: str | os.PathLike | None = None) -> "KeyStore":
         """Load the local CA and signer from ``directory`` (default :func:`default_key_dir`), creating them on first use."""
         d = Path(directory) if directory is not None else default_key_dir()
+        _make_dir(d)
+        check_key_permissions(d)
         if not (d / CHAIN).exists() or not (d / LEAF_KEY).exists():
-            cls.create(d)
-        ks = cls(d / CHAIN, d / LEAF_KEY, root_cert=d / ROOT_CERT if (d / ROOT_CERT).exists() else None)
+            with _locked(d, exclusive=True):
+                # whoever gets the lock first creates; the others find its keys here and use them
+                if not (d / CHAIN).exists() or not (d / LEAF_KEY).exists():
+                    cls._create_unlocked(d, "genguard local", overwrite=False)
+        with _locked(d, exclusive=False):  # never read a set that another process is replacing
+            ks = cls(d / CHAIN, d / LEAF_KEY, root_cert=d / ROOT_CERT if (d / ROOT_CERT).exists() else None)
         ks.directory = d
         return ks
 
@@ -109,9 +177,19 @@ class KeyStore:
     def create(cls, directory: str | os.PathLike, *, common_name: str = "genguard local", overwrite: bool = False) -> Path:
         """Write a new root CA (10 years) and leaf signing certificate (2 years) into ``directory``.
 
-        Private keys are written with mode 0600, the directory made 0700. Refuses to overwrite
-        existing keys unless ``overwrite``.
+        Private keys are written with mode 0600; a new directory is made 0700 (an existing one keeps
+        its mode). Refuses to overwrite existing keys unless ``overwrite``. Creation holds an exclusive
+        lock, so concurrent creators never mix two key sets: one wins, the others see its keys.
         """
+        d = Path(directory)
+        _make_dir(d)
+        if not overwrite:  # keys being replaced may be refused for their modes; that is why they are replaced
+            check_key_permissions(d)
+        with _locked(d, exclusive=True):
+            return cls._create_unlocked(d, common_name, overwrite)
+
+    @classmethod
+    def _create_unlocked(cls, directory: Path, common_name: str, overwrite: bool) -> Path:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -119,12 +197,7 @@ class KeyStore:
 
         d = Path(directory)
         if not overwrite and ((d / LEAF_KEY).exists() or (d / ROOT_KEY).exists()):
-            raise ProvenanceError(f"{d}: keys already exist (use overwrite to replace them)")
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
-        except OSError as exc:
-            raise ProvenanceError(f"{d}: cannot create key directory: {exc.strerror or exc}") from None
+            raise ProvenanceError(f"{d}: keys already exist (use --force to replace them)")
 
         now = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(minutes=5)
         root_key = ec.generate_private_key(ec.SECP256R1())
@@ -164,6 +237,7 @@ class KeyStore:
         )
         pem = serialization.Encoding.PEM
         pkcs8 = (pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        # the chain (what load_or_create looks for) is written last, so a set without it is never used
         atomic_write_bytes(d / ROOT_KEY, root_key.private_bytes(*pkcs8), mode=0o600)
         atomic_write_bytes(d / LEAF_KEY, leaf_key.private_bytes(*pkcs8), mode=0o600)
         atomic_write_bytes(d / ROOT_CERT, root.public_bytes(pem), mode=0o644)

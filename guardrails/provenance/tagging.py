@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from genguard.generators._io import atomic_write_bytes, atomic_write_json
+from genguard.generators._io import (MAX_IMAGE_BYTES, MAX_PIXELS, atomic_write_bytes, atomic_write_json, check_pixels,
+                                     read_bytes_bounded)
 
 from genguard.guardrails.provenance import ProvenanceError
 from genguard.guardrails.provenance import manifest as mf
@@ -66,23 +67,21 @@ def _load_registry(path: Path) -> dict[str, Any]:
 
 
 def _register(keys: KeyStore | None, wm_id: bytes, claim: dict[str, Any]) -> None:
+    from genguard.guardrails.provenance.keys import _locked
+
     path = _registry_path(keys)
-    reg = _load_registry(path)
     entry = {"generator": claim["generator"], "run_id": claim["run_id"]}
-    if reg.get(wm_id.hex()) != entry:
-        reg[wm_id.hex()] = entry
-        atomic_write_json(path, reg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent, exclusive=True):  # concurrent taggers must not drop each other's entries
+        reg = _load_registry(path)
+        if reg.get(wm_id.hex()) != entry:
+            reg[wm_id.hex()] = entry
+            atomic_write_json(path, reg)
 
 
 def _read(path: Path) -> bytes:
-    if path.is_dir():
-        raise ProvenanceError(f"{path}: is a directory, not a file")
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ProvenanceError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ProvenanceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    # regular files only (a FIFO would block open forever), within the byte budget
+    return read_bytes_bounded(path, MAX_IMAGE_BYTES, ProvenanceError)
 
 
 def _decode_image(data: bytes, name: str):
@@ -92,12 +91,15 @@ def _decode_image(data: bytes, name: str):
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_pixels(*im.size, name, MAX_PIXELS, ProvenanceError)  # from the header, before decoding
             im.load()
             mode = im.mode
             if mode not in ("L", "RGB", "RGBA"):
                 im = im.convert("RGBA" if "A" in mode or "transparency" in im.info else "RGB")
                 mode = im.mode
             return np.asarray(im).copy(), mode
+    except ProvenanceError:
+        raise
     except Exception as exc:  # PIL raises many types for truncated/garbage data
         raise ProvenanceError(f"{name}: unreadable image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -113,17 +115,32 @@ def _source_mode(data: bytes) -> str:
         return im.mode
 
 
-def _encode_image(arr, fmt: str) -> bytes:
+def _source_metadata(data: bytes) -> dict[str, bytes]:
+    """EXIF (orientation included) and ICC profile of the source, carried over when the pixels are re-encoded."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        meta = {}
+        exif = im.info.get("exif") or (im.getexif().tobytes() if len(im.getexif()) else None)
+        if exif:
+            meta["exif"] = exif
+        if im.info.get("icc_profile"):
+            meta["icc_profile"] = im.info["icc_profile"]
+        return meta
+
+
+def _encode_image(arr, fmt: str, meta: dict[str, bytes] | None = None) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
     im = Image.fromarray(arr)
+    meta = meta or {}
     if fmt == "png":
-        im.save(buf, "PNG", optimize=False)
+        im.save(buf, "PNG", optimize=False, **meta)
     elif fmt == "jpeg":
-        (im.convert("RGB") if im.mode == "RGBA" else im).save(buf, "JPEG", quality=95, subsampling=0)
+        (im.convert("RGB") if im.mode == "RGBA" else im).save(buf, "JPEG", quality=95, subsampling=0, **meta)
     else:
-        im.save(buf, "WEBP", quality=95, method=4)
+        im.save(buf, "WEBP", quality=95, method=4, **meta)
     return buf.getvalue()
 
 
@@ -173,7 +190,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
         wm_id = watermark_id_for(claim["run_id"])
         arr = wmk.embed(arr, wm_id)
         wm_info = {"payload_bits": 48, "false_positive_rate": wmk.false_positive_rate}
-        data = _encode_image(arr, fmt)
+        data = _encode_image(arr, fmt, _source_metadata(data))  # EXIF orientation and ICC survive tagging
         _register(keys, wm_id, claim)
     # without a watermark the original bytes are kept as they are (no needless re-encoding)
     if c2pa:

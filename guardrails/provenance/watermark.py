@@ -50,6 +50,11 @@ _G = (0o133, 0o171)
 N_CRC = 8  # CRC-8 (polynomial 0x07) over the payload: says whether the decoded payload can be trusted
 N_CODED = 2 * (N_PAYLOAD + N_CRC + _K - 1)  # 124 coded bits
 PILOT_SHARE = 3 / 8  # of the chips; the rest carry the coded payload
+#: Detection reads at most a central DETECT_MAX_SIDE x DETECT_MAX_SIDE crop. The tile repeats over the
+#: whole image and the pilot correlation finds the crop's offset, so a crop carries the same watermark;
+#: a 1024-px crop folds ~110 tiles (16x what the smallest watermarked image, 256 px, gives), and keeps
+#: verify of a 4k image at 1.4 s and 240 MB (5.5 s and 780 MB with a 2048-px crop).
+DETECT_MAX_SIDE = 1024
 
 
 def crc8(bits: np.ndarray) -> np.ndarray:
@@ -335,6 +340,13 @@ class ImageWatermark:
         """Look for this key's watermark. Returns a JSON-able dict: ``found``, ``payload`` (hex, when
         found), ``p_value``, ``bit_errors`` (pilot-bit errors), ``pilot_bits``, ``alignments_tested``,
         ``false_positive_rate``, ``scale``, ``offset``, ``payload_crc_ok``."""
+        img = np.asarray(img)
+        h0, w0 = img.shape[:2]
+        cropped = h0 > DETECT_MAX_SIDE or w0 > DETECT_MAX_SIDE
+        if cropped:
+            ch, cw = min(h0, DETECT_MAX_SIDE), min(w0, DETECT_MAX_SIDE)
+            y0, x0 = (h0 - ch) // 2, (w0 - cw) // 2
+            img = img[y0:y0 + ch, x0:x0 + cw]
         y = _luma(img)
         if min(y.shape) < 64:
             return {"applicable": False, "found": False, "reason": f"image {y.shape[1]}x{y.shape[0]} is too small"}
@@ -367,5 +379,9 @@ class ImageWatermark:
                # the payload is reported only when the watermark is detected and its CRC-8 checks out;
                # a detected watermark with a failed CRC is present but unreadable (too damaged)
                "payload": np.packbits(best["bits"]).tobytes().hex() if found and best["crc_ok"] else None}
+        if cropped:
+            out["analysed"] = {"image_size": [int(w0), int(h0)], "analysed_size": [int(img.shape[1]), int(img.shape[0])],
+                               "note": f"read from the central {img.shape[1]}x{img.shape[0]} crop (bounded memory; "
+                                       "the watermark tile repeats over the whole image)"}
         out["_bits"] = best["bits"]
         return out
