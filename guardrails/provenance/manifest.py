@@ -319,7 +319,8 @@ def read_manifest(data: bytes, mime: str, manifest_data: bytes | None = None,
         if "must fetch remote manifests from url" in msg:
             return _empty("Remote", remote_url=msg.rsplit(" ", 1)[-1])
         if manifest_data is None and ("asset could not be parsed" in msg or "NotSupported" in msg
-                                      or "type is unsupported" in msg):
+                                      or "type is unsupported" in msg or "Io:" in msg):
+            # a truncated or corrupt container (c2pa's I/O error) is an unreadable file, not a bad manifest
             raise ProvenanceError(f"unreadable {mime} file: {msg}") from None
         # the store is there but c2pa cannot parse or check it (unknown algorithm, prerelease, bad JUMBF):
         # a manifest that does not validate
