@@ -329,7 +329,7 @@ class Generator:
             raise GeneratorError(f"{name}: holds a {config['generator']!r} model, not {cls.name!r}")
         saved_class = config.get("class")
         if saved_class is not None:
-            if not isinstance(saved_class, str) or saved_class.rsplit(".", 1)[-1] != cls.__qualname__:
+            if not isinstance(saved_class, str) or saved_class.rsplit(".", 1)[-1] != cls.__qualname__.rsplit(".", 1)[-1]:
                 raise GeneratorError(f"{name}: names class {saved_class!r}, but {cls.name!r} is {cls.__qualname__}")
         params = check_params(cls, config.get("params", {}), str(name))
         state = config.get("state", {})
