@@ -55,6 +55,9 @@ class RunConfig:
     n_samples: int | None = None
     policy: Path | None = None
     tag: bool = True
+    # DP batches and noise are secret and fresh per run unless this opts in to keying them by the
+    # secret key and the seed (then the same seed reproduces the release; never publish two such).
+    reproducible_dp: bool = False
 
     def __post_init__(self) -> None:
         from genguard.generators import DEFAULT_DATA, get_generator_class
@@ -128,7 +131,7 @@ def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[G
             raise PipelineError(f"generator {cfg.generator!r} has no differentially private training; "
                                 "run it with --no-dp (no guarantee) or choose a torch generator or dpmerf")
         trainer = PrivateTrainer(target_epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant,
-                                 max_grad_norm=cfg.max_grad_norm)
+                                 max_grad_norm=cfg.max_grad_norm, reproducible=cfg.reproducible_dp)
     gen = make_generator(cfg.generator, **params)
     if trainer is None:
         gen.fit(train, progress=progress) if isinstance(gen, TorchGenerator) else gen.fit(train)

@@ -23,6 +23,10 @@ def _epsilon_option(f):
                      help="Target ε of DP-SGD (opacus, Poisson sampling).")(f)
     f = click.option("--delta", type=float, default=None,
                      help="δ of the DP guarantee [default: 1e-5, always < 1/n].")(f)
+    f = click.option("--reproducible-dp", is_flag=True,
+                     help="Key DP-SGD's batches and noise by your secret key and --seed, so the same seed "
+                          "reproduces the model; by default they are secret and fresh per run. Never publish "
+                          "two models trained with the same key and seed.")(f)
     return f
 
 
@@ -47,15 +51,15 @@ def _print_summary(console, rows, title: str) -> None:
 @click.option("-n", "--samples", "n_samples", type=int, default=None,
               help="Samples to generate and audit [default: 1000, 200 with --quick].")
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with the release gates.")
-def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-            n_samples: int | None, policy: Path | None) -> int:
+def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
+            quick: bool, seed: int, n_samples: int | None, policy: Path | None) -> int:
     """The whole loop on the embedded digits: train (DP by default), sample, tag, audit.
 
     Exit 0 when every release gate passes, 1 when one fails.
     """
     console = _console()
     cfg = RunConfig(out=out, generator=generator, epsilon=None if no_dp else epsilon, delta=delta, quick=quick,
-                    seed=seed, n_samples=n_samples, policy=policy)
+                    seed=seed, n_samples=n_samples, policy=policy, reproducible_dp=reproducible_dp)
     result = run(cfg, log=lambda s: console.print(f"[dim]·[/dim] {s}"))
     _print_summary(console, summary_rows(result.report.data), f"genguard run — {cfg.generator}, seed {cfg.seed}")
     t = result.timings
@@ -76,12 +80,12 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @click.option("--quick", is_flag=True, help="Small settings for a fast try.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder to write.")
-def train_cmd(generator: str, data: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-              out: Path) -> int:
+def train_cmd(generator: str, data: str, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
+              quick: bool, seed: int, out: Path) -> int:
     """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model."""
     console = _console()
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
-                    quick=quick, seed=seed)
+                    quick=quick, seed=seed, reproducible_dp=reproducible_dp)
     train, _ = load_training_data(data)
     gen, ledger, model_dir = train_step(cfg, train)
     eps = ledger.get("epsilon")
