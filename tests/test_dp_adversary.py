@@ -235,7 +235,8 @@ class Net(Lin):
         self.model_ = self.make()
 
     def batch_loss(self, batch):
-        x, _ = batch
+        x, idx = batch
+        self.seen.append(idx.clone())
         return self.model_(x).pow(2).mean()
 
 
@@ -357,3 +358,42 @@ def test_a_clipping_norm_far_above_the_gradients_is_a_recorded_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert _fit(Net(lambda: nn.Linear(16, 1)), max_grad_norm=1e-3).training_report_["warnings"] == []
+
+
+# -- what was right stays right ---------------------------------------------------------------------
+class _NoiseSpy(PrivateTrainer):
+    """Records (released grad * E[B] - clipped sum) / (sigma C) at the one point noise meets the data."""
+
+    def _noisy_step(self, summed, noise, noise_std, expected_batch):
+        before = {p: s.clone() for p, s in summed.items()}
+        super()._noisy_step(summed, noise, noise_std, expected_batch)
+        self.draws = getattr(self, "draws", []) + [
+            ((p.grad * expected_batch - before[p]) / (self.noise_multiplier * self.max_grad_norm)).flatten()
+            for p in summed]
+
+
+def test_noise_std_is_sigma_c_over_expected_batch_and_batches_are_binomial():
+    data = _data(n=64)
+    trainer = _NoiseSpy(noise_multiplier=1.7, max_grad_norm=0.5)
+    gen = Net(lambda: nn.Linear(16, 64), epochs=50, batch_size=16).fit(data, trainer=trainer, progress=False)
+    z = torch.cat(trainer.draws)
+    assert len(z) > 200_000
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01  # SE of the std ~ 0.0015
+    sizes = np.array([len(b) for b in _batches(gen, gen.training_report_["steps"])], dtype=float)
+    n, q = 64, gen.training_report_["sample_rate"]
+    assert q == 0.25 and len(sizes) == 200
+    assert abs(sizes.mean() - n * q) < 4 * np.sqrt(n * q * (1 - q) / len(sizes))
+    assert 0.6 < sizes.var(ddof=1) / (n * q * (1 - q)) < 1.5
+
+
+def test_dpmerf_release_noise_is_not_the_seeds(digits):
+    train, _ = digits
+    small = dict(n_features=50, steps=2, hidden=16, batch_size=64, seed=0)
+    a, b = (make_generator("dpmerf", epsilon=1.0, **small).fit(train) for _ in range(2))
+    # the released (noisy) class counts would be identical if the noise came from the seed
+    assert not np.allclose(a.class_prior_, b.class_prior_)
+    assert a.training_report_["randomness"] == {"noise": "secret"}
+    keyed = [make_generator("dpmerf", **small).fit(train, trainer=PrivateTrainer(target_epsilon=1.0, reproducible=True))
+             for _ in range(2)]
+    assert np.array_equal(keyed[0].class_prior_, keyed[1].class_prior_)
+    assert keyed[0].training_report_["randomness"] == {"noise": "keyed"}

@@ -54,6 +54,7 @@ LOW_CLIPPED_FRACTION = 0.01
 LOW_NORM_RATIO = 0.1
 #: Records in the one-off probe that checks the loss is a mean over records (a sum scales with the batch).
 PROBE_BATCH = 16
+PROBE_SINGLES = 5
 
 __all__ = ["DEFAULT_DELTA", "PrivacyError", "PrivateTrainer", "resolve_delta", "validate_private_module"]
 
@@ -247,6 +248,12 @@ class PrivateTrainer:
         g_sample, g_noise = (torch.Generator().manual_seed(s) for s in seeds)
         return g_sample, g_noise, {"sampling": kind, "noise": kind}
 
+    def noise_generator(self, gen: Any) -> tuple[Any, str]:
+        """``(torch.Generator, "secret" | "keyed")`` for a generator that releases its own Gaussian
+        mechanism (DP-MERF): the same secret-by-default, keyed-on-request rule as DP-SGD's noise."""
+        _, g_noise, randomness = self._randomness(gen)
+        return g_noise, randomness["noise"]
+
     def _private(self, gen: TorchGenerator, optimizers: dict[str, Any] | None = None) -> dict[str, Any]:
         if hasattr(gen, "check_private_training"):
             gen.check_private_training()  # the generator's own refusal (e.g. a GAN's gradient penalty)
@@ -361,9 +368,12 @@ class PrivateTrainer:
                     f"{gen.name}: parameter(s) {leaked[:5]} outside the private modules {list(modules)} receive a "
                     "gradient from batch_loss, so they would learn from raw private gradients: add their module to "
                     "private_modules(), or detach what they compute (torch.no_grad() / .detach()) in batch_loss")
-            with clipper.record():
-                loss1 = gen.batch_loss(tuple(t[:1] for t in tensors))
-            norm1 = float(clipper.backward_and_clip(loss1, 1)[0])
+            singles = []
+            for _ in range(PROBE_SINGLES):  # a median over calls: losses that draw noise per call vary
+                with clipper.record():
+                    loss1 = gen.batch_loss(tuple(t[:1] for t in tensors))
+                singles.append(float(clipper.backward_and_clip(loss1, 1)[0]))
+            norm1 = float(np.median(singles))
             clipper.take_clipped_sum()  # discarded: the probe releases nothing
             ratio = float(norms_dup.median()) / norm1 if norm1 > 1e-12 else 1.0
             if ratio > math.sqrt(PROBE_BATCH):
