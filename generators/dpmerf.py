@@ -188,6 +188,10 @@ class DPMERF(ImageMixin, Generator):
             if data.modality == "tabular":
                 report["caveat"] = ("column scaling, clip ranges and category lists were computed from the training "
                                     "table without noise; the DP guarantee covers the released embedding given them")
+            if kind == "keyed":
+                keyed = ("the noise is keyed by HMAC-SHA256(secret key, run seed) for reproducibility: two releases "
+                         "with the same key and seed share it, and must not both be published")
+                report["caveat"] = f"{report['caveat']}; {keyed}" if "caveat" in report else keyed
         else:
             report = {"private": False, "mechanism": "exact RFF mean embedding (no noise)", "steps": 1}
         counts = counts.clamp(min=1.0)

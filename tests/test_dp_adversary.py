@@ -397,3 +397,4 @@ def test_dpmerf_release_noise_is_not_the_seeds(digits):
              for _ in range(2)]
     assert np.array_equal(keyed[0].class_prior_, keyed[1].class_prior_)
     assert keyed[0].training_report_["randomness"] == {"noise": "keyed"}
+    assert "must not both be published" in keyed[0].training_report_["caveat"]
