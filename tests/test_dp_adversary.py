@@ -398,3 +398,8 @@ def test_dpmerf_release_noise_is_not_the_seeds(digits):
     assert np.array_equal(keyed[0].class_prior_, keyed[1].class_prior_)
     assert keyed[0].training_report_["randomness"] == {"noise": "keyed"}
     assert "must not both be published" in keyed[0].training_report_["caveat"]
+
+
+def test_secure_mode_cannot_be_keyed():
+    with pytest.raises(PrivacyError, match="secure_mode or reproducible"):
+        PrivateTrainer(secure_mode=True, reproducible=True)

@@ -213,6 +213,9 @@ class PrivateTrainer:
                 "which splits each logical batch and adds noise once")
         if self.secure_mode and self.grad_sample_mode not in ("auto", "opacus"):
             raise PrivacyError("secure_mode needs opacus' cryptographically secure noise: use grad_sample_mode='opacus'")
+        if self.secure_mode and self.reproducible:
+            raise PrivacyError("secure_mode draws batches and noise from opacus' torchcsprng, which cannot be keyed; "
+                               "choose secure_mode or reproducible, not both")
         if self.secure_mode:
             try:
                 import torchcsprng  # noqa: F401  (what opacus' secure_mode draws its noise from)
