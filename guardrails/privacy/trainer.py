@@ -126,11 +126,15 @@ def _generator_modules(gen: TorchGenerator) -> dict[str, Any]:
 
 
 def _snapshot_build(gen: TorchGenerator) -> tuple[dict[str, Any], Any]:
+    """Digests of what ``save`` would write (saved tensors, extra state): small, so two builds can be compared
+    without holding two copies of the weights."""
+    import hashlib
     import json
 
     from genguard.generators.base import _jsonable
 
-    tensors = gen._state_tensors()
+    tensors = {k: (v.shape, str(v.dtype), hashlib.sha256(np.ascontiguousarray(v).tobytes()).digest())
+               for k, v in gen._state_tensors().items()}
     extra = json.dumps(_jsonable(gen._extra_state()), sort_keys=True, default=str)
     return tensors, extra
 
@@ -312,12 +316,12 @@ class PrivateTrainer:
                 np.random.seed(int(gen.seed))
                 probe.build(part)
                 snaps.append(_snapshot_build(probe))
+                del probe
         finally:
             torch.set_rng_state(torch_state)
             np.random.set_state(np_state)
         (ta, ea), (tb, eb) = snaps
-        changed = sorted(k for k in set(ta) | set(tb)
-                         if k not in ta or k not in tb or ta[k].shape != tb[k].shape or not np.array_equal(ta[k], tb[k]))
+        changed = sorted(k for k in set(ta) | set(tb) if ta.get(k) != tb.get(k))
         if ea != eb:
             changed.append("extra state (_extra_state())")
         if changed:
