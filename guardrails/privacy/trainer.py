@@ -311,7 +311,9 @@ class PrivateTrainer:
         snaps = []
         try:
             for part in (data, data.subset(np.arange(len(data) // 2, len(data)))):
-                probe = copy.deepcopy(gen)
+                # A deep copy without the built modules (build() makes its own): one extra model at a time.
+                memo = {id(m): None for m in vars(gen).values() if isinstance(m, torch.nn.Module)}
+                probe = copy.deepcopy(gen, memo)
                 torch.manual_seed(int(gen.seed))
                 np.random.seed(int(gen.seed))
                 probe.build(part)
