@@ -450,6 +450,19 @@ class TorchGenerator(Generator):
         call so one backward pass (one privacy charge) covers both.
     ``after_private_step(batch, optimizers)``
         Optional: updates that touch no private data (a GAN generator step).
+        Under a private trainer it runs once per step with ``batch=None``:
+        post-processing sees nothing derived from the private batch (not its
+        records, labels or realised size); draw what it needs (conditions,
+        a batch size) from public distributions and hyperparameters.
+        ``PlainTrainer`` passes the batch.
+    ``declared_data_state()``
+        Optional: a sentence naming state that ``build`` computes from the
+        data without noise (e.g. column scalings); a private trainer refuses
+        such state unless declared, and records the sentence as a caveat.
+
+    Every module whose weights a trainer changes must be listed by
+    ``trained_modules()`` (or ``extra_modules()``), since those are what
+    ``save`` writes; ``fit`` refuses a model that would lose trained weights.
     """
 
     dp_mechanism: ClassVar[str] = "dp-sgd"
@@ -483,6 +496,10 @@ class TorchGenerator(Generator):
     def after_private_step(self, batch: tuple[Any, ...], optimizers: Mapping[str, Any]) -> None:
         return None
 
+    def declared_data_state(self) -> str | None:
+        """What ``build`` computes from the training data without noise, as a caveat for the ledger (or None)."""
+        return None
+
     def check_private_training(self) -> None:
         """Raise :class:`GeneratorError` if these settings cannot be trained with DP-SGD.
 
@@ -508,7 +525,9 @@ class TorchGenerator(Generator):
         self.build(data)
         if trainer is None:
             trainer = PlainTrainer()
+        unsaved = self._unsaved_modules()
         self.training_report_ = trainer.train(self, data, progress=progress)
+        self._check_nothing_trained_unsaved(unsaved)
         self.fitted_ = True
         for name in self.trained_modules():
             getattr(self, name).eval()
@@ -532,6 +551,29 @@ class TorchGenerator(Generator):
     def extra_modules(self) -> tuple[str, ...]:
         """Modules that are saved but not trained by the optimiser loop (e.g. EMA copies)."""
         return ()
+
+    def _unsaved_modules(self) -> dict[str, list[Any]]:
+        """Copies of the parameters and buffers of every module attribute that ``save`` would not write."""
+        from torch import nn
+
+        saved = set(self.trained_modules()) | set(self.extra_modules())
+        return {name: [t.detach().clone() for t in list(m.parameters()) + list(m.buffers())]
+                for name, m in vars(self).items() if isinstance(m, nn.Module) and name not in saved}
+
+    def _check_nothing_trained_unsaved(self, before: Mapping[str, list[Any]]) -> None:
+        import torch
+
+        changed = []
+        for name, old in before.items():
+            module = unwrap_module(getattr(self, name, None))
+            now = [t.detach() for t in list(module.parameters()) + list(module.buffers())] if module is not None else []
+            if len(now) != len(old) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(old, now)):
+                changed.append(name)
+        if changed:
+            raise GeneratorError(
+                f"{self.name}: training changed module(s) {changed}, which trained_modules() does not list "
+                f"(now {list(self.trained_modules())}), so their weights would be missing from {WEIGHTS_FILE}; "
+                "add them to trained_modules() (or extra_modules())")
 
     def _load_state_tensors(self, tensors: Mapping[str, np.ndarray], extra: Mapping[str, Any]) -> None:
         import torch

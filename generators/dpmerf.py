@@ -169,7 +169,15 @@ class DPMERF(ImageMixin, Generator):
         if epsilon is not None:
             delta = resolve_delta(delta, n)
             sigma = calibrate_noise(float(epsilon), delta, accountant)
-            g = torch.Generator().manual_seed(self.seed + 11)
+            # The Gaussian mechanism assumes its noise is unknown: never seed it from the (published) run
+            # seed. A private trainer supplies a secret generator (or, opted in, one keyed by its secret key).
+            make = getattr(trainer, "noise_generator", None) if getattr(trainer, "private", False) else None
+            if callable(make):
+                g, kind = make(self)
+            else:
+                import secrets
+
+                g, kind = torch.Generator().manual_seed(secrets.randbits(64)), "secret"
             emb_sum = emb_sum + torch.randn(emb_sum.shape, generator=g) * sigma * sensitivity
             counts = counts + torch.randn(counts.shape, generator=g) * sigma * sensitivity
             spent = gaussian_epsilon(sigma, delta, accountant)
@@ -179,11 +187,17 @@ class DPMERF(ImageMixin, Generator):
                 "expected_batch_size": float(n), "noise_multiplier": sigma, "max_grad_norm": sensitivity,
                 "epochs": 1, "steps": 1, "delta": delta, "accountant": accountant, "target_epsilon": float(epsilon),
                 "epsilon": spent, "private_modules": [], "grad_sample_mode": None, "secure_mode": False,
-                "sensitivity": sensitivity, "n_features": self.n_features,
+                "sensitivity": sensitivity, "n_features": self.n_features, "randomness": {"noise": kind},
+                "noise_source": "torch MT19937 seeded from the OS CSPRNG (secrets), fresh per release"
+                if kind == "secret" else "torch MT19937 seeded by HMAC-SHA256(secret key, run seed)",
             }
             if data.modality == "tabular":
                 report["caveat"] = ("column scaling, clip ranges and category lists were computed from the training "
                                     "table without noise; the DP guarantee covers the released embedding given them")
+            if kind == "keyed":
+                keyed = ("the noise is keyed by HMAC-SHA256(secret key, run seed) for reproducibility: two releases "
+                         "with the same key and seed share it, and must not both be published")
+                report["caveat"] = f"{report['caveat']}; {keyed}" if "caveat" in report else keyed
         else:
             report = {"private": False, "mechanism": "exact RFF mean embedding (no noise)", "steps": 1}
         counts = counts.clamp(min=1.0)

@@ -75,7 +75,11 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
     fake term *i*, and opacus sums the per-sample gradients of the two calls
     of each layer, so one backward pass, clipped per pair, is the only
     privacy charge. The generator is then updated in ``after_private_step``
-    through the discriminator alone (post-processing).
+    through the discriminator alone (post-processing). Under DP-SGD that step
+    sees nothing of the private batch: its conditions are drawn uniformly
+    over the classes (a public distribution) and its latents from a stream of
+    its own, ``batch_size`` of each; only the non-private loop conditions the
+    generator step on the real batch's labels.
 
     WGAN-GP cannot train with the current DP-SGD hooks: its penalty needs the
     gradient of an input-gradient norm (double backward), which opacus'
@@ -115,6 +119,9 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
 
         self.gen_, self.disc_ = _build(*self.image_shape_, self.n_classes_, self.latent_dim, self.width)
         self._noise = torch.Generator().manual_seed(self.seed + 1)
+        # Post-processing draws from its own stream, so its inputs do not depend on how many fakes the
+        # private step drew (the realised batch size).
+        self._post_noise = torch.Generator().manual_seed(self.seed + 2)
         self._steps = 0
 
     def _extra_state(self) -> dict[str, Any]:
@@ -180,7 +187,14 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         self._steps += 1
         if self._steps % self.n_critic:
             return
-        _, y = batch
+        import torch
+
+        if batch is None:  # private training: public conditions (uniform over classes), public batch size
+            y = torch.randint(0, self.n_classes_, (self.batch_size,), generator=self._post_noise)
+            z = torch.randn(self.batch_size, self.latent_dim, generator=self._post_noise)
+        else:
+            _, y = batch
+            z = torch.randn(len(y), self.latent_dim, generator=self._noise)
         disc = self.disc_
         hooks = hasattr(disc, "disable_hooks")
         if hooks:  # opacus' GradSampleModule: no per-sample gradients for this pass
@@ -188,7 +202,7 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         try:
             opt = optimizers["gen_"]
             opt.zero_grad(set_to_none=True)
-            score = disc(self._fake(y), y)
+            score = disc(self.gen_(z, y), y)
             g_loss = (-score).mean() if self.loss in ("hinge", "wgan-gp") else F.softplus(-score).mean()
             g_loss.backward(inputs=list(self.gen_.parameters()))
             opt.step()

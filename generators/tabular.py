@@ -76,14 +76,10 @@ class TabularVAE(TorchGenerator):
         self.lr = lr
         self.seed = seed
 
-    def fit(self, data: Dataset, trainer: Any = None, progress: bool = True):
-        # Under DP the group shares must not come from the private rows unnoised: sample groups uniformly.
-        super().fit(data, trainer=trainer, progress=progress)
-        if self.private_fit_:
-            self.training_report_["caveat"] = (
-                "column scaling, clip ranges and category lists were computed from the training table without "
+    def declared_data_state(self) -> str | None:
+        # Under DP the group shares are uniform (class_shares); the codec is fitted on the table unnoised.
+        return ("column scaling, clip ranges and category lists were computed from the training table without "
                 "noise; the DP guarantee covers the model weights given that preprocessing")
-        return self
 
     def build(self, data: Dataset) -> None:
         self.codec_ = TabularCodec.fit(data.x, data.metadata.get("categorical", ()))

@@ -43,6 +43,9 @@ class RunConfig:
     n_samples: int | None = None
     policy: Path | None = None
     tag: bool = True
+    # DP batches and noise are secret and fresh per run unless this opts in to keying them by the
+    # secret key and the seed (then the same seed reproduces the release; never publish two such).
+    reproducible_dp: bool = False
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -135,7 +138,7 @@ def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[G
     trainer = None
     if cfg.private:
         trainer = PrivateTrainer(target_epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant,
-                                 max_grad_norm=cfg.max_grad_norm)
+                                 max_grad_norm=cfg.max_grad_norm, reproducible=cfg.reproducible_dp)
     gen = make_generator(cfg.generator, **params)
     accepted = getattr(type(gen), "modalities", ()) or (gen.modality,)
     if train.modality not in accepted:

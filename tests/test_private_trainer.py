@@ -188,7 +188,9 @@ def test_several_private_modules_and_physical_batching_give_the_same_run():
     runs = []
     for phys in (None, 3):
         gen = ToyGAN(seed=3)
-        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, max_physical_batch_size=phys), progress=False)
+        # keyed randomness: both runs see the same batches and noise, so only physical batching differs
+        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, max_physical_batch_size=phys, reproducible=True),
+                progress=False)
         runs.append(gen)
     rep = runs[0].training_report_
     assert rep["private_modules"] == ["critic_", "aux_"] and rep["steps"] == 2 * 4
@@ -210,7 +212,8 @@ def test_same_seed_same_weights_and_modes_agree():
     w = {}
     for mode in ("ghost", "hooks"):
         gen = ToyGAN(seed=5)
-        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=0.8, grad_sample_mode=mode), progress=False)
+        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=0.8, grad_sample_mode=mode, reproducible=True),
+                progress=False)
         w[mode] = _weights(gen)
     for k in w["ghost"]:
         np.testing.assert_allclose(w["ghost"][k], w["hooks"][k], rtol=1e-4, atol=1e-5)
@@ -246,16 +249,18 @@ def test_pld_accountant_and_opacus_reference_mode(digits):
     assert rep["grad_sample_mode"] == "opacus" and rep["steps"] == 2 * 6 and rep["epsilon"] <= 3.0
 
 
-def test_secret_noise_differs_run_to_run_and_is_labelled():
+def test_secret_randomness_by_default_keyed_only_on_request():
     data = _toy_data()
     a, b = ToyGAN(seed=4), ToyGAN(seed=4)
     for gen in (a, b):
-        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, reproducible_noise=False), progress=False)
+        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
     assert not np.allclose(_weights(a)["critic_.0.weight"], _weights(b)["critic_.0.weight"])
-    assert "secret" in a.training_report_["noise_source"]
-    c = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
-    d = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
-    assert "HMAC" in c.training_report_["noise_source"]
+    assert a.training_report_["randomness"] == {"sampling": "secret", "noise": "secret"}
+    assert "secrets" in a.training_report_["noise_source"] and "caveat" not in a.training_report_
+    c = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, reproducible=True), progress=False)
+    d = ToyGAN(seed=4).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, reproducible=True), progress=False)
+    assert c.training_report_["randomness"] == {"sampling": "keyed", "noise": "keyed"}
+    assert "HMAC" in c.training_report_["noise_source"] and "must not both be published" in c.training_report_["caveat"]
     # reproducible for the key holder ...
     assert np.array_equal(_weights(c)["critic_.0.weight"], _weights(d)["critic_.0.weight"])
 

@@ -23,6 +23,10 @@ def _epsilon_option(f):
                      help="Target ε of DP-SGD (opacus, Poisson sampling).")(f)
     f = click.option("--delta", type=float, default=None,
                      help="δ of the DP guarantee [default: 1e-5, always < 1/n].")(f)
+    f = click.option("--reproducible-dp", is_flag=True,
+                     help="Key DP-SGD's batches and noise by your secret key and --seed, so the same seed "
+                          "reproduces the model; by default they are secret and fresh per run. Never publish "
+                          "two models trained with the same key and seed.")(f)
     return f
 
 
@@ -96,8 +100,8 @@ def _print_summary(console, rows, title: str) -> None:
               help="Samples to generate and audit [default: 1000, 200 with --quick].")
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with the release gates.")
 @_overwrite_option
-def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, quick: bool, seed: int,
-            n_samples: int | None, policy: Path | None, overwrite: bool) -> int:
+def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
+            quick: bool, seed: int, n_samples: int | None, policy: Path | None, overwrite: bool) -> int:
     """The whole loop on the generator's own embedded data: train (DP by default), sample, tag, audit.
 
     Exit 0 when every release gate passes, 1 when one fails. An --out folder that
@@ -106,7 +110,7 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
     _check_out(out, RUN_MARKERS, overwrite)
     console = _console()
     cfg = RunConfig(out=out, generator=generator, epsilon=None if no_dp else epsilon, delta=delta, quick=quick,
-                    seed=seed, n_samples=n_samples, policy=policy)
+                    seed=seed, n_samples=n_samples, policy=policy, reproducible_dp=reproducible_dp)
     result = run(cfg, log=lambda s: console.print(f"[dim]·[/dim] {s}"))
     _print_summary(console, summary_rows(result.report.data), f"genguard run — {cfg.generator}, seed {cfg.seed}")
     t = result.timings
@@ -132,8 +136,8 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training (and of the saved model).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write; the model goes to OUT/model.")
 @_overwrite_option
-def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | None, no_dp: bool, quick: bool,
-              seed: int, out: Path, overwrite: bool) -> int:
+def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
+              quick: bool, seed: int, out: Path, overwrite: bool) -> int:
     """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model.
 
     An OUT that already holds a model is refused unless --overwrite is given.
@@ -141,7 +145,7 @@ def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | N
     _check_out(out, ("model",), overwrite)
     console = _console()
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
-                    quick=quick, seed=seed)
+                    quick=quick, seed=seed, reproducible_dp=reproducible_dp)
     console.print(f"[dim]·[/dim] data: {cfg.data}" + (" (the generator's own)" if data is None else ""))
     train, _ = load_training_data(cfg.data)
     gen, ledger, model_dir = train_step(cfg, train)

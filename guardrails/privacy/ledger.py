@@ -3,7 +3,11 @@
 Fields of a private run: dataset size, sampling mode, sample rate, expected
 batch size, noise multiplier, clipping norm, epochs and steps actually taken,
 delta, accountant, claimed epsilon, the privatised modules and their layer
-types, seed, package versions and the SHA-256 of the saved weights. The record
+types, seed, package versions and the SHA-256 of the saved weights. A DP-SGD
+run also records ``randomness`` (``{"sampling": S, "noise": N}``, each
+``"secret"``: a fresh CSPRNG seed recorded nowhere, or ``"keyed"``: HMAC of the
+recorded seed under the secret key, the reproducible opt-in), and
+``trained_modules`` / ``private_modules`` / ``post_processing_modules``. The record
 is signed with Ed25519 over its canonical serialisation
 (:mod:`guardrails.privacy.signing`); ``genguard privacy verify`` checks it.
 """
@@ -67,10 +71,16 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
         for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction",
-                    "noise_source", "privacy_unit", "caveat"):
+                    "noise_source", "privacy_unit", "caveat", "randomness", "reproducible", "warnings"):
             if key in training:
                 ledger[key] = training[key]
-        ledger["trained_modules"] = list(training.get("private_modules") or [])
+        # Which saved modules learnt from the private data through DP-SGD, and which only from public
+        # inputs and DP outputs (post-processing); every trained module is in weights.safetensors.
+        private_modules = list(training.get("private_modules") or [])
+        ledger["private_modules"] = private_modules
+        ledger["trained_modules"] = list(training.get("trained_modules") or private_modules)
+        ledger["post_processing_modules"] = list(training.get(
+            "post_processing_modules", [m for m in ledger["trained_modules"] if m not in private_modules]))
         unit = ledger.get("privacy_unit") or "the records of the training set"
         mechanism = str(ledger.get("mechanism") or "")
         if "DP-SGD" in mechanism:

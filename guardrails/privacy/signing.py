@@ -99,16 +99,20 @@ def load_or_create_signing_key(directory: str | os.PathLike | None = None) -> An
     return key
 
 
-def noise_seed(run_seed: int, directory: str | os.PathLike | None = None) -> int:
-    """The seed of DP-SGD's Gaussian noise: HMAC-SHA256 of the run seed under a secret key (0600).
+def noise_seed(run_seed: int, directory: str | os.PathLike | None = None, purpose: str = "noise") -> int:
+    """A keyed seed of DP-SGD's randomness: HMAC-SHA256 of the run seed under a secret key (0600).
 
-    The same run seed gives the same noise on this key holder's machine (so the same
-    seed gives the same report), while a reader of the ledger, which records the run
-    seed, cannot regenerate the noise: the DP analysis assumes the noise is secret.
+    Only for the explicit opt-in to reproducible DP (``PrivateTrainer(reproducible=True)``): the same
+    run seed gives the same ``purpose`` stream (``"noise"`` or ``"sampling"``) on this key holder's
+    machine, while a reader of the ledger, which records the run seed, cannot regenerate it. Two
+    releases with the same key and seed share it, so they must not both be published. By default the
+    trainer draws a fresh secret seed per run instead.
     """
     import hmac
     import secrets
 
+    if purpose not in ("noise", "sampling"):
+        raise PrivacyError(f"unknown purpose {purpose!r} of a keyed DP seed; expected 'noise' or 'sampling'")
     path = _key_dir(directory) / NOISE_KEY_FILE
     if path.exists():
         secret = _read_private(path, "secret noise key")
@@ -118,7 +122,7 @@ def noise_seed(run_seed: int, directory: str | os.PathLike | None = None) -> int
         _key_dir(directory, create=True)
         secret = secrets.token_bytes(32)
         atomic_write_bytes(path, secret, mode=0o600)
-    digest = hmac.new(secret, f"genguard-dp-noise:{int(run_seed)}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(secret, f"genguard-dp-{purpose}:{int(run_seed)}".encode(), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
 
