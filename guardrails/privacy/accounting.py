@@ -54,12 +54,12 @@ def gdp_epsilon_approximation(sample_rate: float, noise_multiplier: float, steps
     from opacus.accountants import GaussianAccountant
 
     _check(sample_rate, noise_multiplier, steps, delta)
-    acc = GaussianAccountant()
-    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
     note = "Gaussian-DP central-limit approximation: may understate epsilon; not a guarantee"
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):  # opacus warns that GDP can underestimate; we say so
             warnings.simplefilter("ignore")
+            acc = GaussianAccountant()
+            acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
             eps = float(acc.get_epsilon(delta)) if steps else 0.0
     except (ArithmeticError, ValueError, RuntimeError) as exc:  # its root finder fails far outside the CLT regime
         return {"epsilon": None, "delta": float(delta), "approximation": True, "note": note,
