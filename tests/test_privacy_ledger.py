@@ -391,3 +391,13 @@ def test_a_trillion_steps_is_checked_with_rdp_and_says_so(tmp_path, own_key):
     assert rep["consistent"], rep["findings"]  # the claim is the RDP bound itself: a valid (if useless) guarantee
     low = _signed(tmp_path / "low", own_key, steps=steps, epochs=steps * Q, epsilon=eps / 2)
     assert not low["consistent"] and "CLAIM_NOT_RECOMPUTED" in _codes(low, "error")
+
+
+def test_every_finding_code_is_documented_for_the_privacy_officer():
+    from pathlib import Path
+
+    from genguard.guardrails.privacy.verify import FINDING_CODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## For a privacy officer"):readme.index("## Reference generators")]
+    assert [c for c in FINDING_CODES if f"| `{c}` |" not in section] == []
