@@ -156,3 +156,13 @@ def test_verify_of_a_hostile_ledger_exits_1_and_deep_json_exits_2(tmp_path, caps
     (d / "ledger.json").write_text("[" * 100_000 + "]" * 100_000)
     code, _, err = _run(["privacy", "verify", str(d)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nested" in err
+
+
+def test_verify_recomputes_with_the_chosen_registered_accountants(tmp_path, capsys):
+    d = _signed_model(tmp_path)
+    code, out, _ = _run(["privacy", "verify", str(d), "--recompute-with", "rdp", "--json", str(tmp_path / "v.json")],
+                        capsys)
+    rep = json.loads((tmp_path / "v.json").read_text())
+    assert code == 0 and set(rep["recomputed"]) == {"rdp"} and "RDP" in out
+    code, _, err = _run(["privacy", "verify", str(d), "--recompute-with", "gdp"], capsys)
+    assert code == 2 and "gdp" in err

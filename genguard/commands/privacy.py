@@ -80,11 +80,16 @@ def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, 
               help="Weights file to hash (default: weights.safetensors beside the ledger).")
 @click.option("--trusted-key", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Ed25519 public key (PEM) the ledger must be signed with.")
-def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_key: str | None) -> int:
+@click.option("--recompute-with", "recompute_with", type=_accountant_choice(), multiple=True,
+              help="Accountant to recompute the claim with (repeatable; default: prv and pld, with rdp when both "
+                   "refuse the step count).")
+def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_key: str | None,
+               recompute_with: tuple[str, ...]) -> int:
     """Recompute a run's DP claim independently (PRV, PLD) and list findings; exit 1 when inconsistent."""
-    from genguard.guardrails.privacy.verify import load_trusted_key, verify_ledger
+    from genguard.guardrails.privacy.verify import RECOMPUTE_WITH, load_trusted_key, verify_ledger
 
-    rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key))
+    rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key),
+                        accountants=tuple(recompute_with) or RECOMPUTE_WITH)
     if json_out:
         _write_json(json_out, rep)
     verdict = "CONSISTENT" if rep["consistent"] else "INCONSISTENT"
