@@ -142,3 +142,15 @@ def test_inverse_at_full_batch_and_out_of_range_targets():
         noise_multiplier_for_epsilon(1e9, 0.01, 1000, 1e-5, "pld")
     with pytest.raises(PrivacyError, match="cannot be reached"):
         noise_multiplier_for_epsilon(1e-9, 0.01, 1000, 1e-5, "rdp")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(noise_multiplier=1e300), "largest any accountant accepts"),
+    (dict(delta=1e-300, accountant="prv"), "cannot compute"),
+    (dict(delta=1e-300, accountant="pld"), "not a usable bound"),
+])
+def test_numerical_limits_of_the_libraries_are_one_line_refusals(kwargs, match):
+    args = dict(sample_rate=0.01, noise_multiplier=1.0, steps=1000, delta=1e-5, accountant="rdp")
+    args.update(kwargs)
+    with pytest.raises(AccountantLimitError, match=match):
+        compute_epsilon(**args)

@@ -26,6 +26,9 @@ ENTRY_POINT_GROUP = "genguard.accountants"
 #: No accountant is asked about more steps than this: beyond it Python ints stop converting to
 #: floats exactly (2**53 ~ 9.007e15), and no training run takes a quadrillion steps.
 MAX_STEPS = 10**15
+#: Beyond this noise multiplier epsilon is ~0 for any run, and opacus' RDP series overflow (1e300
+#: raises OverflowError after seconds): refuse rather than compute.
+MAX_NOISE_MULTIPLIER = 1e6
 
 
 class AccountantLimitError(PrivacyError):
@@ -54,6 +57,9 @@ def check_mechanism(sample_rate: float, noise_multiplier: float, steps: int, del
         raise PrivacyError(f"noise multiplier must be positive, got {noise_multiplier:g}")
     if not 0.0 < delta < 1.0:
         raise PrivacyError(f"delta must lie in (0, 1), got {delta:g}")
+    if noise_multiplier > MAX_NOISE_MULTIPLIER:
+        raise AccountantLimitError(f"noise multiplier {noise_multiplier:g} exceeds the largest any accountant accepts "
+                                   f"({MAX_NOISE_MULTIPLIER:g}; epsilon is ~0 well before it)", accountant="any")
     if isinstance(steps, bool) or not isinstance(steps, int):
         if not (isinstance(steps, float) and math.isfinite(steps) and steps == int(steps)):
             raise PrivacyError(f"steps must be a non-negative integer, got {steps!r}")
@@ -107,7 +113,13 @@ class Accountant:
                         f"it accepts no step at q = {q:g}, sigma = {sigma:g}; a larger noise multiplier is needed")
             raise AccountantLimitError(f"{self.name.upper()} cannot compute {steps:.4g} steps in bounded memory "
                                        f"({reason}); {accepted}", accountant=self.name, max_steps=most)
-        eps = float(self._epsilon(q, sigma, steps, delta))
+        try:
+            eps = float(self._epsilon(q, sigma, steps, delta))
+        except (ArithmeticError, ValueError, MemoryError) as exc:  # the library's own numerical limits
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise AccountantLimitError(f"{self.name.upper()} cannot compute q = {q:g}, sigma = {sigma:g}, "
+                                       f"{steps:.4g} steps at delta = {delta:g}: {first} (try the rdp accountant)",
+                                       accountant=self.name) from None
         if not math.isfinite(eps) or eps < 0:
             raise AccountantLimitError(f"{self.name.upper()} returned {eps!r} for q = {q:g}, sigma = {sigma:g}, "
                                        f"{steps:.4g} steps: not a usable bound (try the rdp accountant)",
@@ -193,6 +205,7 @@ from genguard.guardrails.privacy.accountants import prv as _prv  # noqa: E402,F4
 from genguard.guardrails.privacy.accountants import pld as _pld  # noqa: E402,F401
 
 __all__ = [
-    "Accountant", "AccountantLimitError", "AccountantRegistry", "ENTRY_POINT_GROUP", "MAX_STEPS", "REGISTRY",
+    "Accountant", "AccountantLimitError", "AccountantRegistry", "ENTRY_POINT_GROUP", "MAX_NOISE_MULTIPLIER", "MAX_STEPS",
+    "REGISTRY",
     "accountant_names", "check_mechanism", "get_accountant", "register_accountant",
 ]
