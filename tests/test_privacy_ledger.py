@@ -401,3 +401,31 @@ def test_every_finding_code_is_documented_for_the_privacy_officer():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme[readme.index("## For a privacy officer"):readme.index("## Reference generators")]
     assert [c for c in FINDING_CODES if f"| `{c}` |" not in section] == []
+
+
+# --- Property: no out-of-domain value, whatever its type, is ever called consistent ----------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_OUT_OF_DOMAIN = {
+    "noise_multiplier": st.one_of(st.floats(max_value=0.0, allow_nan=False, allow_infinity=False), st.booleans(),
+                                  st.text(max_size=5), st.lists(st.integers(), max_size=2), st.integers(max_value=0)),
+    "delta": st.one_of(st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
+                       st.floats(min_value=1.0 / N, max_value=1e300, allow_nan=False), st.booleans(), st.text(max_size=5)),
+    "sample_rate": st.one_of(st.floats(max_value=0.0, allow_nan=False, allow_infinity=False),
+                             st.floats(min_value=1.0, exclude_min=True, max_value=1e300, allow_nan=False), st.booleans()),
+    "steps": st.one_of(st.integers(max_value=-1), st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda v: v != int(v)), st.booleans(), st.text(max_size=5), st.integers(min_value=10**16, max_value=10**30)),
+}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_no_out_of_domain_value_is_ever_consistent(tmp_path_factory, data):
+    field = data.draw(st.sampled_from(sorted(_OUT_OF_DOMAIN)))
+    value = data.draw(_OUT_OF_DOMAIN[field])
+    d = _model(tmp_path_factory.mktemp("prop"), ledger_changes={field: value})
+    rep = verify_ledger(d)
+    assert not rep["consistent"], (field, value, rep["findings"])
+    assert rep["signature"]["state"] == "valid"
+    json.dumps(rep, allow_nan=False)
