@@ -168,22 +168,60 @@ WHITE_BOX_CHECKPOINTS = 4
 
 
 def make_canaries(data: Any, num_canaries: int, seed: int) -> Any:
-    """``num_canaries`` out-of-distribution records shaped like ``data``: binary-noise images with random labels."""
+    """``num_canaries`` out-of-distribution records shaped like ``data``.
+
+    Images: binary-noise images with random labels. Tables: every numeric column at its minimum or
+    maximum at random (a corner of the data's box, which no real record occupies), every categorical
+    column a random one of its values. Text is refused: its privacy unit is a window cut from the
+    concatenated passages, so a canary string is not one record.
+    """
     from genguard.generators.base import Dataset
 
-    if data.modality != "image":
-        raise PrivacyError(f"the canary audit supports image data; {data.name!r} is {data.modality}")
     rng = np.random.default_rng(seed)
-    x = (rng.random((num_canaries,) + tuple(np.asarray(data.x).shape[1:])) < 0.5).astype(np.float32)
-    groups = {k: rng.integers(0, int(v.max()) + 1, size=num_canaries).astype(np.int64) for k, v in data.groups.items()}
-    return Dataset(x=x, modality="image", name=f"{data.name}-canaries", groups=groups,
-                   group_names=dict(data.group_names), metadata=dict(data.metadata))
+    if data.modality == "image":
+        x = (rng.random((num_canaries,) + tuple(np.asarray(data.x).shape[1:])) < 0.5).astype(np.float32)
+        groups = {k: rng.integers(0, int(v.max()) + 1, size=num_canaries).astype(np.int64) for k, v in data.groups.items()}
+        return Dataset(x=x, modality="image", name=f"{data.name}-canaries", groups=groups,
+                       group_names=dict(data.group_names), metadata=dict(data.metadata))
+    if data.modality == "tabular":
+        import pandas as pd
+
+        frame = data.x
+        categorical = set(data.metadata.get("categorical") or [])
+        cols = {}
+        for col in frame.columns:
+            values = frame[col]
+            if col in categorical or not pd.api.types.is_numeric_dtype(values):
+                uniq = pd.unique(values)
+                cols[col] = uniq[rng.integers(0, len(uniq), size=num_canaries)]
+            else:
+                lo, hi = values.min(), values.max()
+                cols[col] = np.where(rng.random(num_canaries) < 0.5, lo, hi).astype(values.dtype)
+        canary = pd.DataFrame(cols, columns=frame.columns)
+        groups = {}
+        for attr, codes in data.groups.items():
+            if attr in frame.columns:  # the group is a column: its codes follow the canary's value
+                uniq = np.sort(pd.unique(frame[attr]))
+                groups[attr] = np.searchsorted(uniq, canary[attr].to_numpy()).astype(np.int64)
+            else:
+                groups[attr] = rng.integers(0, int(codes.max()) + 1, size=num_canaries).astype(np.int64)
+        return Dataset(x=canary, modality="tabular", name=f"{data.name}-canaries", groups=groups,
+                       group_names=dict(data.group_names), metadata=dict(data.metadata))
+    raise PrivacyError(f"the canary audit supports image and tabular data; {data.name!r} is {data.modality} "
+                       "(for text, whose privacy unit is a window of the concatenated passages, use the "
+                       "sample-only membership inference)")
 
 
 def _concat(a: Any, b: Any) -> Any:
     from genguard.generators.base import Dataset
 
-    return Dataset(x=np.concatenate([a.x, b.x]), modality=a.modality, name=f"{a.name}+canaries",
+    if a.modality == "tabular":
+        import pandas as pd
+
+        x = pd.concat([a.x, b.x], ignore_index=True)
+    else:
+        x = np.concatenate([a.x, b.x])
+    return Dataset(x=x, modality=a.modality, name=f"{a.name}+canaries",
                    groups={k: np.concatenate([a.groups[k], b.groups[k]]) for k in a.groups},
                    group_names=dict(a.group_names), metadata=dict(a.metadata))
 
@@ -250,15 +288,16 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     from genguard.generators import get_generator_class
     from genguard.generators.base import TorchGenerator
 
-    if data is None:
-        from genguard.generators.data import digits_split
-
-        data = digits_split()[0]
-    if int(num_canaries) < 2:
-        raise PrivacyError(f"the canary audit needs at least 2 canaries, got {num_canaries}")
+    if isinstance(num_canaries, bool) or int(num_canaries) != num_canaries or int(num_canaries) < 2:
+        raise PrivacyError(f"the canary audit needs an integer number of canaries >= 2, got {num_canaries!r}")
     cls = get_generator_class(generator)
     if not issubclass(cls, TorchGenerator):
         raise PrivacyError(f"{generator}: the canary audit needs a torch generator with per-batch losses")
+    if data is None:  # the generator's own embedded training split (digits for the image families)
+        from genguard.generators import DEFAULT_DATA
+        from genguard.generators.data import load_embedded, train_holdout
+
+        data = train_holdout(load_embedded(DEFAULT_DATA.get(generator, "digits")))[0]
     params = dict(generator_params or {})
     params.setdefault("seed", seed)
     canaries = make_canaries(data, int(num_canaries), seed + 7919)
@@ -267,10 +306,8 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     train = _concat(data, canaries.subset(np.flatnonzero(included))) if included.any() else data
 
     # theta_0: the initialisation fit() will start from (fit seeds torch and numpy, then builds).
-    gen = cls(**params)
-    torch.manual_seed(gen.seed)
-    np.random.seed(gen.seed)
-    gen.build(train)
+    private = bool(getattr(trainer, "private", False))
+    gen = _built(cls, params, train, private)
     canary_tensors = gen.train_tensors(canaries)
     before = _per_item_losses(gen, canary_tensors, loss_repeats, seed + 1)
     theta0 = [p.detach().clone() for p in _params(gen)]
@@ -298,7 +335,8 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
         align = np.zeros(len(included))
         for start, end in zip(checkpoints[:-1], checkpoints[1:]):
             direction = [a - b for a, b in zip(start, end)]
-            align += _per_item_gradients_dot(_rebuild(cls, params, train, start), canary_tensors, direction, seed + 2)
+            align += _per_item_gradients_dot(_rebuild(cls, params, train, start, private), canary_tensors, direction,
+                                             seed + 2)
         scores["gradient_alignment"] = align
     result = audit_from_scores(scores, included, delta=delta, confidence=confidence)
     report = gen.training_report_
@@ -309,7 +347,9 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
         "claimed_epsilon": report.get("epsilon"),
         "training_delta": report.get("delta"),
         "scores": sorted(scores),
-        "canaries": "binary-noise images with random labels, each included with probability 1/2",
+        "canaries": ("binary-noise images with random labels" if data.modality == "image" else
+                     "table rows at random corners of the data's numeric box, random categories")
+        + ", each included with probability 1/2",
         "note": "an empirical lower bound: it can refute a DP claim, never certify one",
     })
     claimed = report.get("epsilon")
@@ -317,13 +357,24 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     return result
 
 
-def _rebuild(cls: Any, params: dict[str, Any], train: Any, theta: list) -> Any:
-    """A fresh generator at parameters ``theta`` (the audit's white-box reference point)."""
+def _built(cls: Any, params: dict[str, Any], train: Any, private: bool) -> Any:
+    """A fresh generator built as ``fit`` builds it: same seeds, and told whether the fit is private
+    (``build`` of flow, pixelcnn and tabular reads ``private_fit_`` to decide which data statistics it may use)."""
     import torch
 
     gen = cls(**params)
     torch.manual_seed(gen.seed)
+    np.random.seed(gen.seed)
+    gen.private_fit_ = private
     gen.build(train)
+    return gen
+
+
+def _rebuild(cls: Any, params: dict[str, Any], train: Any, theta: list, private: bool) -> Any:
+    """A fresh generator at parameters ``theta`` (the audit's white-box reference point)."""
+    import torch
+
+    gen = _built(cls, params, train, private)
     with torch.no_grad():
         for p, t in zip(_params(gen), theta):
             p.copy_(t)

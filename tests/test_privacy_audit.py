@@ -98,3 +98,32 @@ def test_privacy_section_keeps_its_contract():
     assert privacy_section(None)["value"] is None
     s = privacy_section({"private": False, "run_id": "r"}, membership_inference={"max_auc": 0.6})
     assert s["reason"].startswith("trained without") and s["membership_inference"] == {"max_auc": 0.6}
+
+
+def test_tabular_canaries_are_records_no_real_row_resembles():
+    from genguard.audits.privacy import make_canaries
+    from genguard.generators.data import load_diabetes
+
+    data = load_diabetes()
+    can = make_canaries(data, 50, seed=0)
+    assert list(can.x.columns) == list(data.x.columns) and len(can) == 50
+    assert set(can.x["sex"]) <= set(data.x["sex"])
+    uniq = np.sort(data.x["sex"].unique())
+    assert (uniq[can.groups["sex"]] == can.x["sex"].to_numpy()).all()  # group codes follow the column
+    numeric = [c for c in data.x.columns if c != "sex"]
+    at_corner = can.x[numeric].isin(pd_extremes(data.x[numeric])).all(axis=None)
+    assert at_corner
+
+
+def pd_extremes(frame):
+    return {c: [frame[c].min(), frame[c].max()] for c in frame.columns}
+
+
+def test_canary_audit_of_a_family_that_reads_private_fit_in_build(digits):
+    """flow decides in build() whether it may use the data's class shares; the audit must build it as fit does."""
+    train, _ = digits
+    res = canary_audit("flow", trainer=PrivateTrainer(target_epsilon=10.0), data=train, num_canaries=10, seed=0,
+                       generator_params=dict(n_layers=2, hidden=16, epochs=1, batch_size=128), white_box=True)
+    assert res["private"] and res["num_canaries"] == 10
+    with pytest.raises(PrivacyError, match="integer number of canaries"):
+        canary_audit("vae", num_canaries=2.5)

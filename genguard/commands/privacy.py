@@ -8,7 +8,17 @@ from typing import Any
 
 import click
 
-ACCOUNTANT_CHOICE = click.Choice(["rdp", "prv", "pld"])
+def _accountant_choice() -> click.Choice:
+    """The registered accountants (built-in and entry points): adding one adds it here."""
+    from genguard.guardrails.privacy.accountants import REGISTRY
+
+    return click.Choice(list(REGISTRY))
+
+
+def _accountant_help() -> str:
+    from genguard.guardrails.privacy.accountants import REGISTRY
+
+    return "Accountant (an upper bound on epsilon): " + "; ".join(f"{n}: {c.description}" for n, c in REGISTRY.items())
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -29,9 +39,9 @@ def privacy() -> None:
 @privacy.command("epsilon")
 @click.option("--sample-rate", "-q", type=float, required=True, help="Poisson sampling rate q (expected batch / n).")
 @click.option("--noise-multiplier", "-s", type=float, default=None, help="Noise multiplier sigma (omit with --target-epsilon).")
-@click.option("--steps", "-t", type=int, required=True, help="Number of DP-SGD steps.")
+@click.option("--steps", "-t", type=click.IntRange(min=0), required=True, help="Number of DP-SGD steps.")
 @click.option("--delta", "-d", type=float, default=1e-5, show_default=True, help="Target delta (< 1/n).")
-@click.option("--accountant", type=ACCOUNTANT_CHOICE, default="rdp", show_default=True)
+@click.option("--accountant", type=_accountant_choice(), default="rdp", show_default=True, help=_accountant_help())
 @click.option("--target-epsilon", type=float, default=None,
               help="Inverse: print the smallest noise multiplier that meets this epsilon.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
@@ -57,7 +67,10 @@ def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, 
     click.echo(f"epsilon = {rep['epsilon']:.4f} at delta = {delta:g}  ({accountant.upper()} accountant, guarantee)")
     click.echo(f"  q = {sample_rate:g}, sigma = {rep['noise_multiplier']:.4g}, {steps} steps")
     gdp = rep["gdp_approximation"]
-    click.echo(f"  GDP approximation (not a guarantee): epsilon ~ {gdp['epsilon']:.4f}")
+    if gdp.get("epsilon") is None:
+        click.echo(f"  GDP approximation (not a guarantee): not computed ({gdp.get('reason')})")
+    else:
+        click.echo(f"  GDP approximation (not a guarantee): epsilon ~ {gdp['epsilon']:.4f}")
 
 
 @privacy.command("verify")
@@ -67,11 +80,16 @@ def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, 
               help="Weights file to hash (default: weights.safetensors beside the ledger).")
 @click.option("--trusted-key", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Ed25519 public key (PEM) the ledger must be signed with.")
-def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_key: str | None) -> int:
+@click.option("--recompute-with", "recompute_with", type=_accountant_choice(), multiple=True,
+              help="Accountant to recompute the claim with (repeatable; default: prv and pld, with rdp when both "
+                   "refuse the step count).")
+def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_key: str | None,
+               recompute_with: tuple[str, ...]) -> int:
     """Recompute a run's DP claim independently (PRV, PLD) and list findings; exit 1 when inconsistent."""
-    from genguard.guardrails.privacy.verify import load_trusted_key, verify_ledger
+    from genguard.guardrails.privacy.verify import RECOMPUTE_WITH, load_trusted_key, verify_ledger
 
-    rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key))
+    rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key),
+                        accountants=tuple(recompute_with) or RECOMPUTE_WITH)
     if json_out:
         _write_json(json_out, rep)
     verdict = "CONSISTENT" if rep["consistent"] else "INCONSISTENT"
@@ -91,15 +109,18 @@ def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_k
 @click.option("--generator", "generator", default="vae", show_default=True, help="Reference generator to audit.")
 @click.option("--epsilon", type=float, default=None, help="Train with DP-SGD at this target epsilon.")
 @click.option("--non-private", is_flag=True, help="Audit non-private training (the attack's sanity check).")
-@click.option("--canaries", type=int, default=1000, show_default=True, help="Number of canaries m.")
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: the generator's).")
+@click.option("--canaries", type=click.IntRange(min=2, max=100_000), default=1000, show_default=True,
+              help="Number of canaries m.")
+@click.option("--epochs", type=click.IntRange(min=1, max=10_000), default=None,
+              help="Training epochs (default: the generator's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--delta", type=float, default=1e-5, show_default=True)
 @click.option("--confidence", type=float, default=0.95, show_default=True)
 @click.option("--black-box-only", is_flag=True, help="Score by loss only (no white-box gradient alignment).")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Also run sample-only membership inference against this saved model (embedded digits split).")
-@click.option("--quick", is_flag=True, help="200 canaries and few epochs: seconds, weaker bound.")
+@click.option("--quick", is_flag=True, help="The generator's quick settings, at most 200 canaries and 10 epochs: "
+              "seconds, weaker bound.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the audit as JSON here.")
 def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries: int, epochs: int | None, seed: int,
               delta: float, confidence: float, black_box_only: bool, model_dir: str | None, quick: bool,
@@ -115,10 +136,13 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
         epsilon = 10.0
     if epsilon is not None and not (epsilon > 0 and math.isfinite(epsilon)):
         raise PrivacyError(f"epsilon must be a positive finite number, got {epsilon}")
-    if quick:
+    from genguard.generators import quick_params
+
+    params: dict[str, Any] = {}
+    if quick:  # the generator's own small settings (as `genguard train --quick`), fewer canaries and epochs
+        params.update(quick_params(generator))
         canaries = min(canaries, 200)
         epochs = epochs or 10
-    params: dict[str, Any] = {}
     if epochs is not None:
         params["epochs"] = epochs
     trainer = None if non_private else PrivateTrainer(target_epsilon=epsilon, delta=delta)

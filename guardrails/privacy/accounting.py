@@ -1,6 +1,7 @@
 """Privacy accounting for Poisson-subsampled Gaussian DP-SGD: epsilon for (q, sigma, T, delta) and its inverse.
 
-Three accountants, each from a maintained library (nothing re-derived here):
+The accountants are registered classes (:mod:`guardrails.privacy.accountants`), each over a
+maintained library (nothing re-derived here):
 
 * ``rdp`` — Rényi DP (opacus ``RDPAccountant``), the classic, loosest of the three;
 * ``prv`` — privacy-loss random variables (opacus ``PRVAccountant``, Gopi et al. 2021);
@@ -17,79 +18,35 @@ import math
 import warnings
 from typing import Any
 
-from genguard.guardrails.privacy.errors import PrivacyError
+import numpy as np
 
-ACCOUNTANTS = ("rdp", "prv", "pld")
-#: PLD discretisation of the privacy loss. The pessimistic PLD stays an upper bound at any
-#: interval; 1e-3 moves epsilon by < 0.1% against 1e-4 at the pinned reference points and is
-#: ~10x faster (100,000 steps in ~0.1 s).
-PLD_VALUE_DISCRETIZATION = 1e-3
+from genguard.guardrails.privacy.errors import PrivacyError
+from genguard.guardrails.privacy.accountants import (
+    MAX_STEPS, REGISTRY, AccountantLimitError, check_mechanism, get_accountant,
+)
+from genguard.guardrails.privacy.accountants.pld import PLD_VALUE_DISCRETIZATION  # noqa: F401  (re-exported)
+from genguard.guardrails.privacy.accountants.rdp import rdp_integer_epsilon
+
+#: The registered accountants by name (a live view of :data:`accountants.REGISTRY`: ``in``, iteration, ``join``).
+ACCOUNTANTS = REGISTRY
 
 
 def _check(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> None:
-    for name, value in (("sample rate", sample_rate), ("noise multiplier", noise_multiplier), ("delta", delta)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise PrivacyError(f"{name} must be a finite number, got {value!r}")
-    if not 0.0 < sample_rate <= 1.0:
-        raise PrivacyError(f"sample rate must lie in (0, 1], got {sample_rate:g}")
-    if not noise_multiplier > 0.0:
-        raise PrivacyError(f"noise multiplier must be positive, got {noise_multiplier:g}")
-    if not 0.0 < delta < 1.0:
-        raise PrivacyError(f"delta must lie in (0, 1), got {delta:g}")
-    if int(steps) != steps or steps < 0:
-        raise PrivacyError(f"steps must be a non-negative integer, got {steps!r}")
-
-
-def _rdp(q: float, sigma: float, steps: int, delta: float) -> float:
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(float(sigma), float(q), int(steps))]
-    return float(acc.get_epsilon(delta))
-
-
-def _prv(q: float, sigma: float, steps: int, delta: float) -> float:
-    from opacus.accountants import PRVAccountant
-
-    acc = PRVAccountant()
-    acc.history = [(float(sigma), float(q), int(steps))]
-    # opacus returns the *upper* end of its error bracket (a guarantee). Its grid grows with
-    # steps / eps_error^2, so a fixed eps_error=0.01 takes ~6 s at 100,000 steps; an error of
-    # 0.5% of the (cheap, larger) RDP epsilon keeps the bound within 0.5% and under 0.5 s.
-    eps_error = max(0.01, 0.005 * _rdp(q, sigma, steps, delta))
-    return float(acc.get_epsilon(delta, eps_error=eps_error))
-
-
-def _pld(q: float, sigma: float, steps: int, delta: float) -> float:
-    import dp_accounting
-    from dp_accounting.pld import pld_privacy_accountant
-
-    event = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(float(q), dp_accounting.GaussianDpEvent(float(sigma))), int(steps))
-    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_VALUE_DISCRETIZATION)
-    acc.compose(event)
-    return float(acc.get_epsilon(delta))
-
-
-_IMPL = {"rdp": _rdp, "prv": _prv, "pld": _pld}
+    check_mechanism(sample_rate, noise_multiplier, steps, delta)
 
 
 def compute_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float,
                     accountant: str = "rdp") -> float:
     """Epsilon of ``steps`` Poisson-sampled Gaussian steps (rate ``sample_rate``, noise ``noise_multiplier``) at ``delta``.
 
+    :class:`~genguard.guardrails.privacy.accountants.AccountantLimitError` (a :class:`PrivacyError`) when the
+    accountant cannot compute it in bounded memory; its message names the largest step count it accepts.
+
     >>> round(compute_epsilon(0.01, 1.0, 1000, 1e-5, "rdp"), 2)
     2.1
     """
-    if accountant == "gdp":
-        raise PrivacyError("GDP is a central-limit approximation, not a guarantee; use rdp, prv or pld "
-                           "(gdp_epsilon_approximation() shows it labelled as an approximation)")
-    if accountant not in ACCOUNTANTS:
-        raise PrivacyError(f"unknown accountant {accountant!r}; choose one of {', '.join(ACCOUNTANTS)}")
-    _check(sample_rate, noise_multiplier, steps, delta)
-    if steps == 0:
-        return 0.0
-    return _IMPL[accountant](float(sample_rate), float(noise_multiplier), int(steps), float(delta))
+    acc = get_accountant(accountant)
+    return acc.epsilon(sample_rate, noise_multiplier, steps, delta)
 
 
 def gdp_epsilon_approximation(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> dict[str, Any]:
@@ -97,24 +54,25 @@ def gdp_epsilon_approximation(sample_rate: float, noise_multiplier: float, steps
     from opacus.accountants import GaussianAccountant
 
     _check(sample_rate, noise_multiplier, steps, delta)
-    acc = GaussianAccountant()
-    acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
-    with warnings.catch_warnings():  # opacus warns that GDP can underestimate; we say so in the result
-        warnings.simplefilter("ignore", UserWarning)
-        eps = float(acc.get_epsilon(delta)) if steps else 0.0
-    return {"epsilon": eps, "delta": float(delta), "approximation": True,
-            "note": "Gaussian-DP central-limit approximation: may understate epsilon; not a guarantee"}
+    note = "Gaussian-DP central-limit approximation: may understate epsilon; not a guarantee"
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # opacus warns that GDP can underestimate; we say so
+            warnings.simplefilter("ignore")
+            acc = GaussianAccountant()
+            acc.history = [(float(noise_multiplier), float(sample_rate), int(steps))]
+            eps = float(acc.get_epsilon(delta)) if steps else 0.0
+    except (ArithmeticError, ValueError, RuntimeError) as exc:  # its root finder fails far outside the CLT regime
+        return {"epsilon": None, "delta": float(delta), "approximation": True, "note": note,
+                "reason": f"the GDP approximation could not be computed here ({str(exc).splitlines()[0][:80]})"}
+    if not math.isfinite(eps):
+        return {"epsilon": None, "delta": float(delta), "approximation": True, "note": note,
+                "reason": f"the GDP approximation is not finite here ({eps!r})"}
+    return {"epsilon": eps, "delta": float(delta), "approximation": True, "note": note}
 
 
-def _rdp_integer_orders(q: float, sigma: float, steps: int, delta: float) -> float:
-    """RDP epsilon over integer orders only: fast closed forms, and never below the full RDP epsilon."""
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(float(sigma), float(q), int(steps))]
-    with warnings.catch_warnings():  # "optimal order is the smallest alpha": expected, the refinement fixes it
-        warnings.simplefilter("ignore", UserWarning)
-        return float(acc.get_epsilon(delta, alphas=list(range(2, 64)) + [80, 96, 128, 192, 256]))
+#: The inverse searches noise multipliers in this range: below 0.01 no accountant here gives a
+#: usable epsilon for any realistic run, above 1e4 the signal is gone.
+SIGMA_SEARCH_RANGE = (0.01, 1e4)
 
 
 def noise_multiplier_for_epsilon(target_epsilon: float, sample_rate: float, steps: int, delta: float,
@@ -126,62 +84,74 @@ def noise_multiplier_for_epsilon(target_epsilon: float, sample_rate: float, step
     here, so its sigma always meets the target) and then refined with Brent's
     method on the requested accountant (each RDP evaluation with fractional
     orders can take seconds at small sigma, so a plain bisection would be slow).
-    The returned sigma always meets the target.
+    The returned sigma always meets the target. Sigma is searched in
+    :data:`SIGMA_SEARCH_RANGE`; a target outside what that range reaches is
+    refused with the range of targets that can be met.
     """
     from scipy.optimize import brentq
 
-    if not (isinstance(target_epsilon, (int, float)) and math.isfinite(target_epsilon) and target_epsilon > 0):
+    if (isinstance(target_epsilon, bool) or not isinstance(target_epsilon, (int, float))
+            or not math.isfinite(target_epsilon) or target_epsilon <= 0):
         raise PrivacyError(f"epsilon must be a positive finite number, got {target_epsilon!r}")
-    _check(sample_rate, 1.0, steps, delta)
-    if accountant not in ACCOUNTANTS:
-        raise PrivacyError(f"unknown accountant {accountant!r}; choose one of {', '.join(ACCOUNTANTS)}")
+    check_mechanism(sample_rate, 1.0, steps, delta)
+    acc = get_accountant(accountant)
     if steps == 0:
         raise PrivacyError("steps must be positive to calibrate a noise multiplier")
+    q, steps, delta = float(sample_rate), int(steps), float(delta)
+    s_min, s_max = SIGMA_SEARCH_RANGE
 
-    def bisect(f, lo: float, hi: float, tol: float) -> float:
-        """Smallest sigma in (lo, hi] with f(sigma) <= target, to ``tol`` in epsilon (f(hi) <= target < f(lo))."""
-        for _ in range(60):
-            mid = (lo + hi) / 2.0
-            if f(mid) > target_epsilon:
-                lo = mid
-            else:
-                hi = mid
-            if hi - lo < 1e-4 * hi:
-                break
-        return hi
+    def f_int(sigma: float) -> float:
+        return rdp_integer_epsilon(q, sigma, steps, delta)
 
-    # 1. An integer-order RDP sigma: cheap, and valid for every accountant.
-    hi = 1.0
-    while _rdp_integer_orders(sample_rate, hi, steps, delta) > target_epsilon:
-        hi *= 2.0
-        if hi > 1e4:
-            raise PrivacyError(f"epsilon {target_epsilon:g} cannot be reached with sample rate {sample_rate:g} "
-                               f"over {steps} steps at delta {delta:g}")
-    sigma_int = bisect(lambda s: _rdp_integer_orders(sample_rate, s, steps, delta), hi / 2.0 if hi > 1 else 0.0, hi, tolerance)
+    e_max = f_int(s_max)
+    if e_max > target_epsilon:
+        raise PrivacyError(f"epsilon {target_epsilon:g} cannot be reached with sample rate {q:g} over {steps} steps "
+                           f"at delta {delta:g}: even noise multiplier {s_max:g} gives {e_max:.4g}")
+    e_min = f_int(s_min)
+    if not e_min > target_epsilon:
+        raise PrivacyError(f"epsilon {target_epsilon:g} is met already by the smallest noise multiplier searched "
+                           f"({s_min:g}, epsilon <= {e_min:.4g} by RDP); the inverse accepts targets up to {e_min:.4g} "
+                           "at these settings")
+
+    # 1. An integer-order RDP sigma: cheap, and valid for every accountant. Bisect in log(sigma).
+    lo, hi = s_min, s_max
+    while hi - lo > 1e-4 * hi:
+        mid = math.sqrt(lo * hi) if hi / lo > 2 else (lo + hi) / 2
+        if f_int(mid) > target_epsilon:
+            lo = mid
+        else:
+            hi = mid
+    sigma_int = hi
 
     # 2. Refine on the requested accountant: root of eps(sigma) = target - tolerance/2 in [lo, sigma_int].
     memo: dict[float, float] = {}
 
     def eps(sigma: float) -> float:
         if sigma not in memo:
-            memo[sigma] = compute_epsilon(sample_rate, sigma, steps, delta, accountant)
+            try:
+                memo[sigma] = acc.epsilon(q, sigma, steps, delta)
+            except AccountantLimitError:  # too little noise to compute: far above any target reached here
+                memo[sigma] = math.inf
         return memo[sigma]
 
-    e_hi = eps(sigma_int)
+    e_hi = acc.epsilon(q, sigma_int, steps, delta)  # a refusal here is the answer: say it
+    memo[sigma_int] = e_hi
     if target_epsilon - e_hi <= tolerance:
         return float(sigma_int)
+    goal = target_epsilon - tolerance / 2
     # Tight accountants need ~5-15% less noise than integer-order RDP; a narrow bracket also keeps
     # fractional-order RDP away from small sigmas, where opacus' series converge slowly.
     lo = sigma_int * 0.85
-    while eps(lo) <= target_epsilon - tolerance / 2:
+    while eps(lo) <= goal:
         lo *= 0.85
-        if lo < 1e-3:
+        if lo < s_min:
             return float(sigma_int)
-    goal = target_epsilon - tolerance / 2
-    sigma = brentq(lambda s: eps(s) - goal, lo, sigma_int, xtol=1e-4, rtol=1e-5, maxiter=50)
-    while eps(sigma) > target_epsilon:  # guard the tolerance: never return a sigma that misses the target
+    sigma = float(brentq(lambda s: min(eps(s), 1e300) - goal, lo, sigma_int, xtol=1e-4, rtol=1e-5, maxiter=50))
+    for _ in range(1000):  # guard the tolerance: never return a sigma that misses the target
+        if eps(sigma) <= target_epsilon:
+            return sigma
         sigma *= 1.001
-    return float(sigma)
+    return float(sigma_int)
 
 
 def epsilon_report(sample_rate: float, noise_multiplier: float, steps: int, delta: float,

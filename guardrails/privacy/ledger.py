@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from datetime import datetime, timezone
@@ -110,19 +111,141 @@ def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any], *, sign: 
     return atomic_write_json(Path(directory) / LEDGER_FILE, record)
 
 
-def read_ledger(path: str | os.PathLike) -> dict[str, Any]:
+#: Every field a ledger may carry (top level). Anything else in signed content is refused before the
+#: signature is checked: a field no verifier knows is a claim no verifier checked. The write side
+#: adds a field here when it starts writing one (a test keeps build_ledger and this set in step).
+LEDGER_FIELDS = frozenset({
+    "format", "run_id", "created", "generator", "private", "seed", "config", "package_versions", "weights_sha256",
+    "mechanism", "dataset_size", "sampling", "sample_rate", "expected_batch_size", "noise_multiplier",
+    "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon", "private_modules",
+    "grad_sample_mode", "secure_mode", "private_layers", "max_physical_batch_size", "gradient_accumulation_steps",
+    "clipped_fraction", "noise_source", "privacy_unit", "caveat", "caveats", "randomness", "trained_modules",
+    "post_processing_modules", "guarantee", "signature",
+})
+#: Fields inside the nested objects whose members are fixed (``config`` and ``package_versions`` are free-form).
+NESTED_FIELDS = {
+    "signature": frozenset({"algorithm", "canonicalization", "public_key", "key_id", "value"}),
+    "randomness": frozenset({"sampling", "noise"}),
+}
+#: A ledger is a few kilobytes; anything this large is not one (and is not read into memory).
+MAX_LEDGER_BYTES = 1 << 20
+#: Nesting deeper than this is refused before parsing (a ledger nests three levels; Python's parser
+#: would recurse once per level and overflow its stack on 100,000).
+MAX_LEDGER_DEPTH = 32
+
+
+def ledger_file_text(ledger: dict[str, Any]) -> str:
+    """The one byte form genguard writes a ledger in (``write_ledger``): what a verifier compares the file to."""
+    return json.dumps(ledger, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def _json_depth(text: str) -> int:
+    """Maximum nesting of ``[``/``{`` outside strings, without recursion (numpy over the bracket characters)."""
+    import re
+
+    import numpy as np
+
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    codes = np.frombuffer(bare.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    step = np.zeros(len(codes), dtype=np.int32)
+    step[(codes == ord("[")) | (codes == ord("{"))] = 1
+    step[(codes == ord("]")) | (codes == ord("}"))] = -1
+    return int(np.cumsum(step).max()) if len(step) else 0
+
+
+class LedgerLoad:
+    """A ledger as read: the parsed ``document`` and the ``problems`` (code, message) that refuse it.
+
+    Problems are found before any signature is checked: duplicate keys (two readers could see two
+    different claims under one valid signature), non-finite numbers, a byte form other than the one
+    genguard writes, and fields no verifier knows.
+    """
+
+    def __init__(self, path: Path, document: dict[str, Any], problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.document = document
+        self.problems = problems
+
+
+def load_ledger(path: str | os.PathLike) -> LedgerLoad:
+    """Read and strictly parse a ledger; :class:`PrivacyError` (one line, naming the file) when it is no ledger at all."""
     path = Path(path)
     if path.is_dir():
         path = path / LEDGER_FILE
     try:
-        data = json.loads(path.read_text())
+        if path.exists() and not path.is_file():
+            raise PrivacyError(f"{path}: not a regular file")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_LEDGER_BYTES + 1)
     except FileNotFoundError:
         raise PrivacyError(f"{path}: no such ledger") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise PrivacyError(f"{path}: unreadable ledger ({exc.strerror or exc})") from None
+    if len(raw) > MAX_LEDGER_BYTES:
+        raise PrivacyError(f"{path}: unreadable ledger (larger than {MAX_LEDGER_BYTES} bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrivacyError(f"{path}: unreadable ledger (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    depth = _json_depth(text)
+    if depth > MAX_LEDGER_DEPTH:
+        raise PrivacyError(f"{path}: unreadable ledger (JSON nested {depth} deep; at most {MAX_LEDGER_DEPTH} accepted)")
+
+    problems: list[tuple[str, str]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in items:
+            if k in seen:
+                problems.append(("LEDGER_DUPLICATE_KEY", f"key {k!r} appears more than once; readers may disagree "
+                                                         "on which value is the claim"))
+            seen[k] = v
+        return seen
+
+    def constant(name: str) -> float:
+        problems.append(("LEDGER_NON_FINITE_NUMBER", f"non-finite number {name} (not JSON; no claim can rest on it)"))
+        return math.nan
+
+    def number(token: str) -> float:
+        value = float(token)
+        if not math.isfinite(value):
+            problems.append(("LEDGER_NON_FINITE_NUMBER", f"number {token[:40]} overflows to {value}"))
+        return value
+
+    try:
+        data = json.loads(text, object_pairs_hook=pairs, parse_constant=constant, parse_float=number)
+    except json.JSONDecodeError as exc:
         raise PrivacyError(f"{path}: unreadable ledger ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise PrivacyError(f"{path}: unreadable ledger ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(data, dict) or data.get("format") != LEDGER_FORMAT:
-        raise PrivacyError(f"{path}: not a genguard privacy ledger")
-    return data
+        raise PrivacyError(f"{path}: not a genguard privacy ledger (no \"format\": \"{LEDGER_FORMAT}\")")
+    if not problems:
+        try:
+            expected = ledger_file_text(data)
+        except ValueError:
+            expected = None
+        if text not in (expected, None if expected is None else expected[:-1]):
+            problems.append(("LEDGER_NOT_CANONICAL", "the file is not in the byte form genguard writes (indent 2, "
+                                                     "keys as signed, numbers as Python prints them); it was edited "
+                                                     "or produced by another writer"))
+    unknown = sorted(set(data) - LEDGER_FIELDS)
+    for key, allowed in NESTED_FIELDS.items():
+        if isinstance(data.get(key), dict):
+            unknown += [f"{key}.{k}" for k in sorted(set(data[key]) - allowed)]
+    for key in unknown:
+        problems.append(("LEDGER_UNKNOWN_FIELD", f"unknown field {key!r}: no verifier checks it, so it is refused"))
+    return LedgerLoad(path, data, problems)
+
+
+def read_ledger(path: str | os.PathLike) -> dict[str, Any]:
+    """The ledger at ``path`` (a file or the model directory holding it), refused unless it parses strictly."""
+    loaded = load_ledger(path)
+    if loaded.problems:
+        code, message = loaded.problems[0]
+        more = f" (and {len(loaded.problems) - 1} more)" if len(loaded.problems) > 1 else ""
+        raise PrivacyError(f"{loaded.path}: refused ledger: {code}: {message}{more}")
+    return loaded.document
 
 
 def ledger_sha256(path: str | os.PathLike) -> str:

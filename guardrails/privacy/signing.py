@@ -133,7 +133,10 @@ def load_public_key(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     try:
-        data = path.read_bytes()
+        if not path.is_file():  # a FIFO or device would block or stream forever
+            raise PrivacyError(f"{path}: not a regular file (a public key is a small PEM file)")
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 16)
     except OSError as exc:
         raise PrivacyError(f"{path}: cannot read public key ({exc.strerror or exc})") from None
     try:
