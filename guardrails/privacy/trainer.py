@@ -100,6 +100,13 @@ class PrivateTrainer:
     max_physical_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     reproducible_noise: bool = True
+    # -- mechanism probe (audits only) -------------------------------------------------------------
+    #: An auditor's view into the mechanism (white-box canaries, the conformance check); None in
+    #: training. ``start(params, sample_rate, noise_multiplier, max_grad_norm, expected_batch)`` once,
+    #: then per step ``before_noise(step, idx, sums)`` (may add to the clipped sums in place) and
+    #: ``after_noise(step, sums)`` (the released update, ``(sum + noise) / E[B]``, as set on ``.grad``).
+    mechanism_probe: Any = dataclasses.field(default=None, repr=False, compare=False)
+    # -- end mechanism probe -----------------------------------------------------------------------
 
     private = True
 
@@ -163,6 +170,9 @@ class PrivateTrainer:
         if mode == "auto":
             mode = "opacus" if self.secure_mode else "ghost"
         if mode == "opacus":
+            if self.mechanism_probe is not None:  # mechanism probe: the fast path only
+                raise PrivacyError("a mechanism probe (white-box audit, conformance check) needs the genguard engine, "
+                                   "not grad_sample_mode='opacus'")
             return self._train_opacus(gen, data, progress)
         return self._train_fast(gen, data, progress, mode)
 
@@ -208,6 +218,9 @@ class PrivateTrainer:
         noise_buf = torch.empty(n_params, dtype=clipper.params[0].dtype)  # reused: no allocation per step
         steps, losses, max_chunk = 0, [], 0
         clipped_frac: list[float] = []
+        probe = self.mechanism_probe  # mechanism probe
+        if probe is not None:
+            probe.start(list(clipper.params), q, sigma, self.max_grad_norm, expected_batch)
         clipper.attach()
         try:
             with progress_bar(f"DP-SGD {gen.name}", total=gen.epochs, enabled=progress) as advance:
@@ -236,6 +249,8 @@ class PrivateTrainer:
                             loss_sum += float(loss.detach()) * len(chunk[0])
                             max_chunk = max(max_chunk, len(chunk[0]))
                         summed = clipper.take_clipped_sum()
+                        if probe is not None:  # mechanism probe: sees (and may add to) the clipped sum
+                            probe.before_noise(steps, idx, summed)
                         for opt_name in modules:
                             optimizers[opt_name].zero_grad(set_to_none=True)
                         with torch.no_grad():
@@ -248,6 +263,8 @@ class PrivateTrainer:
                                 s.add_(noise[offset:offset + k].view_as(s), alpha=noise_std).div_(expected_batch)
                                 offset += k
                                 p.grad = s
+                        if probe is not None:  # mechanism probe: sees the released noisy update
+                            probe.after_noise(steps, summed)
                         for opt_name in modules:
                             optimizers[opt_name].step()
                         for p in summed:
