@@ -91,14 +91,15 @@ class Tiny(TorchGenerator):
         self.seed = seed
 
     def build(self, data):
-        d, v = 16, self.variant
+        d, v = int(np.prod(np.asarray(data.x).shape[1:])), self.variant
+        self.k_ = len(data.group_names["label"])  # public metadata: the label vocabulary
         middle = {"batchnorm": [nn.BatchNorm1d(12, affine=False)], "center": [_CenterBatch()],
                   "running": [_RunningMean(12)]}.get(v, [])
-        self.model_ = nn.Sequential(nn.Linear(d + 3, 12), *middle, nn.Tanh(), nn.Linear(12, d))
+        self.model_ = nn.Sequential(nn.Linear(d + self.k_, 12), *middle, nn.Tanh(), nn.Linear(12, d))
         if v == "encoder":
-            self.enc_ = nn.Linear(d, 3)  # sees the real batch, gets a gradient, is not private
+            self.enc_ = nn.Linear(d, self.k_)  # sees the real batch, gets a gradient, is not private
         if v in ("labels_post", "unsaved"):
-            self.head_ = nn.Embedding(3, 4)
+            self.head_ = nn.Embedding(self.k_, 4)
         if v == "build_stats":
             self.stats_ = nn.Module()
             self.stats_.register_buffer("mean", torch.from_numpy(np.asarray(data.x).reshape(len(data), -1).mean(0)))
@@ -126,7 +127,7 @@ class Tiny(TorchGenerator):
 
     def batch_loss(self, batch):
         x, y = batch
-        cond = nn.functional.one_hot(y, 3).float()
+        cond = nn.functional.one_hot(y, self.k_).float()
         if self.variant == "encoder":
             cond = cond + self.enc_(x)
         per_item = (self.model_(torch.cat([x, cond], 1)) - x).pow(2).mean(1)
@@ -216,3 +217,37 @@ def test_the_check_leaves_the_generator_unfitted():
     gen = Tiny("ok")
     check_private_training(gen, _tiny_data(), trainer=_FRESH, fast=True)
     assert not getattr(gen, "fitted_", False) and not hasattr(gen, "model_")
+
+
+class TinySum(Tiny):
+    def __init__(self, variant: str = "sum", epochs: int = 1, batch_size: int = 64, lr: float = 1e-2, seed: int = 0):
+        super().__init__(variant, epochs, batch_size, lr, seed)
+
+
+class TinyOk(Tiny):
+    def __init__(self, variant: str = "ok", epochs: int = 1, batch_size: int = 256, lr: float = 1e-2, seed: int = 0):
+        super().__init__(variant, epochs, batch_size, lr, seed)
+
+
+def _train_cli(argv, capsys):
+    from genguard.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out + out.err
+
+
+def test_genguard_train_refuses_a_user_generator_that_fails_the_fast_check(tmp_path, monkeypatch, capsys):
+    import genguard.generators as registry
+
+    monkeypatch.setitem(registry.REGISTRY, "tinysum", f"{TinySum.__module__}:TinySum")
+    monkeypatch.setitem(registry.REGISTRY, "tinyok", f"{TinyOk.__module__}:TinyOk")
+    monkeypatch.setattr(TinySum, "name", "tinysum")
+    monkeypatch.setattr(TinyOk, "name", "tinyok")
+    code, out = _train_cli(["train", "--generator", "tinysum", "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "LOSS_NOT_MEAN" in out and "Traceback" not in out
+    assert not (tmp_path / "a" / "model").exists()
+    code, out = _train_cli(["train", "--generator", "tinyok", "--out", str(tmp_path / "b")], capsys)
+    assert code == 0, out
+    assert "DP conformance (fast) of tinyok: passed" in out

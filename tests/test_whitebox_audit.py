@@ -2,6 +2,8 @@
 stays below the claim for the correct one."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,24 @@ def test_audit_delta_keeps_the_delta_term_small():
     assert audit_delta(100_000, 1e-5) == pytest.approx(1e-8)
     # at the training delta, 100k canaries would make even perfect guesses worthless
     assert one_run_epsilon_lower_bound(100_000, 1000, 1000, 1e-5) < one_run_epsilon_lower_bound(100_000, 1000, 1000, 1e-8)
+
+
+def _cli(argv, capsys):
+    from genguard.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_cli_white_box_audit(tmp_path, capsys):
+    out_json = tmp_path / "wb.json"
+    code, out, _ = _cli(["privacy", "audit", "--white-box", "--generator", "rbm", "--quick", "--canaries", "100",
+                         "--epochs", "1", "--json", str(out_json)], capsys)
+    assert code == 0, out
+    assert "white-box audit of rbm" in out and "Dirac" in out and "not refuted" in out
+    rep = json.loads(out_json.read_text())["white_box_audit"]
+    assert rep["num_canaries"] == 100 and rep["steps"] >= 1
+    code, _, err = _cli(["privacy", "audit", "--white-box", "--non-private"], capsys)
+    assert code == 2 and "white-box" in err and "Traceback" not in err
