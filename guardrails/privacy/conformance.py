@@ -499,7 +499,7 @@ def _check_mean_loss(gen: Any, batch: tuple, rng: _Rng) -> Check:
     return _ok(name, f"per-record gradient norms x{ratio:.3f} when the batch doubles", ratio=ratio)
 
 
-def _check_sensitivity(gen: Any, data: Any, trainer: Any, j: int) -> Check:
+def _check_sensitivity(gen: Any, data: Any, trainer: Any, j: int, has_float: bool = True) -> Check:
     from genguard.generators.base import GeneratorError
 
     name = "sensitivity"
@@ -524,7 +524,10 @@ def _check_sensitivity(gen: Any, data: Any, trainer: Any, j: int) -> Check:
     control = float((sums[1] - sums[0]).norm())
     moved = float((sums[2] - sums[0]).norm())
     bound = 2 * C * (1 + 1e-3) + control + 1e-5
-    how = "x1000" if blow else "substituted (x1000 made the loss non-finite)"
+    if not has_float:
+        how = "substituted (its tensors are integer codes: nothing to scale)"
+    else:
+        how = "substituted and x1000" if blow else "substituted (x1000 made the loss non-finite)"
     measured = {"moved": moved, "bound": 2 * C, "control": control, "record": how}
     if moved > bound:
         return _fail(name, "SENSITIVITY_EXCEEDED", f"one record {how} moved the clipped sum by {moved:.4g} > 2C = "
@@ -704,7 +707,7 @@ def check_private_training(generator: Any, data: Any, *, fast: bool = False, tra
     checks.append(_check_uncovered(gen, tensors))
     checks.extend(_check_mixing(gen, tensors, _substituted(tensors, j), rng))
     checks.append(_check_mean_loss(gen, tensors, rng))
-    checks.append(_check_sensitivity(generator, data, base, j))
+    checks.append(_check_sensitivity(generator, data, base, j, any(t.is_floating_point() for t in tensors)))
     checks.append(_check_build_state(generator, data))
     if not fast:
         checks.extend(_check_post_processing(generator, data, base, j))
