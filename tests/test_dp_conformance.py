@@ -150,7 +150,7 @@ def _tiny_data(n: int = 24) -> Dataset:
                    groups={"label": np.arange(n) % 3}, group_names={"label": ["a", "b", "c"]})
 
 
-_FRESH = PrivateTrainer(noise_multiplier=1.0, reproducible_noise=False)
+_FRESH = PrivateTrainer(noise_multiplier=1.0)
 
 
 def test_the_correct_tiny_generator_passes_the_mechanism_checks():
