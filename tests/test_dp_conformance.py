@@ -251,3 +251,14 @@ def test_genguard_train_refuses_a_user_generator_that_fails_the_fast_check(tmp_p
     code, out = _train_cli(["train", "--generator", "tinyok", "--out", str(tmp_path / "b")], capsys)
     assert code == 0, out
     assert "DP conformance (fast) of tinyok: passed" in out
+
+
+class _Raises(Tiny):
+    def batch_loss(self, batch):
+        raise RuntimeError("shape mismatch in my layer")
+
+
+def test_a_hook_that_raises_is_a_coded_failure_not_a_crash():
+    result = check_private_training(_Raises("ok"), _tiny_data(), trainer=_FRESH, fast=True)
+    assert "HOOK_FAILED" in result.codes
+    assert any("shape mismatch" in c.message for c in result.failures)

@@ -51,6 +51,7 @@ from genguard.guardrails.privacy.errors import PrivacyError
 #: code -> how to fix it
 FIXES: dict[str, str] = {
     "BUILD_FAILED": "make build(data) work on a small slice of the data (32 records)",
+    "HOOK_FAILED": "make the generator's training hooks work on a small slice of the data (see the error)",
     "GENERATOR_REFUSES": "choose settings the generator supports under DP-SGD (see its message)",
     "NO_PRIVATE_MODULES": "name the modules that see private data in private_modules()",
     "UNSUPPORTED_LAYER": "replace the layer (opacus.validators.ModuleValidator.fix) or register a grad sampler",
@@ -689,27 +690,41 @@ def check_private_training(generator: Any, data: Any, *, fast: bool = False, tra
     try:
         gen = _built(generator, data)
         gen.check_private_training()
-    except GeneratorError as exc:
-        code = "GENERATOR_REFUSES" if "cannot train" in str(exc) or "DP-SGD" in str(exc) else "BUILD_FAILED"
-        checks.append(_fail("build", code, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - a user's build() may raise anything
+        refuses = isinstance(exc, (GeneratorError, PrivacyError)) and ("cannot train" in str(exc) or "DP-SGD" in str(exc))
+        checks.append(_fail("build", "GENERATOR_REFUSES" if refuses else "BUILD_FAILED", f"{type(exc).__name__}: {exc}"))
         return result.raise_for_failures() if raise_on_failure else result
     checks.append(_ok("build", f"built on {n} records"))
     checks.append(_check_private_modules(gen))
     if checks[-1].code == "NO_PRIVATE_MODULES":
         return result.raise_for_failures() if raise_on_failure else result
 
-    for mname in gen.trained_modules():
-        getattr(gen, mname).train()
-    tensors = tuple(gen.train_tensors(data))
-    j = _other_record(tensors)
+    def guarded(label: str, fn: Callable[[], Any]) -> None:
+        # A user's hook that raises is a finding of its own, not a crash of the check.
+        try:
+            got = fn()
+        except Exception as exc:  # noqa: BLE001 - any failure of the generator's hooks is reported
+            checks.append(_fail(label, "HOOK_FAILED", f"{type(exc).__name__}: {exc}"))
+            return
+        checks.extend(got if isinstance(got, list) else [got])
+
+    try:
+        for mname in gen.trained_modules():
+            getattr(gen, mname).train()
+        tensors = tuple(gen.train_tensors(data))
+        j = _other_record(tensors)
+    except Exception as exc:  # noqa: BLE001
+        checks.append(_fail("train_tensors", "HOOK_FAILED", f"{type(exc).__name__}: {exc}"))
+        return result.raise_for_failures() if raise_on_failure else result
     rng = _Rng(gen)
     rng.restore()
-    checks.append(_check_uncovered(gen, tensors))
-    checks.extend(_check_mixing(gen, tensors, _substituted(tensors, j), rng))
-    checks.append(_check_mean_loss(gen, tensors, rng))
-    checks.append(_check_sensitivity(generator, data, base, j, any(t.is_floating_point() for t in tensors)))
-    checks.append(_check_build_state(generator, data))
+    guarded("uncovered_parameters", lambda: _check_uncovered(gen, tensors))
+    guarded("record_mixing", lambda: _check_mixing(gen, tensors, _substituted(tensors, j), rng))
+    guarded("mean_loss", lambda: _check_mean_loss(gen, tensors, rng))
+    guarded("sensitivity", lambda: _check_sensitivity(generator, data, base, j,
+                                                      any(t.is_floating_point() for t in tensors)))
+    guarded("build_state", lambda: _check_build_state(generator, data))
     if not fast:
-        checks.extend(_check_post_processing(generator, data, base, j))
-        checks.extend(_check_secret_randomness(generator, data, base))
+        guarded("post_processing", lambda: _check_post_processing(generator, data, base, j))
+        guarded("secret_randomness", lambda: _check_secret_randomness(generator, data, base))
     return result.raise_for_failures() if raise_on_failure else result
