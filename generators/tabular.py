@@ -62,8 +62,6 @@ class TabularVAE(TorchGenerator):
 
     name = "tabular"
     modality = "tabular"
-    #: Saved state computed from the private table in build(), unnoised: a caveat in the ledger.
-    data_dependent_state = ("codec_",)
 
     def __init__(self, latent_dim: int = 8, hidden: int = 128, epochs: int = 200, batch_size: int = 64,
                  lr: float = 2e-3, seed: int = 0) -> None:

@@ -22,7 +22,7 @@ would, on a small slice of the data:
   its own clipped gradient leaving, C for the new one), jointly across all
   private modules;
 * ``build_state`` — nothing saved after ``build()`` depends on the data,
-  unless the generator declares it in ``data_dependent_state`` (then it is
+  unless the generator declares it (``declared_data_state()``; then it is
   reported as a caveat);
 * ``post_processing`` (full check) — neighbouring data sets (one record
   substituted, or removed) with the released update held fixed change nothing
@@ -52,6 +52,7 @@ from genguard.guardrails.privacy.errors import PrivacyError
 FIXES: dict[str, str] = {
     "BUILD_FAILED": "make build(data) work on a small slice of the data (32 records)",
     "HOOK_FAILED": "make the generator's training hooks work on a small slice of the data (see the error)",
+    "REFUSED": "the private trainer or the generator refused these settings: follow its message",
     "GENERATOR_REFUSES": "choose settings the generator supports under DP-SGD (see its message)",
     "NO_PRIVATE_MODULES": "name the modules that see private data in private_modules()",
     "UNSUPPORTED_LAYER": "replace the layer (opacus.validators.ModuleValidator.fix) or register a grad sampler",
@@ -278,6 +279,13 @@ def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 
 def _declared(gen: Any, key: str) -> bool:
+    """Whether ``key`` is state the generator declares as computed from the data (a ledger caveat).
+
+    ``declared_data_state()`` (a sentence for the ledger, the trainer's protocol) declares all of its
+    build state; ``data_dependent_state`` (names of saved keys) declares only those keys."""
+    declare = getattr(gen, "declared_data_state", None)
+    if callable(declare) and declare():
+        return True
     names = tuple(getattr(gen, "data_dependent_state", ()) or ())
     bare = key[len("state:"):] if key.startswith("state:") else key
     return any(bare == n or bare.startswith(n + ".") for n in names)
@@ -703,6 +711,9 @@ def check_private_training(generator: Any, data: Any, *, fast: bool = False, tra
         # A user's hook that raises is a finding of its own, not a crash of the check.
         try:
             got = fn()
+        except (GeneratorError, PrivacyError) as exc:  # the trainer or the generator refused: also a finding
+            checks.append(_fail(label, "REFUSED", str(exc)))
+            return
         except Exception as exc:  # noqa: BLE001 - any failure of the generator's hooks is reported
             checks.append(_fail(label, "HOOK_FAILED", f"{type(exc).__name__}: {exc}"))
             return
