@@ -508,11 +508,11 @@ def _check_mean_loss(gen: Any, batch: tuple, rng: _Rng) -> Check:
     return _ok(name, f"per-record gradient norms x{ratio:.3f} when the batch doubles", ratio=ratio)
 
 
-def _check_sensitivity(gen: Any, data: Any, trainer: Any, j: int, has_float: bool = True) -> Check:
+def _check_sensitivity(gen: Any, data: Any, trainer: Any, j: int, n_records: int, has_float: bool = True) -> Check:
     from genguard.generators.base import GeneratorError
 
     name = "sensitivity"
-    one_step = {"epochs": 1, "batch_size": 10**9}
+    one_step = {"epochs": 1, "batch_size": n_records}  # q = 1: one step over every record
     sums = []
     for fn in (None, None, "blow"):
         probe = _Recorder(freeze=True)
@@ -571,10 +571,10 @@ def _other_dataset_record(data: Any) -> int:
     return len(data) - 1
 
 
-def _check_post_processing(gen: Any, data: Any, trainer: Any, j: int) -> list[Check]:
+def _check_post_processing(gen: Any, data: Any, trainer: Any, j: int, n_records: int) -> list[Check]:
     import torch
 
-    one_step = {"epochs": 1, "batch_size": 10**9}
+    one_step = {"epochs": 1, "batch_size": n_records}  # q = 1 (the batch size is public: keep it realistic)
     snap: dict[str, Any] = {}
     runs = []
     # Substitution at the privacy unit (the trainer's records); removal at the data set (the trainer counts
@@ -732,10 +732,11 @@ def check_private_training(generator: Any, data: Any, *, fast: bool = False, tra
     guarded("uncovered_parameters", lambda: _check_uncovered(gen, tensors))
     guarded("record_mixing", lambda: _check_mixing(gen, tensors, _substituted(tensors, j), rng))
     guarded("mean_loss", lambda: _check_mean_loss(gen, tensors, rng))
-    guarded("sensitivity", lambda: _check_sensitivity(generator, data, base, j,
+    n_rec = len(tensors[0])  # the trainer's records (text: windows), so that batch_size = n_rec gives q = 1
+    guarded("sensitivity", lambda: _check_sensitivity(generator, data, base, j, n_rec,
                                                       any(t.is_floating_point() for t in tensors)))
     guarded("build_state", lambda: _check_build_state(generator, data))
     if not fast:
-        guarded("post_processing", lambda: _check_post_processing(generator, data, base, j))
+        guarded("post_processing", lambda: _check_post_processing(generator, data, base, j, n_rec))
         guarded("secret_randomness", lambda: _check_secret_randomness(generator, data, base))
     return result.raise_for_failures() if raise_on_failure else result
