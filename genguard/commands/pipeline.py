@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -148,11 +149,28 @@ def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | N
                     quick=quick, seed=seed, reproducible_dp=reproducible_dp)
     console.print(f"[dim]·[/dim] data: {cfg.data}" + (" (the generator's own)" if data is None else ""))
     train, _ = load_training_data(cfg.data)
+    if cfg.private:
+        _check_conformance(cfg, train, console)
     gen, ledger, model_dir = train_step(cfg, train)
     eps = ledger.get("epsilon")
     console.print(f"saved {gen.name} to {model_dir} (run {ledger['run_id']})")
     console.print(f"privacy: {ledger['guarantee']}" if eps is not None else "privacy: none (trained with --no-dp)")
     return 0
+
+
+def _check_conformance(cfg: RunConfig, train: Any, console: Any) -> None:
+    """A generator that is not one of genguard's own must pass the fast DP conformance check before DP-SGD."""
+    from genguard.generators import get_generator_class, make_generator
+    from genguard.generators.base import TorchGenerator
+    from genguard.guardrails.privacy.conformance import check_private_training
+    from genguard.pipeline import generator_params
+
+    cls = get_generator_class(cfg.generator)
+    if cls.__module__.startswith("genguard.generators.") or not issubclass(cls, TorchGenerator):
+        return  # reference generators are checked in genguard's own tests
+    gen = make_generator(cfg.generator, **generator_params(cfg.generator, cfg.private, cfg.quick, cfg.seed))
+    result = check_private_training(gen, train, fast=True, raise_on_failure=True)
+    console.print(f"DP conformance (fast) of {cfg.generator}: passed {sum(c.passed is True for c in result.checks)} checks")
 
 
 @click.command("sample")

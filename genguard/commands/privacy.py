@@ -122,13 +122,19 @@ def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_k
 @click.option("--quick", is_flag=True, help="The generator's quick settings, at most 200 canaries and 10 epochs: "
               "seconds, weaker bound.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the audit as JSON here.")
+@click.option("--white-box", "white_box_dirac", is_flag=True,
+              help="Audit the DP-SGD mechanism itself with Dirac gradient canaries inserted before the noise "
+                   "(any gradient-trained generator; the auditor sees every noisy update).")
 def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries: int, epochs: int | None, seed: int,
               delta: float, confidence: float, black_box_only: bool, model_dir: str | None, quick: bool,
-              json_out: str | None) -> None:
+              json_out: str | None, white_box_dirac: bool = False) -> int | None:
     """Empirical lower bound on epsilon from one training run with canaries (Steinke, Nasr & Jagielski 2023)."""
     from genguard.audits.privacy import canary_audit, model_membership_inference
     from genguard.guardrails.privacy import PrivateTrainer
     from genguard.guardrails.privacy.errors import PrivacyError
+
+    if white_box_dirac:
+        return _dirac_audit(generator, epsilon, non_private, canaries, epochs, confidence, quick, json_out)
 
     if non_private and epsilon is not None:
         raise PrivacyError("give --epsilon or --non-private, not both")
@@ -173,6 +179,40 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
                            f"TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}")
     if json_out:
         _write_json(json_out, result)
+
+
+def _dirac_audit(generator: str, epsilon: float | None, non_private: bool, canaries: int, epochs: int | None,
+                 confidence: float, quick: bool, json_out: str | None) -> int:
+    """``privacy audit --white-box``: Dirac gradient canaries in the mechanism; exit 1 when the claim is refuted."""
+    from genguard.audits.whitebox import white_box_audit
+    from genguard.guardrails.privacy import PrivateTrainer
+    from genguard.guardrails.privacy.errors import PrivacyError
+
+    if non_private:
+        raise PrivacyError("--white-box audits the DP-SGD mechanism; it has nothing to audit with --non-private")
+    epsilon = 10.0 if epsilon is None else epsilon
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise PrivacyError(f"epsilon must be a positive finite number, got {epsilon}")
+    params: dict[str, Any] = {}
+    if quick:
+        canaries = min(canaries, 200)
+        epochs = epochs or 2
+    if epochs is not None:
+        params["epochs"] = epochs
+    audit = white_box_audit(generator, trainer=PrivateTrainer(target_epsilon=epsilon), num_canaries=canaries,
+                            generator_params=params, confidence=confidence, progress=True)
+    best = audit["best"]
+    click.echo(f"white-box audit of {generator} (DP, target epsilon {epsilon:g}): m = {audit['num_canaries']} Dirac "
+               f"canaries ({audit['num_included']} included), {audit['steps']} steps, q = {audit['sample_rate']:.4g}")
+    click.echo(f"  empirical epsilon >= {audit['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence, delta "
+               f"{audit['delta']:.3g} ({best['num_correct']}/{best['num_guesses']} correct, score {best['score']}; "
+               f"{audit['correction']}); one run with these guesses cannot show more than {audit['ceiling']:.2f}")
+    click.echo(f"  claimed epsilon {audit['claimed_epsilon']:.3f} at delta {audit['training_delta']:.3g}, "
+               f"{audit['claimed_epsilon_at_audit_delta']:.3f} at the audit's delta: "
+               + ("REFUTED by the audit" if audit["bound_exceeds_claim"] else "not refuted (a lower bound cannot confirm it)"))
+    if json_out:
+        _write_json(json_out, {"white_box_audit": audit})
+    return 1 if audit["bound_exceeds_claim"] else 0
 
 
 def register(group: click.Group) -> None:

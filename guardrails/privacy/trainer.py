@@ -189,6 +189,13 @@ class PrivateTrainer:
     max_physical_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     reproducible: bool = False
+    # -- mechanism probe (audits only) -------------------------------------------------------------
+    #: An auditor's view into the mechanism (white-box canaries, the conformance check); None in
+    #: training. ``start(params, sample_rate, noise_multiplier, max_grad_norm, expected_batch)`` once,
+    #: then per step ``before_noise(step, idx, sums)`` (may add to the clipped sums in place) and
+    #: ``after_noise(step, sums)`` (the released update, ``(sum + noise) / E[B]``, as set on ``.grad``).
+    mechanism_probe: Any = dataclasses.field(default=None, repr=False, compare=False)
+    # -- end mechanism probe -----------------------------------------------------------------------
 
     private = True
 
@@ -403,6 +410,9 @@ class PrivateTrainer:
             mode = "opacus" if self.secure_mode else "ghost"
         caveat = self.check_build_state(gen, data)
         if mode == "opacus":
+            if self.mechanism_probe is not None:  # mechanism probe: the fast path only
+                raise PrivacyError("a mechanism probe (white-box audit, conformance check) needs the genguard engine, "
+                                   "not grad_sample_mode='opacus'")
             report = self._train_opacus(gen, data, progress)
         else:
             report = self._train_fast(gen, data, progress, mode)
@@ -462,6 +472,9 @@ class PrivateTrainer:
         steps, losses, max_chunk = 0, [], 0
         clipped_frac: list[float] = []
         norm_sum, norm_count = 0.0, 0
+        probe = self.mechanism_probe  # mechanism probe
+        if probe is not None:
+            probe.start(list(clipper.params), q, sigma, self.max_grad_norm, expected_batch)
         clipper.attach()
         try:
             for name in gen.trained_modules():
@@ -495,9 +508,13 @@ class PrivateTrainer:
                             loss_sum += float(loss.detach()) * len(chunk[0])
                             max_chunk = max(max_chunk, len(chunk[0]))
                         summed = clipper.take_clipped_sum()
+                        if probe is not None:  # mechanism probe: sees (and may add to) the clipped sum
+                            probe.before_noise(steps, idx, summed)
                         for opt_name in modules:
                             optimizers[opt_name].zero_grad(set_to_none=True)
                         self._noisy_step(summed, noise_buf.normal_(generator=g_noise), noise_std, expected_batch)
+                        if probe is not None:  # mechanism probe: sees the released noisy update
+                            probe.after_noise(steps, summed)
                         for opt_name in modules:
                             optimizers[opt_name].step()
                         for p in summed:
