@@ -294,10 +294,9 @@ def canary_audit(generator: str = "vae", *, trainer: Any = None, data: Any = Non
     if not issubclass(cls, TorchGenerator):
         raise PrivacyError(f"{generator}: the canary audit needs a torch generator with per-batch losses")
     if data is None:  # the generator's own embedded training split (digits for the image families)
-        from genguard.generators import DEFAULT_DATA
         from genguard.generators.data import load_embedded, train_holdout
 
-        data = train_holdout(load_embedded(DEFAULT_DATA.get(generator, "digits")))[0]
+        data = train_holdout(load_embedded(cls.default_data or "digits"))[0]
     params = dict(generator_params or {})
     params.setdefault("seed", seed)
     canaries = make_canaries(data, int(num_canaries), seed + 7919)

@@ -193,10 +193,10 @@ class _Chain:
 
 
 def _default_data(generator: str) -> Any:
-    from genguard.generators import DEFAULT_DATA
+    from genguard.generators import get_generator_class
     from genguard.generators.data import digits_split, load_embedded, train_holdout
 
-    name = DEFAULT_DATA.get(generator, "digits")
+    name = (get_generator_class(generator).default_data or "digits")
     return digits_split()[0] if name == "digits" else train_holdout(load_embedded(name))[0]
 
 

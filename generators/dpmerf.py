@@ -187,7 +187,7 @@ class DPMERF(ImageMixin, Generator):
                 "expected_batch_size": float(n), "noise_multiplier": sigma, "max_grad_norm": sensitivity,
                 "epochs": 1, "steps": 1, "delta": delta, "accountant": accountant, "target_epsilon": float(epsilon),
                 "epsilon": spent, "private_modules": [], "grad_sample_mode": None, "secure_mode": False,
-                "sensitivity": sensitivity, "n_features": self.n_features, "randomness": {"noise": kind},
+                "sensitivity": sensitivity, "n_features": self.n_features, "randomness": {"sampling": "none", "noise": kind},
                 "noise_source": "torch MT19937 seeded from the OS CSPRNG (secrets), fresh per release"
                 if kind == "secret" else "torch MT19937 seeded by HMAC-SHA256(secret key, run seed)",
             }

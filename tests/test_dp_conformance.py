@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from genguard.generators import QUICK_PARAMS, make_generator  # noqa: E402
+from genguard.generators import make_generator, quick_params  # noqa: E402
 from genguard.generators.base import Dataset, TorchGenerator  # noqa: E402
 from genguard.guardrails.privacy import PrivateTrainer  # noqa: E402
 from genguard.guardrails.privacy.conformance import (  # noqa: E402
@@ -32,7 +32,7 @@ _RESULTS: dict = {}
 
 def _reference(name: str):
     if name not in _RESULTS:
-        _RESULTS[name] = check_private_training(make_generator(name, **QUICK_PARAMS[name]), _data_for(name))
+        _RESULTS[name] = check_private_training(make_generator(name, **quick_params(name)), _data_for(name))
     return _RESULTS[name]
 
 
@@ -82,6 +82,7 @@ class Tiny(TorchGenerator):
 
     name = "tiny"
     modality = "image"
+    default_data = "digits"
 
     def __init__(self, variant: str = "ok", epochs: int = 1, batch_size: int = 8, lr: float = 1e-2, seed: int = 0):
         self.variant = variant
@@ -103,6 +104,12 @@ class Tiny(TorchGenerator):
         if v == "build_stats":
             self.stats_ = nn.Module()
             self.stats_.register_buffer("mean", torch.from_numpy(np.asarray(data.x).reshape(len(data), -1).mean(0)))
+
+    def build_from_state(self, extra):
+        raise NotImplementedError("Tiny is trained in these tests, never reloaded")
+
+    def sample(self, n, seed=None, **conditions):
+        raise NotImplementedError("Tiny is trained in these tests, never sampled")
 
     def private_modules(self):
         return ("model_",)
@@ -245,18 +252,23 @@ def _train_cli(argv, capsys):
 
 
 def test_genguard_train_refuses_a_user_generator_that_fails_the_fast_check(tmp_path, monkeypatch, capsys):
-    import genguard.generators as registry
+    from genguard.generators import register
+    from genguard.generators.registry import unregister
 
-    monkeypatch.setitem(registry.REGISTRY, "tinysum", f"{TinySum.__module__}:TinySum")
-    monkeypatch.setitem(registry.REGISTRY, "tinyok", f"{TinyOk.__module__}:TinyOk")
     monkeypatch.setattr(TinySum, "name", "tinysum")
     monkeypatch.setattr(TinyOk, "name", "tinyok")
-    code, out = _train_cli(["train", "--generator", "tinysum", "--out", str(tmp_path / "a")], capsys)
-    assert code == 2 and "LOSS_NOT_MEAN" in out and "Traceback" not in out
-    assert not (tmp_path / "a" / "model").exists()
-    code, out = _train_cli(["train", "--generator", "tinyok", "--out", str(tmp_path / "b")], capsys)
-    assert code == 0, out
-    assert "DP conformance (fast) of tinyok: passed" in out
+    register(TinySum)
+    register(TinyOk)
+    try:
+        code, out = _train_cli(["train", "--generator", "tinysum", "--out", str(tmp_path / "a")], capsys)
+        assert code == 2 and "LOSS_NOT_MEAN" in out and "Traceback" not in out
+        assert not (tmp_path / "a" / "model").exists()
+        code, out = _train_cli(["train", "--generator", "tinyok", "--out", str(tmp_path / "b")], capsys)
+        assert code == 0, out
+        assert "DP conformance (fast) of tinyok: passed" in out
+    finally:
+        unregister("tinysum")
+        unregister("tinyok")
 
 
 class _Raises(Tiny):

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from genguard.audits.privacy import one_run_epsilon_lower_bound  # noqa: E402
 from genguard.audits.whitebox import DiracCanaries, ScaledNoiseBug, audit_delta, white_box_audit  # noqa: E402
-from genguard.generators import QUICK_PARAMS  # noqa: E402
+from genguard.generators import quick_params  # noqa: E402
 from genguard.guardrails.privacy import PrivateTrainer  # noqa: E402
 from genguard.guardrails.privacy.errors import PrivacyError  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_audit_runs_for_every_family_and_sees_noise_free_canaries(name):
     # With the noise switched off (a broken mechanism), included canaries stand out in every family.
     # Small batches (16 of 64 records, q = 1/4) keep the records' own gradients at the canaries'
     # coordinates small next to C.
-    params = {**QUICK_PARAMS[name], "epochs": 2, "batch_size": 16}
+    params = {**quick_params(name), "epochs": 2, "batch_size": 16}
     if name == "text":
         params["max_windows"] = 64
     r = white_box_audit(name, trainer=PrivateTrainer(noise_multiplier=1.0), data=_data(name), num_canaries=400,

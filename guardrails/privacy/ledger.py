@@ -120,7 +120,7 @@ LEDGER_FIELDS = frozenset({
     "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon", "private_modules",
     "grad_sample_mode", "secure_mode", "private_layers", "max_physical_batch_size", "gradient_accumulation_steps",
     "clipped_fraction", "noise_source", "privacy_unit", "caveat", "caveats", "randomness", "trained_modules",
-    "post_processing_modules", "guarantee", "signature",
+    "post_processing_modules", "guarantee", "signature", "reproducible", "warnings",
 })
 #: Fields inside the nested objects whose members are fixed (``config`` and ``package_versions`` are free-form).
 NESTED_FIELDS = {

@@ -86,6 +86,8 @@ FINDING_CODES = {
     "CLAIM_NOT_RECOMPUTED": "no accountant could confirm the claim: it is not consistent",
     "RANDOMNESS_REGENERABLE": "batch sampling or noise not recorded as secret or keyed: a reader may regenerate it",
     "RANDOMNESS_KEYED": "randomness keyed by the secret key and seed: two releases sharing both must not both be published",
+    "RANDOMNESS_INCONSISTENT": "the ledger's reproducible flag contradicts where it says the randomness came from",
+    "TRAINING_WARNING": "the trainer recorded a warning about this run (e.g. a clipping norm far above the gradients)",
     "MODULE_NOT_SAVED": "a privately trained module is missing from the trained (saved) modules",
     "MODULE_UNACCOUNTED": "a trained module is neither private nor post-processing",
     "POST_PROCESSING_NOT_RECORDED": "the ledger does not say which modules are post-processing",
@@ -200,6 +202,14 @@ def _check_randomness(ledger: dict[str, Any], full_batch: bool, findings: list[d
         findings.append(_finding("RANDOMNESS_REGENERABLE", "error",
                                  f"grad_sample_mode {ledger.get('grad_sample_mode')!r}, noise source {noise_source!r}: "
                                  "the noise comes from a generator seeded by the published run seed"))
+    flag = ledger.get("reproducible")
+    if flag is not None and (not isinstance(flag, bool) or flag != bool(keyed)):
+        findings.append(_finding("RANDOMNESS_INCONSISTENT", "error",
+                                 f"reproducible = {flag!r}, but {', '.join(keyed) or 'nothing'} recorded as keyed"))
+    for w in ledger.get("warnings") or [] if isinstance(ledger.get("warnings"), list) else []:
+        text = w.get("message") if isinstance(w, dict) else w
+        code = w.get("code") if isinstance(w, dict) else None
+        findings.append(_finding("TRAINING_WARNING", "warning", f"{code or 'trainer'}: {str(text)[:300]}"))
     if keyed:
         findings.append(_finding("RANDOMNESS_KEYED", "warning",
                                  f"{' and '.join(keyed)} derived from the secret key and the run seed: reproducible by "
