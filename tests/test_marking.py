@@ -239,3 +239,31 @@ def test_folder_expansion_skips_sidecars(outputs, capsys):
     code, so, err = _cli(["marking", "check", str(outputs["dir"]), "--sample", "0", "--json", "-"], capsys)
     names = sorted(Path(f["path"]).name for f in json.loads(so)["files"])
     assert names == ["plain.txt", "raw.png", "stripped.png", "table.csv", "tagged.png"]
+
+
+def test_small_image_watermark_is_not_feasible(outputs, tmp_path):
+    small = tag_file(_photo(tmp_path / "s.png", side=128), tmp_path / "st.png", claim=CLAIM, keys=outputs["keys"])
+    rec = mk.check_file(small)
+    assert _status(rec, "signed_metadata")["status"] == "met"
+    wm = _status(rec, "watermark")
+    assert wm["status"] == "not-feasible" and "256 px" in wm["detail"]
+
+
+def test_release_report_marking_section(outputs, tmp_path):
+    from genguard.audits.html import render_html
+    from genguard.audits.marking import marking_section
+
+    hostile = tmp_path / "<img src=x onerror=alert(1)>.csv"  # file names reach the HTML: they must be escaped
+    hostile.write_text("a\n1\n")
+    paths = [outputs["tagged"], outputs["raw"], outputs["csv"], hostile]
+    sec = marking_section(paths, max_files=3, sample=1, seed=1)
+    assert sec["n_outputs"] == 4 and sec["n_checked"] == 3 and "seed 1" in sec["selection"]
+    assert sec["disclaimer"] == "technical check, not legal advice" and sec["passed"] is False
+    assert sec == marking_section(paths, max_files=3, sample=1, seed=1)  # same seed, same section
+    r = sec["requirements"]["signed_metadata"]
+    assert r["judged"] == 3 and r["ci95"][0] <= r["rate"] <= r["ci95"][1]
+    assert marking_section([])["value"] is None
+    full = marking_section(paths, sample=0)
+    html = render_html({"gates": [], "marking": full}, {})
+    assert "Art. 50(2)" in html and "technical check, not legal advice" in html
+    assert "<img src=x" not in html and "&lt;img src=x" in html

@@ -149,7 +149,9 @@ def _disclosure(rec: dict[str, Any], metadata: Line) -> Line:
                                             f"(made: {made}; no trainedAlgorithmicMedia/Data source type)")
 
 
-def _watermark(rec: dict[str, Any], kind: str) -> Line:
+def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
+    from genguard.guardrails.provenance.tagging import MIN_WATERMARK_SIDE
+
     wm = rec.get("watermark") if isinstance(rec.get("watermark"), dict) else {}
     if kind == "tabular":
         return Line("watermark", "not-feasible", "genguard has no imperceptible watermark for tables; the signed "
@@ -162,6 +164,9 @@ def _watermark(rec: dict[str, Any], kind: str) -> Line:
         what = "text green-list watermark" if kind == "text" else "genguard image watermark"
         pv = f", p={p:.1e}" if isinstance(p, (int, float)) else (f", z={wm['z']:.1f}" if wm.get("z") is not None else "")
         return Line("watermark", "met", f"{what} detected{pv}")
+    if kind == "image" and side is not None and side < MIN_WATERMARK_SIDE:
+        return Line("watermark", "not-feasible", f"image {side} px on its short side: genguard's watermark needs "
+                    f"{MIN_WATERMARK_SIDE} px to be decoded reliably after everyday edits (none detected)")
     if not wm.get("applicable", True):
         why = str(wm.get("reason") or "not applicable")
         if "too small" in why:
@@ -171,6 +176,18 @@ def _watermark(rec: dict[str, Any], kind: str) -> Line:
         return Line("watermark", "missing", f"genguard watermark absent ({why})")
     return Line("watermark", "missing", "genguard watermark absent" + (" (no text watermark detected with this key)"
                                                                       if kind == "text" else ""))
+
+
+def _short_side(path, kind: str) -> int | None:
+    if kind != "image":
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:  # the header only
+            return min(im.size)
+    except Exception:  # a format PIL does not read (HEIC, SVG): the size is not needed to judge
+        return None
 
 
 def check_file(path: str | Path, *, trust_anchor: str | Path | None = None, keys=None) -> dict[str, Any]:
@@ -186,7 +203,7 @@ def check_file(path: str | Path, *, trust_anchor: str | Path | None = None, keys
         out["lines"] = []
         return out
     meta = _signed_metadata(rec)
-    lines = [meta, _timestamp(rec, meta), _disclosure(rec, meta), _watermark(rec, kind)]
+    lines = [meta, _timestamp(rec, meta), _disclosure(rec, meta), _watermark(rec, kind, _short_side(path, kind))]
     wm = lines[-1]
     if kind == "image" and wm.status == "met":
         lines.append(Line("robustness", "not-sampled", "robustness measured on a sample of the other images"))
