@@ -267,3 +267,15 @@ def test_release_report_marking_section(outputs, tmp_path):
     html = render_html({"gates": [], "marking": full}, {})
     assert "Art. 50(2)" in html and "technical check, not legal advice" in html
     assert "<img src=x" not in html and "&lt;img src=x" in html
+
+
+def test_signer_outside_the_trust_anchor_is_not_signed_metadata(outputs, tmp_path):
+    # a manifest signed by someone else's CA, checked against ours: valid bytes, refused signer
+    KeyStore.create(tmp_path / "attacker")
+    forged = tag_file(outputs["raw"], tmp_path / "forged.png", claim=CLAIM,
+                      keys=KeyStore.load_or_create(tmp_path / "attacker"))
+    anchor = Path(outputs["keys"].directory) / "root_ca.pem"
+    assert _status(mk.check_file(forged), "signed_metadata")["status"] == "met"  # no anchor: unverified signer
+    line = _status(mk.check_file(forged, trust_anchor=anchor), "signed_metadata")
+    assert line["status"] == "missing" and "signer" in line["detail"]
+    assert _status(mk.check_file(outputs["tagged"], trust_anchor=anchor), "signed_metadata")["status"] == "met"

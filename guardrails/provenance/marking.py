@@ -116,10 +116,12 @@ def _signed_metadata(rec: dict[str, Any]) -> Line:
     if state == "Remote":
         return Line("signed_metadata", "unchecked",
                     "manifest is at a remote URL, not fetched (genguard never reaches the network)")
-    if verdict in ("intact", "untrusted") and state in ("Valid", "Trusted"):
+    reason = rec.get("reason") or "manifest does not validate"
+    if verdict == "intact":  # verify's rule table: hashes and signature hold, the signer is not refused
         trust = (rec.get("signer") or {}).get("trust") or "unverified"
         return Line("signed_metadata", "met", f"C2PA manifest{where}, {state}, signer {trust}")
-    reason = rec.get("reason") or "manifest does not validate"
+    if verdict == "untrusted":
+        return Line("signed_metadata", "missing", f"C2PA manifest{where} validates but its signer is refused: {reason}")
     return Line("signed_metadata", "missing", f"C2PA manifest{where} does not validate ({state}): {reason}")
 
 
@@ -322,11 +324,11 @@ def missing_summary(files: Sequence[dict[str, Any]]) -> list[str]:
         for ln in f.get("lines", []):
             if ln["status"] in FAILING:
                 counts[(f["modality"], ln["requirement"])] = counts.get((f["modality"], ln["requirement"]), 0) + 1
-    return [f"{mod}: {REQUIREMENT_BY_CODE[req].name} — {ln_status(files, mod, req)} in {n} file(s) "
+    return [f"{mod}: {REQUIREMENT_BY_CODE[req].name} — {_failing_statuses(files, mod, req)} in {n} file(s) "
             f"[{REQUIREMENT_BY_CODE[req].basis}]" for (mod, req), n in counts.items()]
 
 
-def ln_status(files, mod: str, req: str) -> str:
+def _failing_statuses(files, mod: str, req: str) -> str:
     st = {ln["status"] for f in files if f["modality"] == mod for ln in f.get("lines", [])
           if ln["requirement"] == req and ln["status"] in FAILING}
     return "/".join(sorted(st))
