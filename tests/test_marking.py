@@ -279,3 +279,16 @@ def test_signer_outside_the_trust_anchor_is_not_signed_metadata(outputs, tmp_pat
     line = _status(mk.check_file(forged, trust_anchor=anchor), "signed_metadata")
     assert line["status"] == "missing" and "signer" in line["detail"]
     assert _status(mk.check_file(outputs["tagged"], trust_anchor=anchor), "signed_metadata")["status"] == "met"
+
+
+def test_special_and_missing_paths_do_not_sink_the_batch(outputs, capsys, tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it would block forever
+    code, so, err = _cli(["marking", "check", str(fifo), str(tmp_path / "gone.png"), str(outputs["csv"]),
+                          "--json", "-"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "pipe.png" in err and "FIFO" in err and "gone.png" in err
+    files = json.loads(so)["files"]
+    assert [bool(f.get("error")) for f in files] == [True, True, False]

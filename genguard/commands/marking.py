@@ -11,7 +11,7 @@ _COLOURS = {"met": "green", "missing": "bold red", "unchecked": "yellow", "not-f
 
 
 def _expand(paths) -> list[Path]:
-    """Files named, and the files of folders named (recursively, sorted); C2PA sidecars are read with their asset."""
+    """Paths named, and the regular files of folders named (recursively, sorted); C2PA sidecars are read with their asset."""
     from genguard.guardrails.provenance import ProvenanceError
 
     out: list[Path] = []
@@ -19,13 +19,26 @@ def _expand(paths) -> list[Path]:
         if p.is_dir():
             out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() != ".c2pa"
                           and not q.name.startswith("."))
-        elif p.is_file():
+        else:  # a missing or special file is reported as an error result beside the others, not raised
             out.append(p)
-        else:
-            raise ProvenanceError(f"{p}: no such file or directory")
     if not out:
         raise ProvenanceError("no files to check")
     return out
+
+
+def _with_progress(files: list[Path], work):
+    """Run ``work(advance)`` under a progress bar when there are enough files for it to take a while."""
+    import os
+
+    if len(files) < 20 or os.environ.get("GENGUARD_NO_PROGRESS"):
+        return work(lambda n=1: None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("checking marking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True, console=Console(stderr=True)) as prog:
+        task = prog.add_task("checking", total=len(files))
+        return work(lambda n=1: prog.advance(task, n))
 
 
 def register(group: click.Group) -> None:
@@ -63,7 +76,8 @@ def register(group: click.Group) -> None:
 
             _check_trust_anchor(Path(trust_anchor))
         files = _expand(paths)
-        result = mk.check_outputs(files, sample=sample, seed=seed, trust_anchor=trust_anchor)
+        result = _with_progress(files, lambda adv: mk.check_outputs(files, sample=sample, seed=seed,
+                                                                     trust_anchor=trust_anchor, progress=adv))
         console = Console(width=None if sys.stdout.isatty() else 240, stderr=json_out == "-")
         table = Table("file", "modality", "requirement", "status", "detail", title="marking check — " + mk.DISCLAIMER)
         for f in result["files"]:

@@ -98,7 +98,12 @@ def modality(path: str | Path) -> str:
         return "text"
     if suffix in _TABULAR_SUFFIXES:
         return "tabular"
+    import os
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(p).st_mode):  # never open a FIFO or device (open would block)
+            return "audio/video/other"
         with open(p, "rb") as fh:
             head = fh.read(64)
     except OSError:
