@@ -1,5 +1,4 @@
 """`genguard marking check`: per-requirement lines for genguard's own, stripped, untagged and third-party outputs."""
-import io
 import json
 import random
 from pathlib import Path
