@@ -84,6 +84,18 @@ Rule: {{ memorization.method }} (threshold {{ memorization.distance_ratio_thresh
 <h2>Provenance and detection</h2>
 <pre>{{ dumps({'provenance': provenance, 'detection': detection}) }}</pre>
 
+<h2>Marking (EU AI Act Art. 50(2))</h2>
+{% if marking.get('requirements') %}
+<p class="note">{{ marking.disclaimer }}. {{ marking.selection }}; {{ 'every checked output meets every requirement' if marking.passed else 'something is missing' }}.</p>
+<table><tr><th>requirement</th><th>met / judged</th><th>95% CI</th><th>not feasible</th><th>rests on</th></tr>
+{% for code, r in marking.requirements.items() %}<tr><td>{{ r.name }}</td><td>{{ r.met }} / {{ r.judged }}</td>
+<td>{% if r.ci95 %}{{ fmt(r.ci95[0]) }}–{{ fmt(r.ci95[1]) }}{% else %}–{% endif %}</td><td>{{ r.not_feasible }}</td><td>{{ r.basis }}</td></tr>
+{% endfor %}</table>
+{% if marking.robustness.n_sampled %}<p>Everyday edits on {{ marking.robustness.n_sampled }} watermarked image(s): {% for name, s in marking.robustness.survival.items() %}{{ name }} {{ s.survived }}/{{ s.n }}{% if not loop.last %}, {% endif %}{% endfor %} ({{ marking.robustness.note }}).</p>{% endif %}
+{% for m in marking.missing %}<p class="warn">missing: {{ m }}</p>{% endfor %}
+<p class="note">Sources: {% for src in marking.sources %}{{ src }}{% if not loop.last %}; {% endif %}{% endfor %}</p>
+{% else %}<p class="note">{{ marking.get('reason', 'not checked') }}</p>{% endif %}
+
 <h2>Full report.json</h2>
 <pre>{{ dumps(data) }}</pre>
 </body></html>
@@ -252,7 +264,7 @@ def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
         data=data, meta=data.get("meta", {}), gates=data["gates"], passed=not failed, failed=failed,
         gen_name=gen.get("name"), n_samples=gen.get("n_samples"),
         bias=_sec("bias"), fidelity=_sec("fidelity"), memorization=_sec("memorization"), privacy=_sec("privacy"),
-        provenance=data.get("provenance"), detection=data.get("detection"),
+        provenance=data.get("provenance"), detection=data.get("detection"), marking=_sec("marking"),
         img_grid=image_grid(artefacts.get("samples")), img_bias=bias_plot(_sec("bias")),
         img_prdc=prdc_plot(_sec("fidelity")), img_pairs=pairs_img, pairs_caption=caption,
         img_privacy=privacy_plot(_sec("privacy"), (data.get("meta") or {}).get("policy", {})),

@@ -19,7 +19,7 @@ import numpy as np
 from genguard.audits import AuditError
 from genguard.audits.policy import evaluate_gates, load_policy
 
-REPORT_KEYS = ("generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "gates")
+REPORT_KEYS = ("generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "marking", "gates")
 
 
 def _package_versions() -> dict[str, str]:
@@ -162,7 +162,8 @@ class ReleaseAudit:
     def run(self, samples: Any, train: Any, holdout: Any = None, *, ledger: Mapping[str, Any] | None = None,
             generator_info: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
             detection: Mapping[str, Any] | None = None, labels: Any = None, reconstructions: Any = None,
-            privacy_evidence: Mapping[str, Any] | None = None, progress: bool = True) -> AuditReport:
+            privacy_evidence: Mapping[str, Any] | None = None, progress: bool = True,
+            marking: Mapping[str, Any] | None = None) -> AuditReport:
         """Run the audit. ``labels`` (one group code per sample) overrides the classifier's labels;
         ``privacy_evidence`` (ledger verification, membership inference, canary audit) joins the privacy section."""
         from genguard.generators.base import Dataset, Samples, progress_bar
@@ -217,12 +218,16 @@ class ReleaseAudit:
             data["detection"] = dict(detection) if detection is not None else {
                 "value": None, "reason": "synthetic-image detection was not run in this audit"}
             artefacts["fidelity"] = data["fidelity"]
-            report = self._finish(data, policy, artefacts)
+            report = self._finish(data, policy, artefacts, marking)
             advance(1, "gates")
         return report
 
     # ------------------------------------------------------------------------------
-    def _finish(self, data: dict[str, Any], policy: Mapping[str, Any], artefacts: dict[str, Any]) -> AuditReport:
+    def _finish(self, data: dict[str, Any], policy: Mapping[str, Any], artefacts: dict[str, Any],
+                marking: Mapping[str, Any] | None = None) -> AuditReport:
+        # Art. 50(2) marking of the written outputs (audits.marking.marking_section), or why it is absent
+        data["marking"] = dict(marking) if marking is not None else {
+            "value": None, "reason": "marking was not checked in this audit (run genguard marking check on the outputs)"}
         clean = _strip_private(data)
         clean["gates"] = evaluate_gates(clean, policy)
         clean["meta"] = {
@@ -249,6 +254,7 @@ class ReleaseAudit:
     def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str | None = None, target: str | None = None,
                     ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
                     provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
+                    marking: Mapping[str, Any] | None = None,
                     progress: bool = True) -> AuditReport:
         """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
         from genguard.generators.base import progress_bar
@@ -305,12 +311,12 @@ class ReleaseAudit:
                                                         max_shift=0, alpha=alpha, seed=self.seed)
             data["memorization"]["distance"] = "Euclidean distance between standardised rows"
             advance(1, "memorization")
-        return self._finish(data, policy, {"memorization": data["memorization"], "bias": bias})
+        return self._finish(data, policy, {"memorization": data["memorization"], "bias": bias}, marking)
 
     def run_text(self, texts: Any, train: Any, holdout: Any = None, *, generate: Any = None,
                  ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
                  provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
-                 progress: bool = True) -> AuditReport:
+                 progress: bool = True, marking: Mapping[str, Any] | None = None) -> AuditReport:
         """Release audit of generated texts: perplexity_local, self-BLEU, verbatim copies, and BOLD-style
         bias when a ``generate(prompts) -> list[str]`` callable is given."""
         from genguard.generators.base import progress_bar
@@ -345,7 +351,7 @@ class ReleaseAudit:
             advance(1, "bias")
             data["memorization"] = verbatim_copies(texts, list(train), alpha=alpha)
             advance(1, "memorization")
-        return self._finish(data, policy, {})
+        return self._finish(data, policy, {}, marking)
 
     # ------------------------------------------------------------------------------
     def _generator_section(self, samples: Any, info: Mapping[str, Any] | None) -> dict[str, Any]:

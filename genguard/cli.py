@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "genguard.commands.detect",
     "genguard.commands.audit",
     "genguard.commands.review",
+    "genguard.commands.marking",
 )
 
 

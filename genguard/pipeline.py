@@ -298,8 +298,11 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     generator_info = {"name": gen.name, "params": gen.get_params(), "run_id": ledger.get("run_id"),
                       "seed": cfg.seed, "model_dir": str(model_dir), "config": cfg.as_dict(),
                       "training": dict(gen.training_report_)}
+    from genguard.audits.marking import marking_section
+
     common = dict(ledger=ledger, generator_info=generator_info, provenance=provenance,
-                  privacy_evidence=privacy_evidence, progress=progress)
+                  privacy_evidence=privacy_evidence, progress=progress,
+                  marking=marking_section(paths, seed=cfg.seed))
     if samples.modality == "image":
         detection = {"value": None, "reason": "samples are 8x8 digits: too small for the synthetic-image detectors, "
                                               "which need natural images of at least 32x32 pixels"}

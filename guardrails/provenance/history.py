@@ -204,6 +204,8 @@ def summarize(store: dict[str, Any], results: dict[str, Any], trust_anchor_given
         "signer": tree.get("signer"),
         "signer_trust": trust,
         "signer_problems": [c for c in failures if c in SIGNER_INVALID_CODES],
+        # the signature's RFC 3161 time-stamp as c2pa checked it (timeStamp.validated / .trusted / .mismatch ...)
+        "timestamp_codes": [c for c in dict.fromkeys(successes + info + failures) if c.startswith("timeStamp.")],
         "cawg": {"assertions": cawg_labels, "trust": cawg_trust, "codes": cawg_codes, "failures": cawg_fail}
         if cawg_labels else None,
         "integrity_failures": integrity,
