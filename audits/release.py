@@ -369,7 +369,7 @@ class ReleaseAudit:
                              holdout_x=hx, holdout_y=hy, seed=self.seed)
 
     def _fidelity(self, x: np.ndarray, train: Any, holdout: Any, policy: Mapping[str, Any]):
-        from genguard.audits.fidelity import alpha_beta_authenticity, frechet_distance, kernel_distance, prdc
+        from genguard.audits.fidelity import alpha_beta_authenticity, diversity, frechet_distance, kernel_distance, prdc
 
         attribute = policy["bias"]["attribute"]
         ext = self._extractor(train, holdout, attribute)
@@ -403,6 +403,13 @@ class ReleaseAudit:
             for m in ("alpha_precision", "beta_recall", "authenticity"):
                 out[m] = ab[m]
             out["alpha_beta_embedding"] = ab["embedding"]
+        if holdout is not None:
+            out["diversity"] = diversity(fr, ff, ext.features(holdout.x), real_labels=train.groups[attribute],
+                                         fake_labels=ext.predict(x), class_names=train.group_names.get(attribute),
+                                         k=int(policy["fidelity"].get("prdc_k", 5)), seed=self.seed,
+                                         alpha=float(policy["level"]))
+        else:
+            out["diversity"] = {"value": None, "reason": "no holdout data given: no real reference level to compare with"}
         warnings = list(fid.get("warnings", [])) + list(out["kid_local"].get("warnings", [])) + list(pr.get("warnings", []))
         out["warnings"] = warnings
         out["_real_features"] = fr
