@@ -9,7 +9,9 @@ A policy file looks like::
       target: reference         # reference | uniform | {"0": 0.1, ...}
       min_effect: 0.02          # share points a group must be off before it is flagged
     memorization:
-      distance_ratio: 0.3       # Carlini-style ratio below which a sample is a suspected copy
+      distance_ratio: 0.3       # Carlini-style ratio below which a sample is a suspected copy (a cap when calibrated)
+      calibrate: true           # set the threshold on real-vs-real ratios (holdout and leave-one-out training records)
+      false_copy_rate: 0.001    # share of real records not trained on that the calibrated threshold may call copies
       nth_neighbour: 20
       max_shift: 1
     text:                       # text audits (ReleaseAudit.run_text with a generator)
@@ -42,7 +44,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "on_missing": "skip",
     "bias": {"attribute": "label", "target": "reference", "min_effect": 0.02, "mc_draws": 4000},
     "fidelity": {"prdc_k": 5},
-    "memorization": {"distance_ratio": 0.3, "nth_neighbour": 20, "max_shift": 1},
+    "memorization": {"distance_ratio": 0.3, "nth_neighbour": 20, "max_shift": 1, "calibrate": True,
+                     "false_copy_rate": 0.001},
     "text": {"domains": None, "samples_per_prompt": 1, "min_effect": 0.1},
     "tabular": {"group": "sex", "target": "target"},
     "gates": {
@@ -177,6 +180,12 @@ def _validate(p: dict[str, Any], source: str) -> None:
     dr = p["memorization"].get("distance_ratio")
     if not _number(dr) or not 0 < dr <= 1:
         raise AuditError(f"{source}: memorization.distance_ratio must be in (0, 1], got {dr!r}")
+    if not isinstance(p["memorization"].get("calibrate", True), bool):
+        raise AuditError(f"{source}: memorization.calibrate must be true or false, "
+                         f"got {p['memorization'].get('calibrate')!r}")
+    fcr = p["memorization"].get("false_copy_rate", 0.001)
+    if not _number(fcr) or not 0 < fcr <= 0.5:
+        raise AuditError(f"{source}: memorization.false_copy_rate must be a share in (0, 0.5], got {fcr!r}")
     _int_in(p, "memorization", "nth_neighbour", 1, 1000, source)
     _int_in(p, "memorization", "max_shift", 0, 8, source)
     _int_in(p, "text", "samples_per_prompt", 1, 100, source)

@@ -302,7 +302,9 @@ class ReleaseAudit:
             data["memorization"] = memorization_section(z(synthetic), z(train), z(holdout),
                                                         threshold=float(mp["distance_ratio"]),
                                                         nth=min(int(mp["nth_neighbour"]), len(train) - 1),
-                                                        max_shift=0, alpha=alpha, seed=self.seed)
+                                                        max_shift=0, alpha=alpha, seed=self.seed,
+                                                        calibrate=bool(mp.get("calibrate", True)),
+                                                        false_copy_rate=float(mp.get("false_copy_rate", 0.001)))
             data["memorization"]["distance"] = "Euclidean distance between standardised rows"
             advance(1, "memorization")
         return self._finish(data, policy, {"memorization": data["memorization"], "bias": bias})
@@ -492,6 +494,7 @@ class ReleaseAudit:
         sec = memorization_section(
             x, train.x, holdout.x if holdout is not None else None, threshold=float(mp["distance_ratio"]),
             nth=int(mp["nth_neighbour"]), max_shift=int(mp["max_shift"]), alpha=float(policy["level"]),
-            seed=self.seed, sample_names=[str(f) for f in files] if files is not None else None)
+            seed=self.seed, calibrate=bool(mp.get("calibrate", True)),
+            false_copy_rate=float(mp.get("false_copy_rate", 0.001)), sample_names=[str(f) for f in files] if files is not None else None)
         artefacts["memorization"] = sec
         return sec
