@@ -89,12 +89,15 @@ def kernel_distance(real: Any, fake: Any, *, subsets: int = 50, subset_size: int
 # --------------------------------------------------------------------------------------
 # Precision / recall / density / coverage (Naeem et al. 2020)
 # --------------------------------------------------------------------------------------
-def prdc(real: Any, fake: Any, k: int = 5) -> dict[str, Any]:
-    """Precision, recall, density and coverage with k-NN balls (Kynkaanniemi 2019; Naeem et al. 2020)."""
+def prdc(real: Any, fake: Any, k: int = 5, real_radii: np.ndarray | None = None) -> dict[str, Any]:
+    """Precision, recall, density and coverage with k-NN balls (Kynkaanniemi 2019; Naeem et al. 2020).
+
+    ``real_radii`` (the k-th nearest-neighbour distances within ``real``) saves recomputing them when the
+    same real set is compared with several generated sets."""
     r, f = _as2d(real), _as2d(fake)
     if len(r) <= k or len(f) <= k:
         return _null(f"needs more than k={k} items in each set (real {len(r)}, generated {len(f)})")
-    r_rad = knn(r, r, k=k, exclude_self=True)[0][:, -1]
+    r_rad = knn(r, r, k=k, exclude_self=True)[0][:, -1] if real_radii is None else np.asarray(real_radii)
     f_rad = knn(f, f, k=k, exclude_self=True)[0][:, -1]
     precision_hits = np.zeros(len(f), dtype=bool)
     density_counts = np.zeros(len(f))
@@ -249,13 +252,14 @@ def diversity(real: Any, fake: Any, reference: Any, *, real_labels: Any = None, 
     if len(r) <= k or m <= k:
         return _null(f"needs more than k={k} items in each set (train {len(r)}, generated {len(f)}, holdout {len(h)})")
     rng = np.random.default_rng(seed)
+    r_rad = knn(r, r, k=k, exclude_self=True)[0][:, -1]
 
     def _matched(x: np.ndarray) -> dict[str, float]:
         reps = 1 if len(x) == m else repeats
         rec = cov = 0.0
         for _ in range(reps):
             sub = x if len(x) == m else x[rng.choice(len(x), m, replace=False)]
-            p = prdc(r, sub, k=k)
+            p = prdc(r, sub, k=k, real_radii=r_rad)
             rec += p["recall"]["value"] / reps
             cov += p["coverage"]["value"] / reps
         return {"recall": rec, "coverage": cov}

@@ -145,8 +145,10 @@ def calibrate_threshold(train: np.ndarray, holdout: np.ndarray | None, *, false_
         "n_calibration": int(n),
         "calibration_records": sources,
         "real_ratio_quantiles": {q: float(np.quantile(ratios, float(q))) for q in ("0", "0.001", "0.01", "0.05", "0.5")},
-        "rule": (f"a sample is a suspected copy when its ratio is below the {j}-th smallest of {n} real-vs-real ratios "
-                 f"(real records not trained on fall below it with probability <= {j}/{n + 1})"),
+        "rule": (f"a sample is a suspected copy when its ratio is below "
+                 f"{'the smallest' if j == 1 else f'the {j}th smallest'} of {n} real-vs-real ratios "
+                 f"(a real record not trained on falls below it with probability <= {j}/{n + 1})"
+                 + (f", capped at {cap:g}" if calibrated > cap else "")),
     }
 
 

@@ -24,6 +24,7 @@ A policy file looks like::
     gates:                      # metric path in report.json -> {max: x} or {min: x}
       bias.flagged_count: {max: 0}
       memorization.near_duplicate_rate: {max: 0.01}
+      fidelity.diversity.recall_relative: {min: 0.5}   # lower end of its interval, relative to real data
 
 Each gate becomes ``{name, value, threshold, op, passed}`` in ``report.gates``.
 A policy that states ``gates`` replaces the default gates entirely (it says
@@ -53,8 +54,24 @@ DEFAULT_POLICY: dict[str, Any] = {
         "memorization.near_duplicate_rate": {"max": 0.01},
         "memorization.exact_duplicate_count": {"max": 0},
         "fidelity.precision": {"min": 0.5},
+        # diversity, each relative to real data's own level (1 = as diverse as the real holdout); see README
+        "fidelity.diversity.recall_relative": {"min": 0.5},
+        "fidelity.diversity.coverage_relative": {"min": 0.5},
+        "fidelity.diversity.within_class.min_ratio": {"min": 0.5},
         "privacy.epsilon": {"max": 10.0},
     },
+}
+
+#: Allowed threshold range of the gates whose metric has a known range: a threshold outside it can never
+#: (or always) pass and is a mistake. Shares live in [0, 1]; figures relative to real data in [0, 10].
+GATE_RANGES: dict[str, tuple[float, float]] = {
+    **{f"fidelity.{m}": (0.0, 1.0) for m in ("precision", "recall", "coverage")},
+    **{f"fidelity.diversity.{m}": (0.0, 10.0) for m in ("recall_relative", "coverage_relative")},
+    "fidelity.diversity.within_class.min_ratio": (0.0, 10.0),
+    "memorization.near_duplicate_rate": (0.0, 1.0),
+    "memorization.exact_duplicate_count": (0.0, float("inf")),
+    "bias.flagged_count": (0.0, float("inf")),
+    "privacy.epsilon": (0.0, float("inf")),
 }
 
 _SECTIONS = ("level", "on_missing", "bias", "fidelity", "memorization", "gates", "text", "tabular")
@@ -208,6 +225,9 @@ def _validate(p: dict[str, Any], source: str) -> None:
         v = next(iter(spec.values()))
         if not _number(v):
             raise AuditError(f"{source}: gate {name!r} threshold must be a finite number, got {v!r}")
+        lo, hi = GATE_RANGES.get(name, (-float("inf"), float("inf")))
+        if not lo <= v <= hi:
+            raise AuditError(f"{source}: gate {name!r} threshold must be in [{lo:g}, {hi:g}], got {v!r}")
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> tuple[Any, str | None]:
