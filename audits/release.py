@@ -97,6 +97,11 @@ class AuditReport:
         fid = d["fidelity"] if isinstance(d["fidelity"], Mapping) else {}
         rows.append(("fid_local (not Inception FID)", num(fid.get("fid_local"), "{:.2f}")))
         rows.append(("precision / coverage", f"{num(fid.get('precision'))} / {num(fid.get('coverage'))}"))
+        div = fid.get("diversity") if isinstance(fid.get("diversity"), Mapping) else {}
+        wc = div.get("within_class") if isinstance(div.get("within_class"), Mapping) else {}
+        rows.append(("diversity vs real (recall / coverage / within-class; 1 = real)",
+                     f"{num(div.get('recall_relative'))} / {num(div.get('coverage_relative'))} / "
+                     f"{num(wc.get('min_ratio'))}"))
         b = d["bias"] if isinstance(d["bias"], Mapping) else {}
         if b.get("value", 0) is not None:
             rows.append(("bias: total variation", num(b.get("total_variation"))))
