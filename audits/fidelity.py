@@ -89,12 +89,15 @@ def kernel_distance(real: Any, fake: Any, *, subsets: int = 50, subset_size: int
 # --------------------------------------------------------------------------------------
 # Precision / recall / density / coverage (Naeem et al. 2020)
 # --------------------------------------------------------------------------------------
-def prdc(real: Any, fake: Any, k: int = 5) -> dict[str, Any]:
-    """Precision, recall, density and coverage with k-NN balls (Kynkaanniemi 2019; Naeem et al. 2020)."""
+def prdc(real: Any, fake: Any, k: int = 5, real_radii: np.ndarray | None = None) -> dict[str, Any]:
+    """Precision, recall, density and coverage with k-NN balls (Kynkaanniemi 2019; Naeem et al. 2020).
+
+    ``real_radii`` (the k-th nearest-neighbour distances within ``real``) saves recomputing them when the
+    same real set is compared with several generated sets."""
     r, f = _as2d(real), _as2d(fake)
     if len(r) <= k or len(f) <= k:
         return _null(f"needs more than k={k} items in each set (real {len(r)}, generated {len(f)})")
-    r_rad = knn(r, r, k=k, exclude_self=True)[0][:, -1]
+    r_rad = knn(r, r, k=k, exclude_self=True)[0][:, -1] if real_radii is None else np.asarray(real_radii)
     f_rad = knn(f, f, k=k, exclude_self=True)[0][:, -1]
     precision_hits = np.zeros(len(f), dtype=bool)
     density_counts = np.zeros(len(f))
@@ -207,4 +210,108 @@ def reconstruction_quality(originals: Any, reconstructions: Any, data_range: flo
     out = {"psnr_db": _mean_se(psnr_a[finite]), "ssim": _mean_se(ssim_a)}
     if not finite.all():
         out["psnr_db"]["perfect_reconstructions"] = int((~finite).sum())
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Diversity against the real reference level
+# --------------------------------------------------------------------------------------
+def _mean_pairwise(a: np.ndarray) -> float:
+    """Mean Euclidean distance over the distinct pairs of ``a`` (a U-statistic: no bias from the set's size)."""
+    d = _cdist(a, a)
+    n = len(a)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def diversity(real: Any, fake: Any, reference: Any, *, real_labels: Any = None, fake_labels: Any = None,
+              class_names: list[str] | None = None, k: int = 5, seed: int = 0, alpha: float = 0.05,
+              repeats: int = 5, min_class_items: int = 5) -> dict[str, Any]:
+    """Recall and coverage of the generated set relative to real data's own level, and within-class spread.
+
+    ``real`` is the training split's features, ``reference`` a real split the
+    generator never saw (the holdout). Recall and coverage grow with the size
+    of the generated set, so the generator and the reference are compared at
+    the same size: the larger of the two is subsampled (``repeats`` random
+    subsets, averaged) to the smaller's size. ``recall_relative`` is the
+    generator's recall divided by the holdout's recall against the same
+    training split; its ``value`` is the LOWER end of a conservative
+    interval (Wilson bounds of both proportions combined as lower/upper), so
+    a sample too small to show diversity does not pass on a lucky estimate.
+
+    ``within_class`` compares, for each class, the mean pairwise distance of
+    the generated items labelled with that class to the mean pairwise distance
+    of the real training items of that class: a generator that draws one image
+    per class with small jitter scores near 0, real data near 1. Its gated
+    figure ``min_ratio`` is the smallest ratio over the classes with at least
+    ``min_class_items`` generated items.
+    """
+    from genguard.audits.stats import wilson_interval
+
+    r, f, h = _as2d(real), _as2d(fake), _as2d(reference)
+    m = min(len(f), len(h))
+    if len(r) <= k or m <= k:
+        return _null(f"needs more than k={k} items in each set (train {len(r)}, generated {len(f)}, holdout {len(h)})")
+    rng = np.random.default_rng(seed)
+    r_rad = knn(r, r, k=k, exclude_self=True)[0][:, -1]
+
+    def _matched(x: np.ndarray) -> dict[str, float]:
+        reps = 1 if len(x) == m else repeats
+        rec = cov = 0.0
+        for _ in range(reps):
+            sub = x if len(x) == m else x[rng.choice(len(x), m, replace=False)]
+            p = prdc(r, sub, k=k, real_radii=r_rad)
+            rec += p["recall"]["value"] / reps
+            cov += p["coverage"]["value"] / reps
+        return {"recall": rec, "coverage": cov}
+
+    gen, ref = _matched(f), _matched(h)
+    n = len(r)  # recall and coverage are shares of the training items
+    out: dict[str, Any] = {"matched_size": m, "n_train": n, "n_generated": len(f), "n_reference": len(h), "k": k,
+                           "subsets": 1 if len(f) == m and len(h) == m else repeats}
+    for metric in ("recall", "coverage"):
+        g, b = gen[metric], ref[metric]
+        g_lo, g_hi = wilson_interval(int(round(g * n)), n, alpha)
+        b_lo, b_hi = wilson_interval(int(round(b * n)), n, alpha)
+        if b <= 0:
+            out[f"{metric}_relative"] = _null(f"the holdout's {metric} against train is 0: no reference level")
+            continue
+        out[f"{metric}_relative"] = {
+            "value": float(g_lo / b_hi) if b_hi > 0 else None,
+            "point": float(g / b),
+            "ci": [float(g_lo / b_hi), float(g_hi / max(b_lo, 1e-12))],
+            "generated": float(g), "reference": float(b),
+            "gated_on": "lower end of the interval",
+        }
+    out["reference_note"] = ("reference: the real holdout against the training split at the same set size, the level "
+                             "a generator drawing fresh real data would reach")
+    if real_labels is None or fake_labels is None:
+        out["within_class"] = _null("no class labels for the real and generated items")
+        return out
+    rl, fl = np.asarray(real_labels), np.asarray(fake_labels)
+    classes = sorted(set(rl.tolist()))
+    per_class, ratios = {}, []
+    for c in classes:
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+        fc, rc = f[fl == c], r[rl == c]
+        if len(fc) < min_class_items or len(rc) < 2:
+            per_class[name] = {"value": None, "n_generated": int(len(fc)),
+                               "reason": f"{len(fc)} generated items (< {min_class_items})"}
+            continue
+        if len(fc) > 500:  # the mean pairwise distance is unbiased at any size; bound the memory
+            fc = fc[rng.choice(len(fc), 500, replace=False)]
+        if len(rc) > 500:
+            rc = rc[rng.choice(len(rc), 500, replace=False)]
+        real_spread = _mean_pairwise(rc)
+        ratio = _mean_pairwise(fc) / real_spread if real_spread > 0 else None
+        per_class[name] = {"value": ratio, "n_generated": int((fl == c).sum()), "n_real": int((rl == c).sum())}
+        if ratio is not None:
+            ratios.append(ratio)
+    out["within_class"] = {
+        "min_ratio": {"value": float(min(ratios))} if ratios else
+        {"value": None, "reason": f"no class has {min_class_items} or more generated items"},
+        "mean_ratio": float(np.mean(ratios)) if ratios else None,
+        "per_class": per_class,
+        "measure": "mean pairwise distance of generated items of a class / that of the real training items of the "
+                   "class, in the audit's local feature space (1: as varied as real data; near 0: one image repeated)",
+    }
     return out

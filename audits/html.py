@@ -59,6 +59,23 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 </table>
 {% if fidelity.fid_local.baseline_holdout_vs_train is defined %}<p class="note">fid_local of the real holdout vs train (reference level): {{ fmt(fidelity.fid_local.baseline_holdout_vs_train) }}</p>{% endif %}
 {% if img_prdc %}<img alt="precision recall density coverage" src="data:image/png;base64,{{ img_prdc }}">{% endif %}
+{% set dv = fidelity.get('diversity') or {} %}
+<h3>Diversity against real data's own level</h3>
+{% if dv.get('matched_size') %}
+<p class="note">{{ dv.reference_note }}; compared at {{ dv.matched_size }} items each (the larger set subsampled, {{ dv.subsets }} subset(s)). 1 = as diverse as the real holdout.
+The gate reads the lower end of the interval (Wilson bounds of both shares combined), so a small sample cannot pass on a lucky estimate.</p>
+<table><tr><th>figure</th><th>gated value (lower end)</th><th>point</th><th>interval</th><th>generated</th><th>real holdout</th></tr>
+{% for m in ['recall_relative', 'coverage_relative'] %}{% set v = dv.get(m) or {} %}
+<tr><td>{{ m }}</td><td>{{ fmt(v.get('value')) }}</td><td>{{ fmt(v.get('point')) }}</td><td>{{ ci(v) }}</td><td>{{ fmt(v.get('generated')) }}</td><td>{{ fmt(v.get('reference')) }}</td></tr>{% endfor %}
+</table>
+{% set wc = dv.get('within_class') or {} %}
+{% if wc.get('per_class') %}<p>Within-class spread (smallest over classes, gated): <b>{{ fmt(wc.min_ratio.value) }}</b>; mean {{ fmt(wc.mean_ratio) }}.
+<span class="note">{{ wc.measure }}.</span></p>
+<table><tr><th>class</th>{% for c in wc.per_class %}<th>{{ c }}</th>{% endfor %}</tr>
+<tr><td>spread ratio</td>{% for c, v in wc.per_class.items() %}<td>{{ fmt(v.value) }}</td>{% endfor %}</tr>
+<tr><td>generated items</td>{% for c, v in wc.per_class.items() %}<td>{{ v.n_generated }}</td>{% endfor %}</tr></table>
+{% elif wc.get('reason') %}<p class="note">Within-class spread not computed: {{ wc.reason }}</p>{% endif %}
+{% elif dv.get('reason') %}<p class="note">Not computed: {{ dv.reason }}</p>{% endif %}
 {% elif fidelity.get('reason') %}<p class="note">Not computed: {{ fidelity.reason }}</p>
 {% else %}<pre>{{ dumps(fidelity) }}</pre>{% endif %}
 {% for w in fidelity.get('warnings', []) %}<p class="warn">⚠ {{ w }}</p>{% endfor %}
@@ -68,7 +85,12 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 <p>Near-duplicate rate {{ fmt(memorization.near_duplicate_rate) }} (95% CI {{ fmt(memorization.near_duplicate_rate_ci[0]) }}–{{ fmt(memorization.near_duplicate_rate_ci[1]) }}),
 {{ memorization.near_duplicate_count }} suspected copies, {{ memorization.exact_duplicate_count }} exact.
 Rule: {{ memorization.method }} (threshold {{ memorization.distance_ratio_threshold }}, n = {{ memorization.nth_neighbour }}).
-{% if memorization.holdout_false_positive_rate is number %}The same rule accuses {{ fmt(memorization.holdout_false_positive_rate) }} of real holdout items.{% endif %}</p>
+{% if memorization.holdout_false_positive_rate is number %}The same rule accuses {{ fmt(memorization.holdout_false_positive_rate) }} of real holdout items{% if memorization.holdout_false_positive_rate_note %} ({{ memorization.holdout_false_positive_rate_note }}){% endif %}.{% endif %}</p>
+{% set cal = memorization.get('threshold_calibration') or {} %}
+{% if cal.get('n_calibration') %}<p>Threshold calibrated on real data: {{ cal.rule }}. Calibration records: {{ cal.calibration_records|join('; ') }}.
+Asked false-copy rate {{ cal.false_copy_rate_asked }}; bound achieved {{ fmt(cal.false_copy_rate_bound) }}{% if cal.capped %} (the cap {{ cal.cap }} was lower than the calibrated value {{ fmt(cal.calibrated_quantile) }}){% endif %}.
+Smallest real ratio {{ fmt(cal.real_ratio_quantiles['0']) }}, 1% quantile {{ fmt(cal.real_ratio_quantiles['0.01']) }}, median {{ fmt(cal.real_ratio_quantiles['0.5']) }}.</p>
+{% elif cal.get('reason') %}<p class="note">Threshold not calibrated: {{ cal.reason }}.</p>{% endif %}
 {% if memorization.dcr.share_nearest_in_train is defined %}<p>Distance to closest record: a sample's nearest real item is a training item in {{ fmt(memorization.dcr.share_nearest_in_train) }} of samples;
 {{ fmt(memorization.dcr.expected_share_if_no_copying) }} is expected when the output does not depend on which items were trained on (permutation p = {{ fmt(memorization.dcr.p_value) }}).</p>{% endif %}
 {% if img_pairs %}<p>{{ pairs_caption }}</p><img alt="nearest-neighbour pairs: sample and training item" src="data:image/png;base64,{{ img_pairs }}">{% endif %}

@@ -15,9 +15,15 @@ of the two images (rescaled to the full area), so a copy moved by one pixel,
 whose edge row is lost, is still found. Exact: the k nearest under the minimum
 over shifts are among the union of the k nearest under each shift.
 
-The same rule applied to the holdout items (real, never trained on) gives the
-rate at which the threshold would accuse genuinely new items; it is reported
-as ``holdout_false_positive_rate``.
+A fixed threshold (0.3 in the paper's spirit) calls real records written by
+other people copies where the data are simple (a "1" is near many "1"s). So
+by default the threshold is calibrated on the real data itself: the same
+ratio computed for real records the model was not trained on (holdout, and
+training records left out one at a time) gives the distribution real novelty
+reaches, and the threshold is set at a stated false-copy rate of it
+(:func:`calibrate_threshold`); ``distance_ratio`` is then only an upper cap.
+The same rule applied to the holdout items gives
+``holdout_false_positive_rate``.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ from genguard.audits.nn import knn
 from genguard.audits.stats import wilson_interval
 
 DEFAULT_RATIO_THRESHOLD = 0.3
+#: Share of real records not trained on that the calibrated threshold may call copies.
+DEFAULT_FALSE_COPY_RATE = 0.001
 DEFAULT_NTH = 20
 DEFAULT_MAX_SHIFT = 1
 
@@ -100,11 +108,61 @@ def distance_ratios(queries: np.ndarray, train: np.ndarray, nth: int = DEFAULT_N
     return {"d1": d1, "dn": dn, "ratio": ratio, "nearest": i[:, 0]}
 
 
+def calibrate_threshold(train: np.ndarray, holdout: np.ndarray | None, *, false_copy_rate: float = DEFAULT_FALSE_COPY_RATE,
+                        cap: float = DEFAULT_RATIO_THRESHOLD, nth: int = DEFAULT_NTH,
+                        max_shift: int = DEFAULT_MAX_SHIFT) -> dict[str, Any]:
+    """The ratio threshold below which real records not trained on fall at most ``false_copy_rate`` of the time.
+
+    Calibration records: the holdout against the training set, plus every
+    training record against the other training records (leave-one-out), so
+    that the threshold rests on as many real-vs-real ratios as the data have.
+    For a new real record exchangeable with them, the chance that its ratio
+    falls strictly below the j-th smallest of n calibration ratios is at most
+    j / (n + 1) (order statistics; a conformal bound). The threshold is the
+    j-th smallest with j = floor(false_copy_rate * (n + 1)), at least 1; when
+    n is too small for the rate asked for (j would be 0) the bound achieved,
+    1 / (n + 1), is reported instead. The threshold never exceeds ``cap``.
+    """
+    t = np.asarray(train, dtype=np.float32)
+    parts = [distance_ratios(t, t, nth=nth, max_shift=max_shift, exclude_self=True)["ratio"]]
+    sources = [f"{len(t)} training records against the other training records (leave-one-out)"]
+    if holdout is not None and len(holdout) > 0:
+        parts.append(distance_ratios(np.asarray(holdout, np.float32), t, nth=nth, max_shift=max_shift)["ratio"])
+        sources.append(f"{len(holdout)} holdout records against the training set")
+    ratios = np.sort(np.concatenate(parts))
+    n = len(ratios)
+    j = max(1, int(np.floor(false_copy_rate * (n + 1))))
+    calibrated = float(ratios[j - 1])
+    threshold = min(calibrated, cap)
+    return {
+        "threshold": threshold,
+        "calibrated_quantile": calibrated,
+        "capped": calibrated > cap,
+        "cap": cap,
+        "false_copy_rate_asked": false_copy_rate,
+        "false_copy_rate_bound": j / (n + 1),
+        "order_statistic": j,
+        "n_calibration": int(n),
+        "calibration_records": sources,
+        "real_ratio_quantiles": {q: float(np.quantile(ratios, float(q))) for q in ("0", "0.001", "0.01", "0.05", "0.5")},
+        "rule": (f"a sample is a suspected copy when its ratio is below "
+                 f"{'the smallest' if j == 1 else f'the {j}th smallest'} of {n} real-vs-real ratios "
+                 f"(a real record not trained on falls below it with probability <= {j}/{n + 1})"
+                 + (f", capped at {cap:g}" if calibrated > cap else "")),
+    }
+
+
 def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.ndarray | None, *,
                          threshold: float = DEFAULT_RATIO_THRESHOLD, nth: int = DEFAULT_NTH,
                          max_shift: int = DEFAULT_MAX_SHIFT, alpha: float = 0.05, seed: int = 0,
+                         calibrate: bool = True, false_copy_rate: float = DEFAULT_FALSE_COPY_RATE,
                          sample_names: list[str] | None = None, max_listed: int = 50) -> dict[str, Any]:
-    """The report's memorization section (shape of issue 7 item 7 plus distances and calibration)."""
+    """The report's memorization section: suspected copies, distances and the threshold's calibration.
+
+    With ``calibrate`` (the default) the ratio threshold is set on real data by
+    :func:`calibrate_threshold` and ``threshold`` is only its upper cap;
+    without it ``threshold`` is used as given (a fixed Carlini-style ratio).
+    """
     s = np.asarray(samples, dtype=np.float32)
     t = np.asarray(train, dtype=np.float32)
     if len(s) == 0:
@@ -112,6 +170,11 @@ def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.nda
     if s.shape[1:] != t.shape[1:]:
         raise AuditError(f"memorization: samples have shape {s.shape[1:]}, training items {t.shape[1:]}")
     res = distance_ratios(s, t, nth=nth, max_shift=max_shift)
+    calibration: dict[str, Any] = {"value": None, "reason": "calibration switched off: fixed ratio threshold"}
+    if calibrate:
+        calibration = calibrate_threshold(t, holdout, false_copy_rate=false_copy_rate, cap=threshold, nth=nth,
+                                          max_shift=max_shift)
+        threshold = calibration["threshold"]
     is_dup = res["ratio"] < threshold
     exact = res["d1"] <= 1e-6
     order = np.argsort(res["ratio"], kind="stable")
@@ -134,12 +197,14 @@ def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.nda
         "near_duplicate_rate_ci": [float(lo), float(hi)],
         "exact_duplicate_count": int(exact.sum()),
         "distance_ratio_threshold": threshold,
+        "threshold_calibration": calibration,
         "nth_neighbour": nth,
         "max_shift_pixels": max_shift if s.ndim >= 3 else 0,
         "distance": "Euclidean pixel distance on the overlap, minimum over translations" if s.ndim >= 3 and max_shift
                     else "Euclidean distance",
         "distance_ratio_quantiles": {q: float(np.quantile(res["ratio"], float(q))) for q in ("0.01", "0.05", "0.5")},
-        "method": "Carlini et al. 2023: nearest training distance / n-th nearest training distance < threshold",
+        "method": "Carlini et al. 2023: nearest training distance / n-th nearest training distance < threshold"
+                  + ("; threshold calibrated on real records not trained on" if calibrate else "; fixed threshold"),
         "_ratios": res["ratio"],
         "_d1": res["d1"],
         "_nearest": res["nearest"],
@@ -151,6 +216,10 @@ def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.nda
         hlo, hhi = wilson_interval(int(hfp.sum()), len(h), alpha)
         out["holdout_false_positive_rate"] = float(hfp.mean())
         out["holdout_false_positive_rate_ci"] = [float(hlo), float(hhi)]
+        if calibrate:
+            out["holdout_false_positive_rate_note"] = (
+                "in-sample: the holdout is part of the calibration set; the out-of-sample bound is "
+                "threshold_calibration.false_copy_rate_bound")
         out["dcr"] = dcr_train_vs_holdout(s, t, h, max_shift=max_shift, alpha=alpha, seed=seed)
     else:
         out["holdout_false_positive_rate"] = {"value": None, "reason": "no holdout data given"}

@@ -9,7 +9,9 @@ A policy file looks like::
       target: reference         # reference | uniform | {"0": 0.1, ...}
       min_effect: 0.02          # share points a group must be off before it is flagged
     memorization:
-      distance_ratio: 0.3       # Carlini-style ratio below which a sample is a suspected copy
+      distance_ratio: 0.3       # Carlini-style ratio below which a sample is a suspected copy (a cap when calibrated)
+      calibrate: true           # set the threshold on real-vs-real ratios (holdout and leave-one-out training records)
+      false_copy_rate: 0.001    # share of real records not trained on that the calibrated threshold may call copies
       nth_neighbour: 20
       max_shift: 1
     text:                       # text audits (ReleaseAudit.run_text with a generator)
@@ -22,6 +24,7 @@ A policy file looks like::
     gates:                      # metric path in report.json -> {max: x} or {min: x}
       bias.flagged_count: {max: 0}
       memorization.near_duplicate_rate: {max: 0.01}
+      fidelity.diversity.recall_relative: {min: 0.5}   # lower end of its interval, relative to real data
 
 Each gate becomes ``{name, value, threshold, op, passed}`` in ``report.gates``.
 A policy that states ``gates`` replaces the default gates entirely (it says
@@ -42,7 +45,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "on_missing": "skip",
     "bias": {"attribute": "label", "target": "reference", "min_effect": 0.02, "mc_draws": 4000},
     "fidelity": {"prdc_k": 5},
-    "memorization": {"distance_ratio": 0.3, "nth_neighbour": 20, "max_shift": 1},
+    "memorization": {"distance_ratio": 0.3, "nth_neighbour": 20, "max_shift": 1, "calibrate": True,
+                     "false_copy_rate": 0.001},
     "text": {"domains": None, "samples_per_prompt": 1, "min_effect": 0.1},
     "tabular": {"group": "sex", "target": "target"},
     "gates": {
@@ -50,8 +54,24 @@ DEFAULT_POLICY: dict[str, Any] = {
         "memorization.near_duplicate_rate": {"max": 0.01},
         "memorization.exact_duplicate_count": {"max": 0},
         "fidelity.precision": {"min": 0.5},
+        # diversity, each relative to real data's own level (1 = as diverse as the real holdout); see README
+        "fidelity.diversity.recall_relative": {"min": 0.5},
+        "fidelity.diversity.coverage_relative": {"min": 0.5},
+        "fidelity.diversity.within_class.min_ratio": {"min": 0.5},
         "privacy.epsilon": {"max": 10.0},
     },
+}
+
+#: Allowed threshold range of the gates whose metric has a known range: a threshold outside it can never
+#: (or always) pass and is a mistake. Shares live in [0, 1]; figures relative to real data in [0, 10].
+GATE_RANGES: dict[str, tuple[float, float]] = {
+    **{f"fidelity.{m}": (0.0, 1.0) for m in ("precision", "recall", "coverage")},
+    **{f"fidelity.diversity.{m}": (0.0, 10.0) for m in ("recall_relative", "coverage_relative")},
+    "fidelity.diversity.within_class.min_ratio": (0.0, 10.0),
+    "memorization.near_duplicate_rate": (0.0, 1.0),
+    "memorization.exact_duplicate_count": (0.0, float("inf")),
+    "bias.flagged_count": (0.0, float("inf")),
+    "privacy.epsilon": (0.0, float("inf")),
 }
 
 _SECTIONS = ("level", "on_missing", "bias", "fidelity", "memorization", "gates", "text", "tabular")
@@ -177,6 +197,12 @@ def _validate(p: dict[str, Any], source: str) -> None:
     dr = p["memorization"].get("distance_ratio")
     if not _number(dr) or not 0 < dr <= 1:
         raise AuditError(f"{source}: memorization.distance_ratio must be in (0, 1], got {dr!r}")
+    if not isinstance(p["memorization"].get("calibrate", True), bool):
+        raise AuditError(f"{source}: memorization.calibrate must be true or false, "
+                         f"got {p['memorization'].get('calibrate')!r}")
+    fcr = p["memorization"].get("false_copy_rate", 0.001)
+    if not _number(fcr) or not 0 < fcr <= 0.5:
+        raise AuditError(f"{source}: memorization.false_copy_rate must be a share in (0, 0.5], got {fcr!r}")
     _int_in(p, "memorization", "nth_neighbour", 1, 1000, source)
     _int_in(p, "memorization", "max_shift", 0, 8, source)
     _int_in(p, "text", "samples_per_prompt", 1, 100, source)
@@ -199,6 +225,9 @@ def _validate(p: dict[str, Any], source: str) -> None:
         v = next(iter(spec.values()))
         if not _number(v):
             raise AuditError(f"{source}: gate {name!r} threshold must be a finite number, got {v!r}")
+        lo, hi = GATE_RANGES.get(name, (-float("inf"), float("inf")))
+        if not lo <= v <= hi:
+            raise AuditError(f"{source}: gate {name!r} threshold must be in [{lo:g}, {hi:g}], got {v!r}")
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> tuple[Any, str | None]:

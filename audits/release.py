@@ -97,6 +97,11 @@ class AuditReport:
         fid = d["fidelity"] if isinstance(d["fidelity"], Mapping) else {}
         rows.append(("fid_local (not Inception FID)", num(fid.get("fid_local"), "{:.2f}")))
         rows.append(("precision / coverage", f"{num(fid.get('precision'))} / {num(fid.get('coverage'))}"))
+        div = fid.get("diversity") if isinstance(fid.get("diversity"), Mapping) else {}
+        wc = div.get("within_class") if isinstance(div.get("within_class"), Mapping) else {}
+        rows.append(("diversity vs real (recall / coverage / within-class; 1 = real)",
+                     f"{num(div.get('recall_relative'))} / {num(div.get('coverage_relative'))} / "
+                     f"{num(wc.get('min_ratio'))}"))
         b = d["bias"] if isinstance(d["bias"], Mapping) else {}
         if b.get("value", 0) is not None:
             rows.append(("bias: total variation", num(b.get("total_variation"))))
@@ -308,7 +313,9 @@ class ReleaseAudit:
             data["memorization"] = memorization_section(z(synthetic), z(train), z(holdout),
                                                         threshold=float(mp["distance_ratio"]),
                                                         nth=min(int(mp["nth_neighbour"]), len(train) - 1),
-                                                        max_shift=0, alpha=alpha, seed=self.seed)
+                                                        max_shift=0, alpha=alpha, seed=self.seed,
+                                                        calibrate=bool(mp.get("calibrate", True)),
+                                                        false_copy_rate=float(mp.get("false_copy_rate", 0.001)))
             data["memorization"]["distance"] = "Euclidean distance between standardised rows"
             advance(1, "memorization")
         return self._finish(data, policy, {"memorization": data["memorization"], "bias": bias}, marking)
@@ -375,7 +382,7 @@ class ReleaseAudit:
                              holdout_x=hx, holdout_y=hy, seed=self.seed)
 
     def _fidelity(self, x: np.ndarray, train: Any, holdout: Any, policy: Mapping[str, Any]):
-        from genguard.audits.fidelity import alpha_beta_authenticity, frechet_distance, kernel_distance, prdc
+        from genguard.audits.fidelity import alpha_beta_authenticity, diversity, frechet_distance, kernel_distance, prdc
 
         attribute = policy["bias"]["attribute"]
         ext = self._extractor(train, holdout, attribute)
@@ -409,6 +416,13 @@ class ReleaseAudit:
             for m in ("alpha_precision", "beta_recall", "authenticity"):
                 out[m] = ab[m]
             out["alpha_beta_embedding"] = ab["embedding"]
+        if holdout is not None:
+            out["diversity"] = diversity(fr, ff, ext.features(holdout.x), real_labels=train.groups[attribute],
+                                         fake_labels=ext.predict(x), class_names=train.group_names.get(attribute),
+                                         k=int(policy["fidelity"].get("prdc_k", 5)), seed=self.seed,
+                                         alpha=float(policy["level"]))
+        else:
+            out["diversity"] = {"value": None, "reason": "no holdout data given: no real reference level to compare with"}
         warnings = list(fid.get("warnings", [])) + list(out["kid_local"].get("warnings", [])) + list(pr.get("warnings", []))
         out["warnings"] = warnings
         out["_real_features"] = fr
@@ -491,6 +505,7 @@ class ReleaseAudit:
         sec = memorization_section(
             x, train.x, holdout.x if holdout is not None else None, threshold=float(mp["distance_ratio"]),
             nth=int(mp["nth_neighbour"]), max_shift=int(mp["max_shift"]), alpha=float(policy["level"]),
-            seed=self.seed, sample_names=[str(f) for f in files] if files is not None else None)
+            seed=self.seed, calibrate=bool(mp.get("calibrate", True)),
+            false_copy_rate=float(mp.get("false_copy_rate", 0.001)), sample_names=[str(f) for f in files] if files is not None else None)
         artefacts["memorization"] = sec
         return sec

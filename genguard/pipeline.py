@@ -369,6 +369,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("privacy ε (δ)", f"{fmt(get('privacy.epsilon'))} ({fmt(get('privacy.delta'), 'g')})" if get("privacy.epsilon") is not None else "not private"),
         ("fid_local (local features; not Inception FID)", fmt(get("fidelity.fid_local"))),
         ("precision / recall", f"{fmt(get('fidelity.precision'))} / {fmt(get('fidelity.recall'))}"),
+        ("diversity vs real (recall / coverage / within-class)",
+         f"{fmt(get('fidelity.diversity.recall_relative'))} / {fmt(get('fidelity.diversity.coverage_relative'))} / "
+         f"{fmt(get('fidelity.diversity.within_class.min_ratio'))} (1 = real data)"),
         ("bias: total variation (p-value)", f"{fmt(get('bias.total_variation'))} ({fmt(get('bias.p_value'), '.3g')})"),
         ("bias: flagged groups", ", ".join(map(str, get("bias.flagged") or [])) or "none"),
         ("memorization: near-duplicate rate", fmt(get("memorization.near_duplicate_rate"))),
