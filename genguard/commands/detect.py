@@ -274,14 +274,25 @@ def _read_folders(real: Path, fake: Path, fmt: str, limit: int | None):
     return r, f, groups, errors
 
 
+def _kinds() -> list[str]:
+    """The registered tile models (detectors.models.TILE_MODELS) and the ensemble: adding one adds it here."""
+    from genguard.detectors.models import kinds
+
+    return list(kinds())
+
+
+def _kind_help() -> str:
+    from genguard.detectors.models import kind_descriptions
+
+    return "Tile model: " + "; ".join(f"{k}: {v}" for k, v in kind_descriptions().items()) + "."
+
+
 @detector.command("train")
 @click.option("--real", required=True, type=click.Path(path_type=Path), help="Folder of real images.")
 @click.option("--fake", required=True, type=click.Path(path_type=Path), help="Folder of generated images (sub-folders allowed).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("genguard-detector.safetensors"), show_default=True,
               help="Detector file to write (.safetensors); use it with `genguard detect --detector FILE`.")
-@click.option("--kind", type=click.Choice(["spectral", "dct", "noise", "npr", "ensemble"]), default="ensemble",
-              show_default=True, help="Tile model: spectral, DCT or noise-residual features with a linear model, "
-                                      "NPR a small CNN on neighbouring-pixel residuals, ensemble all four.")
+@click.option("--kind", type=click.Choice(_kinds()), default="ensemble", show_default=True, help=_kind_help())
 @click.option("--format", "fmt", default="jpeg95", show_default=True,
               help="Re-encode real and fake to this one format first: png (decoded pixels) or jpegNN.")
 @click.option("--calibration", type=click.Choice(["platt", "isotonic"]), default="platt", show_default=True,
