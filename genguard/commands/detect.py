@@ -23,27 +23,9 @@ def _load_detector(path: str | None):
 
 
 def _jsonable(obj: Any) -> Any:
-    import numpy as np
+    from genguard.generators._io import jsonable
 
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return _jsonable(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
+    return jsonable(obj, strict=False)
 
 
 def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any]:
