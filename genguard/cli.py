@@ -13,6 +13,7 @@ import sys
 import click
 
 from genguard import __version__
+from genguard.output import HelpGroup
 
 #: Modules that add commands to the group; each defines ``register(group)``.
 COMMAND_MODULES = (
@@ -25,7 +26,7 @@ COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="genguard")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, envvar="GENGUARD_THREADS", show_envvar=True,
               help="Torch/BLAS threads [default: OMP_NUM_THREADS when set, else the CPUs available to this process "

@@ -87,6 +87,23 @@ def _set_torch_threads_on_import(n: int) -> None:
     sys.meta_path.insert(0, _Hook())
 
 
+# ------------------------------------------------------------------ help
+
+class HelpGroup(click.Group):
+    """A command group whose listing shows each command's whole first sentence, wrapped, never cut with '...'."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 # ------------------------------------------------------------------ consoles and tables
 
 def stream_is_terminal(stderr: bool = False) -> bool:

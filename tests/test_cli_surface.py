@@ -142,3 +142,33 @@ def test_sample_summary_is_words_not_a_dict():
 
     assert verdict_words({"error": 1, "intact": 9}) == "9 intact, 1 error"
     assert "{" not in verdict_words({"intact": 3})
+
+
+def test_group_help_lists_each_command_without_cutting_it():
+    for path, cmd in _walk(cli):
+        if not isinstance(cmd, click.Group):
+            continue
+        r = CliRunner().invoke(cli, path.split()[1:] + ["--help"], terminal_width=80)
+        assert r.exit_code == 0, r.output
+        listing = r.output.split("Commands:", 1)[1]
+        assert "..." not in listing, f"{path} --help cuts a command's summary:\n{listing}"
+        for name, sub in cmd.commands.items():
+            first = (sub.help or "").split(".")[0].split()
+            assert " ".join(first[-3:]) in " ".join(listing.split()), f"{path} {name}: summary cut"
+
+
+def test_jsonable_is_strict_for_configs_and_lenient_for_reports():
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from genguard.generators._io import jsonable
+
+    out = jsonable({"a": np.float32(1.5), "b": (1, Path("/x")), "c": math.nan, "d": np.arange(3)})
+    assert out == {"a": 1.5, "b": [1, "/x"], "c": None, "d": [0, 1, 2]}
+    fn = print
+    assert jsonable({"f": fn})["f"] is fn  # json.dumps still refuses it: a config never saves "<built-in ...>"
+    with pytest.raises(TypeError):
+        json.dumps(jsonable({"f": fn}))
+    assert jsonable({"f": fn}, strict=False)["f"].startswith("<built-in")

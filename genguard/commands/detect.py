@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from genguard.output import HelpGroup
+
 
 def _err(msg: str) -> None:
     click.echo(f"genguard: {msg}", err=True)
@@ -240,7 +242,7 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     return 0
 
 
-@click.group("detector")
+@click.group("detector", cls=HelpGroup)
 def detector() -> None:
     """Train and evaluate synthetic-image detectors."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from genguard.output import echo, human_to_stderr, json_option, write_json
+from genguard.output import HelpGroup, echo, human_to_stderr, json_option, write_json
 
 def _accountant_choice() -> click.Choice:
     """The registered accountants (built-in and entry points): adding one adds it here."""
@@ -31,7 +31,7 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-@click.group("privacy")
+@click.group("privacy", cls=HelpGroup)
 def privacy() -> None:
     """Check a DP claim: compute epsilon, verify a run's ledger, audit a training procedure empirically."""
 

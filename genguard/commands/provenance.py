@@ -10,7 +10,7 @@ import click
 
 from genguard.generators._io import atomic_write_json
 from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
-from genguard.output import echo, human_to_stderr, json_option, make_console, make_table, write_json
+from genguard.output import HelpGroup, echo, human_to_stderr, json_option, make_console, make_table, write_json
 
 
 def _progress(items, label: str):
@@ -91,7 +91,7 @@ def _check_trust_anchor(path: Path) -> None:
 def register(group: click.Group) -> None:
     """Add `keys`, `tag` and `verify` to the genguard command group."""
 
-    @group.group("keys")
+    @group.group("keys", cls=HelpGroup)
     def keys_group() -> None:
         """Manage C2PA signing keys (a local root CA and a leaf signing certificate)."""
 
