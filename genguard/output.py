@@ -181,16 +181,14 @@ def _source(filename: str) -> str:
             i = parts.index(marker)
             if i + 1 < len(parts):
                 return parts[i + 1].split(".")[0]
-    return "genguard" if "genguard" in str(filename) or "/work/" in str(filename) else "python"
+    return "genguard"  # the project itself (an editable install lives outside site-packages), or a script
 
 
 def _plain(message: Any, category: type, source: str) -> str:
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
     if category.__name__ == "ConvergenceWarning":
         return ("a scikit-learn model stopped at its iteration limit before converging; "
-                "the figures computed with it are still reported but may be slightly off")
-    if source == "opacus" and "secure" in text.lower() and "rng" in text.lower():
-        return "opacus: its noise is drawn from a fresh secret seed per run (secure_mode off): " + text
+                "the figures computed with it are still reported but may be less accurate")
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -210,14 +208,14 @@ class WarningSink:
         if key in self.seen:
             return
         self.seen.add(key)
-        prefix = "" if source in ("genguard", "python") or text.startswith(source) else f"{source}: "
+        prefix = "" if source == "genguard" or text.startswith(source) else f"{source}: "
         click.echo(f"genguard: warning: {prefix}{text}", err=True)
 
     def install(self) -> None:
         import logging
 
+        # Python's own filters stay (library DeprecationWarnings hidden); show() deduplicates what passes
         warnings.showwarning = self.show
-        warnings.simplefilter("default")  # each distinct warning reaches show(), which deduplicates by text
         sink = self
 
         class _Handler(logging.Handler):
