@@ -172,3 +172,12 @@ def test_jsonable_is_strict_for_configs_and_lenient_for_reports():
     with pytest.raises(TypeError):
         json.dumps(jsonable({"f": fn}))
     assert jsonable({"f": fn}, strict=False)["f"].startswith("<built-in")
+
+
+def test_thread_choice_reaches_torch_imported_later():
+    code = ("from genguard.output import set_threads; set_threads(1); import torch; "
+            "print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1"
