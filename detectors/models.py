@@ -11,10 +11,11 @@ CNN trained from scratch on CPU) and ``ensemble`` (all four, stacked).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -25,7 +26,6 @@ from genguard.detectors.features import FEATURES, npr_residual
 from genguard.detectors.preprocess import augment as augment_image, grid_tiles, random_tiles
 
 FORMAT = "genguard-detector/1"
-KINDS = ("spectral", "dct", "noise", "npr", "ensemble")
 VERDICTS = ("authentic", "inconclusive", "synthetic")
 
 
@@ -42,7 +42,7 @@ class LinearTileModel:
         fn = FEATURES[self.feature]
         return np.concatenate([fn(tiles[i:i + 1024]) for i in range(0, len(tiles), 1024)])
 
-    def fit(self, tiles: np.ndarray, y: np.ndarray) -> "LinearTileModel":
+    def fit(self, tiles: np.ndarray, y: np.ndarray, progress: bool = False) -> "LinearTileModel":
         from sklearn.linear_model import LogisticRegression
 
         X = self.features(tiles)
@@ -160,6 +160,93 @@ class NPRTileModel:
 
 
 # --------------------------------------------------------------------------------------
+# the registry of tile models: a new one is one register_tile_model call
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TileModelSpec:
+    """A registered tile model: its class (``fit(tiles, y, progress=False)``, ``logits(tiles)``, ``state()``,
+    classmethod ``from_state(cfg, tensors)``), how a detector builds an unfitted one, and one line for help."""
+
+    name: str
+    cls: type
+    build: Callable[["Detector"], Any]
+    description: str
+    in_ensemble: bool = False
+
+
+#: Tile models by name; each is a detector kind of its own, and those ``in_ensemble`` make up ``ensemble``.
+TILE_MODELS: dict[str, TileModelSpec] = {}
+
+
+def register_tile_model(name: str, cls: type, build: Callable[["Detector"], Any], description: str,
+                        in_ensemble: bool = False) -> TileModelSpec:
+    """Add a tile model under ``name`` (``genguard detector train --kind NAME`` then offers it).
+
+    A model registered later stays out of ``ensemble`` unless ``in_ensemble``, so that what a
+    default ensemble is, and the shipped detector file, do not change when a plug-in is installed.
+    """
+    if not name or name == "ensemble" or name in TILE_MODELS:
+        raise DetectorError(f"tile model name {name!r} is taken or reserved")
+    for attr in ("fit", "logits", "state", "from_state"):
+        if not callable(getattr(cls, attr, None)):
+            raise DetectorError(f"tile model {name!r}: {cls.__name__} has no {attr}(); a tile model needs "
+                                "fit(tiles, y, progress=False), logits(tiles), state() and from_state(cfg, tensors)")
+    spec = TileModelSpec(name, cls, build, description, in_ensemble)
+    TILE_MODELS[name] = spec
+    return spec
+
+
+#: Entry points of this group are loaded once, on import: each names a callable that registers tile models.
+ENTRY_POINT_GROUP = "genguard.detector_models"
+#: Entry points that failed to load, by name, with the reason (never raised: one bad plug-in must not stop detect).
+TILE_MODEL_PROBLEMS: dict[str, str] = {}
+
+
+def _load_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            hook = ep.load()
+            if callable(hook):
+                hook()
+        except Exception as exc:  # a broken plug-in is reported by name, never imported half-way silently
+            TILE_MODEL_PROBLEMS[ep.name] = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def kinds() -> tuple[str, ...]:
+    """Every detector kind: each registered tile model, then ``ensemble``."""
+    return (*TILE_MODELS, "ensemble")
+
+
+def ensemble_members() -> tuple[str, ...]:
+    return tuple(n for n, s in TILE_MODELS.items() if s.in_ensemble)
+
+
+def kind_descriptions() -> dict[str, str]:
+    return {**{n: s.description for n, s in TILE_MODELS.items()},
+            "ensemble": "all of " + ", ".join(ensemble_members()) + ", stacked by a logistic regression"}
+
+
+def __getattr__(name: str) -> Any:  # KINDS, read when asked, so a registered model is in it
+    if name == "KINDS":
+        return kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+register_tile_model("spectral", LinearTileModel, lambda d: LinearTileModel("spectral", C=d.C, seed=d.seed),
+                    "azimuthally averaged log power spectrum (Durall et al. 2020) + logistic regression", in_ensemble=True)
+register_tile_model("dct", LinearTileModel, lambda d: LinearTileModel("dct", C=d.C, seed=d.seed),
+                    "log-magnitude of the tile's 2-D DCT (Frank et al. 2020) + logistic regression", in_ensemble=True)
+register_tile_model("noise", LinearTileModel, lambda d: LinearTileModel("noise", C=d.C, seed=d.seed),
+                    "noise-residual statistics + logistic regression", in_ensemble=True)
+register_tile_model("npr", NPRTileModel,
+                    lambda d: NPRTileModel(width=d.npr_width, epochs=d.npr_epochs, seed=d.seed),
+                    "neighbouring-pixel residuals (Tan et al. 2024) + a small CNN", in_ensemble=True)
+_load_entry_points()
+
+
+# --------------------------------------------------------------------------------------
 # the detector
 # --------------------------------------------------------------------------------------
 class Detector:
@@ -184,8 +271,8 @@ class Detector:
                  band: tuple[float, float] = (0.2, 0.8), C: float = 0.5, npr_epochs: int = 8, npr_width: int = 8,
                  seed: int = 0, progress: bool = False) -> None:
         self.kind = kind or type(self).kind
-        if self.kind not in KINDS:
-            raise DetectorError(f"unknown detector kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.kind not in kinds():
+            raise DetectorError(f"unknown detector kind {self.kind!r}; choose one of {', '.join(kinds())}")
         if not (0.0 <= band[0] <= band[1] <= 1.0):
             raise DetectorError(f"inconclusive band must satisfy 0 <= low <= high <= 1, got {band}")
         self.patch, self.max_tiles, self.train_tiles = patch, max_tiles, train_tiles
@@ -207,12 +294,12 @@ class Detector:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def member_names(self) -> tuple[str, ...]:
-        return ("spectral", "dct", "noise", "npr") if self.kind == "ensemble" else (self.kind,)
+        if self.kind != "ensemble":
+            return (self.kind,)
+        return tuple(getattr(self, "ensemble_members_", None) or ensemble_members())
 
     def _new_member(self, name: str):
-        if name == "npr":
-            return NPRTileModel(width=self.npr_width, epochs=self.npr_epochs, seed=self.seed)
-        return LinearTileModel(name, C=self.C, seed=self.seed)
+        return TILE_MODELS[name].build(self)
 
     # -- images -> tiles --------------------------------------------------------------
     def _grey(self, images: Sequence[Any]) -> list[np.ndarray]:
@@ -274,13 +361,11 @@ class Detector:
         tiles_arr, ty_arr = np.concatenate(tiles), np.concatenate(ty)
 
         self.members_ = {}
+        self.ensemble_members_ = self.member_names()  # fixed at fit: the stacking weights follow this order
         with progress_bar(f"fitting {self.kind} detector", total=len(self.member_names()), enabled=self.progress) as adv:
             for name in self.member_names():
                 m = self._new_member(name)
-                if name == "npr":
-                    m.fit(tiles_arr, ty_arr, progress=self.progress)
-                else:
-                    m.fit(tiles_arr, ty_arr)
+                m.fit(tiles_arr, ty_arr, progress=self.progress)
                 self.members_[name] = m
                 adv(1, name)
 
@@ -397,10 +482,11 @@ _CLASSES = {c.kind: c for c in (SpectralDetector, DCTDetector, NoiseDetector, NP
 
 
 def make_detector(kind: str = "ensemble", **params: Any) -> Detector:
-    if kind not in _CLASSES:
-        raise DetectorError(f"unknown detector kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in kinds():
+        raise DetectorError(f"unknown detector kind {kind!r}; choose one of {', '.join(kinds())}")
     params["band"] = tuple(params.get("band", (0.2, 0.8)))
-    return _CLASSES[kind](**params)
+    cls = _CLASSES.get(kind)
+    return cls(**params) if cls is not None else Detector(kind=kind, **params)
 
 
 def load_detector(path: str | os.PathLike) -> Detector:
@@ -423,9 +509,12 @@ def load_detector(path: str | os.PathLike) -> Detector:
         det = make_detector(**config["params"])
         det.members_ = {}
         for name, cfg in config["members"].items():
+            if name not in TILE_MODELS:
+                raise DetectorError(f"tile model {name!r} is not registered here "
+                                    f"(known: {', '.join(TILE_MODELS)})")
             t = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-            mcls = NPRTileModel if cfg["type"] == "npr" else LinearTileModel
-            det.members_[name] = mcls.from_state(cfg, t)
+            det.members_[name] = TILE_MODELS[name].cls.from_state(cfg, t)
+        det.ensemble_members_ = tuple(det.members_)
         if det.kind == "ensemble":
             det.stack_coef_ = np.asarray(config["stack"]["coef"], dtype=np.float64)
             det.stack_intercept_ = float(config["stack"]["intercept"])

@@ -185,6 +185,35 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def jsonable(obj: Any, strict: bool = True) -> Any:
+    """``obj`` as plain JSON types: dataclasses and ``to_dict()`` objects as dicts, tuples as lists, paths as
+    strings, numpy scalars and arrays as numbers and lists, non-finite floats as ``None``.
+
+    Anything else is returned as is when ``strict`` (so ``json.dumps`` still refuses what has no JSON
+    form, e.g. a callable in a generator's parameters) and as ``str(obj)`` otherwise (reports).
+    """
+    import dataclasses
+    from pathlib import PurePath
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj), strict)
+    if hasattr(obj, "to_dict") and callable(obj.to_dict) and not isinstance(obj, type):
+        return jsonable(obj.to_dict(), strict)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, strict) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, strict) for v in obj]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy scalar or array
+        return jsonable(obj.tolist(), strict)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return obj if strict else str(obj)
+
+
 # --------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------

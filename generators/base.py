@@ -25,7 +25,9 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from genguard.generators._io import atomic_write_bytes, atomic_write_json, check_regular_file, read_json_checked
+from genguard.generators._io import (
+    atomic_write_bytes, atomic_write_json, check_regular_file, jsonable, read_json_checked,
+)
 
 MODALITIES = ("image", "text", "tabular", "sequence")
 CONFIG_FILE = "config.json"
@@ -304,8 +306,8 @@ class Generator:
             "generator": self.name,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "modality": self.modality,
-            "params": _jsonable(self.get_params()),
-            "state": _jsonable(self._extra_state()),
+            "params": jsonable(self.get_params()),
+            "state": jsonable(self._extra_state()),
         }
         atomic_write_json(d / CONFIG_FILE, config)
         return d
@@ -411,18 +413,6 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config["generator"], str):
         raise GeneratorError(f"{path}: 'generator' must be a generator name, got {type(config['generator']).__name__}")
     return config
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 class TorchGenerator(Generator):

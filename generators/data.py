@@ -273,12 +273,3 @@ def labels_from_filenames(paths: Iterable[Path]) -> np.ndarray | None:
             return None
         out.append(int(m.group(1)))
     return np.asarray(out, dtype=np.int64)
-
-
-def dataset_summary(data: Dataset) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": data.name, "modality": data.modality, "n": len(data)}
-    for attr, codes in data.groups.items():
-        names = data.group_names.get(attr, [str(i) for i in range(int(codes.max()) + 1)])
-        counts = np.bincount(codes, minlength=len(names))
-        out[f"groups.{attr}"] = {names[i]: int(c) for i, c in enumerate(counts)}
-    return out

@@ -13,6 +13,7 @@ import sys
 import click
 
 from genguard import __version__
+from genguard.output import HelpGroup
 
 #: Modules that add commands to the group; each defines ``register(group)``.
 COMMAND_MODULES = (
@@ -26,10 +27,21 @@ COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="genguard")
-def cli() -> None:
-    """genguard: train privately, sample, tag with provenance, detect synthetic images and audit generators."""
+@click.option("--threads", type=click.IntRange(1, 256), default=None, envvar="GENGUARD_THREADS", show_envvar=True,
+              help="Torch/BLAS threads [default: OMP_NUM_THREADS when set, else the CPUs available to this process "
+                   "minus the 1-minute load average, at least 1 and at most 4: more threads than free cores slow "
+                   "a CPU-bound run down].")
+def cli(threads: int | None) -> None:
+    """genguard: train privately, sample, tag with provenance, detect synthetic images and audit generators.
+
+    Shell completion (bash; zsh and fish alike): eval "$(_GENGUARD_COMPLETE=bash_source genguard)".
+    """
+    from genguard.output import resolve_threads, set_threads
+
+    n, _ = resolve_threads(threads)
+    set_threads(n)
 
 
 for _name in COMMAND_MODULES:
@@ -44,20 +56,16 @@ for _name in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, turning the project's bad-input errors into one line and exit 2."""
-    import warnings
-
     from genguard.errors import one_line, user_error_types
+    from genguard.output import KeyWatch, WarningSink
 
-    def _show(message, category, filename, lineno, file=None, line=None):  # one line, no source echo
-        if os.environ.get("GENGUARD_DEBUG"):
-            click.echo(warnings.formatwarning(message, category, filename, lineno, line), err=True, nl=False)
-        else:
-            click.echo(f"genguard: warning: {one_line(message) if isinstance(message, Exception) else str(message).splitlines()[0]}",
-                       err=True)
-
-    warnings.showwarning = _show
+    WarningSink().install()  # each dependency's warning once, one plain line on stderr
+    keys = KeyWatch()
     try:
-        rv = cli.main(args=argv, prog_name="genguard", standalone_mode=False)
+        try:
+            rv = cli.main(args=argv, prog_name="genguard", standalone_mode=False)
+        finally:
+            keys.announce()
     except click.exceptions.Abort:
         click.echo("genguard: aborted", err=True)
         sys.exit(130)

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from genguard.output import json_option
+
 
 def _load_reference(reference: str, train_dir: Path | None, holdout_dir: Path | None):
     from genguard.generators.data import digits_split, load_image_folder, train_holdout
@@ -79,11 +81,13 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the audit's classifier and tests.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for report.json and report.html.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report in --out (refused without it).")
+@json_option("Also write the report (as in OUT/report.json) to FILE ('-': standard output; the summary then goes "
+             "to stderr).")
 def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout_dir: Path | None,
-              model_dir: Path | None, policy: Path | None, seed: int, out: Path, overwrite: bool) -> int:
+              model_dir: Path | None, policy: Path | None, seed: int, out: Path, overwrite: bool,
+              json_out: str | None) -> int:
     """Release audit: bias, fidelity, memorization and privacy of a folder of samples; exit 1 if a gate fails."""
-    from rich.console import Console
-    from rich.table import Table
+    from genguard.output import human_to_stderr, make_console, make_table, write_json
 
     from genguard.audits import AuditError
     from genguard.audits.policy import load_policy
@@ -103,15 +107,14 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     else:
         report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed)
     json_path, html_path = report.write(out)
-    console = Console()
-    table = Table(title=f"genguard audit — {report.data['generator']['n_samples']} samples", show_header=False,
-                  title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    console = make_console(stderr=human_to_stderr(json_out))
+    table = make_table("", "", title=f"genguard audit — {report.data['generator']['n_samples']} samples",
+                       show_header=False, title_justify="left")
     for label, value in report.summary_rows():
         table.add_row(label, value)
     console.print(table)
     console.print(f"report: {html_path}  ·  {json_path}")
+    write_json(json_out, report.data)
     if not report.passed:
         console.print("[bold red]release gates failed:[/bold red] " + ", ".join(g["name"] for g in report.failed_gates))
         return 1

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from genguard.output import HelpGroup
+
 
 def _err(msg: str) -> None:
     click.echo(f"genguard: {msg}", err=True)
@@ -23,27 +25,9 @@ def _load_detector(path: str | None):
 
 
 def _jsonable(obj: Any) -> Any:
-    import numpy as np
+    from genguard.generators._io import jsonable
 
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return _jsonable(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
+    return jsonable(obj, strict=False)
 
 
 def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any]:
@@ -258,7 +242,7 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     return 0
 
 
-@click.group("detector")
+@click.group("detector", cls=HelpGroup)
 def detector() -> None:
     """Train and evaluate synthetic-image detectors."""
 
@@ -274,18 +258,33 @@ def _read_folders(real: Path, fake: Path, fmt: str, limit: int | None):
     return r, f, groups, errors
 
 
+def _kinds() -> list[str]:
+    """The registered tile models (detectors.models.TILE_MODELS) and the ensemble: adding one adds it here."""
+    from genguard.detectors.models import kinds
+
+    return list(kinds())
+
+
+def _kind_help() -> str:
+    from genguard.detectors.models import kind_descriptions
+
+    return "Tile model: " + "; ".join(f"{k}: {v}" for k, v in kind_descriptions().items()) + "."
+
+
 @detector.command("train")
 @click.option("--real", required=True, type=click.Path(path_type=Path), help="Folder of real images.")
 @click.option("--fake", required=True, type=click.Path(path_type=Path), help="Folder of generated images (sub-folders allowed).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Detector file to write (.safetensors).")
-@click.option("--kind", type=click.Choice(["spectral", "dct", "noise", "npr", "ensemble"]), default="ensemble", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("genguard-detector.safetensors"), show_default=True,
+              help="Detector file to write (.safetensors); use it with `genguard detect --detector FILE`.")
+@click.option("--kind", type=click.Choice(_kinds()), default="ensemble", show_default=True, help=_kind_help())
 @click.option("--format", "fmt", default="jpeg95", show_default=True,
               help="Re-encode real and fake to this one format first: png (decoded pixels) or jpegNN.")
-@click.option("--calibration", type=click.Choice(["platt", "isotonic"]), default="platt", show_default=True)
+@click.option("--calibration", type=click.Choice(["platt", "isotonic"]), default="platt", show_default=True,
+              help="How scores become probabilities, fitted on a held-out part of the images.")
 @click.option("--band", nargs=2, type=float, default=(0.2, 0.8), show_default=True,
               help="Inconclusive band: P(synthetic) between LOW and HIGH.")
-@click.option("--npr-epochs", type=int, default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--npr-epochs", type=int, default=8, show_default=True, help="Training epochs of the NPR network.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
 def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calibration: str, band: tuple[float, float],
                    npr_epochs: int, seed: int) -> int:
     """Fit a detector on folders of real and generated images, calibrate it on a held-out part, save it."""
@@ -308,14 +307,15 @@ def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calib
               help="Folder of generated images; one sub-folder per generator enables leave-one-generator-out.")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path), help="Detector file (default: the shipped one).")
 @click.option("--robustness", is_flag=True, help="Also evaluate after JPEG 95/75/50, resize x0.5/x2, blur, crop and noise.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all results here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
+              help="Write all results as JSON to FILE ('-': standard output, the tables then go to stderr).")
 @click.option("--format", "fmt", default="jpeg95", show_default=True,
               help="Re-encode real and fake to this one format first: png (decoded pixels) or jpegNN.")
 @click.option("--logo/--no-logo", default=True, show_default=True,
               help="Leave-one-generator-out refits when the fake folder has one sub-folder per generator.")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
 @click.option("--limit", type=int, default=None, help="Use at most this many images per folder.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and of refits.")
 def detector_eval(real: Path, fake: Path, detector_file: Path | None, robustness: bool, json_out: Path | None, fmt: str,
                   logo: bool, n_boot: int, limit: int | None, seed: int) -> int:
     """AUC, AP, accuracy at the calibrated threshold and TPR at 1% FPR, each with a bootstrap 95% interval."""
@@ -327,17 +327,19 @@ def detector_eval(real: Path, fake: Path, detector_file: Path | None, robustness
     res = evaluate(det, r, f, robustness=robustness, n_boot=n_boot, seed=seed, progress=True)
     out: dict[str, Any] = {"detector": str(detector_file) if detector_file else "default", "kind": det.kind,
                            "format": fmt, "n_real": len(r), "n_fake": len(f), "skipped": errors, "results": res}
-    click.echo(format_table(res, f"{det.kind} detector on {len(r)} real / {len(f)} fake (re-encoded as {fmt}); "
-                                 "value [95% bootstrap interval]"))
+    say = (lambda m: click.echo(m, err=True)) if json_out is not None and str(json_out) == "-" else click.echo
+    say(format_table(res, f"{det.kind} detector on {len(r)} real / {len(f)} fake (re-encoded as {fmt}); "
+                          "value [95% bootstrap interval]"))
     names = sorted(set(groups))
     if logo and len(names) >= 2 and "" not in names:
         lg = leave_one_generator_out(det.clone, r, f, groups, n_boot=min(n_boot, 300), seed=seed, progress=True)
         out["leave_one_generator_out"] = lg
-        click.echo(format_table(lg["per_generator"], "leave-one-generator-out (held-out generator: metrics)"))
-        click.echo(f"LOGO mean AUC {lg['mean_auc']:.3f} (min {lg['min_auc']:.3f})")
+        say(format_table(lg["per_generator"], "leave-one-generator-out (held-out generator: metrics)"))
+        say(f"LOGO mean AUC {lg['mean_auc']:.3f} (min {lg['min_auc']:.3f})")
     if json_out is not None:
         atomic_write_json(json_out, out)
-        click.echo(f"wrote {json_out}")
+        if str(json_out) != "-":
+            say(f"wrote {json_out}")
     return 0
 
 

@@ -6,16 +6,17 @@ from typing import Any
 
 import click
 
+from genguard.output import json_option, write_json
 from genguard.pipeline import (
     PipelineError, RunConfig, load_model, load_training_data, run, sample_step, summary_rows,
     train_step,
 )
 
 
-def _console():
-    from rich.console import Console
+def _console(json_out=None):
+    from genguard.output import human_to_stderr, make_console
 
-    return Console()
+    return make_console(stderr=human_to_stderr(json_out))
 
 
 def _epsilon_option(f):
@@ -79,11 +80,9 @@ def _check_out(out: Path, markers: tuple[str, ...], overwrite: bool) -> None:
 
 
 def _print_summary(console, rows, title: str) -> None:
-    from rich.table import Table
+    from genguard.output import make_table
 
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
+    table = make_table("", "", title=title, show_header=False, title_justify="left")
     for label, value in rows:
         table.add_row(label, value)
     console.print(table)
@@ -100,16 +99,19 @@ def _print_summary(console, rows, title: str) -> None:
 @click.option("-n", "--samples", "n_samples", type=int, default=None,
               help="Samples to generate and audit [default: 1000, 200 with --quick].")
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with the release gates.")
+@json_option("Also write the report (as in OUT/report.json) to FILE ('-': standard output; the summary then goes "
+             "to stderr).")
 @_overwrite_option
 def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
-            quick: bool, seed: int, n_samples: int | None, policy: Path | None, overwrite: bool) -> int:
+            quick: bool, seed: int, n_samples: int | None, policy: Path | None, json_out: str | None,
+            overwrite: bool) -> int:
     """The whole loop on the generator's own embedded data: train (DP by default), sample, tag, audit.
 
     Exit 0 when every release gate passes, 1 when one fails. An --out folder that
     already holds a run's results is refused unless --overwrite is given.
     """
     _check_out(out, RUN_MARKERS, overwrite)
-    console = _console()
+    console = _console(json_out)
     cfg = RunConfig(out=out, generator=generator, epsilon=None if no_dp else epsilon, delta=delta, quick=quick,
                     seed=seed, n_samples=n_samples, policy=policy, reproducible_dp=reproducible_dp)
     result = run(cfg, log=lambda s: console.print(f"[dim]·[/dim] {s}"))
@@ -118,6 +120,7 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
     console.print(f"train {t['train_s']:.1f}s · sample+tag {t['sample_and_tag_s']:.1f}s · audit {t['audit_s']:.1f}s "
                   f"· total {t['total_s']:.1f}s")
     console.print(f"report: {out / 'report.html'}  ·  {out / 'report.json'}")
+    write_json(json_out, {**result.report.data, "timings": t})
     if not result.passed:
         console.print("[bold red]release gates failed[/bold red] (see report.html)")
         return 1
@@ -136,15 +139,16 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @click.option("--quick", is_flag=True, help="The generator's small settings, for a fast try (seconds to a minute).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training (and of the saved model).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write; the model goes to OUT/model.")
+@json_option("Write the model folder and its privacy ledger as JSON to FILE ('-': standard output).")
 @_overwrite_option
 def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
-              quick: bool, seed: int, out: Path, overwrite: bool) -> int:
+              quick: bool, seed: int, out: Path, json_out: str | None, overwrite: bool) -> int:
     """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model.
 
     An OUT that already holds a model is refused unless --overwrite is given.
     """
     _check_out(out, ("model",), overwrite)
-    console = _console()
+    console = _console(json_out)
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
                     quick=quick, seed=seed, reproducible_dp=reproducible_dp)
     console.print(f"[dim]·[/dim] data: {cfg.data}" + (" (the generator's own)" if data is None else ""))
@@ -155,6 +159,7 @@ def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | N
     eps = ledger.get("epsilon")
     console.print(f"saved {gen.name} to {model_dir} (run {ledger['run_id']})")
     console.print(f"privacy: {ledger['guarantee']}" if eps is not None else "privacy: none (trained with --no-dp)")
+    write_json(json_out, {"model_dir": str(model_dir), "generator": gen.name, "data": cfg.data, "ledger": ledger})
     return 0
 
 
@@ -183,9 +188,10 @@ def _check_conformance(cfg: RunConfig, train: Any, console: Any) -> None:
 @click.option("-c", "--condition", "conditions", multiple=True, metavar="NAME=VALUE",
               help="A condition the generator takes (`genguard train --list` shows them), e.g. -c prompt='def '.")
 @click.option("--no-tag", is_flag=True, help="Write samples without provenance.")
+@json_option("Write the files written and their provenance check as JSON to FILE ('-': standard output).")
 @_overwrite_option
 def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None, conditions: tuple[str, ...],
-               no_tag: bool, overwrite: bool) -> int:
+               no_tag: bool, json_out: str | None, overwrite: bool) -> int:
     """Sample from a saved model, write files (PNG, .txt, CSV) and tag each with provenance.
 
     A model saved without a ledger is tagged under a run id derived from its weights (model-<sha256>).
@@ -206,11 +212,20 @@ def sample_cmd(model_dir: Path, n: int, out: Path, seed: int, label: int | None,
         given["label"] = label
     _, paths, provenance = sample_step(gen, n, out, seed, ledger, ledger_sha256=ledger_sha, tag=not no_tag,
                                        model_dir=model_dir, **given)
-    console = _console()
+    console = _console(json_out)
     console.print(f"wrote {len(paths)} files to {out}")
     if not no_tag:
-        console.print(f"provenance: {provenance['verdicts']}")
+        console.print(f"provenance (checked after tagging): {verdict_words(provenance.get('verdicts') or {})}")
+    write_json(json_out, {"model_dir": str(model_dir), "out": str(out), "seed": seed, "conditions": given,
+                          "files": [str(p) for p in paths], "provenance": provenance})
     return 0
+
+
+def verdict_words(counts: dict) -> str:
+    """``{"intact": 9, "error": 1}`` as ``9 intact, 1 error`` (largest first)."""
+    if not counts:
+        return "nothing checked"
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def parse_conditions(items: tuple[str, ...], allowed: tuple[str, ...], name: str) -> dict:

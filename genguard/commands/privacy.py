@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from genguard.output import HelpGroup, echo, human_to_stderr, json_option, write_json
+
 def _accountant_choice() -> click.Choice:
     """The registered accountants (built-in and entry points): adding one adds it here."""
     from genguard.guardrails.privacy.accountants import REGISTRY
@@ -22,16 +24,14 @@ def _accountant_help() -> str:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    from genguard.generators._io import atomic_write_json
-
-    atomic_write_json(Path(path), obj)
+    write_json(path, obj)
 
 
 def _fmt(x: Any, spec: str = ".4g") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-@click.group("privacy")
+@click.group("privacy", cls=HelpGroup)
 def privacy() -> None:
     """Check a DP claim: compute epsilon, verify a run's ledger, audit a training procedure empirically."""
 
@@ -44,9 +44,10 @@ def privacy() -> None:
 @click.option("--accountant", type=_accountant_choice(), default="rdp", show_default=True, help=_accountant_help())
 @click.option("--target-epsilon", type=float, default=None,
               help="Inverse: print the smallest noise multiplier that meets this epsilon.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+@json_option("Write the result as JSON to FILE ('-' or a bare --json: standard output, instead of the summary).",
+             flag_means_stdout=True)
 def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, delta: float, accountant: str,
-                target_epsilon: float | None, as_json: bool) -> None:
+                target_epsilon: float | None, json_out: str | None) -> None:
     """Epsilon of Poisson-sampled Gaussian DP-SGD (RDP, PRV from opacus; PLD from dp-accounting), or its inverse."""
     from genguard.guardrails.privacy.accounting import epsilon_report, noise_multiplier_for_epsilon
     from genguard.guardrails.privacy.errors import PrivacyError
@@ -59,8 +60,8 @@ def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, 
     rep = epsilon_report(sample_rate, noise_multiplier, steps, delta, accountant)
     if inverse:
         rep["target_epsilon"] = target_epsilon
-    if as_json:
-        click.echo(json.dumps(rep, indent=2))
+    write_json(json_out, rep)
+    if human_to_stderr(json_out):
         return
     if inverse:
         click.echo(f"noise multiplier {rep['noise_multiplier']:.4f} meets epsilon <= {target_epsilon:g}")
@@ -75,7 +76,7 @@ def epsilon_cmd(sample_rate: float, noise_multiplier: float | None, steps: int, 
 
 @privacy.command("verify")
 @click.argument("ledger", type=click.Path(dir_okay=True, file_okay=True))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the verification as JSON here.")
+@json_option("Write the verification as JSON to FILE ('-': standard output, the summary then goes to stderr).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Weights file to hash (default: weights.safetensors beside the ledger).")
 @click.option("--trusted-key", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -90,18 +91,18 @@ def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_k
 
     rep = verify_ledger(ledger, weights=weights, trusted_key=load_trusted_key(trusted_key),
                         accountants=tuple(recompute_with) or RECOMPUTE_WITH)
-    if json_out:
-        _write_json(json_out, rep)
+    write_json(json_out, rep)
+    say = echo(json_out)
     verdict = "CONSISTENT" if rep["consistent"] else "INCONSISTENT"
-    click.echo(f"{rep['ledger']}: {verdict}")
-    click.echo(f"  signature: {rep['signature']['state']} (key {rep['signature'].get('key_id')})")
-    click.echo(f"  weights:   {rep['weights']['state']}")
+    say(f"{rep['ledger']}: {verdict}")
+    say(f"  signature: {rep['signature']['state']} (key {rep['signature'].get('key_id')})")
+    say(f"  weights:   {rep['weights']['state']}")
     if rep["private"]:
         rec = ", ".join(f"{k.upper()} {_fmt(v)}" for k, v in rep["recomputed"].items())
-        click.echo(f"  claimed epsilon {_fmt(rep['claimed_epsilon'])} ({str(rep['accountant']).upper()}) at delta "
-                   f"{_fmt(rep['delta'], 'g')}; recomputed: {rec}")
+        say(f"  claimed epsilon {_fmt(rep['claimed_epsilon'])} ({str(rep['accountant']).upper()}) at delta "
+            f"{_fmt(rep['delta'], 'g')}; recomputed: {rec}")
     for f in rep["findings"]:
-        click.echo(f"  [{f['severity']}] {f['code']}: {f['message']}")
+        say(f"  [{f['severity']}] {f['code']}: {f['message']}")
     return 0 if rep["consistent"] else 1
 
 
@@ -113,15 +114,17 @@ def verify_cmd(ledger: str, json_out: str | None, weights: str | None, trusted_k
               help="Number of canaries m.")
 @click.option("--epochs", type=click.IntRange(min=1, max=10_000), default=None,
               help="Training epochs (default: the generator's).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--delta", type=float, default=1e-5, show_default=True)
-@click.option("--confidence", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the canary draw and of training.")
+@click.option("--delta", type=float, default=1e-5, show_default=True,
+              help="Delta at which the empirical lower bound on epsilon is stated.")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence of the lower bound (it fails to hold with probability at most 1 - this).")
 @click.option("--black-box-only", is_flag=True, help="Score by loss only (no white-box gradient alignment).")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Also run sample-only membership inference against this saved model (embedded digits split).")
 @click.option("--quick", is_flag=True, help="The generator's quick settings, at most 200 canaries and 10 epochs: "
               "seconds, weaker bound.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the audit as JSON here.")
+@json_option("Write the audit as JSON to FILE ('-': standard output).")
 @click.option("--white-box", "white_box_dirac", is_flag=True,
               help="Audit the DP-SGD mechanism itself with Dirac gradient canaries inserted before the noise "
                    "(any gradient-trained generator; the auditor sees every noisy update).")
@@ -129,6 +132,7 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
               delta: float, confidence: float, black_box_only: bool, model_dir: str | None, quick: bool,
               json_out: str | None, white_box_dirac: bool = False) -> int | None:
     """Empirical lower bound on epsilon from one training run with canaries (Steinke, Nasr & Jagielski 2023)."""
+    say = echo(json_out)
     from genguard.audits.privacy import canary_audit, model_membership_inference
     from genguard.guardrails.privacy import PrivateTrainer
     from genguard.guardrails.privacy.errors import PrivacyError
@@ -156,13 +160,13 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
         generator, trainer=trainer, num_canaries=canaries, seed=seed, generator_params=params,
         white_box=not black_box_only, delta=delta, confidence=confidence, progress=True)}
     audit = result["canary_audit"]
-    click.echo(f"canary audit of {generator} ({'non-private' if non_private else f'DP, target epsilon {epsilon:g}'}), "
+    say(f"canary audit of {generator} ({'non-private' if non_private else f'DP, target epsilon {epsilon:g}'}), "
                f"m = {audit['num_canaries']} canaries ({audit['num_included']} included)")
     best = audit["best"]
-    click.echo(f"  empirical epsilon >= {audit['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence, delta {delta:g} "
+    say(f"  empirical epsilon >= {audit['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence, delta {delta:g} "
                f"({best['num_correct']}/{best['num_guesses']} correct, score {best['score']}; {audit['correction']})")
     if audit.get("claimed_epsilon") is not None:
-        click.echo(f"  claimed epsilon {audit['claimed_epsilon']:.3f}: "
+        say(f"  claimed epsilon {audit['claimed_epsilon']:.3f}: "
                    + ("REFUTED by the audit" if audit["bound_exceeds_claim"] else "not refuted (a lower bound cannot confirm it)"))
     if model_dir:
         from genguard import generators
@@ -175,15 +179,15 @@ def audit_cmd(generator: str, epsilon: float | None, non_private: bool, canaries
         for name in ("gan_leaks", "monte_carlo", "domias"):
             r = mia.get(name, {})
             if r.get("auc") is not None:
-                click.echo(f"  MIA {name}: AUC {r['auc']:.3f} [{r['auc_ci95'][0]:.3f}, {r['auc_ci95'][1]:.3f}], "
+                say(f"  MIA {name}: AUC {r['auc']:.3f} [{r['auc_ci95'][0]:.3f}, {r['auc_ci95'][1]:.3f}], "
                            f"TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f}")
-    if json_out:
-        _write_json(json_out, result)
+    _write_json(json_out, result)
 
 
 def _dirac_audit(generator: str, epsilon: float | None, non_private: bool, canaries: int, epochs: int | None,
                  confidence: float, quick: bool, json_out: str | None) -> int:
     """``privacy audit --white-box``: Dirac gradient canaries in the mechanism; exit 1 when the claim is refuted."""
+    say = echo(json_out)
     from genguard.audits.whitebox import white_box_audit
     from genguard.guardrails.privacy import PrivateTrainer
     from genguard.guardrails.privacy.errors import PrivacyError
@@ -202,16 +206,15 @@ def _dirac_audit(generator: str, epsilon: float | None, non_private: bool, canar
     audit = white_box_audit(generator, trainer=PrivateTrainer(target_epsilon=epsilon), num_canaries=canaries,
                             generator_params=params, confidence=confidence, progress=True)
     best = audit["best"]
-    click.echo(f"white-box audit of {generator} (DP, target epsilon {epsilon:g}): m = {audit['num_canaries']} Dirac "
+    say(f"white-box audit of {generator} (DP, target epsilon {epsilon:g}): m = {audit['num_canaries']} Dirac "
                f"canaries ({audit['num_included']} included), {audit['steps']} steps, q = {audit['sample_rate']:.4g}")
-    click.echo(f"  empirical epsilon >= {audit['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence, delta "
+    say(f"  empirical epsilon >= {audit['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence, delta "
                f"{audit['delta']:.3g} ({best['num_correct']}/{best['num_guesses']} correct, score {best['score']}; "
                f"{audit['correction']}); one run with these guesses cannot show more than {audit['ceiling']:.2f}")
-    click.echo(f"  claimed epsilon {audit['claimed_epsilon']:.3f} at delta {audit['training_delta']:.3g}, "
+    say(f"  claimed epsilon {audit['claimed_epsilon']:.3f} at delta {audit['training_delta']:.3g}, "
                f"{audit['claimed_epsilon_at_audit_delta']:.3f} at the audit's delta: "
                + ("REFUTED by the audit" if audit["bound_exceeds_claim"] else "not refuted (a lower bound cannot confirm it)"))
-    if json_out:
-        _write_json(json_out, {"white_box_audit": audit})
+    _write_json(json_out, {"white_box_audit": audit})
     return 1 if audit["bound_exceeds_claim"] else 0
 
 

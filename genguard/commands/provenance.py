@@ -10,6 +10,7 @@ import click
 
 from genguard.generators._io import atomic_write_json
 from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
+from genguard.output import HelpGroup, echo, human_to_stderr, json_option, make_console, make_table, write_json
 
 
 def _progress(items, label: str):
@@ -90,40 +91,43 @@ def _check_trust_anchor(path: Path) -> None:
 def register(group: click.Group) -> None:
     """Add `keys`, `tag` and `verify` to the genguard command group."""
 
-    @group.group("keys")
+    @group.group("keys", cls=HelpGroup)
     def keys_group() -> None:
         """Manage C2PA signing keys (a local root CA and a leaf signing certificate)."""
 
     @keys_group.command("init")
     @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
-                  help="key directory (default $GENGUARD_HOME/keys or ~/.genguard/keys)")
-    @click.option("--force", is_flag=True, help="replace existing keys")
+                  help="Key directory [default: $GENGUARD_HOME/keys or ~/.genguard/keys].")
+    @click.option("--force", is_flag=True, help="Replace existing keys (content tagged with the old ones no longer "
+                                                "verifies as signed by you).")
     def keys_init(directory: str | None, force: bool) -> None:
         """Create a local root CA, a signing certificate and a watermark key (private keys mode 0600)."""
-        from genguard.guardrails.provenance.keys import default_key_dir
+        from genguard.guardrails.provenance.keys import WATERMARK_KEY, default_key_dir
 
         d = Path(directory) if directory else default_key_dir()
         KeyStore.create(d, overwrite=force)
-        click.echo(f"created keys in {d}\n  trust anchor (give it to verifiers): {d / 'root_ca.pem'}")
+        click.echo(f"created keys in {d}\n  trust anchor (give it to verifiers): {d / 'root_ca.pem'}\n"
+                   f"  back up the private keys (*.key, {WATERMARK_KEY}): without them your watermarks cannot be "
+                   "detected nor new files signed under this root")
 
     @group.command("tag")
     @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-                  help="write tagged copies here (default: tag the files in place)")
-    @click.option("--no-watermark", is_flag=True, help="do not embed an invisible image watermark")
-    @click.option("--no-c2pa", is_flag=True, help="do not attach a C2PA manifest")
+                  help="Write tagged copies here [default: tag the files in place].")
+    @click.option("--no-watermark", is_flag=True, help="Do not embed an invisible image watermark.")
+    @click.option("--no-c2pa", is_flag=True, help="Do not attach a C2PA manifest.")
     @click.option("--cert", type=click.Path(dir_okay=False, exists=False), default=None,
-                  help="your PEM certificate chain, leaf first")
+                  help="Your PEM certificate chain, leaf first.")
     @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=False), default=None,
-                  help="the PEM private key of the leaf certificate")
-    @click.option("--generator", default=None, help="generator name for the manifest (default: the ledger's, else 'unknown')")
-    @click.option("--run-id", default=None, help="run identifier (default: the ledger's, else random)")
+                  help="The PEM private key of the leaf certificate.")
+    @click.option("--generator", default=None, help="Generator name for the manifest [default: the ledger's, else 'unknown'].")
+    @click.option("--run-id", default=None, help="Run identifier [default: the ledger's, else random].")
     @click.option("--ledger", type=click.Path(dir_okay=False), default=None,
-                  help="privacy ledger JSON of the run: its epsilon/delta and SHA-256 go into the manifest")
-    def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger) -> int:
+                  help="Privacy ledger JSON of the run: its epsilon/delta and SHA-256 go into the manifest.")
+    @json_option("Write what was tagged (file, written, watermark, manifest, run id) as JSON to FILE "
+                 "('-': standard output).")
+    def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger, json_out) -> int:
         """Attach provenance: watermark images and embed a signed C2PA manifest, or write a .c2pa sidecar."""
-        from rich.console import Console
-        from rich.table import Table
 
         if bool(cert) != bool(key_file):
             raise click.UsageError("--cert and --key go together")
@@ -141,34 +145,42 @@ def register(group: click.Group) -> None:
                     raise ProvenanceError(f"{f}: same name as {seen[name]}; both would be written to "
                                           f"{Path(out_dir) / name} (tag them into different --out folders)")
                 seen[name] = f
-        table = Table("file", "written", "watermark", "manifest")
+        table = make_table("file", "written", "watermark", "manifest")
+        rows = []
         for f in _progress(list(files), "tagging"):
             src = Path(f)
             dest = Path(out_dir) / src.name if out_dir else None
             written = tag_file(src, dest, claim=claim, keys=keys, watermark=not no_watermark, c2pa=not no_c2pa)
-            table.add_row(str(src), str(written), "off" if no_watermark else _wm_status(written),
-                          "no" if no_c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa"))
-        Console().print(table)
-        click.echo(f"run id: {claim['run_id']}")
+            row = {"file": str(src), "written": str(written),
+                   "watermark": "off" if no_watermark else _wm_status(written),
+                   "manifest": "no" if no_c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa")}
+            rows.append(row)
+            table.add_row(*row.values())
+        make_console(stderr=human_to_stderr(json_out)).print(table)
+        echo(json_out)(f"run id: {claim['run_id']}")
+        write_json(json_out, {"run_id": claim["run_id"], "claim": claim, "files": rows})
         return 0
 
     @group.command("verify")
     @click.argument("files", nargs=-1, required=True, type=click.Path())
-    @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-                  help="write results as JSON ('-': standard output)")
+    @json_option("Write the results as JSON to FILE ('-': standard output, the table then goes to stderr).")
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
-                  help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`")
+                  help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`.")
     def verify(files, json_out, trust_anchor) -> int:
         """Check each file's C2PA manifest (offline) and watermark: intact, untrusted, tampered, remote, stripped
         or untagged, with how the content was made and who signed, per its manifest's history.
 
+        FILES are files or folders (searched recursively; a .c2pa sidecar is read with its asset).
         Exit 1 if any file is tampered or untrusted, 2 if any file could not be read (the others are still
         reported and the JSON is written)."""
-        from rich.console import Console
-        from rich.table import Table
+        from genguard.review import collect_files
 
         if trust_anchor is not None:
             _check_trust_anchor(Path(trust_anchor))
+        folders = [f for f in files if Path(f).is_dir()]
+        files = tuple(str(p) for p in collect_files([Path(f) for f in files])) if folders else files
+        if not files:
+            raise ProvenanceError(f"{', '.join(folders)}: no files to verify")
         given = set(files)
         # a sidecar listed next to its own asset (e.g. from a glob) is read with the asset, not on its own
         stems = {str(Path(f).with_suffix("")) for f in files if not f.endswith(".c2pa")}
@@ -178,7 +190,7 @@ def register(group: click.Group) -> None:
         colours = {"intact": "green", "tampered": "bold red", "untrusted": "bold red", "stripped": "yellow",
                    "remote": "yellow", "untagged": "dim", "error": "red"}
         made_colours = {"ai-generated": "bold magenta", "ai-composited": "magenta"}
-        table = Table("file", "manifest", "made (per manifest)", "signer", "watermark", "run", "verdict", "reason")
+        table = make_table("file", "manifest", "made (per manifest)", "signer", "watermark", "run", "verdict", "reason")
         for r in results:
             wm = r["watermark"]
             wm_s = ("n/a" if not wm.get("applicable", True) else
@@ -190,11 +202,8 @@ def register(group: click.Group) -> None:
             table.add_row(r["path"], r["manifest"]["state"],
                           f"[{made_colours[made]}]{made}[/]" if made in made_colours else made, signer_s, wm_s,
                           str(r["run_id"] or "-"), f"[{colours.get(v, 'red')}]{v}[/]", r["reason"])
-        import sys
-
-        # piped output (logs, CI) is not cut to 80 columns: the reason is the point of the table
-        # `--json -`: the JSON alone on stdout, the table on stderr
-        Console(width=None if sys.stdout.isatty() else 240, stderr=json_out == "-").print(table)
+        # `--json -`: the JSON alone on stdout, the table on stderr; piped, no cell is cut
+        make_console(stderr=human_to_stderr(json_out)).print(table)
         if json_out:
             clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
                      for r in results]

@@ -22,7 +22,7 @@ by the caller (:mod:`guardrails.privacy.trainer`).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 from genguard.guardrails.privacy.errors import PrivacyError
 
@@ -262,14 +262,3 @@ class PerSampleClipper:
         out = {p: self._sum[p] if p in self._sum else torch.zeros_like(p) for p in self.params}
         self._sum = {}
         return out
-
-
-def unsupported_layers(modules: Iterable[Any]) -> list[str]:
-    """Names of layer types in ``modules`` that break DP-SGD's per-sample analysis (opacus' validator)."""
-    from opacus.validators import ModuleValidator
-
-    out = []
-    for module in modules:
-        for err in ModuleValidator.validate(module, strict=False):
-            out.append(str(err))
-    return sorted(set(out))

@@ -255,7 +255,7 @@ def _substituted(tensors: tuple, j: int, blow_up: float | None = None) -> tuple:
 
 def _state(gen: Any) -> dict[str, Any]:
     """What :meth:`Generator.save` would write: every tensor, and the JSON state (as one string per key)."""
-    from genguard.generators.base import _jsonable
+    from genguard.generators._io import jsonable as _jsonable
 
     out: dict[str, Any] = {k: np.array(v) for k, v in gen._state_tensors().items()}
     try:

@@ -131,7 +131,7 @@ def _snapshot_build(gen: TorchGenerator) -> tuple[dict[str, Any], Any]:
     import hashlib
     import json
 
-    from genguard.generators.base import _jsonable
+    from genguard.generators._io import jsonable as _jsonable
 
     tensors = {k: (v.shape, str(v.dtype), hashlib.sha256(np.ascontiguousarray(v).tobytes()).digest())
                for k, v in gen._state_tensors().items()}

@@ -365,7 +365,3 @@ def manifest_watermark_id(assertions: dict[str, Any]) -> bytes | None:
         except (KeyError, IndexError, TypeError, ValueError):
             return None
     return None
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
