@@ -44,7 +44,9 @@ def _with_progress(files: list[Path], work):
 def register(group: click.Group) -> None:
     """Add `marking check` to the genguard command group."""
 
-    @group.group("marking")
+    from genguard.output import HelpGroup
+
+    @group.group("marking", cls=HelpGroup)
     def marking_group() -> None:
         """EU AI Act Art. 50(2) marking of generated outputs (a technical check, not legal advice)."""
 
@@ -78,7 +80,9 @@ def register(group: click.Group) -> None:
         files = _expand(paths)
         result = _with_progress(files, lambda adv: mk.check_outputs(files, sample=sample, seed=seed,
                                                                      trust_anchor=trust_anchor, progress=adv))
-        console = Console(width=None if sys.stdout.isatty() else 240, stderr=json_out == "-")
+        from genguard.output import make_console
+
+        console = make_console(stderr=json_out == "-")
         table = Table("file", "modality", "requirement", "status", "detail", title="marking check — " + mk.DISCLAIMER)
         for f in result["files"]:
             if f.get("error"):
