@@ -37,11 +37,21 @@ CHIP_BLUR = 0.6  # Gaussian smoothing of the chip pattern (px): takes the hard b
 N_PILOT = 64
 N_PAYLOAD = 48
 FPR = 1e-6
-N_SCALE_CANDIDATES = 8  # tile-period candidates from the autocorrelation when scale 1 fails
+#: the 8 symmetries of the square tile (rotations by 90 degrees, with and without a transpose): the
+#: detector reads the folded tile in each, so 90-degree rotations and flips cost 8 small FFTs
+N_DIHEDRAL = 8
+#: affine candidates (rotation, scale, aspect, shear) estimated from the lattice of autocorrelation
+#: peaks that the repeated tile leaves in any linearly transformed copy; tried when the identity fails
+N_AFFINE_CANDIDATES = 6
+#: every alignment the detector may examine: TILE*TILE cyclic offsets x 8 tile symmetries at the
+#: identity and at each of at most N_AFFINE_CANDIDATES estimated affine maps. The union bound over all
+#: of them is paid on every image, found early or not.
+#: isotropic-scale candidates from a 1-D comb over the autocorrelation (finer than the 2-D lattice fit
+#: on small, heavily compressed images), each refined at 3 nearby scales and read in the identity
+#: symmetry only
+N_SCALE_CANDIDATES = 8
 SCALE_REFINE = (1.0, 0.998, 1.002)
-#: every alignment the detector may examine: TILE*TILE cyclic offsets at each of at most
-#: 1 + 8 * 3 scales. The union bound over all of them is paid on every image, found early or not.
-M_ALIGNMENTS = TILE * TILE * (1 + N_SCALE_CANDIDATES * len(SCALE_REFINE))
+M_ALIGNMENTS = TILE * TILE * (N_DIHEDRAL * (1 + N_AFFINE_CANDIDATES) + N_SCALE_CANDIDATES * len(SCALE_REFINE))
 # payload error correction: rate-1/2 convolutional code, constraint length 7 (generators 133, 171
 # octal, the NASA/802.11 code), zero-terminated, soft-decision Viterbi decoding: ~5 dB coding gain
 # over the plain repetition that spreading alone gives.
@@ -242,22 +252,22 @@ class ImageWatermark:
         p[:h, :w] = r
         return p.reshape(H // TILE, TILE, W // TILE, TILE).sum(axis=(0, 2))
 
-    def _read_at_scale(self, y: np.ndarray, scale: float, r: np.ndarray | None = None) -> dict[str, Any]:
-        import cv2
+    def _read_fold(self, f: np.ndarray, symmetries: int = N_DIHEDRAL) -> dict[str, Any]:
+        """Best of the 8 tile symmetries of the fold ``f``: each is aligned by FFT cross-correlation with the
+        pilot template, then its chips are read."""
+        best = None
+        for k in range(symmetries):
+            g = np.rot90(f.T if k >= 4 else f, k % 4)
+            corr = np.fft.irfft2(np.fft.rfft2(g) * self._pilot_fft, s=g.shape)
+            dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+            res = self._read_aligned(np.roll(g, (-dy, -dx), axis=(0, 1)))
+            res.update(offset=(int(dy), int(dx)), symmetry=k, peak=float(corr.max() / (corr.std() + 1e-9)))
+            lp = self._log_p_alignment(res)
+            if best is None or lp < best[0]:
+                best = (lp, res)
+        return best[1]
 
-        if abs(scale - 1.0) > 1e-6:
-            # resample the luminance back to the embedding scale first, then whiten there, so the
-            # whitening filter keeps its designed relation to the 3-px chips
-            h, w = y.shape
-            y = cv2.resize(y, (max(1, int(round(w / scale))), max(1, int(round(h / scale)))),
-                           interpolation=cv2.INTER_CUBIC)
-            r = self._whiten(y)
-        elif r is None:
-            r = self._whiten(y)
-        f = self._fold(r)
-        corr = np.fft.irfft2(np.fft.rfft2(f) * self._pilot_fft, s=f.shape)
-        dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
-        aligned = np.roll(f, (-dy, -dx), axis=(0, 1))
+    def _read_aligned(self, aligned: np.ndarray) -> dict[str, Any]:
         # chip read-out: block sums of the aligned fold (close to a matched filter for the lightly smoothed chips)
         chips = aligned.reshape(GRID, CHIP, GRID, CHIP).sum(axis=(1, 3)).ravel() * self.sign_
         soft = np.bincount(self.role_, weights=chips, minlength=N_PILOT + N_CODED)
@@ -267,9 +277,153 @@ class ImageWatermark:
         dec = viterbi_decode(pay_soft, N_PAYLOAD + N_CRC)
         bits = dec[:N_PAYLOAD].astype(np.uint8)
         crc_ok = bool(np.array_equal(crc8(dec[:N_PAYLOAD]), dec[N_PAYLOAD:]) and np.all(pay_soft != 0))
-        return {"errors": errors, "bits": bits, "crc_ok": crc_ok, "offset": (int(dy), int(dx)), "scale": float(scale),
-                "peak": float(corr.max() / (corr.std() + 1e-9)),
+        return {"errors": errors, "bits": bits, "crc_ok": crc_ok,
                 "coded_bit_errors": int(np.sum((pay_soft > 0).astype(int) != conv_encode(dec)))}
+
+    def _read_affine(self, y: np.ndarray, A: np.ndarray, symmetries: int = N_DIHEDRAL) -> dict[str, Any]:
+        """Resample the luminance into the tile's frame through the linear map ``A`` (tile frame -> image,
+        2x2 in (x, y)), whiten there, fold and read. Only the image's own pixels are folded."""
+        import cv2
+
+        h, w = y.shape
+        Ai = np.linalg.inv(A)
+        corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64) @ Ai.T
+        lo, hi = corners.min(axis=0), corners.max(axis=0)
+        size = np.minimum(np.ceil(hi - lo), DETECT_MAX_SIDE).astype(int)
+        lo = (lo + hi) / 2 - size / 2  # a capped output keeps the centre
+        M = np.hstack([A, (A @ lo)[:, None]])  # dst (tile frame) -> src (image)
+        shrink = float(np.sqrt(abs(np.linalg.det(A))))
+        src = _gauss(y, 0.45 * shrink) if shrink > 1.3 else y  # anti-alias when the warp minifies
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        yt = cv2.warpAffine(src, M, (int(size[0]), int(size[1])), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.warpAffine(np.ones_like(y), M, (int(size[0]), int(size[1])), flags=flags,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        r = self._whiten(yt) * (cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0.99)
+        res = self._read_fold(self._fold(r), symmetries)
+        res["affine"] = A
+        return res
+
+    def _affine_candidates(self, r: np.ndarray, k: int = N_AFFINE_CANDIDATES) -> list[np.ndarray]:
+        """Up to ``k`` linear maps (tile frame -> image) from the lattice of autocorrelation peaks.
+
+        The tile repeats on a square lattice of period TILE; any linear transform of the image (rotation,
+        scale, aspect change, shear) maps it to the lattice spanned by the transformed basis vectors, and
+        the autocorrelation of the whitened image peaks there. The strongest local maxima (after removing
+        the smooth background) give candidate basis pairs, scored by the autocorrelation summed over the
+        lattice points they predict; the best are refined by least squares over every predicted peak
+        (sub-pixel, parabolic), which divides the error by the lattice index. The basis is taken nearest
+        the axes; the remaining 90-degree and mirror ambiguity is what the 8 tile symmetries resolve.
+        """
+        import cv2
+
+        h, w = r.shape
+        c = min(h, w, 768)
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        win = np.outer(np.hanning(c), np.hanning(c)).astype(np.float32)
+        rc = (r[y0:y0 + c, x0:x0 + c] - r[y0:y0 + c, x0:x0 + c].mean()) * win
+        n = 2 * c
+        F = np.fft.rfft2(rc, s=(n, n))
+        S = (np.abs(F) ** 2).astype(np.float32)
+        S = S / (cv2.GaussianBlur(S, (0, 0), 3.0) + 1e-9)  # spectral whitening: the lattice's lines stand out
+        # notch JPEG's 8-px block grid (spectral lines at multiples of 1/8 cycle/px), whose autocorrelation
+        # peaks on the axes would otherwise outrank the tile's lattice
+        for q in range(1, 5):
+            i = q * n // 8
+            S[max(0, i - 1):i + 2, :] = 0
+            S[n - i - 1:n - i + 2, :] = 0
+            if i + 2 <= S.shape[1]:
+                S[:, max(0, i - 1):i + 2] = 0
+        acf = np.fft.fftshift(np.fft.irfft2(S, s=(n, n))).astype(np.float32)
+        acf -= cv2.GaussianBlur(acf, (0, 0), 4.0)
+        acf /= acf.std() + 1e-9
+        ctr = n // 2
+        rmax = min(0.5 * c, 2.2 * 1.3 * TILE)
+        rmin = 0.35 * TILE * 0.75
+        yy, xx = np.mgrid[-ctr:n - ctr, -ctr:n - ctr]
+        rad = np.hypot(yy, xx)
+        dil = cv2.dilate(acf, np.ones((5, 5), np.uint8))
+        ok = (acf >= dil) & (rad >= rmin) & (rad <= rmax) & ((yy > 0) | ((yy == 0) & (xx > 0)))
+        idx = np.flatnonzero(ok)
+        idx = idx[np.argsort(acf.ravel()[idx])[::-1][:24]]
+        peaks = [np.array([xx.ravel()[i], yy.ravel()[i]], dtype=np.float64) for i in idx]
+
+        def val(p):
+            q = np.rint(p).astype(int) + ctr
+            if np.any(q < 1) or np.any(q >= n - 1):
+                return None
+            return q
+
+        def score(b1, b2):
+            tot = 0.0
+            for i in range(-2, 3):
+                for j in range(-2, 3):
+                    if i == 0 and j == 0:
+                        continue
+                    q = val(i * b1 + j * b2)
+                    if q is not None and np.hypot(*(i * b1 + j * b2)) <= 0.5 * c:
+                        tot += float(dil[q[1], q[0]])
+            return tot
+
+        def refine(b1, b2):
+            rows, rhs = [], []
+            for i in range(-4, 5):
+                for j in range(-4, 5):
+                    if i == 0 and j == 0:
+                        continue
+                    p = i * b1 + j * b2
+                    if np.hypot(*p) > 0.5 * c:
+                        continue
+                    q = val(p)
+                    if q is None:
+                        continue
+                    win3 = acf[q[1] - 2:q[1] + 3, q[0] - 2:q[0] + 3]
+                    if win3.shape != (5, 5):
+                        continue
+                    my, mx = np.unravel_index(int(np.argmax(win3)), win3.shape)
+                    qy, qx = q[1] - 2 + my, q[0] - 2 + mx
+                    if not (1 <= qy < n - 1 and 1 <= qx < n - 1) or acf[qy, qx] < 2.0:
+                        continue
+                    def par(a, b0, cc):
+                        d = a - 2 * b0 + cc
+                        return 0.0 if d >= 0 else 0.5 * (a - cc) / d
+                    sx = qx + par(acf[qy, qx - 1], acf[qy, qx], acf[qy, qx + 1]) - ctr
+                    sy = qy + par(acf[qy - 1, qx], acf[qy, qx], acf[qy + 1, qx]) - ctr
+                    rows.append([i, j])
+                    rhs.append([sx, sy])
+            if len(rows) < 3:
+                return b1, b2
+            sol, *_ = np.linalg.lstsq(np.array(rows, float), np.array(rhs, float), rcond=None)
+            return sol[0], sol[1]
+
+        pairs = []
+        for a in range(len(peaks)):
+            for b in range(a + 1, len(peaks)):
+                p1, p2 = peaks[a], peaks[b]
+                n1, n2 = np.hypot(*p1), np.hypot(*p2)
+                cosang = abs(float(p1 @ p2)) / (n1 * n2)
+                if cosang > 0.35 or not (0.6 < n1 / n2 < 1.67):
+                    continue
+                if not (0.35 * TILE <= min(n1, n2) and max(n1, n2) <= 2.6 * TILE):
+                    continue
+                pairs.append((score(p1, p2), p1, p2))
+        pairs.sort(key=lambda t: -t[0])
+        out: list[np.ndarray] = []
+        for _, p1, p2 in pairs:
+            b1, b2 = refine(p1, p2)
+            # canonical basis: b1 nearest the +x axis, b2 nearest +y
+            cand = [b1, -b1, b2, -b2]
+            e1 = max(cand, key=lambda v: v[0] / (np.hypot(*v) + 1e-9))
+            e2 = max(cand, key=lambda v: v[1] / (np.hypot(*v) + 1e-9))
+            A = np.column_stack([e1, e2]) / TILE
+            if abs(np.linalg.det(A)) < 1e-3:
+                continue
+            if np.allclose(A, np.eye(2), atol=0.004):
+                continue  # the identity was read already
+            if all(np.abs(A - B).max() > 0.004 for B in out):
+                out.append(A)
+            if len(out) >= k:
+                break
+        return out
 
     def _candidate_scales(self, r: np.ndarray, k: int = 4) -> list[float]:
         """Up to 2k candidate scales: k from the plain and k from the spectrally whitened autocorrelation
@@ -351,30 +505,30 @@ class ImageWatermark:
         if min(y.shape) < 64:
             return {"applicable": False, "found": False, "reason": f"image {y.shape[1]}x{y.shape[0]} is too small"}
         r = self._whiten(y)
-        best, best_lp, n_read = None, 0.0, 0
-        scales: list[float] = [1.0]
-        i = 0
-        while i < len(scales):
-            res = self._read_at_scale(y, scales[i], r)
-            i += 1
-            n_read += 1
-            lp = self._log_p_alignment(res)
-            if best is None or lp < best_lp:
-                best, best_lp = res, lp
-            if best_lp + np.log(M_ALIGNMENTS) <= np.log(FPR):
-                break  # M_ALIGNMENTS is fixed in advance, so stopping early does not bias the test
-            if search and i == 1:
-                for c in self._candidate_scales(r, k=N_SCALE_CANDIDATES // 2):
-                    for d in SCALE_REFINE:
-                        if abs(c * d - 1.0) > 0.002:
-                            scales.append(c * d)
+        best = self._read_fold(self._fold(r))
+        best["affine"] = np.eye(2)
+        best_lp = self._log_p_alignment(best)
+        if search and best_lp + np.log(M_ALIGNMENTS) > np.log(FPR):
+            # M_ALIGNMENTS is fixed in advance, so stopping at the first success does not bias the test
+            scales = [c * d for c in self._candidate_scales(r, k=N_SCALE_CANDIDATES // 2) for d in SCALE_REFINE]
+            cands = [(A, N_DIHEDRAL) for A in self._affine_candidates(r)]
+            cands += [(np.eye(2) * c, 1) for c in scales[:N_SCALE_CANDIDATES * len(SCALE_REFINE)] if abs(c - 1) > 0.002]
+            for A, sym in cands:
+                res = self._read_affine(y, A, sym)
+                lp = self._log_p_alignment(res)
+                if lp < best_lp:
+                    best, best_lp = res, lp
+                if best_lp + np.log(M_ALIGNMENTS) <= np.log(FPR):
+                    break
         log_p = best_lp + np.log(M_ALIGNMENTS)
         p = float(min(1.0, np.exp(log_p)))
         found = bool(log_p <= np.log(FPR))
         tried = M_ALIGNMENTS
         out = {"applicable": True, "found": found, "p_value": p, "bit_errors": best["errors"],
                "pilot_bits": N_PILOT, "alignments_tested": tried, "false_positive_rate": FPR,
-               "scale": round(best["scale"], 4), "offset": list(best["offset"]),
+               "scale": round(float(np.sqrt(abs(np.linalg.det(best["affine"])))), 4), "offset": list(best["offset"]),
+               "affine": [[round(float(v), 4) for v in row] for row in best["affine"]],
+               "symmetry": int(best["symmetry"]),
                "payload_crc_ok": bool(found and best["crc_ok"]),
                # the payload is reported only when the watermark is detected and its CRC-8 checks out;
                # a detected watermark with a failed CRC is present but unreadable (too damaged)
