@@ -26,6 +26,7 @@ dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/wa
 from __future__ import annotations
 
 import hashlib
+from math import comb
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,12 @@ GRID = TILE // CHIP  # 32 chips a side
 CHIP_BLUR = 0.6  # Gaussian smoothing of the chip pattern (px): takes the hard block edges off
 N_PILOT = 64
 N_PAYLOAD = 48
+#: content-binding bits carried after the payload: a keyed sign hash of the coarse DCT of the image the
+#: mark was embedded in, so a mark transplanted onto other content (the copy attack) no longer matches
+N_BIND = 16
+#: at most this many of the N_BIND bits may differ for the mark to count as bound to the content seen;
+#: an unrelated image (independent fair-coin bits) passes with P[Binom(16, 1/2) <= 3] = 697/65536 ~ 1.1%
+BIND_MAX_MISMATCH = 3
 FPR = 1e-6
 #: the 8 symmetries of the square tile (rotations by 90 degrees, with and without a transpose): the
 #: detector reads the folded tile in each, so 90-degree rotations and flips cost 8 small FFTs
@@ -58,7 +65,7 @@ M_ALIGNMENTS = TILE * TILE * (N_DIHEDRAL * (1 + N_AFFINE_CANDIDATES) + N_SCALE_C
 _K = 7
 _G = (0o133, 0o171)
 N_CRC = 8  # CRC-8 (polynomial 0x07) over the payload: says whether the decoded payload can be trusted
-N_CODED = 2 * (N_PAYLOAD + N_CRC + _K - 1)  # 124 coded bits
+N_CODED = 2 * (N_PAYLOAD + N_BIND + N_CRC + _K - 1)  # 156 coded bits
 PILOT_SHARE = 3 / 8  # of the chips; the rest carry the coded payload
 #: Detection reads at most a central DETECT_MAX_SIDE x DETECT_MAX_SIDE crop. The tile repeats over the
 #: whole image and the pilot correlation finds the crop's offset, so a crop carries the same watermark;
@@ -173,6 +180,7 @@ class ImageWatermark:
         self.role_[perm[:half]] = np.arange(half) % N_PILOT
         self.role_[perm[half:]] = N_PILOT + np.arange(n - half) % N_CODED
         self.pilot_ = rng.integers(0, 2, size=N_PILOT)
+        self.bind_proj_ = rng.standard_normal((N_BIND, 63))  # keyed projections of the 8x8 low DCT block (no DC)
         pilot_chips = self.role_ < N_PILOT
         chip_pilot = np.where(pilot_chips, self.sign_ * (2.0 * self.pilot_[np.minimum(self.role_, N_PILOT - 1)] - 1), 0.0)
         self.pilot_template_ = self._render(chip_pilot.astype(np.float32))
@@ -189,8 +197,22 @@ class ImageWatermark:
         big = cv2.GaussianBlur(big, (5, 5), CHIP_BLUR)
         return big[TILE:2 * TILE, TILE:2 * TILE].copy()
 
-    def _tile(self, payload_bits: np.ndarray) -> np.ndarray:
-        bits = np.concatenate([self.pilot_, conv_encode(np.concatenate([payload_bits, crc8(payload_bits)]))])
+    def content_hash(self, y: np.ndarray) -> np.ndarray:
+        """N_BIND keyed bits of a luminance image: signs of keyed projections of the 8x8 lowest DCT
+        coefficients (DC dropped, each divided by the block's RMS) of the image shrunk to 32x32. Stable
+        under compression, mild blur, noise, brightness and resizing; a crop, padding or other content changes it."""
+        import cv2
+
+        small = cv2.resize(np.asarray(y, np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+        d = cv2.dct(small)[:8, :8].ravel()[1:]
+        d = d / (np.sqrt(np.mean(d ** 2)) + 1e-6)
+        return (self.bind_proj_ @ d > 0).astype(np.int64)
+
+    def _tile(self, payload_bits: np.ndarray, bind_bits: np.ndarray | None = None) -> np.ndarray:
+        if bind_bits is None:
+            bind_bits = np.zeros(N_BIND, dtype=np.int64)
+        data = np.concatenate([payload_bits, bind_bits])
+        bits = np.concatenate([self.pilot_, conv_encode(np.concatenate([data, crc8(data)]))])
         chips = self.sign_ * (2.0 * bits[self.role_] - 1.0)
         pat = self._render(chips.astype(np.float32))
         return pat / pat.std()
@@ -208,7 +230,7 @@ class ImageWatermark:
         if a.dtype != np.uint8 or a.ndim not in (2, 3):
             raise ValueError("image must be uint8 HxW or HxWxC")
         h, w = a.shape[:2]
-        pat = self._tile(self._bits(payload))
+        pat = self._tile(self._bits(payload), self.content_hash(_luma(a)))
         field = np.tile(pat, (-(-h // TILE), -(-w // TILE)))[:h, :w]
         y = _luma(a)
         act = np.abs(y - _gauss(y, 1.5))
@@ -274,15 +296,15 @@ class ImageWatermark:
         pilot_soft, pay_soft = soft[:N_PILOT], soft[N_PILOT:]
         # a zero soft value (e.g. a flat image) counts as an error, which keeps the test conservative
         errors = int(np.sum(pilot_soft * (2.0 * self.pilot_ - 1.0) <= 0))
-        dec = viterbi_decode(pay_soft, N_PAYLOAD + N_CRC)
+        nd = N_PAYLOAD + N_BIND
+        dec = viterbi_decode(pay_soft, nd + N_CRC)
         bits = dec[:N_PAYLOAD].astype(np.uint8)
-        crc_ok = bool(np.array_equal(crc8(dec[:N_PAYLOAD]), dec[N_PAYLOAD:]) and np.all(pay_soft != 0))
-        return {"errors": errors, "bits": bits, "crc_ok": crc_ok,
+        crc_ok = bool(np.array_equal(crc8(dec[:nd]), dec[nd:]) and np.all(pay_soft != 0))
+        return {"errors": errors, "bits": bits, "bind": dec[N_PAYLOAD:nd], "crc_ok": crc_ok,
                 "coded_bit_errors": int(np.sum((pay_soft > 0).astype(int) != conv_encode(dec)))}
 
-    def _read_affine(self, y: np.ndarray, A: np.ndarray, symmetries: int = N_DIHEDRAL) -> dict[str, Any]:
-        """Resample the luminance into the tile's frame through the linear map ``A`` (tile frame -> image,
-        2x2 in (x, y)), whiten there, fold and read. Only the image's own pixels are folded."""
+    def _tile_frame(self, y: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(luminance resampled into the tile's frame through ``A``, validity mask); output capped in size."""
         import cv2
 
         h, w = y.shape
@@ -298,6 +320,14 @@ class ImageWatermark:
         yt = cv2.warpAffine(src, M, (int(size[0]), int(size[1])), flags=flags, borderMode=cv2.BORDER_REPLICATE)
         valid = cv2.warpAffine(np.ones_like(y), M, (int(size[0]), int(size[1])), flags=flags,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return yt, valid
+
+    def _read_affine(self, y: np.ndarray, A: np.ndarray, symmetries: int = N_DIHEDRAL) -> dict[str, Any]:
+        """Resample the luminance into the tile's frame through the linear map ``A`` (tile frame -> image,
+        2x2 in (x, y)), whiten there, fold and read. Only the image's own pixels are folded."""
+        import cv2
+
+        yt, valid = self._tile_frame(y, A)
         r = self._whiten(yt) * (cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0.99)
         res = self._read_fold(self._fold(r), symmetries)
         res["affine"] = A
@@ -521,6 +551,17 @@ class ImageWatermark:
                 if best_lp + np.log(M_ALIGNMENTS) <= np.log(FPR):
                     break
         log_p = best_lp + np.log(M_ALIGNMENTS)
+        binding = None
+        if log_p <= np.log(FPR) and best["crc_ok"]:
+            # the content hash is taken in the mark's own frame: resample back through the estimated map
+            # and undo the tile symmetry, so rotations, flips and resizes keep the binding
+            yt = y if np.allclose(best["affine"], np.eye(2)) else self._tile_frame(y, best["affine"])[0]
+            k = best["symmetry"]
+            seen = self.content_hash(np.rot90(yt.T if k >= 4 else yt, k % 4))
+            mism = int(np.sum(seen != best["bind"]))
+            binding = {"bound": mism <= BIND_MAX_MISMATCH, "mismatches": mism, "bits": N_BIND,
+                       "max_mismatches": BIND_MAX_MISMATCH,
+                       "chance_if_unrelated": float(sum(comb(N_BIND, i) for i in range(BIND_MAX_MISMATCH + 1)) / 2 ** N_BIND)}
         p = float(min(1.0, np.exp(log_p)))
         found = bool(log_p <= np.log(FPR))
         tried = M_ALIGNMENTS
@@ -532,7 +573,8 @@ class ImageWatermark:
                "payload_crc_ok": bool(found and best["crc_ok"]),
                # the payload is reported only when the watermark is detected and its CRC-8 checks out;
                # a detected watermark with a failed CRC is present but unreadable (too damaged)
-               "payload": np.packbits(best["bits"]).tobytes().hex() if found and best["crc_ok"] else None}
+               "payload": np.packbits(best["bits"]).tobytes().hex() if found and best["crc_ok"] else None,
+               "content_binding": binding}
         if cropped:
             out["analysed"] = {"image_size": [int(w0), int(h0)], "analysed_size": [int(img.shape[1]), int(img.shape[0])],
                                "note": f"read from the central {img.shape[1]}x{img.shape[0]} crop (bounded memory; "
