@@ -384,15 +384,17 @@ class ImageWatermark:
             return q
 
         def score(b1, b2):
-            tot = 0.0
-            for i in range(-2, 3):
-                for j in range(-2, 3):
+            # mean (not sum) over the predicted lattice points: a spurious short basis predicts many points
+            # where there is no peak, so a sum would favour it
+            vals = []
+            for i in range(-3, 4):
+                for j in range(-3, 4):
                     if i == 0 and j == 0:
                         continue
                     q = val(i * b1 + j * b2)
                     if q is not None and np.hypot(*(i * b1 + j * b2)) <= 0.5 * c:
-                        tot += float(dil[q[1], q[0]])
-            return tot
+                        vals.append(float(dil[q[1], q[0]]))
+            return float(np.mean(vals)) if len(vals) >= 4 else -np.inf
 
         def refine(b1, b2):
             rows, rhs = [], []
