@@ -1,27 +1,41 @@
-"""Keyed invisible image watermark: a 48-bit payload in a periodic spread-spectrum luminance tile, with a binomial detection test.
+"""Keyed invisible image watermark: a 48-bit payload plus a 16-bit content hash in a periodic spread-spectrum luminance tile, with a binomial detection test.
 
 Design (written here rather than taken from ``invisible-watermark`` because that library's
 dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/watermark.py``):
 
 * A keyed 96x96 tile of 32x32 chips (3 px each, lightly smoothed). 3/8 of the chips carry 64 keyed
-  *pilot* bits; the rest carry the 48-bit payload plus a CRC-8, convolutionally encoded (rate 1/2,
-  K=7) into 124 coded bits, each spread over ~5 chips per tile and over every tile, soft-decoded
-  with Viterbi. Every chip has a keyed +/-1 spreading sign.
+  *pilot* bits; the rest carry the 48-bit payload, a 16-bit content hash and a CRC-8, convolutionally
+  encoded (rate 1/2, K=7) into 156 coded bits, each spread over ~4 chips per tile and over every tile,
+  soft-decoded with Viterbi. Every chip has a keyed +/-1 spreading sign.
 * The tile is repeated over the whole image and added to the luminance, scaled by a local-activity
   mask (stronger in texture, weaker in flat areas) and globally to a target PSNR (default 39 dB, so
   every image is at least 38.4 dB).
 * Detection high-passes the luminance and divides by the local residual level, folds the image onto
-  one tile (sum over all tile positions), finds the cyclic offset by FFT cross-correlation with the
-  pilot template (this undoes any crop), and reads the chips. Scale changes are undone by estimating
-  the tile period from the autocorrelation of the whitened image and resampling back before
-  whitening; scale 1 is tried first.
+  one tile (sum over all tile positions), and reads the fold in each of the 8 symmetries of the square
+  (90-degree rotations, mirrors), each aligned by FFT cross-correlation with the pilot template (this
+  undoes any crop or padding). When that fails, the geometry is re-synchronised from the mark itself:
+  the repeated tile leaves a lattice of peaks in the autocorrelation of the whitened image, which a
+  rotation, resize, aspect change or shear maps linearly; the lattice basis is fitted (least squares
+  over every predicted peak) to give up to N_AFFINE_CANDIDATES linear maps, and a 1-D comb over the
+  autocorrelation gives isotropic-scale candidates. The luminance is resampled back through each and
+  read again. Nothing but the keyed pilots says which candidate is right, so every one is paid for.
 * Test: under "no watermark with this key" the 64 pilot-bit decisions at any one alignment are
   independent fair coins (the pilot bits are uniformly random key material, independent of the image),
-  so the number of pilot errors is Binomial(64, 1/2). With M alignments examined, the union bound gives
-  p = M * 2 * P[Binom(64, 1/2) <= errors] * (2**-8 if the decoded payload CRC-8 matches, else 1)
+  so the number of pilot errors is Binomial(64, 1/2). With M = M_ALIGNMENTS alignments that the search
+  may examine (offsets x symmetries x candidates, fixed in advance), the union (Bonferroni) bound gives
+  p = M * 2 * P[Binom(64, 1/2) <= errors] * (2**-8 if the decoded CRC-8 matches, else 1)
   (the CRC matches a uniformly random decoding with probability 2**-8, independently of the pilots;
   the factor 2 pays for using it). A watermark is declared when p <= 1e-6, which bounds the
   false-positive rate per image at 1e-6 by construction. The payload is reported only when the CRC matches.
+* Content binding (against the copy attack: a mark estimated from one tagged image, e.g. as the image
+  minus its median-filtered copy, and added to other content). The embedder computes a keyed 16-bit
+  sign hash of the coarse DCT of the host image (:meth:`ImageWatermark.content_hash`) and carries it in
+  the mark; the detector recomputes it on the image it sees, brought back into the mark's frame (the
+  estimated map and symmetry undone), and calls the mark *bound* when at most BIND_MAX_MISMATCH bits
+  differ. A transplanted mark carries the victim's hash; unrelated content matches it by chance with
+  probability P[Binom(16, 1/2) <= 3] ~ 1.1% (if the hash bits of unrelated images behave as fair coins,
+  which is an assumption, not a guarantee). Crops and padding change the coarse content too, so a
+  heavily cropped or padded genuine image can read as unbound: the binding is evidence, not proof.
 """
 from __future__ import annotations
 
