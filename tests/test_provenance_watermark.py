@@ -365,5 +365,7 @@ def test_averaged_mark_from_many_images_is_not_bound_to_new_content():
     target = data.immunohistochemistry()[:288, :288].astype(np.float32)
     forged = np.clip(np.rint(target + 3.0 * est), 0, 255).astype(np.uint8)  # amplified: the averaged residual is weak
     d = wm.detect(forged)
-    assert d["found"]  # the attack does transplant a detectable mark
-    assert d["content_binding"] is None or d["content_binding"]["bound"] is False, d["content_binding"]
+    assert d["found"]  # the attack does transplant a detectable mark (the pilots are shared by every image)
+    # ... but not a usable claim: the per-image hashes scramble the coded bits (the payload reads as
+    # unreadable), or a decoded hash does not match the new content
+    assert d["payload"] is None or d["content_binding"]["bound"] is False, d["content_binding"]
