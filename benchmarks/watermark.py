@@ -1,8 +1,9 @@
 """Benchmark of genguard's image and text watermarks against invisible-watermark (dwtDct, dwtDctSvd): quality, robustness, false positives, speed.
 
-Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/watermark.py [--json OUT] [--quick]
+Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/watermark.py [--json OUT] [--quick] [--genguard-only] [--no-text]
+      [--photos N] [--negatives N] [--attacks SUBSTR,...]
 
-Images: 12 real photos shipped by scikit-image and scikit-learn, at native size, as RGB. Every
+Images: 16 real photos shipped by scikit-image and scikit-learn, at native size, as RGB. Every
 method embeds a 48-bit payload. Detection rates are at a false-positive rate of at most 1e-6 per image:
 for genguard the watermark's own binomial test; for invisible-watermark (which has no test) a match of
 at least 41 of 48 bits, since P[Binom(48, 1/2) >= 41] < 1e-6. False positives: genguard's detector on
@@ -35,7 +36,7 @@ PAYLOAD = bytes.fromhex("5ac0ffee1234")
 PAYLOAD_BITS = np.unpackbits(np.frombuffer(PAYLOAD, dtype=np.uint8)).astype(int)
 BASELINE_MAX_ERRORS = max(k for k in range(49) if sum(comb(48, i) for i in range(k + 1)) / 2 ** 48 <= 1e-6)
 PHOTOS = ["astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon", "hubble_deep_field",
-          "immunohistochemistry", "grass", "china.jpg", "flower.jpg"]
+          "immunohistochemistry", "grass", "china.jpg", "flower.jpg", "brick", "gravel", "clock", "cell"]
 
 
 def load_photos() -> dict[str, np.ndarray]:
@@ -74,6 +75,46 @@ def _crop(a, area):
     return a[y:y + ch, x:x + cw]
 
 
+def _webp(a, q):
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "WEBP", quality=q)
+    return np.asarray(Image.open(b).convert("RGB"))
+
+
+def _rotate(a, deg):
+    """Rotation about the centre, same canvas, corners filled black (what most editors do without 'expand')."""
+    h, w = a.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    return cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _aspect(a, fx):
+    h, w = a.shape[:2]
+    return cv2.resize(a, (max(1, round(w * fx)), h), interpolation=cv2.INTER_AREA if fx < 1 else cv2.INTER_LINEAR)
+
+
+def _scale(a, f):
+    h, w = a.shape[:2]
+    return cv2.resize(a, (max(1, round(w * f)), max(1, round(h * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+
+
+def _crop_corner(a, area):
+    """Off-centre crop keeping ``area`` of the pixels (top-left anchored, so the tile phase changes)."""
+    h, w = a.shape[:2]
+    s = np.sqrt(area)
+    ch, cw = round(h * s), round(w * s)
+    y, x = (h - ch) // 3, (w - cw) // 5
+    return a[y:y + ch, x:x + cw]
+
+
+def _pad(a, frac=0.15, value=(240, 240, 240)):
+    """Screenshot-style padding: a flat frame around the image, 15% of each side (the image is ~59% of the canvas)."""
+    h, w = a.shape[:2]
+    ph, pw = round(h * frac), round(w * frac)
+    return cv2.copyMakeBorder(a, ph, ph, pw, pw, cv2.BORDER_CONSTANT, value=value)
+
+
 def _noise(a, sigma=5.0, seed=0):
     return np.clip(np.rint(a + np.random.default_rng(seed).normal(0, sigma, a.shape)), 0, 255).astype(np.uint8)
 
@@ -92,7 +133,27 @@ ATTACKS = {
     "bright+20%": lambda a: np.clip(np.rint(a * 1.2), 0, 255).astype(np.uint8),
     "bright-20%": lambda a: np.clip(np.rint(a * 0.8), 0, 255).astype(np.uint8),
     "resize0.5+jpeg75": lambda a: _jpeg(_resize(a, 0.5), 75),
+    # geometry
+    "rot90": lambda a: np.ascontiguousarray(np.rot90(a)),
+    "rot180": lambda a: np.ascontiguousarray(a[::-1, ::-1]),
+    "flip-h": lambda a: np.ascontiguousarray(a[:, ::-1]),
+    "flip-v": lambda a: np.ascontiguousarray(a[::-1]),
+    "rotate+1": lambda a: _rotate(a, 1.0),
+    "rotate-2": lambda a: _rotate(a, -2.0),
+    "rotate+5": lambda a: _rotate(a, 5.0),
+    "rotate-5": lambda a: _rotate(a, -5.0),
+    "aspect0.8": lambda a: _aspect(a, 0.8),
+    "aspect0.9": lambda a: _aspect(a, 0.9),
+    "aspect1.25": lambda a: _aspect(a, 1.25),
+    "crop50%-offcentre": lambda a: _crop_corner(a, 0.5),
+    "webp70": lambda a: _webp(a, 70),
+    "pad15%": lambda a: _pad(a),
+    "rotate+3+jpeg75": lambda a: _jpeg(_rotate(a, 3.0), 75),
 }
+# resize-then-JPEG grid (scales 0.4-2, JPEG 60 and 75)
+for _f in (0.4, 0.5, 0.7, 1.5, 2.0):
+    for _q in (60, 75):
+        ATTACKS[f"scale{_f}+jpeg{_q}"] = (lambda f, q: lambda a: _jpeg(_scale(a, f), q))(_f, _q)
 
 
 # ------------------------------------------------------------------ methods
@@ -109,6 +170,7 @@ class Genguard:
 
     def decode(self, rgb):
         d = self.wm.detect(rgb)
+        self.last_bound = bool((d.get("content_binding") or {}).get("bound"))
         return d["_bits"].astype(int), bool(d["found"])
 
 
@@ -144,7 +206,7 @@ def robustness(photos, methods):
     res = {}
     for m in methods:
         t0 = time.time()
-        ps, acc, det = [], {k: [] for k in ATTACKS}, {k: [] for k in ATTACKS}
+        ps, acc, det, bnd = [], {k: [] for k in ATTACKS}, {k: [] for k in ATTACKS}, {k: [] for k in ATTACKS}
         for name, img in photos.items():
             w = m.embed(img)
             ps.append(psnr(img, w))
@@ -152,9 +214,11 @@ def robustness(photos, methods):
                 bits, found = m.decode(f(w))
                 acc[an].append(0.5 if bits is None else float(np.mean(bits == PAYLOAD_BITS)))
                 det[an].append(found)
+                bnd[an].append(found and getattr(m, "last_bound", False))
         res[m.name] = {"psnr_mean": float(np.mean(ps)), "psnr_min": float(np.min(ps)),
                        "bit_accuracy": {k: float(np.mean(v)) for k, v in acc.items()},
                        "detection": {k: float(np.mean(v)) for k, v in det.items()},
+                       "bound": {k: float(np.mean(v)) for k, v in bnd.items()},
                        "seconds": time.time() - t0}
         print(f"  {m.name}: done in {time.time() - t0:.0f} s", file=sys.stderr)
     return res
@@ -321,42 +385,108 @@ def text_benchmark(n_samples=200, n_tokens=200, n_human=1000, train_steps=300):
             "human_z_max": float(hz.max()), "generation_seconds": gen_s}
 
 
+def copy_attack(photos):
+    """The copy attack on every photo: (marked - 5x5 median of marked) added to the next photo (cropped to a
+    common size); and the chance binding: content-hash mismatches between unrelated photo pairs."""
+    from genguard.guardrails.provenance.watermark import BIND_MAX_MISMATCH, ImageWatermark, _luma
+
+    wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
+    names = list(photos)
+    det = bound = 0
+    for i, n in enumerate(names):
+        m = wm.embed(photos[n], PAYLOAD)
+        t = photos[names[(i + 1) % len(names)]]
+        h, w = min(t.shape[0], m.shape[0]), min(t.shape[1], m.shape[1])
+        est = m[:h, :w].astype(np.float32) - cv2.medianBlur(m, 5)[:h, :w].astype(np.float32)
+        d = wm.detect(np.clip(np.rint(t[:h, :w].astype(np.float32) + est), 0, 255).astype(np.uint8))
+        det += bool(d["found"])
+        bound += bool(d["found"] and (d.get("content_binding") or {}).get("bound"))
+    hashes = [wm.content_hash(_luma(p)) for p in photos.values()]
+    mism = [int(np.sum(a != b)) for i, a in enumerate(hashes) for b in hashes[i + 1:]]
+    return {"transplants": len(names), "detected": det, "bound_to_new_content": bound,
+            "unrelated_pairs": len(mism), "pairs_within_binding_tolerance": int(np.sum(np.array(mism) <= BIND_MAX_MISMATCH)),
+            "mismatch_mean": float(np.mean(mism))}
+
+
+def timing_1024(n=5):
+    """CPU seconds (process time, 1 thread) of embed + detect of a 1024x1024 photo, unedited and after a 2-degree rotation."""
+    from genguard.guardrails.provenance.watermark import ImageWatermark
+    from skimage import data
+
+    wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
+    base = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    out = {}
+    for label, edit in (("unedited", lambda a: a), ("rotate+2", lambda a: _rotate(a, 2.0))):
+        e, d = [], []
+        for i in range(n):
+            im = np.roll(base, (37 * i, 53 * i), axis=(0, 1))
+            t = time.process_time()
+            w = wm.embed(im, PAYLOAD)
+            e.append(time.process_time() - t)
+            w = edit(w)
+            t = time.process_time()
+            wm.detect(w)
+            d.append(time.process_time() - t)
+        out[label] = {"embed_ms_median": 1000 * float(np.median(e)), "detect_ms_median": 1000 * float(np.median(d)),
+                      "embed_plus_detect_ms_median": 1000 * float(np.median(np.add(e, d)))}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None, help="write all figures here (atomically)")
     ap.add_argument("--quick", action="store_true", help="4 photos, 200 negatives, 50 text samples (smoke run)")
+    ap.add_argument("--photos", type=int, default=None, help="use the first N photos (default all 16)")
+    ap.add_argument("--negatives", type=int, default=None, help="number of clean images for the false-positive count")
+    ap.add_argument("--attacks", default=None, help="comma-separated substrings: only the attacks whose name contains one")
+    ap.add_argument("--genguard-only", action="store_true", help="skip invisible-watermark")
+    ap.add_argument("--no-text", action="store_true", help="skip the text watermark benchmark")
     args = ap.parse_args(argv)
     photos = load_photos()
-    if args.quick:
-        photos = dict(list(photos.items())[:4])
+    n_ph = 4 if args.quick else (args.photos or len(photos))
+    photos = dict(list(photos.items())[:n_ph])
+    if args.attacks:
+        keep = [k for k in ATTACKS if k == "none" or any(t in k for t in args.attacks.split(","))]
+        for k in list(ATTACKS):
+            if k not in keep:
+                del ATTACKS[k]
     print(f"photos: {', '.join(f'{k} {v.shape[1]}x{v.shape[0]}' for k, v in photos.items())}", file=sys.stderr)
-    methods = [Genguard(), InvisibleWatermark("dwtDct"), InvisibleWatermark("dwtDctSvd")]
+    methods = [Genguard()] + ([] if args.genguard_only else [InvisibleWatermark("dwtDct"), InvisibleWatermark("dwtDctSvd")])
     rob = robustness(photos, methods)
-    fp = false_positives(negatives(photos, n=200 if args.quick else 1000))
-    thr = throughput(10 if args.quick else 40)
-    txt = text_benchmark(n_samples=50 if args.quick else 200, n_human=200 if args.quick else 1000,
-                         train_steps=100 if args.quick else 300)
+    n_neg = args.negatives if args.negatives is not None else (200 if args.quick else 1000)
+    fp = false_positives(negatives(photos, n=n_neg)) if n_neg else None
+    thr = timing_1024(3 if args.quick else 5)
+    cp = copy_attack(photos)
+    txt = None if args.no_text else text_benchmark(n_samples=50 if args.quick else 200, n_human=200 if args.quick else 1000,
+                                                   train_steps=100 if args.quick else 300)
 
     names = [m.name for m in methods]
     print(f"\n## Image watermark, {len(photos)} photos at native size, 48-bit payload, detection at FPR <= 1e-6\n")
-    print("| attack | " + " | ".join(f"{n} bit acc | {n} detect" for n in names) + " |")
-    print("|---|" + "---|---|" * len(names))
+    print("| attack | " + " | ".join(f"{n} bit acc | {n} detect" for n in names) + " | genguard detected and content-bound |")
+    print("|---|" + "---|---|" * len(names) + "---|")
     print("| PSNR dB (mean / min) | " + " | ".join(f"{rob[n]['psnr_mean']:.1f} / {rob[n]['psnr_min']:.1f} | " for n in names) + "|")
     for an in ATTACKS:
-        print(f"| {an} | " + " | ".join(f"{rob[n]['bit_accuracy'][an]:.3f} | {rob[n]['detection'][an]:.2f}" for n in names) + " |")
-    print(f"\nfalse positives (genguard detector, unwatermarked): {fp['detections']} / {fp['images']} "
-          f"(smallest p-value {fp['smallest_p_value']:.2g})")
-    print(f"throughput embed+detect at 512x512, 1 thread: {thr['images_per_second']:.1f} images/s "
-          f"(all detected: {thr['all_detected']})")
-    print(f"\n## Text watermark ({txt['model']})\n")
-    print(f"watermarked {txt['tokens_per_sample']}-token samples with z >= 4: {txt['share_z_ge_4']:.3f} of "
-          f"{txt['watermarked_samples']} (median z {txt['z_median']:.1f}, min {txt['z_min']:.1f})")
-    print(f"human passages (Python docs) with z >= 4: {txt['human_false_positives_z_ge_4']} of {txt['human_passages']} "
-          f"(max z {txt['human_z_max']:.2f})")
+        print(f"| {an} | " + " | ".join(f"{rob[n]['bit_accuracy'][an]:.3f} | {rob[n]['detection'][an]:.2f}" for n in names)
+              + f" | {rob['genguard']['bound'][an]:.2f} |")
+    if fp:
+        print(f"\nfalse positives (genguard detector, unwatermarked): {fp['detections']} / {fp['images']} "
+              f"(smallest p-value {fp['smallest_p_value']:.2g})")
+    print(f"copy attack (mark - 5x5 median, added to the next photo): detected {cp['detected']}/{cp['transplants']}, "
+          f"bound to the new content {cp['bound_to_new_content']}/{cp['transplants']}; unrelated photo pairs within the "
+          f"binding tolerance: {cp['pairs_within_binding_tolerance']}/{cp['unrelated_pairs']} (mean mismatch {cp['mismatch_mean']:.1f} of 16)")
+    for k, v in thr.items():
+        print(f"1024x1024 CPU time, 1 thread, {k}: embed {v['embed_ms_median']:.0f} ms + detect {v['detect_ms_median']:.0f} ms "
+              f"= {v['embed_plus_detect_ms_median']:.0f} ms (median of runs)")
+    if txt:
+        print(f"\n## Text watermark ({txt['model']})\n")
+        print(f"watermarked {txt['tokens_per_sample']}-token samples with z >= 4: {txt['share_z_ge_4']:.3f} of "
+              f"{txt['watermarked_samples']} (median z {txt['z_median']:.1f}, min {txt['z_min']:.1f})")
+        print(f"human passages (Python docs) with z >= 4: {txt['human_false_positives_z_ge_4']} of {txt['human_passages']} "
+              f"(max z {txt['human_z_max']:.2f})")
     if args.json:
         from genguard.generators._io import atomic_write_json
 
-        atomic_write_json(args.json, {"robustness": rob, "false_positives": fp, "throughput": thr, "text": txt,
+        atomic_write_json(args.json, {"robustness": rob, "false_positives": fp, "timing_1024": thr, "copy_attack": cp, "text": txt,
                                       "baseline_detect_rule": f">= {48 - BASELINE_MAX_ERRORS} of 48 bits"})
 
 

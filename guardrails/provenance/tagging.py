@@ -352,7 +352,11 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                     det.pop("_bits", None)
                     rec["watermark"] = det
                     wm_present = bool(det["found"])
-                    if det["found"] and det.get("payload"):
+                    unbound = (det.get("content_binding") or {}).get("bound") is False
+                    if unbound:
+                        # a mark lifted from another image (the copy attack) must not name that image's run
+                        det["note"] = "watermark present but not bound to this content (possible copy attack)"
+                    if det["found"] and det.get("payload") and not unbound:
                         wm_found = bytes.fromhex(det["payload"])
                         reg = _load_registry(_registry_path(keys))
                         det["names"] = reg.get(det["payload"])

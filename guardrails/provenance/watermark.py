@@ -1,31 +1,46 @@
-"""Keyed invisible image watermark: a 48-bit payload in a periodic spread-spectrum luminance tile, with a binomial detection test.
+"""Keyed invisible image watermark: a 48-bit payload plus a 16-bit content hash in a periodic spread-spectrum luminance tile, with a binomial detection test.
 
 Design (written here rather than taken from ``invisible-watermark`` because that library's
 dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/watermark.py``):
 
 * A keyed 96x96 tile of 32x32 chips (3 px each, lightly smoothed). 3/8 of the chips carry 64 keyed
-  *pilot* bits; the rest carry the 48-bit payload plus a CRC-8, convolutionally encoded (rate 1/2,
-  K=7) into 124 coded bits, each spread over ~5 chips per tile and over every tile, soft-decoded
-  with Viterbi. Every chip has a keyed +/-1 spreading sign.
+  *pilot* bits; the rest carry the 48-bit payload, a 16-bit content hash and a CRC-8, convolutionally
+  encoded (rate 1/2, K=7) into 156 coded bits, each spread over ~4 chips per tile and over every tile,
+  soft-decoded with Viterbi. Every chip has a keyed +/-1 spreading sign.
 * The tile is repeated over the whole image and added to the luminance, scaled by a local-activity
   mask (stronger in texture, weaker in flat areas) and globally to a target PSNR (default 39 dB, so
   every image is at least 38.4 dB).
 * Detection high-passes the luminance and divides by the local residual level, folds the image onto
-  one tile (sum over all tile positions), finds the cyclic offset by FFT cross-correlation with the
-  pilot template (this undoes any crop), and reads the chips. Scale changes are undone by estimating
-  the tile period from the autocorrelation of the whitened image and resampling back before
-  whitening; scale 1 is tried first.
+  one tile (sum over all tile positions), and reads the fold in each of the 8 symmetries of the square
+  (90-degree rotations, mirrors), each aligned by FFT cross-correlation with the pilot template (this
+  undoes any crop or padding). When that fails, the geometry is re-synchronised from the mark itself:
+  the repeated tile leaves a lattice of peaks in the autocorrelation of the whitened image, which a
+  rotation, resize, aspect change or shear maps linearly; the lattice basis is fitted (least squares
+  over every predicted peak) to give up to N_AFFINE_CANDIDATES linear maps, and a 1-D comb over the
+  autocorrelation gives isotropic-scale candidates. The luminance is resampled back through each and
+  read again. Nothing but the keyed pilots says which candidate is right, so every one is paid for.
 * Test: under "no watermark with this key" the 64 pilot-bit decisions at any one alignment are
   independent fair coins (the pilot bits are uniformly random key material, independent of the image),
-  so the number of pilot errors is Binomial(64, 1/2). With M alignments examined, the union bound gives
-  p = M * 2 * P[Binom(64, 1/2) <= errors] * (2**-8 if the decoded payload CRC-8 matches, else 1)
+  so the number of pilot errors is Binomial(64, 1/2). With M = M_ALIGNMENTS alignments that the search
+  may examine (offsets x symmetries x candidates, fixed in advance), the union (Bonferroni) bound gives
+  p = M * 2 * P[Binom(64, 1/2) <= errors] * (2**-8 if the decoded CRC-8 matches, else 1)
   (the CRC matches a uniformly random decoding with probability 2**-8, independently of the pilots;
   the factor 2 pays for using it). A watermark is declared when p <= 1e-6, which bounds the
   false-positive rate per image at 1e-6 by construction. The payload is reported only when the CRC matches.
+* Content binding (against the copy attack: a mark estimated from one tagged image, e.g. as the image
+  minus its median-filtered copy, and added to other content). The embedder computes a keyed 16-bit
+  sign hash of the coarse DCT of the host image (:meth:`ImageWatermark.content_hash`) and carries it in
+  the mark; the detector recomputes it on the image it sees, brought back into the mark's frame (the
+  estimated map and symmetry undone), and calls the mark *bound* when at most BIND_MAX_MISMATCH bits
+  differ. A transplanted mark carries the victim's hash; unrelated content matches it by chance with
+  probability P[Binom(16, 1/2) <= 3] ~ 1.1% (if the hash bits of unrelated images behave as fair coins,
+  which is an assumption, not a guarantee). Crops and padding change the coarse content too, so a
+  heavily cropped or padded genuine image can read as unbound: the binding is evidence, not proof.
 """
 from __future__ import annotations
 
 import hashlib
+from math import comb
 from typing import Any
 
 import numpy as np
@@ -36,19 +51,35 @@ GRID = TILE // CHIP  # 32 chips a side
 CHIP_BLUR = 0.6  # Gaussian smoothing of the chip pattern (px): takes the hard block edges off
 N_PILOT = 64
 N_PAYLOAD = 48
+#: content-binding bits carried after the payload: a keyed sign hash of the coarse DCT of the image the
+#: mark was embedded in, so a mark transplanted onto other content (the copy attack) no longer matches
+N_BIND = 16
+#: at most this many of the N_BIND bits may differ for the mark to count as bound to the content seen;
+#: an unrelated image (independent fair-coin bits) passes with P[Binom(16, 1/2) <= 3] = 697/65536 ~ 1.1%
+BIND_MAX_MISMATCH = 3
 FPR = 1e-6
-N_SCALE_CANDIDATES = 8  # tile-period candidates from the autocorrelation when scale 1 fails
+#: the 8 symmetries of the square tile (rotations by 90 degrees, with and without a transpose): the
+#: detector reads the folded tile in each, so 90-degree rotations and flips cost 8 small FFTs
+N_DIHEDRAL = 8
+#: affine candidates (rotation, scale, aspect, shear) estimated from the lattice of autocorrelation
+#: peaks that the repeated tile leaves in any linearly transformed copy; tried when the identity fails
+N_AFFINE_CANDIDATES = 6
+#: every alignment the detector may examine: TILE*TILE cyclic offsets x 8 tile symmetries at the
+#: identity and at each of at most N_AFFINE_CANDIDATES estimated affine maps. The union bound over all
+#: of them is paid on every image, found early or not.
+#: isotropic-scale candidates from a 1-D comb over the autocorrelation (finer than the 2-D lattice fit
+#: on small, heavily compressed images), each refined at 3 nearby scales and read in the identity
+#: symmetry only
+N_SCALE_CANDIDATES = 8
 SCALE_REFINE = (1.0, 0.998, 1.002)
-#: every alignment the detector may examine: TILE*TILE cyclic offsets at each of at most
-#: 1 + 8 * 3 scales. The union bound over all of them is paid on every image, found early or not.
-M_ALIGNMENTS = TILE * TILE * (1 + N_SCALE_CANDIDATES * len(SCALE_REFINE))
+M_ALIGNMENTS = TILE * TILE * (N_DIHEDRAL * (1 + N_AFFINE_CANDIDATES) + N_SCALE_CANDIDATES * len(SCALE_REFINE))
 # payload error correction: rate-1/2 convolutional code, constraint length 7 (generators 133, 171
 # octal, the NASA/802.11 code), zero-terminated, soft-decision Viterbi decoding: ~5 dB coding gain
 # over the plain repetition that spreading alone gives.
 _K = 7
 _G = (0o133, 0o171)
 N_CRC = 8  # CRC-8 (polynomial 0x07) over the payload: says whether the decoded payload can be trusted
-N_CODED = 2 * (N_PAYLOAD + N_CRC + _K - 1)  # 124 coded bits
+N_CODED = 2 * (N_PAYLOAD + N_BIND + N_CRC + _K - 1)  # 156 coded bits
 PILOT_SHARE = 3 / 8  # of the chips; the rest carry the coded payload
 #: Detection reads at most a central DETECT_MAX_SIDE x DETECT_MAX_SIDE crop. The tile repeats over the
 #: whole image and the pilot correlation finds the crop's offset, so a crop carries the same watermark;
@@ -163,6 +194,7 @@ class ImageWatermark:
         self.role_[perm[:half]] = np.arange(half) % N_PILOT
         self.role_[perm[half:]] = N_PILOT + np.arange(n - half) % N_CODED
         self.pilot_ = rng.integers(0, 2, size=N_PILOT)
+        self.bind_proj_ = rng.standard_normal((N_BIND, 63))  # keyed projections of the 8x8 low DCT block (no DC)
         pilot_chips = self.role_ < N_PILOT
         chip_pilot = np.where(pilot_chips, self.sign_ * (2.0 * self.pilot_[np.minimum(self.role_, N_PILOT - 1)] - 1), 0.0)
         self.pilot_template_ = self._render(chip_pilot.astype(np.float32))
@@ -179,8 +211,22 @@ class ImageWatermark:
         big = cv2.GaussianBlur(big, (5, 5), CHIP_BLUR)
         return big[TILE:2 * TILE, TILE:2 * TILE].copy()
 
-    def _tile(self, payload_bits: np.ndarray) -> np.ndarray:
-        bits = np.concatenate([self.pilot_, conv_encode(np.concatenate([payload_bits, crc8(payload_bits)]))])
+    def content_hash(self, y: np.ndarray) -> np.ndarray:
+        """N_BIND keyed bits of a luminance image: signs of keyed projections of the 8x8 lowest DCT
+        coefficients (DC dropped, each divided by the block's RMS) of the image shrunk to 32x32. Stable
+        under compression, mild blur, noise, brightness and resizing; a crop, padding or other content changes it."""
+        import cv2
+
+        small = cv2.resize(np.asarray(y, np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+        d = cv2.dct(small)[:8, :8].ravel()[1:]
+        d = d / (np.sqrt(np.mean(d ** 2)) + 1e-6)
+        return (self.bind_proj_ @ d > 0).astype(np.int64)
+
+    def _tile(self, payload_bits: np.ndarray, bind_bits: np.ndarray | None = None) -> np.ndarray:
+        if bind_bits is None:
+            bind_bits = np.zeros(N_BIND, dtype=np.int64)
+        data = np.concatenate([payload_bits, bind_bits])
+        bits = np.concatenate([self.pilot_, conv_encode(np.concatenate([data, crc8(data)]))])
         chips = self.sign_ * (2.0 * bits[self.role_] - 1.0)
         pat = self._render(chips.astype(np.float32))
         return pat / pat.std()
@@ -198,7 +244,7 @@ class ImageWatermark:
         if a.dtype != np.uint8 or a.ndim not in (2, 3):
             raise ValueError("image must be uint8 HxW or HxWxC")
         h, w = a.shape[:2]
-        pat = self._tile(self._bits(payload))
+        pat = self._tile(self._bits(payload), self.content_hash(_luma(a)))
         field = np.tile(pat, (-(-h // TILE), -(-w // TILE)))[:h, :w]
         y = _luma(a)
         act = np.abs(y - _gauss(y, 1.5))
@@ -242,34 +288,188 @@ class ImageWatermark:
         p[:h, :w] = r
         return p.reshape(H // TILE, TILE, W // TILE, TILE).sum(axis=(0, 2))
 
-    def _read_at_scale(self, y: np.ndarray, scale: float, r: np.ndarray | None = None) -> dict[str, Any]:
-        import cv2
+    def _read_fold(self, f: np.ndarray, symmetries: int = N_DIHEDRAL) -> dict[str, Any]:
+        """Best of the 8 tile symmetries of the fold ``f``: each is aligned by FFT cross-correlation with the
+        pilot template, then its chips are read."""
+        best = None
+        for k in range(symmetries):
+            g = np.rot90(f.T if k >= 4 else f, k % 4)
+            corr = np.fft.irfft2(np.fft.rfft2(g) * self._pilot_fft, s=g.shape)
+            dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+            res = self._read_aligned(np.roll(g, (-dy, -dx), axis=(0, 1)))
+            res.update(offset=(int(dy), int(dx)), symmetry=k, peak=float(corr.max() / (corr.std() + 1e-9)))
+            lp = self._log_p_alignment(res)
+            if best is None or lp < best[0]:
+                best = (lp, res)
+        return best[1]
 
-        if abs(scale - 1.0) > 1e-6:
-            # resample the luminance back to the embedding scale first, then whiten there, so the
-            # whitening filter keeps its designed relation to the 3-px chips
-            h, w = y.shape
-            y = cv2.resize(y, (max(1, int(round(w / scale))), max(1, int(round(h / scale)))),
-                           interpolation=cv2.INTER_CUBIC)
-            r = self._whiten(y)
-        elif r is None:
-            r = self._whiten(y)
-        f = self._fold(r)
-        corr = np.fft.irfft2(np.fft.rfft2(f) * self._pilot_fft, s=f.shape)
-        dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
-        aligned = np.roll(f, (-dy, -dx), axis=(0, 1))
+    def _read_aligned(self, aligned: np.ndarray) -> dict[str, Any]:
         # chip read-out: block sums of the aligned fold (close to a matched filter for the lightly smoothed chips)
         chips = aligned.reshape(GRID, CHIP, GRID, CHIP).sum(axis=(1, 3)).ravel() * self.sign_
         soft = np.bincount(self.role_, weights=chips, minlength=N_PILOT + N_CODED)
         pilot_soft, pay_soft = soft[:N_PILOT], soft[N_PILOT:]
         # a zero soft value (e.g. a flat image) counts as an error, which keeps the test conservative
         errors = int(np.sum(pilot_soft * (2.0 * self.pilot_ - 1.0) <= 0))
-        dec = viterbi_decode(pay_soft, N_PAYLOAD + N_CRC)
+        nd = N_PAYLOAD + N_BIND
+        dec = viterbi_decode(pay_soft, nd + N_CRC)
         bits = dec[:N_PAYLOAD].astype(np.uint8)
-        crc_ok = bool(np.array_equal(crc8(dec[:N_PAYLOAD]), dec[N_PAYLOAD:]) and np.all(pay_soft != 0))
-        return {"errors": errors, "bits": bits, "crc_ok": crc_ok, "offset": (int(dy), int(dx)), "scale": float(scale),
-                "peak": float(corr.max() / (corr.std() + 1e-9)),
+        crc_ok = bool(np.array_equal(crc8(dec[:nd]), dec[nd:]) and np.all(pay_soft != 0))
+        return {"errors": errors, "bits": bits, "bind": dec[N_PAYLOAD:nd], "crc_ok": crc_ok,
                 "coded_bit_errors": int(np.sum((pay_soft > 0).astype(int) != conv_encode(dec)))}
+
+    def _tile_frame(self, y: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(luminance resampled into the tile's frame through ``A``, validity mask); output capped in size."""
+        import cv2
+
+        h, w = y.shape
+        Ai = np.linalg.inv(A)
+        corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64) @ Ai.T
+        lo, hi = corners.min(axis=0), corners.max(axis=0)
+        size = np.minimum(np.ceil(hi - lo), DETECT_MAX_SIDE).astype(int)
+        lo = (lo + hi) / 2 - size / 2  # a capped output keeps the centre
+        M = np.hstack([A, (A @ lo)[:, None]])  # dst (tile frame) -> src (image)
+        shrink = float(np.sqrt(abs(np.linalg.det(A))))
+        src = _gauss(y, 0.45 * shrink) if shrink > 1.3 else y  # anti-alias when the warp minifies
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        yt = cv2.warpAffine(src, M, (int(size[0]), int(size[1])), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.warpAffine(np.ones_like(y), M, (int(size[0]), int(size[1])), flags=flags,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return yt, valid
+
+    def _read_affine(self, y: np.ndarray, A: np.ndarray, symmetries: int = N_DIHEDRAL) -> dict[str, Any]:
+        """Resample the luminance into the tile's frame through the linear map ``A`` (tile frame -> image,
+        2x2 in (x, y)), whiten there, fold and read. Only the image's own pixels are folded."""
+        import cv2
+
+        yt, valid = self._tile_frame(y, A)
+        r = self._whiten(yt) * (cv2.erode(valid, np.ones((5, 5), np.uint8)) > 0.99)
+        res = self._read_fold(self._fold(r), symmetries)
+        res["affine"] = A
+        return res
+
+    def _affine_candidates(self, r: np.ndarray, k: int = N_AFFINE_CANDIDATES) -> list[np.ndarray]:
+        """Up to ``k`` linear maps (tile frame -> image) from the lattice of autocorrelation peaks.
+
+        The tile repeats on a square lattice of period TILE; any linear transform of the image (rotation,
+        scale, aspect change, shear) maps it to the lattice spanned by the transformed basis vectors, and
+        the autocorrelation of the whitened image peaks there. The strongest local maxima (after removing
+        the smooth background) give candidate basis pairs, scored by the autocorrelation summed over the
+        lattice points they predict; the best are refined by least squares over every predicted peak
+        (sub-pixel, parabolic), which divides the error by the lattice index. The basis is taken nearest
+        the axes; the remaining 90-degree and mirror ambiguity is what the 8 tile symmetries resolve.
+        """
+        import cv2
+
+        h, w = r.shape
+        c = min(h, w, 768)
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        win = np.outer(np.hanning(c), np.hanning(c)).astype(np.float32)
+        rc = (r[y0:y0 + c, x0:x0 + c] - r[y0:y0 + c, x0:x0 + c].mean()) * win
+        n = 2 * c
+        F = np.fft.rfft2(rc, s=(n, n))
+        S = (np.abs(F) ** 2).astype(np.float32)
+        S = S / (cv2.GaussianBlur(S, (0, 0), 3.0) + 1e-9)  # spectral whitening: the lattice's lines stand out
+        # notch JPEG's 8-px block grid (spectral lines at multiples of 1/8 cycle/px), whose autocorrelation
+        # peaks on the axes would otherwise outrank the tile's lattice
+        for q in range(1, 5):
+            i = q * n // 8
+            S[max(0, i - 1):i + 2, :] = 0
+            S[n - i - 1:n - i + 2, :] = 0
+            if i + 2 <= S.shape[1]:
+                S[:, max(0, i - 1):i + 2] = 0
+        acf = np.fft.fftshift(np.fft.irfft2(S, s=(n, n))).astype(np.float32)
+        acf -= cv2.GaussianBlur(acf, (0, 0), 4.0)
+        acf /= acf.std() + 1e-9
+        ctr = n // 2
+        rmax = min(0.5 * c, 2.2 * 1.3 * TILE)
+        rmin = 0.35 * TILE * 0.75
+        yy, xx = np.mgrid[-ctr:n - ctr, -ctr:n - ctr]
+        rad = np.hypot(yy, xx)
+        dil = cv2.dilate(acf, np.ones((5, 5), np.uint8))
+        ok = (acf >= dil) & (rad >= rmin) & (rad <= rmax) & ((yy > 0) | ((yy == 0) & (xx > 0)))
+        idx = np.flatnonzero(ok)
+        idx = idx[np.argsort(acf.ravel()[idx])[::-1][:24]]
+        peaks = [np.array([xx.ravel()[i], yy.ravel()[i]], dtype=np.float64) for i in idx]
+
+        def val(p):
+            q = np.rint(p).astype(int) + ctr
+            if np.any(q < 1) or np.any(q >= n - 1):
+                return None
+            return q
+
+        def score(b1, b2):
+            # mean (not sum) over the predicted lattice points: a spurious short basis predicts many points
+            # where there is no peak, so a sum would favour it
+            vals = []
+            for i in range(-3, 4):
+                for j in range(-3, 4):
+                    if i == 0 and j == 0:
+                        continue
+                    q = val(i * b1 + j * b2)
+                    if q is not None and np.hypot(*(i * b1 + j * b2)) <= 0.5 * c:
+                        vals.append(float(dil[q[1], q[0]]))
+            return float(np.mean(vals)) if len(vals) >= 4 else -np.inf
+
+        def refine(b1, b2):
+            rows, rhs = [], []
+            for i in range(-4, 5):
+                for j in range(-4, 5):
+                    if i == 0 and j == 0:
+                        continue
+                    p = i * b1 + j * b2
+                    if np.hypot(*p) > 0.5 * c:
+                        continue
+                    q = val(p)
+                    if q is None:
+                        continue
+                    win3 = acf[q[1] - 2:q[1] + 3, q[0] - 2:q[0] + 3]
+                    if win3.shape != (5, 5):
+                        continue
+                    my, mx = np.unravel_index(int(np.argmax(win3)), win3.shape)
+                    qy, qx = q[1] - 2 + my, q[0] - 2 + mx
+                    if not (1 <= qy < n - 1 and 1 <= qx < n - 1) or acf[qy, qx] < 2.0:
+                        continue
+                    def par(a, b0, cc):
+                        d = a - 2 * b0 + cc
+                        return 0.0 if d >= 0 else 0.5 * (a - cc) / d
+                    sx = qx + par(acf[qy, qx - 1], acf[qy, qx], acf[qy, qx + 1]) - ctr
+                    sy = qy + par(acf[qy - 1, qx], acf[qy, qx], acf[qy + 1, qx]) - ctr
+                    rows.append([i, j])
+                    rhs.append([sx, sy])
+            if len(rows) < 3:
+                return b1, b2
+            sol, *_ = np.linalg.lstsq(np.array(rows, float), np.array(rhs, float), rcond=None)
+            return sol[0], sol[1]
+
+        pairs = []
+        for a in range(len(peaks)):
+            for b in range(a + 1, len(peaks)):
+                p1, p2 = peaks[a], peaks[b]
+                n1, n2 = np.hypot(*p1), np.hypot(*p2)
+                cosang = abs(float(p1 @ p2)) / (n1 * n2)
+                if cosang > 0.35 or not (0.6 < n1 / n2 < 1.67):
+                    continue
+                if not (0.35 * TILE <= min(n1, n2) and max(n1, n2) <= 2.6 * TILE):
+                    continue
+                pairs.append((score(p1, p2), p1, p2))
+        pairs.sort(key=lambda t: -t[0])
+        out: list[np.ndarray] = []
+        for _, p1, p2 in pairs:
+            b1, b2 = refine(p1, p2)
+            # canonical basis: b1 nearest the +x axis, b2 nearest +y
+            cand = [b1, -b1, b2, -b2]
+            e1 = max(cand, key=lambda v: v[0] / (np.hypot(*v) + 1e-9))
+            e2 = max(cand, key=lambda v: v[1] / (np.hypot(*v) + 1e-9))
+            A = np.column_stack([e1, e2]) / TILE
+            if abs(np.linalg.det(A)) < 1e-3:
+                continue
+            if np.allclose(A, np.eye(2), atol=0.004):
+                continue  # the identity was read already
+            if all(np.abs(A - B).max() > 0.004 for B in out):
+                out.append(A)
+            if len(out) >= k:
+                break
+        return out
 
     def _candidate_scales(self, r: np.ndarray, k: int = 4) -> list[float]:
         """Up to 2k candidate scales: k from the plain and k from the spectrally whitened autocorrelation
@@ -351,34 +551,46 @@ class ImageWatermark:
         if min(y.shape) < 64:
             return {"applicable": False, "found": False, "reason": f"image {y.shape[1]}x{y.shape[0]} is too small"}
         r = self._whiten(y)
-        best, best_lp, n_read = None, 0.0, 0
-        scales: list[float] = [1.0]
-        i = 0
-        while i < len(scales):
-            res = self._read_at_scale(y, scales[i], r)
-            i += 1
-            n_read += 1
-            lp = self._log_p_alignment(res)
-            if best is None or lp < best_lp:
-                best, best_lp = res, lp
-            if best_lp + np.log(M_ALIGNMENTS) <= np.log(FPR):
-                break  # M_ALIGNMENTS is fixed in advance, so stopping early does not bias the test
-            if search and i == 1:
-                for c in self._candidate_scales(r, k=N_SCALE_CANDIDATES // 2):
-                    for d in SCALE_REFINE:
-                        if abs(c * d - 1.0) > 0.002:
-                            scales.append(c * d)
+        best = self._read_fold(self._fold(r))
+        best["affine"] = np.eye(2)
+        best_lp = self._log_p_alignment(best)
+        if search and best_lp + np.log(M_ALIGNMENTS) > np.log(FPR):
+            # M_ALIGNMENTS is fixed in advance, so stopping at the first success does not bias the test
+            scales = [c * d for c in self._candidate_scales(r, k=N_SCALE_CANDIDATES // 2) for d in SCALE_REFINE]
+            cands = [(A, N_DIHEDRAL) for A in self._affine_candidates(r)]
+            cands += [(np.eye(2) * c, 1) for c in scales[:N_SCALE_CANDIDATES * len(SCALE_REFINE)] if abs(c - 1) > 0.002]
+            for A, sym in cands:
+                res = self._read_affine(y, A, sym)
+                lp = self._log_p_alignment(res)
+                if lp < best_lp:
+                    best, best_lp = res, lp
+                if best_lp + np.log(M_ALIGNMENTS) <= np.log(FPR):
+                    break
         log_p = best_lp + np.log(M_ALIGNMENTS)
+        binding = None
+        if log_p <= np.log(FPR) and best["crc_ok"]:
+            # the content hash is taken in the mark's own frame: resample back through the estimated map
+            # and undo the tile symmetry, so rotations, flips and resizes keep the binding
+            yt = y if np.allclose(best["affine"], np.eye(2)) else self._tile_frame(y, best["affine"])[0]
+            k = best["symmetry"]
+            seen = self.content_hash(np.rot90(yt.T if k >= 4 else yt, k % 4))
+            mism = int(np.sum(seen != best["bind"]))
+            binding = {"bound": mism <= BIND_MAX_MISMATCH, "mismatches": mism, "bits": N_BIND,
+                       "max_mismatches": BIND_MAX_MISMATCH,
+                       "chance_if_unrelated": float(sum(comb(N_BIND, i) for i in range(BIND_MAX_MISMATCH + 1)) / 2 ** N_BIND)}
         p = float(min(1.0, np.exp(log_p)))
         found = bool(log_p <= np.log(FPR))
         tried = M_ALIGNMENTS
         out = {"applicable": True, "found": found, "p_value": p, "bit_errors": best["errors"],
                "pilot_bits": N_PILOT, "alignments_tested": tried, "false_positive_rate": FPR,
-               "scale": round(best["scale"], 4), "offset": list(best["offset"]),
+               "scale": round(float(np.sqrt(abs(np.linalg.det(best["affine"])))), 4), "offset": list(best["offset"]),
+               "affine": [[round(float(v), 4) for v in row] for row in best["affine"]],
+               "symmetry": int(best["symmetry"]),
                "payload_crc_ok": bool(found and best["crc_ok"]),
                # the payload is reported only when the watermark is detected and its CRC-8 checks out;
                # a detected watermark with a failed CRC is present but unreadable (too damaged)
-               "payload": np.packbits(best["bits"]).tobytes().hex() if found and best["crc_ok"] else None}
+               "payload": np.packbits(best["bits"]).tobytes().hex() if found and best["crc_ok"] else None,
+               "content_binding": binding}
         if cropped:
             out["analysed"] = {"image_size": [int(w0), int(h0)], "analysed_size": [int(img.shape[1]), int(img.shape[0])],
                                "note": f"read from the central {img.shape[1]}x{img.shape[0]} crop (bounded memory; "
