@@ -176,6 +176,11 @@ class PrivateTrainer:
     Post-processing (``after_private_step``) is called once per step, empty
     batches included, with ``batch=None``: it sees nothing of the private batch,
     not its records, labels or realised size.
+
+    The report (ledger, ``report.json``) holds only the mechanism's parameters. Figures computed
+    from the private data without noise (the training loss, the clipped fraction, the mean
+    per-sample norm, and the clipping warning they trigger) would each tell neighbouring data sets
+    apart; they stay with the operator in ``diagnostics_`` and a ``RuntimeWarning``, never published.
     """
 
     target_epsilon: float | None = 10.0
@@ -548,15 +553,20 @@ class PrivateTrainer:
         else:
             noise_source = ("torch MT19937 seeded from the OS CSPRNG (secrets), fresh per run and recorded nowhere, "
                             "one seed for batches and one for noise")
-        warns = []
+        # Unnoised functions of the private data: for the operator only (see the class docstring).
+        private_warns = []
         if (clipped_fraction is not None and mean_norm is not None and clipped_fraction < LOW_CLIPPED_FRACTION
                 and mean_norm < LOW_NORM_RATIO * self.max_grad_norm):
             msg = (f"per-sample gradient norms (mean {mean_norm:.3g}) lie far below the clipping norm "
                    f"C={self.max_grad_norm:g} and {100 * clipped_fraction:.1f}% were clipped: the noise "
                    f"(std sigma*C = {sigma * self.max_grad_norm:.3g}) swamps the signal; lower max_grad_norm "
                    "towards the typical norm")
-            warns.append({"code": "CLIPPING_NORM_TOO_LARGE", "message": msg})
+            private_warns.append({"code": "CLIPPING_NORM_TOO_LARGE", "message": msg})
             warnings.warn(f"{gen.name}: {msg}", RuntimeWarning, stacklevel=3)
+        self.diagnostics_ = {"clipped_fraction": clipped_fraction, "mean_per_sample_norm": mean_norm,
+                             "losses": list(losses), "warnings": private_warns,
+                             "note": "computed from the private data without noise: not for publication"}
+        warns: list[dict[str, str]] = []  # published warnings may depend only on public settings
         return {
             "private": True,
             "mechanism": "DP-SGD (Poisson-subsampled Gaussian)" if self.poisson_sampling
@@ -582,10 +592,7 @@ class PrivateTrainer:
             "gradient_accumulation_steps": 1,
             "secure_mode": self.secure_mode,
             "noise_source": noise_source,
-            "clipped_fraction": clipped_fraction,
-            "mean_per_sample_norm": mean_norm,
             "warnings": warns,
-            "final_loss": losses[-1] if losses else None,
             "opacus_version": opacus_version,
         }
 
