@@ -61,3 +61,59 @@ def test_published_training_figures_do_not_tell_neighbouring_data_sets_apart():
     assert differing == [], f"the ledger tells D from D' by {differing}"
     differing = sorted(k for k in set(ra) | set(rb) if ra.get(k) != rb.get(k))
     assert differing == [], f"the training report tells D from D' by {differing}"
+
+
+# -- a verifier that cannot be talked into yes: what a reader reads is what was checked ----------------
+def _signed_model(tmp_path, key, training, **changes):
+    from genguard.guardrails.privacy import write_ledger
+
+    d = tmp_path / "m"
+    d.mkdir(parents=True)
+    (d / "weights.safetensors").write_bytes(b"pretend weights")
+    ledger = build_ledger(training, generator="vae", run_id="r", seed=0, weights_path=d / "weights.safetensors")
+    ledger.update({"randomness": {"sampling": "secret", "noise": "secret"}, "post_processing_modules": []})
+    ledger.update(changes)
+    write_ledger(d, ledger, key=key)
+    return d
+
+
+def _dp_training():
+    from genguard.guardrails.privacy.accounting import compute_epsilon
+
+    return {"private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "dataset_size": 1000,
+            "sampling": "poisson", "sample_rate": 0.01, "expected_batch_size": 10.0, "noise_multiplier": 1.0,
+            "max_grad_norm": 1.0, "epochs": 2, "steps": 200, "delta": 1e-5, "accountant": "rdp",
+            "target_epsilon": 2.0, "epsilon": compute_epsilon(0.01, 1.0, 200, 1e-5, "rdp"),
+            "private_modules": ["model_"], "private_layers": ["Linear"], "grad_sample_mode": "ghost",
+            "gradient_accumulation_steps": 1, "secure_mode": False}
+
+
+@pytest.fixture
+def attacker_key(tmp_path):
+    from genguard.guardrails.privacy.signing import load_or_create_signing_key
+
+    return load_or_create_signing_key(tmp_path / "attacker-keys")
+
+
+def test_a_guarantee_sentence_other_than_the_recorded_claim_is_never_consistent(tmp_path, attacker_key):
+    from genguard.guardrails.privacy import verify_ledger
+
+    training = _dp_training()
+    honest = verify_ledger(_signed_model(tmp_path / "a", attacker_key, training),
+                           trusted_key=attacker_key.public_key())
+    assert honest["consistent"], honest["findings"]
+    # The sentence a privacy officer reads claims a hundred times less than the checked numbers.
+    forged = _signed_model(tmp_path / "b", attacker_key, training,
+                           guarantee="(0.01, 1e-05)-DP for the records of the training set, by the RDP accountant "
+                                     "over 200 Poisson-sampled DP-SGD steps")
+    rep = verify_ledger(forged, trusted_key=attacker_key.public_key())
+    assert not rep["consistent"], rep["findings"]
+
+
+def test_a_non_private_ledger_that_states_an_epsilon_is_not_consistent(tmp_path, attacker_key):
+    from genguard.guardrails.privacy import verify_ledger
+
+    d = _signed_model(tmp_path, attacker_key, {"private": False, "steps": 3}, epsilon=1.0, delta=1e-5,
+                      guarantee="(1, 1e-05)-DP for the records of the training set")
+    rep = verify_ledger(d, trusted_key=attacker_key.public_key())
+    assert not (rep["consistent"] and rep["claimed_epsilon"] is not None), rep
