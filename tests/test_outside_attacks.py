@@ -134,3 +134,33 @@ def test_adding_one_record_is_not_visible_in_the_ledger():
         ledgers.append(_published(gen)[0])
     a, b = ledgers
     assert sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) == []
+
+
+def _image_folder(root, classes):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_class_of_one_record_read_from_folder_names_is_a_caveat_of_the_guarantee(tmp_path):
+    # D' = D plus one image in a sub-folder of its own: the label vocabulary saved with the model
+    # (config.json) names it, whatever the noise. The ledger must not claim DP over that.
+    from genguard.generators import make_generator
+    from genguard.generators.data import load_data
+
+    saved = []
+    for name, classes in (("d", {"a": 12, "b": 12}), ("d1", {"a": 12, "b": 12, "alice": 1})):
+        data = load_data(str(_image_folder(tmp_path / name, classes)))
+        gen = make_generator("vae", epochs=1, batch_size=8, hidden=8, latent_dim=2)
+        gen.fit(data, trainer=PrivateTrainer(noise_multiplier=1.0, delta=1e-3), progress=False)
+        gen.save(tmp_path / f"{name}-model")
+        ledger = build_ledger(gen.training_report_, generator="vae", run_id="r", seed=0, weights_path=None)
+        saved.append(((tmp_path / f"{name}-model" / "config.json").read_text(), ledger))
+    (config_d, _), (config_d1, ledger_d1) = saved
+    assert "alice" in config_d1 and "alice" not in config_d  # the leak itself: a caveat must say so
+    assert "caveat: the label names (sub-folder names)" in ledger_d1["guarantee"], ledger_d1["guarantee"]

@@ -267,6 +267,19 @@ class PrivateTrainer:
         g_sample, g_noise = (torch.Generator().manual_seed(s) for s in seeds)
         return g_sample, g_noise, {"sampling": kind, "noise": kind}
 
+    @staticmethod
+    def data_caveat(data: Dataset) -> str | None:
+        """What the data set's own schema reveals outside the mechanism (None when it is public).
+
+        A label vocabulary read from the data (an image folder's sub-folder names) is saved with the
+        model: one record alone in its class is named there whatever the noise.
+        """
+        source = (getattr(data, "metadata", None) or {}).get("label_names_from_data")
+        if not source:
+            return None
+        return (f"the label names ({source}) were read from the training data and are saved with the model: "
+                "the guarantee holds given them (a class with a single record is revealed by its name)")
+
     def noise_generator(self, gen: Any) -> tuple[Any, str]:
         """``(torch.Generator, "secret" | "keyed")`` for a generator that releases its own Gaussian
         mechanism (DP-MERF): the same secret-by-default, keyed-on-request rule as DP-SGD's noise."""
@@ -413,7 +426,7 @@ class PrivateTrainer:
         mode = self.grad_sample_mode
         if mode == "auto":
             mode = "opacus" if self.secure_mode else "ghost"
-        caveat = self.check_build_state(gen, data)
+        caveat = _join_caveats(self.check_build_state(gen, data), self.data_caveat(data))
         if mode == "opacus":
             if self.mechanism_probe is not None:  # mechanism probe: the fast path only
                 raise PrivacyError("a mechanism probe (white-box audit, conformance check) needs the genguard engine, "
@@ -692,6 +705,10 @@ class PrivateTrainer:
             for m in modules.values():
                 for p in m.parameters():
                     p.grad = None
+
+
+def _join_caveats(*parts: str | None) -> str | None:
+    return "; ".join(p for p in parts if p) or None
 
 
 def _buffer(modules: dict[str, Any], key: str) -> Any:
