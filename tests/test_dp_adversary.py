@@ -406,7 +406,7 @@ def test_dpmerf_release_noise_is_not_the_seeds(digits):
     keyed = [make_generator("dpmerf", **small).fit(train, trainer=PrivateTrainer(target_epsilon=1.0, reproducible=True))
              for _ in range(2)]
     assert np.array_equal(keyed[0].class_prior_, keyed[1].class_prior_)
-    assert keyed[0].training_report_["randomness"] == {"noise": "keyed"}
+    assert keyed[0].training_report_["randomness"] == {"sampling": "none", "noise": "keyed"}
     assert "must not both be published" in keyed[0].training_report_["caveat"]
 
 

@@ -164,3 +164,79 @@ def test_a_class_of_one_record_read_from_folder_names_is_a_caveat_of_the_guarant
     (config_d, _), (config_d1, ledger_d1) = saved
     assert "alice" in config_d1 and "alice" not in config_d  # the leak itself: a caveat must say so
     assert "caveat: the label names (sub-folder names)" in ledger_d1["guarantee"], ledger_d1["guarantee"]
+
+
+# -- provenance: a DP claim is signed into a manifest only when its ledger verifies -------------------
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "genguard", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_tag_does_not_sign_an_epsilon_from_a_ledger_that_does_not_verify(tmp_path):
+    import json
+
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    forged = tmp_path / "ledger.json"  # no signature, no weights: any file saying epsilon 0.01
+    forged.write_text(json.dumps({"format": "genguard-privacy-ledger/1", "private": True, "epsilon": 0.01,
+                                  "delta": 1e-5, "run_id": "victim-run", "generator": "vae"}))
+    r = _cli("tag", "--ledger", str(forged), "--out", str(tmp_path / "out"), str(tmp_path / "t.csv"))
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "ledger.json" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "t.c2pa").exists()
+
+
+def test_sample_does_not_sign_the_claim_of_an_edited_ledger(tmp_path):
+    import json
+
+    from genguard.generators import make_generator
+    from genguard.generators.data import digits_split
+    from genguard.guardrails.privacy import write_ledger
+    from genguard.guardrails.privacy.ledger import ledger_file_text, sha256_file
+
+    train, _ = digits_split()
+    model = tmp_path / "model"
+    gen = make_generator("gmm").fit(train, progress=False)
+    gen.save(model)
+    ledger = build_ledger(gen.training_report_, generator=gen.name, run_id="r", seed=0,
+                          weights_path=model / "weights.safetensors")
+    write_ledger(model, ledger)
+    edited = json.loads((model / "ledger.json").read_text())
+    edited.update(private=True, epsilon=0.01, delta=1e-5)  # a model folder from elsewhere, its claim edited
+    (model / "ledger.json").write_text(ledger_file_text(edited))
+    assert sha256_file(model / "ledger.json")
+    r = _cli("sample", "--model", str(model), "-n", "2", "--out", str(tmp_path / "s"))
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "ledger.json" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- hostile input: a saved model's state is checked at the edge ------------------------------------
+@pytest.fixture(scope="module")
+def gmm_model(tmp_path_factory):
+    from genguard.generators import make_generator
+    from genguard.generators.data import digits_split
+
+    d = tmp_path_factory.mktemp("gmm") / "model"
+    make_generator("gmm", n_components=2, max_iter=5).fit(digits_split()[0], progress=False).save(d)
+    return d
+
+
+@pytest.mark.parametrize("key, value", [
+    ("pixel_scale_", 100000), ("pixel_scale_", -3), ("pixel_scale_", "x"), ("pixel_scale_", 1e300),
+    ("levels_", "many"), ("image_shape_", [100000, 100000]), ("image_shape_", "8x8"), ("n_classes_", -1),
+])
+def test_sample_refuses_a_hostile_saved_state_in_one_line(gmm_model, tmp_path, key, value):
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(gmm_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["state"][key] = value
+    (model / "config.json").write_text(json.dumps(config))
+    r = _cli("sample", "--model", str(model), "-n", "1", "--out", str(tmp_path / "s"), "--no-tag")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "config.json" in r.stderr and key in r.stderr, r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
