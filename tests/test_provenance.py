@@ -92,7 +92,7 @@ def test_small_png_gets_manifest_without_watermark_and_verifies(tmp_path, keys, 
     out = tag_file(src, tmp_path / "out" / "d.png", claim=CLAIM, keys=keys)
     r = verify_file(out)
     json.dumps(r)
-    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact"
+    assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact"
     assert r["generator"] == "vae" and r["run_id"] == "run-test-1"
     assert r["claim"]["epsilon"] == 9.9 and r["claim"]["ledger_sha256"] == "ab" * 32
     assert r["watermark"]["applicable"] is False and "small" in r["watermark"]["reason"]
@@ -383,7 +383,7 @@ def test_wav_with_embedded_manifest_is_read(tmp_path, keys):
         b.sign(s, "audio/wav", io.BytesIO(src.read_bytes()), buf)
     out.write_bytes(buf.getvalue())
     r = verify_file(out)
-    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["made"] == "ai-generated"
+    assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact" and r["made"] == "ai-generated"
     assert r["run_id"] == CLAIM["run_id"]
     bad = bytearray(buf.getvalue())
     bad[-10] ^= 0xFF
