@@ -263,3 +263,12 @@ def test_a_copy_resigned_by_a_lookalike_ca_does_not_read_like_the_genuine_file(t
     assert rg["verdict"] == "intact" and rg["signer"]["trust"] == "trusted", rg["reason"]
     assert "this machine's genguard root" in rg["reason"]
     assert rf["signer"]["trust"] == "unverified" and "this machine" not in rf["reason"], rf["reason"]
+
+
+def test_the_ledger_records_no_realised_batch_size():
+    # The largest realised Poisson batch is a statistic of the secret masks (and, under add/remove, of the
+    # data): the ledger records the configured physical batch size instead.
+    rng = np.random.default_rng(0)
+    data = Dataset(x=(0.01 * rng.random((64, 4, 4))).astype(np.float32), modality="image", name="toy")
+    gen = _Frozen(epochs=2, batch_size=8).fit(data, trainer=PrivateTrainer(noise_multiplier=1.0), progress=False)
+    assert gen.training_report_["max_physical_batch_size"] == 8 * 4  # the default: four expected batches

@@ -487,7 +487,7 @@ class PrivateTrainer:
         noise_std = sigma * self.max_grad_norm
         n_params = sum(p.numel() for p in clipper.params)
         noise_buf = torch.empty(n_params, dtype=clipper.params[0].dtype)  # reused: no allocation per step
-        steps, losses, max_chunk = 0, [], 0
+        steps, losses = 0, []
         clipped_frac: list[float] = []
         norm_sum, norm_count = 0.0, 0
         probe = self.mechanism_probe  # mechanism probe
@@ -524,7 +524,6 @@ class PrivateTrainer:
                             norm_sum += float(norms.sum())
                             norm_count += len(norms)
                             loss_sum += float(loss.detach()) * len(chunk[0])
-                            max_chunk = max(max_chunk, len(chunk[0]))
                         summed = clipper.take_clipped_sum()
                         if probe is not None:  # mechanism probe: sees (and may add to) the clipped sum
                             probe.before_noise(steps, idx, summed)
@@ -553,7 +552,8 @@ class PrivateTrainer:
         clipped = float(np.mean(clipped_frac)) if clipped_frac else None
         mean_norm = norm_sum / norm_count if norm_count else None
         return self._report(gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses,
-                            opacus.__version__, physical=min(physical, max(max_chunk, 1)), randomness=randomness,
+                            # the configured cap, never the largest realised batch (a statistic of the secret masks)
+                            opacus.__version__, physical=physical, randomness=randomness,
                             clipped_fraction=clipped, mean_norm=mean_norm)
 
     def _report(self, gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses, opacus_version,
