@@ -362,8 +362,37 @@ class Generator:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
             raise GeneratorError(f"{name}: saved state does not fit {cls.name!r} "
                                  f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        check_saved_state(obj, str(name))
         obj.fitted_ = True
         return obj
+
+
+#: Learned sizes that sampling and writing allocate from, with their bounds: (low, high).
+#: A hostile config.json must not make ``sample`` allocate or loop beyond them.
+STATE_BOUNDS = {"pixel_scale_": (1, 64), "levels_": (2, 65_536), "n_classes_": (1, MAX_COUNT)}
+#: Largest image a saved generator may declare (pixels a side; area).
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_AREA = 1 << 22
+
+
+def check_saved_state(obj: Any, source: str) -> None:
+    """Range- and type-check the learned sizes restored from ``source`` (``config.json``) before any use."""
+    def bad(key: str, value: Any, what: str) -> GeneratorError:
+        return GeneratorError(f"{source}: state {key!r} = {value!r:.60} must be {what}")
+
+    for key, (lo, hi) in STATE_BOUNDS.items():
+        if key in vars(obj):
+            v = getattr(obj, key)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise bad(key, v, f"an integer in [{lo:,}, {hi:,}]")
+    if "image_shape_" in vars(obj):
+        v = obj.image_shape_
+        ok = (isinstance(v, (list, tuple)) and len(v) == 2
+              and all(isinstance(a, int) and not isinstance(a, bool) and 1 <= a <= MAX_IMAGE_SIDE for a in v)
+              and v[0] * v[1] <= MAX_IMAGE_AREA)
+        if not ok:
+            raise bad("image_shape_", v, f"[height, width] with sides in [1, {MAX_IMAGE_SIDE}] and at most "
+                                         f"{MAX_IMAGE_AREA:,} pixels")
 
 
 def check_params(cls: type, params: Any, source: str) -> dict[str, Any]:

@@ -194,6 +194,10 @@ class DPMERF(ImageMixin, Generator):
             if data.modality == "tabular":
                 report["caveat"] = ("column scaling, clip ranges and category lists were computed from the training "
                                     "table without noise; the DP guarantee covers the released embedding given them")
+            schema = getattr(trainer, "data_caveat", None)
+            schema = schema(data) if callable(schema) else None
+            if schema:
+                report["caveat"] = f"{report['caveat']}; {schema}" if "caveat" in report else schema
             if kind == "keyed":
                 keyed = ("the noise is keyed by HMAC-SHA256(secret key, run seed) for reproducibility: two releases "
                          "with the same key and seed share it, and must not both be published")

@@ -334,15 +334,32 @@ def privacy_evidence_step(model_dir: Path) -> dict[str, Any]:
     return {"verification": {k: check.get(k) for k in ("consistent", "claimed_epsilon", "recomputed", "findings")}}
 
 
-def load_model(model_dir: str | os.PathLike) -> tuple[Generator, dict[str, Any] | None, str | None]:
-    """A saved generator, its ledger and the ledger's SHA-256 (None, None if the folder has no ledger)."""
-    from genguard.guardrails.privacy import read_ledger
+def verified_ledger(path: str | os.PathLike) -> dict[str, Any]:
+    """The ledger at ``path``, refused (:class:`PipelineError`) unless ``privacy verify`` calls it consistent.
 
+    Its claim (epsilon, delta, run id) is about to be signed into C2PA manifests with the local key:
+    a model folder or ledger from elsewhere must not launder an edited or unsigned claim into trusted
+    provenance.
+    """
+    from genguard.guardrails.privacy import read_ledger, verify_ledger
+
+    ledger = read_ledger(path)
+    rep = verify_ledger(path)
+    if not rep["consistent"]:
+        bad = next(f for f in rep["findings"] if f["severity"] == "error")
+        raise PipelineError(f"{rep['ledger']}: the ledger does not verify ({bad['code']}: {bad['message'][:160]}), so "
+                            "its claim is not signed into provenance; check it with `genguard privacy verify`, or "
+                            "remove it to tag without a DP claim")
+    return ledger
+
+
+def load_model(model_dir: str | os.PathLike) -> tuple[Generator, dict[str, Any] | None, str | None]:
+    """A saved generator, its ledger (verified) and the ledger's SHA-256 (None, None if the folder has no ledger)."""
     gen = load(model_dir)
     ledger_path = Path(model_dir) / "ledger.json"
     if not ledger_path.is_file():
         return gen, None, None
-    return gen, read_ledger(ledger_path), sha256_file(ledger_path)
+    return gen, verified_ledger(ledger_path), sha256_file(ledger_path)
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -81,7 +81,7 @@ def test_every_sample_verifies_and_a_changed_pixel_is_invalid(quick_run, tmp_pat
     proc = _cli("verify", *map(str, files), "--json", str(tmp_path / "v.json"))
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "v.json").read_text())["files"]
-    assert [r["manifest"]["state"] for r in results] == ["Valid"] * 5
+    assert [r["manifest"]["state"] for r in results] == ["Trusted"] * 5  # signed by this machine's genguard root
     run_id = json.loads((out / "model" / "ledger.json").read_text())["run_id"]
     assert all(r["run_id"] == run_id for r in results)
 
@@ -94,7 +94,7 @@ def test_every_sample_verifies_and_a_changed_pixel_is_invalid(quick_run, tmp_pat
     proc = _cli("verify", str(victim), str(files[1]), "--json", str(tmp_path / "v2.json"))
     assert proc.returncode == 1
     results = json.loads((tmp_path / "v2.json").read_text())["files"]
-    assert results[0]["manifest"]["state"] == "Invalid" and results[1]["manifest"]["state"] == "Valid"
+    assert results[0]["manifest"]["state"] == "Invalid" and results[1]["manifest"]["state"] == "Trusted"
 
 
 def test_png_without_manifest_is_missing_not_an_error(tmp_path):

@@ -92,7 +92,7 @@ def test_small_png_gets_manifest_without_watermark_and_verifies(tmp_path, keys, 
     out = tag_file(src, tmp_path / "out" / "d.png", claim=CLAIM, keys=keys)
     r = verify_file(out)
     json.dumps(r)
-    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact"
+    assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact"
     assert r["generator"] == "vae" and r["run_id"] == "run-test-1"
     assert r["claim"]["epsilon"] == 9.9 and r["claim"]["ledger_sha256"] == "ab" * 32
     assert r["watermark"]["applicable"] is False and "small" in r["watermark"]["reason"]
@@ -223,15 +223,25 @@ def test_cli_keys_init_and_user_cert(tmp_path, capsys):
 def test_cli_tag_takes_dp_claim_from_ledger(tmp_path, keys, capsys):
     import hashlib
 
-    ledger = tmp_path / "ledger.json"
-    ledger.write_text(json.dumps({"run_id": "ledger-run", "generator": "vae", "private": True,
-                                  "epsilon": 7.5, "delta": 1e-5}))
+    from genguard.guardrails.privacy import build_ledger, write_ledger
+    from genguard.guardrails.privacy.accounting import compute_epsilon
+
+    (tmp_path / "weights.safetensors").write_bytes(b"pretend weights")
+    eps = compute_epsilon(0.01, 1.0, 200, 1e-5, "rdp")
+    training = {"private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "dataset_size": 1000,
+                "sampling": "poisson", "sample_rate": 0.01, "expected_batch_size": 10.0, "noise_multiplier": 1.0,
+                "max_grad_norm": 1.0, "epochs": 2, "steps": 200, "delta": 1e-5, "accountant": "rdp",
+                "target_epsilon": 2.0, "epsilon": eps, "private_modules": ["model_"], "private_layers": ["Linear"],
+                "grad_sample_mode": "ghost", "gradient_accumulation_steps": 1, "secure_mode": False,
+                "randomness": {"sampling": "secret", "noise": "secret"}, "post_processing_modules": []}
+    ledger = write_ledger(tmp_path, build_ledger(training, generator="vae", run_id="ledger-run", seed=0,
+                                                 weights_path=tmp_path / "weights.safetensors"))
     src = _digit_png(tmp_path / "a.png")
     code, out, err = _cli(["tag", str(src), "--out", str(tmp_path / "o"), "--ledger", str(ledger)], capsys)
     assert code == 0, err
     r = verify_file(tmp_path / "o" / "a.png")
     assert r["run_id"] == "ledger-run" and r["generator"] == "vae"
-    assert r["claim"]["epsilon"] == 7.5 and r["claim"]["private"] is True
+    assert r["claim"]["epsilon"] == eps and r["claim"]["private"] is True
     assert r["claim"]["ledger_sha256"] == hashlib.sha256(ledger.read_bytes()).hexdigest()
     (tmp_path / "bad.json").write_text("{not json")
     code, out, err = _cli(["tag", str(src), "--out", str(tmp_path / "o2"), "--ledger", str(tmp_path / "bad.json")], capsys)
@@ -373,7 +383,7 @@ def test_wav_with_embedded_manifest_is_read(tmp_path, keys):
         b.sign(s, "audio/wav", io.BytesIO(src.read_bytes()), buf)
     out.write_bytes(buf.getvalue())
     r = verify_file(out)
-    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["made"] == "ai-generated"
+    assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact" and r["made"] == "ai-generated"
     assert r["run_id"] == CLAIM["run_id"]
     bad = bytearray(buf.getvalue())
     bad[-10] ^= 0xFF

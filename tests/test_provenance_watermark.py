@@ -242,7 +242,7 @@ def test_watermark_contradicting_a_valid_manifest_is_tampered(tmp_path, keys, ph
     forged = tmp_path / "forged.png"
     forged.write_bytes(mf.sign_embedded(wm_only.read_bytes(), "png", man, keys))
     r = verify_file(forged)
-    assert r["manifest"]["state"] == "Valid"
+    assert r["manifest"]["state"] == "Trusted"
     assert r["verdict"] == "tampered" and "contradicts" in r["reason"]
 
 
@@ -251,7 +251,7 @@ def test_webp_embedded_manifest(tmp_path, keys, photo):
     Image.fromarray(photo).save(src, quality=95)
     t = tag_file(src, tmp_path / "t.webp", claim=CLAIM, keys=keys)
     r = verify_file(t)
-    assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["watermark"]["found"]
+    assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact" and r["watermark"]["found"]
 
 
 def test_sidecar_binds_csv_json_text_wav(tmp_path, keys):
@@ -270,7 +270,7 @@ def test_sidecar_binds_csv_json_text_wav(tmp_path, keys):
         assert out.read_bytes() == (tmp_path / name).read_bytes()  # content unchanged
         assert mf.sidecar_path(out).exists()
         r = verify_file(out)
-        assert r["manifest"]["state"] == "Valid" and r["verdict"] == "intact" and r["run_id"] == "run-wm-7", (name, r)
+        assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact" and r["run_id"] == "run-wm-7", (name, r)
     # an edited CSV against its sidecar is tampered
     csv = tmp_path / "out" / "t.csv"
     csv.write_bytes(b"a,b\n1,2\n3,5\n")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from pathlib import Path
 
@@ -31,17 +30,14 @@ def _claim_from_ledger(ledger: str | None, generator: str | None, run_id: str | 
     claim = {"generator": generator or "unknown", "run_id": run_id or uuid.uuid4().hex[:12], "private": False,
              "epsilon": None, "delta": None, "ledger_sha256": None}
     if ledger:
+        from genguard.pipeline import verified_ledger
+
         p = Path(ledger)
+        led = verified_ledger(p)  # strict parse, signature and claim checked: only a true claim is signed
         try:
-            raw = p.read_bytes()
-            led = json.loads(raw)
+            claim["ledger_sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
         except OSError as exc:
             raise ProvenanceError(f"{p}: cannot read ledger: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ProvenanceError(f"{p}: ledger is not JSON: {exc}") from None
-        if not isinstance(led, dict):
-            raise ProvenanceError(f"{p}: ledger must be a JSON object")
-        claim["ledger_sha256"] = hashlib.sha256(raw).hexdigest()
         eps, delta = led.get("epsilon"), led.get("delta")
         claim["epsilon"] = float(eps) if isinstance(eps, (int, float)) else None
         claim["delta"] = float(delta) if isinstance(delta, (int, float)) else None

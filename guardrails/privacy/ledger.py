@@ -82,23 +82,32 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
         ledger["trained_modules"] = list(training.get("trained_modules") or private_modules)
         ledger["post_processing_modules"] = list(training.get(
             "post_processing_modules", [m for m in ledger["trained_modules"] if m not in private_modules]))
-        unit = ledger.get("privacy_unit") or "the records of the training set"
-        mechanism = str(ledger.get("mechanism") or "")
-        if "DP-SGD" in mechanism:
-            sampled = "Poisson-sampled" if ledger["sampling"] == "poisson" else f"{ledger['sampling']}-sampled"
-            how = f"over {ledger['steps']} {sampled} DP-SGD steps"
-        else:  # e.g. DP-MERF's single Gaussian release of a mean embedding
-            how = f"for {mechanism or 'the recorded mechanism'} ({ledger['steps']} release(s))"
-        ledger["guarantee"] = (
-            f"({ledger['epsilon']:.4g}, {ledger['delta']:.3g})-DP for {unit}, "
-            f"by the {str(ledger['accountant']).upper()} accountant {how}"
-        )
-        if ledger.get("caveat"):
-            ledger["guarantee"] += f"; caveat: {ledger['caveat']}"
+        ledger["guarantee"] = guarantee_sentence(ledger)
     else:
         ledger.update({"epsilon": None, "delta": None, "steps": training.get("steps"),
-                       "guarantee": "none: trained without differential privacy"})
+                       "guarantee": NO_GUARANTEE})
     return ledger
+
+
+#: The guarantee sentence of a run trained without differential privacy.
+NO_GUARANTEE = "none: trained without differential privacy"
+
+
+def guarantee_sentence(ledger: dict[str, Any]) -> str:
+    """The one sentence a reader takes the claim from, built from the ledger's own fields (so a verifier
+    can rebuild it and refuse a sentence that states anything else)."""
+    unit = ledger.get("privacy_unit") or "the records of the training set"
+    mechanism = str(ledger.get("mechanism") or "")
+    if "DP-SGD" in mechanism:
+        sampled = "Poisson-sampled" if ledger["sampling"] == "poisson" else f"{ledger['sampling']}-sampled"
+        how = f"over {ledger['steps']} {sampled} DP-SGD steps"
+    else:  # e.g. DP-MERF's single Gaussian release of a mean embedding
+        how = f"for {mechanism or 'the recorded mechanism'} ({ledger['steps']} release(s))"
+    sentence = (f"({ledger['epsilon']:.4g}, {ledger['delta']:.3g})-DP for {unit}, "
+                f"by the {str(ledger['accountant']).upper()} accountant {how}")
+    if ledger.get("caveat"):
+        sentence += f"; caveat: {ledger['caveat']}"
+    return sentence
 
 
 def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any], *, sign: bool = True,

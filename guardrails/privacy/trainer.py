@@ -176,6 +176,11 @@ class PrivateTrainer:
     Post-processing (``after_private_step``) is called once per step, empty
     batches included, with ``batch=None``: it sees nothing of the private batch,
     not its records, labels or realised size.
+
+    The report (ledger, ``report.json``) holds only the mechanism's parameters. Figures computed
+    from the private data without noise (the training loss, the clipped fraction, the mean
+    per-sample norm, and the clipping warning they trigger) would each tell neighbouring data sets
+    apart; they stay with the operator in ``diagnostics_`` and a ``RuntimeWarning``, never published.
     """
 
     target_epsilon: float | None = 10.0
@@ -261,6 +266,19 @@ class PrivateTrainer:
             kind = "secret"
         g_sample, g_noise = (torch.Generator().manual_seed(s) for s in seeds)
         return g_sample, g_noise, {"sampling": kind, "noise": kind}
+
+    @staticmethod
+    def data_caveat(data: Dataset) -> str | None:
+        """What the data set's own schema reveals outside the mechanism (None when it is public).
+
+        A label vocabulary read from the data (an image folder's sub-folder names) is saved with the
+        model: one record alone in its class is named there whatever the noise.
+        """
+        source = (getattr(data, "metadata", None) or {}).get("label_names_from_data")
+        if not source:
+            return None
+        return (f"the label names ({source}) were read from the training data and are saved with the model: "
+                "the guarantee holds given them (a class with a single record is revealed by its name)")
 
     def noise_generator(self, gen: Any) -> tuple[Any, str]:
         """``(torch.Generator, "secret" | "keyed")`` for a generator that releases its own Gaussian
@@ -408,7 +426,7 @@ class PrivateTrainer:
         mode = self.grad_sample_mode
         if mode == "auto":
             mode = "opacus" if self.secure_mode else "ghost"
-        caveat = self.check_build_state(gen, data)
+        caveat = _join_caveats(self.check_build_state(gen, data), self.data_caveat(data))
         if mode == "opacus":
             if self.mechanism_probe is not None:  # mechanism probe: the fast path only
                 raise PrivacyError("a mechanism probe (white-box audit, conformance check) needs the genguard engine, "
@@ -469,7 +487,7 @@ class PrivateTrainer:
         noise_std = sigma * self.max_grad_norm
         n_params = sum(p.numel() for p in clipper.params)
         noise_buf = torch.empty(n_params, dtype=clipper.params[0].dtype)  # reused: no allocation per step
-        steps, losses, max_chunk = 0, [], 0
+        steps, losses = 0, []
         clipped_frac: list[float] = []
         norm_sum, norm_count = 0.0, 0
         probe = self.mechanism_probe  # mechanism probe
@@ -506,7 +524,6 @@ class PrivateTrainer:
                             norm_sum += float(norms.sum())
                             norm_count += len(norms)
                             loss_sum += float(loss.detach()) * len(chunk[0])
-                            max_chunk = max(max_chunk, len(chunk[0]))
                         summed = clipper.take_clipped_sum()
                         if probe is not None:  # mechanism probe: sees (and may add to) the clipped sum
                             probe.before_noise(steps, idx, summed)
@@ -535,7 +552,8 @@ class PrivateTrainer:
         clipped = float(np.mean(clipped_frac)) if clipped_frac else None
         mean_norm = norm_sum / norm_count if norm_count else None
         return self._report(gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses,
-                            opacus.__version__, physical=min(physical, max(max_chunk, 1)), randomness=randomness,
+                            # the configured cap, never the largest realised batch (a statistic of the secret masks)
+                            opacus.__version__, physical=physical, randomness=randomness,
                             clipped_fraction=clipped, mean_norm=mean_norm)
 
     def _report(self, gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses, opacus_version,
@@ -548,15 +566,20 @@ class PrivateTrainer:
         else:
             noise_source = ("torch MT19937 seeded from the OS CSPRNG (secrets), fresh per run and recorded nowhere, "
                             "one seed for batches and one for noise")
-        warns = []
+        # Unnoised functions of the private data: for the operator only (see the class docstring).
+        private_warns = []
         if (clipped_fraction is not None and mean_norm is not None and clipped_fraction < LOW_CLIPPED_FRACTION
                 and mean_norm < LOW_NORM_RATIO * self.max_grad_norm):
             msg = (f"per-sample gradient norms (mean {mean_norm:.3g}) lie far below the clipping norm "
                    f"C={self.max_grad_norm:g} and {100 * clipped_fraction:.1f}% were clipped: the noise "
                    f"(std sigma*C = {sigma * self.max_grad_norm:.3g}) swamps the signal; lower max_grad_norm "
                    "towards the typical norm")
-            warns.append({"code": "CLIPPING_NORM_TOO_LARGE", "message": msg})
+            private_warns.append({"code": "CLIPPING_NORM_TOO_LARGE", "message": msg})
             warnings.warn(f"{gen.name}: {msg}", RuntimeWarning, stacklevel=3)
+        self.diagnostics_ = {"clipped_fraction": clipped_fraction, "mean_per_sample_norm": mean_norm,
+                             "losses": list(losses), "warnings": private_warns,
+                             "note": "computed from the private data without noise: not for publication"}
+        warns: list[dict[str, str]] = []  # published warnings may depend only on public settings
         return {
             "private": True,
             "mechanism": "DP-SGD (Poisson-subsampled Gaussian)" if self.poisson_sampling
@@ -582,10 +605,7 @@ class PrivateTrainer:
             "gradient_accumulation_steps": 1,
             "secure_mode": self.secure_mode,
             "noise_source": noise_source,
-            "clipped_fraction": clipped_fraction,
-            "mean_per_sample_norm": mean_norm,
             "warnings": warns,
-            "final_loss": losses[-1] if losses else None,
             "opacus_version": opacus_version,
         }
 
@@ -685,6 +705,10 @@ class PrivateTrainer:
             for m in modules.values():
                 for p in m.parameters():
                     p.grad = None
+
+
+def _join_caveats(*parts: str | None) -> str | None:
+    return "; ".join(p for p in parts if p) or None
 
 
 def _buffer(modules: dict[str, Any], key: str) -> Any:

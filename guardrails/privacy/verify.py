@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from genguard.guardrails.privacy.errors import PrivacyError
-from genguard.guardrails.privacy.ledger import LEDGER_FILE, load_ledger, sha256_file
+from genguard.guardrails.privacy.ledger import LEDGER_FILE, NO_GUARANTEE, guarantee_sentence, load_ledger, sha256_file
 
 WEIGHTS_FILE = "weights.safetensors"
 #: The accountants that recompute a claim (tight ones); RDP is the fallback when both refuse.
@@ -60,6 +60,8 @@ FINDING_CODES = {
     "WEIGHTS_HASH_MISMATCH": "the weights file is not the one the ledger was written for",
     # the claim
     "NOT_PRIVATE": "the run claims no differential privacy",
+    "NOT_PRIVATE_WITH_CLAIM": "a run recorded as not private states an epsilon, a delta or a guarantee",
+    "GUARANTEE_MISMATCH": "the guarantee sentence is not the one the ledger's own fields give (it states another claim)",
     "FIELD_MISSING": "a field needed to check the claim is missing",
     "FIELD_WRONG_TYPE": "a field has the wrong type (a string or boolean where a number goes, ...)",
     "SAMPLE_RATE_OUT_OF_DOMAIN": "sample rate q not in (0, 1]",
@@ -347,6 +349,19 @@ def _check_claim(ledger: dict[str, Any], accountants: tuple[str, ...], findings:
     return _recompute(claim, claimed, accountants, findings)
 
 
+def _check_guarantee(ledger: dict[str, Any], findings: list[dict[str, str]]) -> None:
+    """The sentence a reader reads must be the one the checked fields give, caveat included."""
+    stated = ledger.get("guarantee")
+    try:
+        expected = guarantee_sentence(ledger)
+    except (KeyError, TypeError, ValueError):
+        expected = None  # fields of the wrong type are findings of their own
+    if stated != expected:
+        findings.append(_finding("GUARANTEE_MISMATCH", "error",
+                                 f"the guarantee reads {stated!r:.160}, but the ledger's fields give "
+                                 f"{expected!r:.160}"))
+
+
 def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None = None,
                   trusted_key: Any = None, accountants: tuple[str, ...] = RECOMPUTE_WITH) -> dict[str, Any]:
     """Check the ledger at ``path`` (a ``ledger.json`` or the model directory holding it).
@@ -403,8 +418,15 @@ def verify_ledger(path: str | os.PathLike, *, weights: str | os.PathLike | None 
         elif not private:
             findings.append(_finding("NOT_PRIVATE", "info",
                                      "trained without differential privacy: there is no (epsilon, delta) claim to check"))
+            if (ledger.get("epsilon") is not None or ledger.get("delta") is not None
+                    or ledger.get("guarantee") not in (None, NO_GUARANTEE)):
+                findings.append(_finding("NOT_PRIVATE_WITH_CLAIM", "error",
+                                         "private is false, yet the ledger states epsilon "
+                                         f"{ledger.get('epsilon')!r:.30}, delta {ledger.get('delta')!r:.30} and "
+                                         f"guarantee {ledger.get('guarantee')!r:.80}: no such claim was checked"))
         else:
             recomputed = _check_claim(ledger, tuple(accountants), findings)
+            _check_guarantee(ledger, findings)
     consistent = not any(f["severity"] == "error" for f in findings)
     claimed = ledger.get("epsilon")
     return {

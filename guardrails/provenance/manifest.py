@@ -300,12 +300,14 @@ def _empty(state: str, **extra) -> dict[str, Any]:
 
 
 def read_manifest(data: bytes, mime: str, manifest_data: bytes | None = None,
-                  trust_anchor_pem: str | None = None) -> dict[str, Any]:
+                  trust_anchor_pem: str | None = None, anchor_given: bool | None = None) -> dict[str, Any]:
     """Validate the manifest in ``data`` (or the detached ``manifest_data``), offline.
 
     Returns ``{"state": Valid|Trusted|Invalid|Missing|Remote, "codes": [...], "assertions": {label: data},
     "signer": {...}, "history": {...}}`` (see :mod:`genguard.guardrails.provenance.history`). ``Remote``: the
-    file points to a manifest elsewhere, which is not fetched. Raises :class:`ProvenanceError` when the asset
+    file points to a manifest elsewhere, which is not fetched. ``anchor_given=False`` with a
+    ``trust_anchor_pem``: the anchor only tells a trusted signer from an unverified one (this machine's
+    own genguard root), never makes another signer "untrusted". Raises :class:`ProvenanceError` when the asset
     itself cannot be parsed.
     """
     from genguard.guardrails.provenance.history import summarize
@@ -337,7 +339,7 @@ def read_manifest(data: bytes, mime: str, manifest_data: bytes | None = None,
     if state not in ("Valid", "Trusted", "Invalid"):
         state = "Invalid"
     hist = summarize(store if isinstance(store, dict) else {}, results if isinstance(results, dict) else {},
-                     trust_anchor_given=trust_anchor_pem is not None)
+                     trust_anchor_given=trust_anchor_pem is not None if anchor_given is None else anchor_given)
     am = results.get("activeManifest", {}) if isinstance(results, dict) else {}
     codes = [f.get("code") for f in am.get("failure", []) if isinstance(f, dict)]
     codes += [s.get("code") for s in am.get("success", []) if isinstance(s, dict)

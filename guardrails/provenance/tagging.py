@@ -246,19 +246,35 @@ def _read_anchor(trust_anchor) -> str | None:
     return pem
 
 
-def _find_manifest(path: Path, data: bytes, anchor_pem: str | None) -> tuple[dict[str, Any], str | None]:
+def _local_root_pem(keys: KeyStore | None) -> str | None:
+    """This machine's genguard root CA (PEM), when it has one: the implicit anchor for its own outputs."""
+    from genguard.guardrails.provenance.keys import ROOT_CERT
+
+    try:
+        if keys is not None:
+            pem = keys.root_pem.decode("ascii") if keys.root_pem else None
+        else:
+            root = default_key_dir() / ROOT_CERT
+            pem = root.read_text() if root.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    return pem if pem and "BEGIN CERTIFICATE" in pem else None
+
+
+def _find_manifest(path: Path, data: bytes, anchor_pem: str | None,
+                   anchor_given: bool | None = None) -> tuple[dict[str, Any], str | None]:
     """The manifest of ``path`` (embedded in any format c2pa reads, else a sidecar) and the format read."""
     if path.suffix.lower() == mf.SIDECAR_SUFFIX:
         raise ProvenanceError(f"{path}: a C2PA manifest store, not an asset; verify the file it belongs to "
                               "(its sidecar is read with it)")
     rfmt = mf.sniff_read_format(data, path)
-    man = mf.read_manifest(data, mf.READ_MIME[rfmt], None, anchor_pem) if rfmt else \
+    man = mf.read_manifest(data, mf.READ_MIME[rfmt], None, anchor_pem, anchor_given) if rfmt else \
         {"state": "Missing", "codes": [], "assertions": {}, "signer": None, "history": None}
     if man["state"] == "Missing":
         mime = mf.READ_MIME[rfmt] if rfmt else mf.sidecar_mime(path)
         for sc in mf.sidecar_candidates(path):
             if sc.is_file():
-                man = mf.read_manifest(data, mime, _read(sc), anchor_pem)
+                man = mf.read_manifest(data, mime, _read(sc), anchor_pem, anchor_given)
                 man["sidecar"] = str(sc)
                 break
     if man["state"] == "Missing" and rfmt is None and path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
@@ -291,7 +307,13 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
         if not data:
             raise ProvenanceError(f"{path}: empty file")
         fmt = mf.sniff_format(data)
-        man, rfmt = _find_manifest(path, data, anchor_pem)
+        # Without a user's anchor, this machine's own genguard root still tells its own signer
+        # (trusted) from a look-alike CA with the same names (unverified); nobody else becomes untrusted.
+        local_pem = _local_root_pem(keys) if anchor_pem is None else None
+        if local_pem is not None:
+            man, rfmt = _find_manifest(path, data, local_pem, anchor_given=False)
+        else:
+            man, rfmt = _find_manifest(path, data, anchor_pem)
         rec["manifest"] = {"state": man["state"], "codes": man["codes"]}
         for k in ("detail", "remote_url", "sidecar"):
             if man.get(k):
@@ -369,6 +391,9 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                          rec["watermark"], wm_found, declared, isinstance(training, dict), wm_present,
                          text is not None, anchor_pem is not None)
         rec["verdict"], rec["reason"], rec["rule"] = hi.decide(facts)
+        if local_pem is not None and rec["signer"] and rec["signer"].get("trust") == "trusted":
+            rec["signer"]["anchor"] = "this machine's genguard root"
+            rec["reason"] = rec["reason"].replace("(trusted)", "(trusted: this machine's genguard root)", 1)
         if rec["verdict"] == "stripped":
             named = rec["watermark"].get("names") if isinstance(rec["watermark"], dict) else None
             if named:
