@@ -56,7 +56,7 @@ def build_denoiser(n_classes: int, channels: int, n_blocks: int, emb_dim: int = 
 
 
 class DenoiserMixin:
-    """What the diffusion (ddpm) and score generators share around :func:`build_denoiser`: the whole
+    """What the diffusion (ddpm), score and flow-matching generators share around :func:`build_denoiser`: the whole
     denoiser is the private module, images train in [-1, 1] with their labels, image shape is the state."""
 
     def _extra_state(self):
@@ -71,3 +71,13 @@ class DenoiserMixin:
 
         x = torch.from_numpy(np.asarray(data.x, dtype=np.float32)[:, None] * 2 - 1)
         return (x, torch.from_numpy(np.asarray(data.groups["label"], dtype=np.int64)))
+
+    def _guided(self, model, x, tt, y):
+        """The net's output with classifier-free guidance: (1 + w) f(x, t, y) - w f(x, t, null class)."""
+        import torch
+
+        out = model(x, tt, y)
+        w = getattr(self, "guidance", 0.0)
+        if w:
+            out = (1 + w) * out - w * model(x, tt, torch.full_like(y, self.n_classes_))
+        return out

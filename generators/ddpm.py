@@ -85,12 +85,7 @@ class DDPM(DenoiserMixin, ImageMixin, TorchGenerator):
     def _eps(self, model, x, t, y):
         import torch
 
-        tt = torch.full((len(x),), int(t), dtype=torch.long)
-        e = model(x, tt, y)
-        if self.guidance:
-            e_u = model(x, tt, torch.full_like(y, self.n_classes_))
-            e = (1 + self.guidance) * e - self.guidance * e_u
-        return e
+        return self._guided(model, x, torch.full((len(x),), int(t), dtype=torch.long), y)
 
     def sample(self, n: int, seed: int | None = None, label: Any = None, **conditions: Any) -> Samples:
         import torch

@@ -100,12 +100,7 @@ class FlowMatching(DenoiserMixin, ImageMixin, TorchGenerator):
     def _velocity(self, model, x, t: float, y):
         import torch
 
-        tt = torch.full((len(x),), t * TIME_SCALE)
-        v = model(x, tt, y)
-        if self.guidance:
-            v_u = model(x, tt, torch.full_like(y, self.n_classes_))
-            v = (1 + self.guidance) * v - self.guidance * v_u
-        return v
+        return self._guided(model, x, torch.full((len(x),), t * TIME_SCALE), y)
 
     def sample(self, n: int, seed: int | None = None, label: Any = None, **conditions: Any) -> Samples:
         import torch
