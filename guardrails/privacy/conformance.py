@@ -167,6 +167,8 @@ def _clone(gen: Any, **overrides: Any) -> Any:
 
 
 def _seed(gen: Any) -> None:
+    """Seed a probe copy's initialisation from its public seed, so that probes built on neighbouring data sets
+    differ only by the data; DP batches and noise are never drawn from these RNGs."""
     import torch
 
     torch.manual_seed(int(gen.seed))

@@ -339,6 +339,8 @@ class PrivateTrainer:
                 # A deep copy without the built modules (build() makes its own): one extra model at a time.
                 memo = {id(m): None for m in vars(gen).values() if isinstance(m, torch.nn.Module)}
                 probe = copy.deepcopy(gen, memo)
+                # Same (public) seed for both probe builds so that only the data differ between them; the
+                # probes are discarded and the RNG state restored: nothing here draws DP batches or noise.
                 torch.manual_seed(int(gen.seed))
                 np.random.seed(int(gen.seed))
                 probe.build(part)
