@@ -42,6 +42,7 @@ import copy
 import dataclasses
 import json
 import random
+import secrets
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -166,13 +167,16 @@ def _clone(gen: Any, **overrides: Any) -> Any:
     return type(gen)(**params)
 
 
+#: One secret seed per process for every probe copy's initialisation: probes built on neighbouring data sets
+#: then differ only by the data, and nothing about them follows from the published run seed.
+_PROBE_SEED = secrets.randbits(31)
+
+
 def _seed(gen: Any) -> None:
-    """Seed a probe copy's initialisation from its public seed, so that probes built on neighbouring data sets
-    differ only by the data; DP batches and noise are never drawn from these RNGs."""
     import torch
 
-    torch.manual_seed(int(gen.seed))
-    np.random.seed(int(gen.seed) % 2**32)
+    torch.manual_seed(_PROBE_SEED)
+    np.random.seed(_PROBE_SEED)
 
 
 def _built(gen: Any, data: Any) -> Any:

@@ -334,15 +334,16 @@ class PrivateTrainer:
             return declared or None
         torch_state, np_state = torch.get_rng_state(), np.random.get_state()
         snaps = []
+        # One fresh secret seed for both probe builds: only the data differ between them, and nothing
+        # about the probes follows from the published run seed.
+        probe_seed = secrets.randbits(31)
         try:
             for part in (data, data.subset(np.arange(len(data) // 2, len(data)))):
                 # A deep copy without the built modules (build() makes its own): one extra model at a time.
                 memo = {id(m): None for m in vars(gen).values() if isinstance(m, torch.nn.Module)}
                 probe = copy.deepcopy(gen, memo)
-                # Same (public) seed for both probe builds so that only the data differ between them; the
-                # probes are discarded and the RNG state restored: nothing here draws DP batches or noise.
-                torch.manual_seed(int(gen.seed))
-                np.random.seed(int(gen.seed))
+                torch.manual_seed(probe_seed)
+                np.random.seed(probe_seed)
                 probe.build(part)
                 snaps.append(_snapshot_build(probe))
                 del probe
