@@ -310,11 +310,11 @@ def test_text_watermark_detected_from_ids_alone(tiny_lm):
     other = TextWatermark(b"another-text-key-000000000", vocab_size=400, bos_token_id=0)
     for row in marked[:, 3:]:
         d = wm.detect_ids(row.tolist())
-        assert d["found"] and d["z_score"] >= 4 and d["p_value"] < 1e-4
+        assert d["found"] and d["p_value"] <= wm.p_threshold
         assert not other.detect_ids(row.tolist())["found"]
     for row in plain[:, 3:]:
         d = wm.detect_ids(row.tolist())
-        assert not d["found"] and d["z_score"] < 4
+        assert not d["found"] and d["p_value"] > wm.p_threshold
     assert wm.detect_ids([5])["applicable"] is False
     with pytest.raises(ValueError):
         wm.detect_ids([1, 2, 999])
