@@ -178,6 +178,8 @@ def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
         why = str(wm.get("reason") or "not applicable")
         if "too small" in why:
             return Line("watermark", "not-feasible", why)
+        if "too short to tell" in why:  # no text this short could show the mark: absence proves nothing
+            return Line("watermark", "unchecked", f"text watermark not decidable: {why}")
         if "key" in why:
             return Line("watermark", "unchecked", f"genguard watermark not checked: {why}")
         return Line("watermark", "missing", f"genguard watermark absent ({why})")
