@@ -49,11 +49,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="watermarked samples")
     ap.add_argument("--human", type=int, default=2000, help="human passages per key")
     ap.add_argument("--keys", type=int, default=3)
+    ap.add_argument("--length", type=int, default=None, help="sample length (default: the generator's default)")
     args = ap.parse_args()
     data = load_pydoc_text()
     params = quick_params("text")
     gen = make_generator("text", **params).fit(data, progress=False)
-    length = make_generator("text").sample_length  # the generator's default sample length
+    length = args.length or make_generator("text").sample_length  # the generator's default sample length
     wm = byte_watermark(b"benchmark-text-key-0123456789ab!")
     print(f"watermark: gamma={wm.greenlist_ratio}, bias={wm.bias}, threshold p <= {wm.p_threshold:g}, "
           f"minimum {wm.min_scored_tokens} distinct scored tokens")
