@@ -45,7 +45,8 @@ def test_private_vae_meets_target_and_ledger_records_it(digits, tmp_path):
     write_ledger(tmp_path, ledger)
     back = read_ledger(tmp_path)
     assert back["epsilon"] == rep["epsilon"] and back["delta"] == 1e-5
-    assert back["dataset_size"] == 1437 and len(back["weights_sha256"]) == 64
+    assert len(back["weights_sha256"]) == 64
+    assert not {"dataset_size", "expected_batch_size", "epochs"} & set(back)  # n is not published
     assert "torch" in back["package_versions"]
     assert np.isfinite(gen.sample(4, seed=0).data).all()
 
