@@ -51,8 +51,8 @@ def privacy_section(ledger: dict[str, Any] | None, **evidence: Any) -> dict[str,
         "run_id": ledger.get("run_id"),
     }
     if ledger.get("private"):
-        for key in ("target_epsilon", "noise_multiplier", "sample_rate", "steps", "epochs", "max_grad_norm",
-                    "dataset_size", "sampling", "private_modules"):
+        for key in ("target_epsilon", "noise_multiplier", "sample_rate", "steps", "max_grad_norm",
+                    "sampling", "private_modules"):
             section[key] = ledger.get(key)
     else:
         section["reason"] = "trained without differential privacy: no (epsilon, delta) guarantee"

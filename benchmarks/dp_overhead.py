@@ -69,7 +69,7 @@ def _child(name: str, mode: str, epochs: int, batch_size: int | None, threads: i
     gen.fit(data, trainer=trainer, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rep = gen.training_report_
-    steps_per_epoch = rep["steps"] / rep["epochs"]
+    steps_per_epoch = rep["steps"] / epochs  # the report does not publish epochs (they and q tell n)
     if len(stamps) < 2:
         return {"skip": "need at least 2 epochs"}
     step_s = (stamps[-1] - stamps[0]) / (steps_per_epoch * (len(stamps) - 1))

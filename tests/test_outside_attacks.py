@@ -80,9 +80,8 @@ def _signed_model(tmp_path, key, training, **changes):
 def _dp_training():
     from genguard.guardrails.privacy.accounting import compute_epsilon
 
-    return {"private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "dataset_size": 1000,
-            "sampling": "poisson", "sample_rate": 0.01, "expected_batch_size": 10.0, "noise_multiplier": 1.0,
-            "max_grad_norm": 1.0, "epochs": 2, "steps": 200, "delta": 1e-5, "accountant": "rdp",
+    return {"private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "sampling": "poisson", "sample_rate": 0.01, "noise_multiplier": 1.0,
+            "max_grad_norm": 1.0, "steps": 200, "delta": 1e-5, "accountant": "rdp",
             "target_epsilon": 2.0, "epsilon": compute_epsilon(0.01, 1.0, 200, 1e-5, "rdp"),
             "private_modules": ["model_"], "private_layers": ["Linear"], "grad_sample_mode": "ghost",
             "gradient_accumulation_steps": 1, "secure_mode": False}
@@ -119,11 +118,6 @@ def test_a_non_private_ledger_that_states_an_epsilon_is_not_consistent(tmp_path,
     assert not (rep["consistent"] and rep["claimed_epsilon"] is not None), rep
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ledger publishes dataset_size (and q, E[B] = q n and steps, which depend on n) while epsilon is computed "
-    "for add/remove-one neighbours: adding one record changes dataset_size, an exact membership test. Needs a "
-    "decision: account for replace-one neighbours (n public; dp_accounting's REPLACE_ONE, or group privacy "
-    "k = 2 from add/remove) and say so in the ledger, or stop publishing n"))
 def test_adding_one_record_is_not_visible_in_the_ledger():
     rng = np.random.default_rng(0)
     x = (0.01 * rng.random((32, 4, 4))).astype(np.float32)
@@ -134,6 +128,15 @@ def test_adding_one_record_is_not_visible_in_the_ledger():
         ledgers.append(_published(gen)[0])
     a, b = ledgers
     assert sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) == []
+
+
+def test_the_default_delta_does_not_spell_out_n():
+    from genguard.guardrails.privacy.trainer import resolve_delta
+
+    # 1/(10 n) would publish n; a power of ten at or below it only tells n's order of magnitude.
+    assert resolve_delta(None, 123_456) == resolve_delta(None, 123_457) == 1e-7
+    assert resolve_delta(None, 100_000) == 1e-6 and resolve_delta(None, 1000) == 1e-5
+    assert all(resolve_delta(None, n) <= 1 / (10 * n) for n in (100_000, 250_001, 999_999, 10**6))
 
 
 def _image_folder(root, classes):

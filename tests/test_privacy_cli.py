@@ -47,8 +47,8 @@ def _signed_model(tmp_path):
     d = tmp_path / "m"
     d.mkdir()
     (d / "weights.safetensors").write_bytes(b"weights")
-    training = {"private": True, "mechanism": "DP-SGD", "dataset_size": 1000, "sampling": "poisson", "sample_rate": 0.01,
-                "expected_batch_size": 10.0, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "epochs": 1, "steps": 100,
+    training = {"private": True, "mechanism": "DP-SGD", "sampling": "poisson", "sample_rate": 0.01,
+                "noise_multiplier": 1.0, "max_grad_norm": 1.0, "steps": 100,
                 "delta": 1e-5, "accountant": "rdp", "target_epsilon": None,
                 "epsilon": compute_epsilon(0.01, 1.0, 100, 1e-5, "rdp"), "private_modules": ["model_"],
                 "private_layers": ["Linear"], "grad_sample_mode": "ghost", "secure_mode": False}

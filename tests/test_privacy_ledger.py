@@ -19,9 +19,8 @@ STEPS = int(EPOCHS / Q)
 
 def _training(**changes):
     rep = {
-        "private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "dataset_size": N, "sampling": "poisson",
-        "sample_rate": Q, "expected_batch_size": Q * N, "noise_multiplier": SIGMA, "max_grad_norm": 1.0,
-        "epochs": EPOCHS, "steps": STEPS, "delta": 1e-5, "accountant": "rdp", "target_epsilon": 2.0,
+        "private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "sampling": "poisson",
+        "sample_rate": Q, "noise_multiplier": SIGMA, "max_grad_norm": 1.0, "steps": STEPS, "delta": 1e-5, "accountant": "rdp", "target_epsilon": 2.0,
         "epsilon": compute_epsilon(Q, SIGMA, STEPS, 1e-5, "rdp"), "private_modules": ["model_"],
         "private_layers": ["Linear"], "grad_sample_mode": "ghost", "gradient_accumulation_steps": 1,
         "secure_mode": False,
@@ -57,7 +56,7 @@ def _codes(rep, severity=None):
 def test_ledger_has_every_field_and_verifies(tmp_path):
     d = _model(tmp_path)
     led = read_ledger(d)
-    for key in ("dataset_size", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta",
+    for key in ("sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta",
                 "accountant", "epsilon", "trained_modules", "private_layers", "seed", "package_versions",
                 "weights_sha256", "signature"):
         assert led.get(key) is not None, key
@@ -133,11 +132,8 @@ def test_unsigned_ledger(tmp_path):
 
 @pytest.mark.parametrize("changes,code", [
     (dict(epsilon=0.05), "EPSILON_UNDERSTATED"),
-    (dict(steps=STEPS + 50), "STEPS_INCONSISTENT"),
-    (dict(expected_batch_size=Q * N * 2), "SAMPLE_RATE_INCONSISTENT"),
     (dict(sample_rate=0.0), "SAMPLE_RATE_OUT_OF_DOMAIN"),
     (dict(sampling="shuffle"), "NON_POISSON_SAMPLING"),
-    (dict(dataset_size=50_000, delta=1e-4, expected_batch_size=Q * 50_000), "DELTA_TOO_LARGE"),
     (dict(accountant="gdp"), "GDP_CLAIMED_AS_GUARANTEE"),
     (dict(private_layers=["Linear", "BatchNorm1d"]), "UNSUPPORTED_LAYER"),
     (dict(gradient_accumulation_steps=4), "GRADIENT_ACCUMULATION"),
@@ -224,7 +220,6 @@ def _signed(tmp_path, own_key, **changes):
     (dict(sample_rate=1.5), "SAMPLE_RATE_OUT_OF_DOMAIN"),
     (dict(sample_rate=-0.01), "SAMPLE_RATE_OUT_OF_DOMAIN"),
     (dict(epsilon=-1.0), "EPSILON_OUT_OF_DOMAIN"),
-    (dict(dataset_size=0), "DATASET_SIZE_OUT_OF_DOMAIN"),
     (dict(max_grad_norm=0.0), "CLIPPING_NORM_OUT_OF_DOMAIN"),
     (dict(noise_multiplier=True), "FIELD_WRONG_TYPE"),
     (dict(steps="200"), "FIELD_WRONG_TYPE"),

@@ -228,9 +228,8 @@ def test_cli_tag_takes_dp_claim_from_ledger(tmp_path, keys, capsys):
 
     (tmp_path / "weights.safetensors").write_bytes(b"pretend weights")
     eps = compute_epsilon(0.01, 1.0, 200, 1e-5, "rdp")
-    training = {"private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)", "dataset_size": 1000,
-                "sampling": "poisson", "sample_rate": 0.01, "expected_batch_size": 10.0, "noise_multiplier": 1.0,
-                "max_grad_norm": 1.0, "epochs": 2, "steps": 200, "delta": 1e-5, "accountant": "rdp",
+    training = {"private": True, "mechanism": "DP-SGD (Poisson-subsampled Gaussian)",     "sampling": "poisson", "sample_rate": 0.01, "noise_multiplier": 1.0,
+                "max_grad_norm": 1.0, "steps": 200, "delta": 1e-5, "accountant": "rdp",
                 "target_epsilon": 2.0, "epsilon": eps, "private_modules": ["model_"], "private_layers": ["Linear"],
                 "grad_sample_mode": "ghost", "gradient_accumulation_steps": 1, "secure_mode": False,
                 "randomness": {"sampling": "secret", "noise": "secret"}, "post_processing_modules": []}

@@ -1,8 +1,7 @@
 """The privacy ledger: one signed JSON record per training run, written atomically next to the weights.
 
-Fields of a private run: dataset size, sampling mode, sample rate, expected
-batch size, noise multiplier, clipping norm, epochs and steps actually taken,
-delta, accountant, claimed epsilon, the privatised modules and their layer
+Fields of a private run: sampling mode, sample rate q, noise multiplier,
+clipping norm, steps actually taken, delta, accountant, claimed epsilon, the privatised modules and their layer
 types, seed, package versions and the SHA-256 of the saved weights. A DP-SGD
 run also records ``randomness`` (``{"sampling": S, "noise": N}``, each
 ``"secret"``: a fresh CSPRNG seed recorded nowhere, or ``"keyed"``: HMAC of the
@@ -10,6 +9,10 @@ recorded seed under the secret key, the reproducible opt-in), and
 ``trained_modules`` / ``private_modules`` / ``post_processing_modules``. The record
 is signed with Ed25519 over its canonical serialisation
 (:mod:`guardrails.privacy.signing`); ``genguard privacy verify`` checks it.
+
+The data-set size n, the expected batch size q n and the epoch count are not recorded: epsilon is
+for add/remove-one neighbours, and a published n would tell whether one record was in. Everything
+the accounting needs (q, sigma, steps, delta) does not follow n one to one.
 """
 from __future__ import annotations
 
@@ -67,8 +70,7 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
         "weights_sha256": sha256_file(weights_path) if weights_path else None,
     }
     if private:
-        for key in ("mechanism", "dataset_size", "sampling", "sample_rate", "expected_batch_size", "noise_multiplier",
-                    "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon",
+        for key in ("mechanism", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta", "accountant", "target_epsilon", "epsilon",
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
         for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction",
@@ -125,8 +127,7 @@ def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any], *, sign: 
 #: adds a field here when it starts writing one (a test keeps build_ledger and this set in step).
 LEDGER_FIELDS = frozenset({
     "format", "run_id", "created", "generator", "private", "seed", "config", "package_versions", "weights_sha256",
-    "mechanism", "dataset_size", "sampling", "sample_rate", "expected_batch_size", "noise_multiplier",
-    "max_grad_norm", "epochs", "steps", "delta", "accountant", "target_epsilon", "epsilon", "private_modules",
+    "mechanism", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta", "accountant", "target_epsilon", "epsilon", "private_modules",
     "grad_sample_mode", "secure_mode", "private_layers", "max_physical_batch_size", "gradient_accumulation_steps",
     "clipped_fraction", "noise_source", "privacy_unit", "caveat", "caveats", "randomness", "trained_modules",
     "post_processing_modules", "guarantee", "signature", "reproducible", "warnings",

@@ -63,13 +63,18 @@ def resolve_delta(delta: float | None, n: int) -> float:
     """The delta to use for ``n`` private records: default 1e-5, and never >= 1/n.
 
     With no delta given and ``n >= 100,000``, 1e-5 would not be below 1/n, so
-    ``1/(10 n)`` is used instead. An explicit delta >= 1/n is refused: it
+    the largest power of ten not above ``1/(10 n)`` is used instead (the delta is
+    published, and 1/(10 n) would publish n). An explicit delta >= 1/n is refused: it
     would allow releasing a whole record outright.
     """
     if n <= 0:
         raise PrivacyError("the private data set is empty")
     if delta is None:
-        return DEFAULT_DELTA if DEFAULT_DELTA < 1.0 / n else 1.0 / (10.0 * n)
+        if DEFAULT_DELTA < 1.0 / n:
+            return DEFAULT_DELTA
+        # 1/(10 n) itself would publish n; the power of ten at or below it is a smaller (stronger) delta
+        # that only tells n's order of magnitude. sigma and epsilon are computed for this delta.
+        return 10.0 ** math.floor(math.log10(1.0 / (10.0 * n)))
     if not (0.0 < delta < 1.0):
         raise PrivacyError(f"delta must lie in (0, 1), got {delta}")
     if delta >= 1.0 / n:
@@ -579,7 +584,10 @@ class PrivateTrainer:
                    "towards the typical norm")
             private_warns.append({"code": "CLIPPING_NORM_TOO_LARGE", "message": msg})
             warnings.warn(f"{gen.name}: {msg}", RuntimeWarning, stacklevel=3)
-        self.diagnostics_ = {"clipped_fraction": clipped_fraction, "mean_per_sample_norm": mean_norm,
+        # n, E[B] = q n and the epoch count tell n, and epsilon is for add/remove-one neighbours, so n alone
+        # would say whether a record was in: they stay here, with the operator, and are never published.
+        self.diagnostics_ = {"dataset_size": n, "expected_batch_size": float(expected_batch), "epochs": gen.epochs,
+                             "clipped_fraction": clipped_fraction, "mean_per_sample_norm": mean_norm,
                              "losses": list(losses), "warnings": private_warns,
                              "note": "computed from the private data without noise: not for publication"}
         warns: list[dict[str, str]] = []  # published warnings may depend only on public settings
@@ -587,13 +595,10 @@ class PrivateTrainer:
             "private": True,
             "mechanism": "DP-SGD (Poisson-subsampled Gaussian)" if self.poisson_sampling
             else "DP-SGD (shuffled fixed-size batches, Gaussian; Poisson accounting does not apply)",
-            "dataset_size": n,
             "sampling": "poisson" if self.poisson_sampling else "shuffle",
             "sample_rate": float(q),
-            "expected_batch_size": float(expected_batch),
             "noise_multiplier": float(sigma),
             "max_grad_norm": float(self.max_grad_norm),
-            "epochs": gen.epochs,
             "steps": steps,
             "delta": delta,
             "accountant": self.accountant,
