@@ -32,7 +32,7 @@ class RunConfig:
     """Everything that decides what `genguard run` computes (recorded in the report)."""
 
     out: Path
-    generator: str = "vae"
+    generator: str = "dpmerf"
     data: str | None = None  # None: the generator's own embedded data set (its class attribute default_data)
     epsilon: float | None = 10.0
     delta: float | None = None

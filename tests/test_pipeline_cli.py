@@ -129,7 +129,8 @@ def test_same_seed_same_report_with_keyed_dp(tmp_path):
         (["run", "--epsilon", "-3", "--quick"], "epsilon"),
         (["run", "--generator", "nope", "--quick"], "unknown generator 'nope'"),
         (["run", "--generator", "gmm", "--quick"], "no differentially private training"),
-        (["run", "--delta", "0.5", "--quick"], "not below 1/n"),
+        (["run", "--delta", "0.5", "--quick"], "must lie in (0, 1/n)"),  # the default DP-MERF's own check
+        (["run", "--generator", "vae", "--delta", "0.5", "--quick"], "not below 1/n"),  # DP-SGD's accountant
         (["train", "--generator", "vae", "--data", "EMPTY", "--quick"], "no images found"),
         (["train", "--generator", "vae", "--data", "NOTIMAGES", "--quick"], "no images found"),
         (["train", "--generator", "vae", "--data", "CORRUPT", "--quick"], "broken.png"),

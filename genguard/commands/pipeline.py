@@ -91,7 +91,7 @@ def _print_summary(console, rows, title: str) -> None:
 @click.command("run")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("genguard-out"), show_default=True,
               help="Folder for report.json, report.html, samples/ and model/.")
-@click.option("--generator", default="vae", show_default=True, shell_complete=_complete_generator,
+@click.option("--generator", default="dpmerf", show_default=True, shell_complete=_complete_generator,
               help="Registered generator to train (list them: `genguard train --list`).")
 @_epsilon_option
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute on 2 cores.")
