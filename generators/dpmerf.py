@@ -185,7 +185,8 @@ class DPMERF(ImageMixin, Generator):
                 "private": True, "mechanism": "Gaussian mechanism on the RFF mean embedding (DP-MERF, one shot)",
                 # no dataset_size: epsilon is for add/remove-one neighbours and n would give membership away
                 "sampling": "none (full data, one release)", "sample_rate": 1.0,
-                "noise_multiplier": sigma, "max_grad_norm": sensitivity, "steps": 1, "delta": delta, "accountant": accountant, "target_epsilon": float(epsilon),
+                "noise_multiplier": sigma, "max_grad_norm": sensitivity, "steps": 1, "delta": delta,
+                "accountant": accountant, "target_epsilon": float(epsilon),
                 "epsilon": spent, "private_modules": [], "grad_sample_mode": None, "secure_mode": False,
                 "sensitivity": sensitivity, "n_features": self.n_features, "randomness": {"sampling": "none", "noise": kind},
                 "noise_source": "torch MT19937 seeded from the OS CSPRNG (secrets), fresh per release"

@@ -70,7 +70,8 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
         "weights_sha256": sha256_file(weights_path) if weights_path else None,
     }
     if private:
-        for key in ("mechanism", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta", "accountant", "target_epsilon", "epsilon",
+        for key in ("mechanism", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta",
+                    "accountant", "target_epsilon", "epsilon",
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
         for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction",
@@ -127,7 +128,8 @@ def write_ledger(directory: str | os.PathLike, ledger: dict[str, Any], *, sign: 
 #: adds a field here when it starts writing one (a test keeps build_ledger and this set in step).
 LEDGER_FIELDS = frozenset({
     "format", "run_id", "created", "generator", "private", "seed", "config", "package_versions", "weights_sha256",
-    "mechanism", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta", "accountant", "target_epsilon", "epsilon", "private_modules",
+    "mechanism", "sampling", "sample_rate", "noise_multiplier", "max_grad_norm", "steps", "delta", "accountant",
+    "target_epsilon", "epsilon", "private_modules",
     "grad_sample_mode", "secure_mode", "private_layers", "max_physical_batch_size", "gradient_accumulation_steps",
     "clipped_fraction", "noise_source", "privacy_unit", "caveat", "caveats", "randomness", "trained_modules",
     "post_processing_modules", "guarantee", "signature", "reproducible", "warnings",

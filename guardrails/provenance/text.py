@@ -10,8 +10,6 @@ from typing import Any, Sequence
 #: "no watermark with this key" each distinct (context, token) pair is green with probability gamma,
 #: so this is the false-positive rate per passage.
 P_THRESHOLD = 1e-4
-#: kept for callers that still pass a z threshold; the verdict is made on the exact p-value
-Z_THRESHOLD = 4.0
 
 
 #: genguard's reference text generator is byte-level with ByT5's mapping: token = byte + 3, 0 pad, 1 eos.
@@ -41,7 +39,7 @@ class TextWatermark:
 
     def __init__(self, key: bytes, vocab_size: int, *, bos_token_id: int | None = None, greenlist_ratio: float = 0.5,
                  bias: float = 6.0, context_width: int = 1, seeding_scheme: str = "lefthash",
-                 z_threshold: float = Z_THRESHOLD, p_threshold: float = P_THRESHOLD) -> None:
+                 p_threshold: float = P_THRESHOLD) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
             raise ValueError("text watermark key must be at least 16 bytes")
         if not isinstance(vocab_size, int) or vocab_size < 8:
@@ -52,7 +50,6 @@ class TextWatermark:
         self.bias = bias
         self.context_width = context_width
         self.seeding_scheme = seeding_scheme
-        self.z_threshold = z_threshold
         if not 0 < p_threshold < 1:
             raise ValueError(f"p_threshold must lie in (0, 1), got {p_threshold!r}")
         self.p_threshold = p_threshold
@@ -136,7 +133,7 @@ class TextWatermark:
         p = float(binom.sf(green - 1, n, gamma))
         z = (green - gamma * n) / math.sqrt(n * gamma * (1 - gamma))
         return {**base, "applicable": True, "found": bool(p <= self.p_threshold), "z_score": float(z),
-                "p_value": p, "green_fraction": green / n, "z_threshold": self.z_threshold,
+                "p_value": p, "green_fraction": green / n,
                 "method": f"exact binomial tail over distinct (context, token) pairs (green list, gamma={gamma}, "
                           f"{self.seeding_scheme}, context {self.context_width})"}
 
