@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -330,8 +331,11 @@ def test_stopped_detect_keeps_what_it_finished(corpus, tmp_path):
     src = tmp_path / "many"
     src.mkdir()
     img = _photo(256, 256)
-    for i in range(40):
+    # Enough files that the batch cannot finish between the poll below and the signal (about 30 files/s).
+    for i in range(20):
         Image.fromarray(np.roll(img, i, axis=1)).save(src / f"{i:03d}.png")
+    for i in range(20, 400):
+        shutil.copyfile(src / f"{i % 20:03d}.png", src / f"{i:03d}.png")
     js = tmp_path / "r.json"
     env = dict(os.environ, GENGUARD_NO_PROGRESS="1", OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "genguard", "detect", str(src), "--json", str(js)],
@@ -340,6 +344,7 @@ def test_stopped_detect_keeps_what_it_finished(corpus, tmp_path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (partial.exists() and partial.read_text().count("\n") >= 2):
         time.sleep(0.1)
+    assert proc.poll() is None, "detect finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
