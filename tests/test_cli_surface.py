@@ -181,3 +181,42 @@ def test_thread_choice_reaches_torch_imported_later():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "1"
+
+
+def test_generator_option_is_a_registry_choice_with_completion(tmp_path):
+    """`--generator` is checked against the registry when parsed (before any work, one line, exit 2) and
+    completes from it, so a generator registered by a user's code is a choice like the built-in ones."""
+    env = dict(os.environ, GENGUARD_NO_PROGRESS="1", _GENGUARD_COMPLETE="bash_complete",
+               COMP_WORDS="genguard train --generator fl", COMP_CWORD="3")
+    proc = subprocess.run([sys.executable, "-m", "genguard"], env=env, capture_output=True, text=True, timeout=120)
+    assert sorted(l.split(",", 1)[1] for l in proc.stdout.splitlines()) == ["flow", "flowmatch"]
+
+    out = tmp_path / "never"
+    proc = subprocess.run([sys.executable, "-m", "genguard", "train", "--generator", "flw", "--out", str(out)],
+                          env=dict(os.environ, GENGUARD_NO_PROGRESS="1"), capture_output=True, text=True, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "unknown generator 'flw'" in lines[0] and "flowmatch" in lines[0] and "--help" in lines[0]
+    assert not out.exists()  # refused at parse time: nothing trained, nothing written
+
+    from genguard.commands.pipeline import GeneratorName
+    from genguard.generators import register
+    from genguard.generators.gmm import GaussianMixtureGenerator
+
+    @register
+    class MyMixture(GaussianMixtureGenerator):
+        name = "my-mixture-for-choice-test"
+
+    try:
+        assert GeneratorName().convert("my-mixture-for-choice-test", None, None) == "my-mixture-for-choice-test"
+    finally:
+        from genguard.generators import registry
+        registry._classes.pop("my-mixture-for-choice-test", None)
+
+
+def test_usage_errors_are_one_line_with_a_pointer_to_help():
+    proc = subprocess.run([sys.executable, "-m", "genguard", "run", "--no-such-flag"], capture_output=True, text=True,
+                          env=dict(os.environ, GENGUARD_NO_PROGRESS="1"), timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "No such option '--no-such-flag'" in lines[0] and "genguard run --help" in lines[0]

@@ -32,10 +32,30 @@ def _epsilon_option(f):
     return f
 
 
-def _complete_generator(ctx, param, incomplete: str):
-    from genguard.generators import available
+class GeneratorName(click.ParamType):
+    """A registered generator's name: a choice read from the registry when the option is parsed, so a
+    generator added by ``@register`` or an entry point is a valid choice too; unknown names fail before
+    any work with the registered names and how to register one; shell completion offers the names."""
 
-    return [n for n in available() if n.startswith(incomplete)]
+    name = "generator"
+
+    def get_metavar(self, param, ctx=None) -> str:  # noqa: ARG002 (click's signature)
+        return "NAME"
+
+    def convert(self, value, param, ctx):
+        from genguard.generators import available
+        from genguard.generators.registry import how_to_register
+
+        if value in available():
+            return value
+        self.fail(f"unknown generator {value!r}; available: {', '.join(available())}; "
+                  f"to add one, {how_to_register(str(value))}", param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete: str):
+        from click.shell_completion import CompletionItem
+        from genguard.generators import available
+
+        return [CompletionItem(n) for n in available() if n.startswith(incomplete)]
 
 
 _DP_WORDS = {"dp-sgd": "DP-SGD", "own": "own mechanism", "none": "none (--no-dp only)"}
@@ -91,7 +111,7 @@ def _print_summary(console, rows, title: str) -> None:
 @click.command("run")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("genguard-out"), show_default=True,
               help="Folder for report.json, report.html, samples/ and model/.")
-@click.option("--generator", default="dpmerf", show_default=True, shell_complete=_complete_generator,
+@click.option("--generator", type=GeneratorName(), default="dpmerf", show_default=True,
               help="Registered generator to train (list them: `genguard train --list`).")
 @_epsilon_option
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute on 2 cores.")
@@ -131,7 +151,7 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @click.command("train")
 @click.option("--list", "list_", is_flag=True, is_eager=True, expose_value=False, callback=_list_callback,
               help="List the registered generators (modality, conditions, default data, private training) and exit.")
-@click.option("--generator", required=True, shell_complete=_complete_generator,
+@click.option("--generator", type=GeneratorName(), required=True,
               help="Registered generator name (see `genguard train --list`).")
 @click.option("--data", default=None,
               help="Embedded data set name or a folder/file of yours [default: the generator's own data set].")
