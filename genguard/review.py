@@ -40,7 +40,7 @@ def review(paths: list[Path], out_dir: Path, detector: Any, trust_anchor: Path |
            forgery: bool = True, progress: bool = True) -> list[dict[str, Any]]:
     """Examine every file and write ``review.html`` and ``review.json`` into ``out_dir``."""
     from genguard.generators.base import progress_bar
-    from genguard.commands.detect import examine_image
+    from genguard.examine import examine_image
     from genguard.guardrails.provenance import verify_file
 
     files = collect_files(paths)

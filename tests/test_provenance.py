@@ -401,7 +401,7 @@ def test_invalid_manifest_on_undecodable_pixels_is_tampered_not_error(tmp_path, 
 
 
 def test_manifest_declared_ai_is_never_authentic_in_detect(tmp_path, keys):
-    from genguard.commands.detect import _apply_disclosure
+    from genguard.examine import _apply_disclosure
 
     out = tag_file(_photo(tmp_path / "p.png"), tmp_path / "o.png", claim=CLAIM, keys=keys)
     entry = {"verdict": "authentic", "synthetic_probability": 0.01, "provenance": verify_file(out)}
