@@ -25,18 +25,146 @@ def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any
     return _jsonable(verify_file(path, trust_anchor=trust_anchor))
 
 
-#: How-made classes (from a file's own C2PA history) that rule out calling the image authentic.
+#: The fused verdicts. There is no "authentic": an examination can find evidence of generation or
+#: editing, or find none; absence of evidence is never evidence of authenticity.
+VERDICTS = ("generated", "edited", "no_evidence", "inconclusive")
+#: How-made classes (from a file's own C2PA history) that are a disclosure of AI content.
 AI_DISCLOSED = ("ai-generated", "ai-composited")
+#: The pixel detector's own labels, as the entry names them (its "authentic" only means "scored like the
+#: real photos it was trained on").
+_DETECTOR_WORDS = {"synthetic": "synthetic", "inconclusive": "inconclusive", "authentic": "real-looking"}
+#: Forgery methods whose score may speak alone: only those measured to tell edited from untouched photos.
+DISCRIMINATING_FORGERY = {"copy_move": 0.9}
+_HASH_CODES = ("assertion.dataHash.mismatch", "assertion.bmffHash.mismatch", "assertion.boxesHash.mismatch",
+               "assertion.collectionHash.mismatch")
 
 
-def _apply_disclosure(entry: dict[str, Any]) -> None:
-    """A file whose own manifest declares AI content is synthetic, whatever the pixel detector says: a
-    disclosure against the signer's interest needs no trust in the signer. The detector's verdict is kept."""
-    made = (entry.get("provenance") or {}).get("made")
-    if made in AI_DISCLOSED and entry.get("verdict") != "synthetic":
-        entry["detector_verdict"] = entry.get("verdict")
-        entry["verdict"] = "synthetic"
-        entry["verdict_basis"] = f"its C2PA manifest declares it {made}"
+def _reason(signal: str, finding: str, says: str, strength: str, **extra: Any) -> dict[str, Any]:
+    return {"signal": signal, "finding": finding, "says": says, "strength": strength, **extra}
+
+
+def _provenance_reasons(prov: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not prov:
+        return []
+    out = []
+    state, made = prov.get("verdict"), prov.get("made")
+    from genguard.guardrails.provenance.history import signer_name
+
+    signer = signer_name(prov.get("signer"))
+    trust = (prov.get("signer") or {}).get("trust") or "unverified"
+    codes = list((prov.get("manifest") or {}).get("codes") or [])
+    if state in ("intact", "untrusted") and made in AI_DISCLOSED:
+        # a disclosure against the signer's interest needs no trust in the signer
+        out.append(_reason("c2pa", "generated" if made == "ai-generated" else "edited",
+                           f"its C2PA manifest, signed by {signer} ({trust}), declares it {made}", "strong"))
+    elif state in ("intact", "untrusted") and made == "edited":
+        out.append(_reason("c2pa", "edited", f"its C2PA manifest, signed by {signer} ({trust}), records edits", "strong"))
+    elif state in ("intact", "untrusted") and made == "captured":
+        out.append(_reason("c2pa", "claim", f"its C2PA manifest, signed by {signer} ({trust}), declares a capture; "
+                           "a signed claim by its signer, not proof that the pixels are unaltered", "claim"))
+    elif state == "stripped":
+        out.append(_reason("watermark", "generated", "it carries this machine's genguard watermark (a generator run's "
+                           "mark) but its manifest was removed", "strong"))
+    elif state == "tampered":
+        if any(c in codes for c in _HASH_CODES):
+            out.append(_reason("c2pa", "edited", "its C2PA manifest no longer matches the content: the file was "
+                               f"altered after it was signed ({', '.join(c for c in codes if c in _HASH_CODES)})", "strong"))
+        else:
+            out.append(_reason("c2pa", "inconclusive", "its C2PA manifest fails validation "
+                               f"({', '.join(codes[:4]) or prov.get('reason', '')}): it proves nothing either way", "weak"))
+    elif state == "remote":
+        out.append(_reason("c2pa", "claim", "its manifest lives at a remote URL, which genguard never fetches", "claim"))
+    elif state == "error":
+        out.append(_reason("c2pa", "inconclusive", f"provenance could not be checked: {prov.get('reason', '')}", "weak"))
+    wm = prov.get("watermark") if isinstance(prov.get("watermark"), dict) else {}
+    if state not in ("stripped",) and wm.get("found") and wm.get("note"):
+        out.append(_reason("watermark", "inconclusive", wm["note"], "weak"))
+    elif state not in ("stripped",) and wm.get("found") and made not in AI_DISCLOSED:
+        out.append(_reason("watermark", "generated", "it carries this machine's genguard watermark "
+                           f"(p = {wm.get('p_value', 'n/a')})", "strong"))
+    return out
+
+
+def _wild_reasons(wild: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not wild:
+        return []
+    out = []
+    for f in (wild.get("known_watermarks") or {}).get("found", []):
+        out.append(_reason("known_watermark", "generated", f"it carries the {f['source']} invisible watermark "
+                           f"({f['bits'] - f['bit_errors']}/{f['bits']} bits, p = {f['p_value']:.2g}); "
+                           f"proves {f['proves']}", "strong"))
+    for s in (wild.get("metadata") or {}).get("signals", []):
+        if s["finding"] in ("generated", "edited"):
+            out.append(_reason(s["signal"], s["finding"], f"its {s['where']} names {s['tool']}: {s['proves']}; "
+                               f"but {s['does_not_prove']}", "weak"))
+        else:
+            out.append(_reason(s["signal"], "claim", f"its {s['where']} says {s['fields']}: {s['proves']}", "claim"))
+    return out
+
+
+def _detector_reason(entry: dict[str, Any]) -> dict[str, Any] | None:
+    v, p = entry.get("detector_verdict"), entry.get("synthetic_probability")
+    if v is None:
+        return None
+    ps = "n/a" if p is None else f"{p:.3f}"
+    if v == "synthetic":
+        return _reason("detector", "generated", f"the pixel detector scores it synthetic (p = {ps}, calibrated; "
+                       "trained on a few generator families, it may miss or misjudge others)", "weak")
+    if v == "inconclusive":
+        return _reason("detector", "inconclusive", entry.get("note") or f"the pixel detector is undecided (p = {ps})", "weak")
+    return _reason("detector", "none", f"the pixel detector scores it like real photos (p = {ps}); that is no "
+                   "evidence of authenticity (unseen generators often score so)", "none")
+
+
+def _forgery_reasons(forgery: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out = []
+    for name, r in (forgery or {}).items():
+        flagged = r.get("flagged")
+        if flagged is None and name in DISCRIMINATING_FORGERY:
+            flagged = r.get("score", 0.0) >= DISCRIMINATING_FORGERY[name]
+        if flagged and r.get("discriminates", True):
+            out.append(_reason(f"forgery.{name}", "edited", f"the {name.replace('_', '-')} analysis finds "
+                               f"manipulated regions (score {r.get('score', 0):.2f})", "weak"))
+    return out
+
+
+def fuse(entry: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
+    """One verdict from every signal of an examination: (verdict, reasons, basis).
+
+    Order of evidence: a signed disclosure, a known or genguard watermark, or a manifest broken by an
+    edit decide first (they do not depend on a learned model); then generator metadata (a claim
+    anyone can write, but one nobody writes by accident); then the calibrated pixel detector and the
+    forgery analyses that discriminate. A strong capture claim contradicted by the detector, a manifest
+    that fails for other reasons, or an undecided detector give ``inconclusive``; nothing found gives
+    ``no_evidence``, never "authentic".
+    """
+    reasons = _provenance_reasons(entry.get("provenance")) + _wild_reasons(entry.get("wild"))
+    det = _detector_reason(entry)
+    reasons += ([det] if det else []) + _forgery_reasons(entry.get("forgery"))
+
+    def first(finding: str, strengths: tuple[str, ...]) -> dict[str, Any] | None:
+        return next((r for r in reasons if r["finding"] == finding and r["strength"] in strengths), None)
+
+    strong_gen, strong_edit = first("generated", ("strong",)), first("edited", ("strong",))
+    capture = next((r for r in reasons if r["signal"] == "c2pa" and r["finding"] == "claim"
+                    and "capture" in r["says"]), None)
+    if strong_gen:
+        return "generated", reasons, strong_gen["says"]
+    if strong_edit:
+        return "edited", reasons, strong_edit["says"]
+    weak_gen, weak_edit = first("generated", ("weak",)), first("edited", ("weak",))
+    if weak_gen and capture:
+        return "inconclusive", reasons, f"{weak_gen['says']}; but {capture['says']}"
+    if weak_gen:
+        return "generated", reasons, weak_gen["says"]
+    if weak_edit:
+        return "edited", reasons, weak_edit["says"]
+    undecided = first("inconclusive", ("weak", "strong"))
+    if undecided:
+        return "inconclusive", reasons, undecided["says"]
+    return "no_evidence", reasons, ("no signal of generation or editing was found: no disclosure, no known "
+                                    "watermark or generator metadata, the detector and forgery analyses quiet; "
+                                    "this is not proof of authenticity")
 
 
 def _safe_stem(i: int, path: Path) -> str:
@@ -57,24 +185,26 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
     try:
         rgb = read_image(f, max_pixels=max_pixels)
     except DetectorError as exc:
-        entry.update({"error": str(exc), "synthetic_probability": None, "verdict": None,
-                      "provenance": None, "forgery": None})
+        entry.update({"error": str(exc), "synthetic_probability": None, "verdict": None, "detector_verdict": None,
+                      "provenance": None, "wild": None, "forgery": None})
         return entry
     from genguard.detectors.preprocess import PATCH
 
+    from genguard.detectors.wild import wild_signals
+
     p = float(det.predict_proba([rgb])[0])
     if not math.isfinite(p):  # never NaN in JSON: null plus the reason
-        entry.update(synthetic_probability=None, verdict="inconclusive",
+        entry.update(synthetic_probability=None, detector_verdict="inconclusive",
                      synthetic_probability_reason=f"the detector returned {p} for this image")
     else:
         entry["synthetic_probability"] = round(p, 6)
-        entry["verdict"] = det.verdict(p)
+        entry["detector_verdict"] = _DETECTOR_WORDS.get(det.verdict(p), det.verdict(p))
     if min(rgb.shape[:2]) < PATCH:
         # Padded up to one tile: outside anything the detector was trained or calibrated on.
-        entry["verdict"] = "inconclusive"
+        entry["detector_verdict"] = "inconclusive"
         entry["note"] = f"image smaller than the detector's {PATCH}-pixel tile; its probability is not meaningful"
     entry["provenance"] = provenance_of(f, trust_anchor)
-    _apply_disclosure(entry)
+    entry["wild"] = _jsonable(wild_signals(f, rgb))
     entry["forgery"] = None
     if not no_forgery:
         import numpy as np
@@ -100,4 +230,5 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
             ov = heatmaps / stem / "overlay.png"
             write_png(ov, overlay(rgb, combined))
             entry["overlay"] = str(ov)
+    entry["verdict"], entry["reasons"], entry["verdict_basis"] = fuse(entry)
     return entry

@@ -115,7 +115,10 @@ def _thumb(path: str | Path, size: int = 256) -> str | None:
 
 _COLOURS = {"tampered": "#b42318", "error": "#b42318", "untrusted": "#b42318", "stripped": "#b54708",
             "remote": "#b54708", "untagged": "#475467", "ai-generated": "#6941c6", "ai-composited": "#6941c6",
-            "intact": "#067647", "synthetic": "#b42318", "inconclusive": "#b54708", "authentic": "#067647"}
+            "intact": "#067647", "generated": "#b42318", "edited": "#b42318", "inconclusive": "#b54708",
+            "no_evidence": "#475467"}
+_VERDICT_WORDS = {"generated": "generated", "edited": "edited", "no_evidence": "no evidence found",
+                  "inconclusive": "inconclusive"}
 
 
 def _badge(text: str, kind: str | None = None) -> str:
@@ -166,15 +169,18 @@ def _card(entry: dict[str, Any]) -> str:
     made = prov.get("made")
     if made in ("ai-generated", "ai-composited"):
         parts.append(_badge(f"{made} per its own manifest", made))
-    if entry.get("verdict_basis"):
-        # the manifest's AI disclosure overrides the pixel detector: never show "authentic" beside it
-        det = entry.get("detector_verdict")
-        parts.append(_badge(f"synthetic ({entry['verdict_basis']}; detector alone: {det}, "
-                            f"p={_num(entry.get('synthetic_probability'), '.2f') or 'n/a'})", "synthetic"))
-    elif entry.get("verdict"):
+    if entry.get("verdict"):
+        v = str(entry["verdict"])
         p = _num(entry.get("synthetic_probability"), ".2f") or "n/a"
-        parts.append(_badge(f"{entry['verdict']} (p={p})", str(entry["verdict"])))
+        parts.append(_badge(f"{_VERDICT_WORDS.get(v, v)} (detector alone: {entry.get('detector_verdict')}, p={p})", v))
     parts.append("</div>")
+    reasons = [r for r in entry.get("reasons") or [] if isinstance(r, dict)]
+    if entry.get("verdict_basis") or reasons:
+        parts.append(f'<p class="note"><b>Why:</b> {html.escape(str(entry.get("verdict_basis") or ""))}</p>')
+        items = "".join(f"<li><b>{html.escape(str(r.get('signal')))}</b> ({html.escape(str(r.get('finding')))}, "
+                        f"{html.escape(str(r.get('strength')))}): {html.escape(str(r.get('says')))}</li>" for r in reasons)
+        if items:
+            parts.append(f'<ul class="note">{items}</ul>')
     if entry.get("error"):
         parts.append(f'<p class="err">{html.escape(str(entry["error"]))}</p></div>')
         return "".join(parts)
@@ -254,7 +260,10 @@ trusted only when a trust anchor was given); <b>untrusted</b> = the signer's cer
 trust anchor; <b>tampered</b> = the manifest, a CAWG identity or an ingredient's manifest does not validate, or a
 watermark contradicts it; <b>remote</b> = the manifest is at a URL, never fetched; <b>stripped</b> = no manifest but
 a genguard watermark; <b>untagged</b> = neither. <b>made</b> is how the content was made per the manifest's own
-history (strongest over its ingredients); an image whose manifest declares AI is never shown as authentic. The synthetic probability comes from a calibrated detector with an inconclusive band;
+history (strongest over its ingredients). The verdict fuses every signal — the file's own C2PA, known public
+watermarks, generator metadata, the pixel detector and the forgery analyses that discriminate — into
+<b>generated</b>, <b>edited</b>, <b>no evidence found</b> or <b>inconclusive</b>, with its reasons; none of them is
+"authentic": finding nothing is not proof. The synthetic probability comes from a calibrated detector with an inconclusive band;
 the default detector knows only small reference generators and does not transfer to others. Forgery scores are
 heuristic anomaly strengths, not probabilities. Most suspicious files come first.</p>
 {cards}

@@ -90,7 +90,7 @@ def test_detect_json_maps_and_overlay(folders, trained, tmp_path, capsys):
     assert len(bad) == 1 and bad[0]["verdict"] is None  # ... and skipped
     for r in (r for r in res if not r.get("error")):
         assert 0 <= r["synthetic_probability"] <= 1
-        assert r["verdict"] in ("synthetic", "authentic", "inconclusive")
+        assert r["verdict"] in ("generated", "edited", "no_evidence", "inconclusive")
         # the same answer as `genguard verify`: these photos carry no manifest and no watermark
         assert r["provenance"]["manifest"]["state"] == "Missing" and r["provenance"]["verdict"] == "untagged"
         size = Image.open(r["path"]).size
@@ -142,7 +142,7 @@ def test_detect_refuses_decompression_bomb(tmp_path, trained, capsys):
     assert code == 0
     assert "bomb.png" in err and "decompression bomb" in err
     res = json.loads(js.read_text())
-    assert res[0]["error"] and res[1]["verdict"] in ("synthetic", "authentic", "inconclusive")
+    assert res[0]["error"] and res[1]["verdict"] in ("generated", "edited", "no_evidence", "inconclusive")
 
 
 def test_default_detector_ships_small_and_loads(tmp_path, capsys):

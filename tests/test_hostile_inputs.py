@@ -299,7 +299,7 @@ def test_odd_valid_images_give_a_result_and_finite_json(corpus, tmp_path, capsys
     (entry,) = json.loads(text)
     p = entry["synthetic_probability"]
     assert p is None or 0.0 <= p <= 1.0
-    assert entry["verdict"] in ("synthetic", "authentic", "inconclusive")
+    assert entry["verdict"] in ("generated", "edited", "no_evidence", "inconclusive")
     code, out, err, _ = run_cli(["review", f, "--out", tmp_path / "rv"], capsys)
     assert code == 0 and "NaN" not in (tmp_path / "rv" / "review.json").read_text(), err
 

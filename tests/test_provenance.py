@@ -401,12 +401,13 @@ def test_invalid_manifest_on_undecodable_pixels_is_tampered_not_error(tmp_path, 
 
 
 def test_manifest_declared_ai_is_never_authentic_in_detect(tmp_path, keys):
-    from genguard.examine import _apply_disclosure
+    from genguard.examine import fuse
 
     out = tag_file(_photo(tmp_path / "p.png"), tmp_path / "o.png", claim=CLAIM, keys=keys)
-    entry = {"verdict": "authentic", "synthetic_probability": 0.01, "provenance": verify_file(out)}
-    _apply_disclosure(entry)
-    assert entry["verdict"] == "synthetic" and entry["detector_verdict"] == "authentic"
+    entry = {"detector_verdict": "real-looking", "synthetic_probability": 0.01, "provenance": verify_file(out)}
+    entry["verdict"], entry["reasons"], entry["verdict_basis"] = fuse(entry)
+    assert entry["verdict"] == "generated" and "declares it ai-generated" in entry["verdict_basis"]
+    assert [r["signal"] for r in entry["reasons"]][:1] == ["c2pa"] and entry["detector_verdict"] == "real-looking"
     from genguard.review import render
 
     page = render([{**entry, "path": str(out), "forgery": None}])

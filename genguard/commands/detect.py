@@ -9,6 +9,9 @@ from typing import Any
 import click
 
 from genguard.examine import examine_image
+
+_VERDICT_WORDS = {"generated": "generated", "edited": "edited", "no_evidence": "no evidence found",
+                  "inconclusive": "inconclusive"}
 from genguard.output import HelpGroup
 
 
@@ -81,7 +84,11 @@ class _ResultStream:
               help="Refuse larger images (decompression bombs); raising it raises the memory ceiling too.")
 def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None, detector_file: Path | None,
            no_forgery: bool, max_pixels: int) -> int:
-    """Per-image verdict (synthetic / authentic / inconclusive), provenance and forgery maps.
+    """Per-image verdict (generated / edited / no evidence found / inconclusive) with its reasons.
+
+    The verdict fuses the file's own C2PA manifest, known public watermarks (Stable Diffusion, SDXL),
+    generator metadata (AUTOMATIC1111, ComfyUI, InvokeAI, NovelAI, EXIF/XMP), the calibrated pixel
+    detector and the forgery analyses; "no evidence found" is never a claim of authenticity.
 
     PATHS are image files or folders (searched recursively). A corrupt file is
     reported and skipped; exit 2 if no image could be read. Results are written
@@ -123,15 +130,13 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
         if e.get("error"):
             continue
         p = e["synthetic_probability"]
-        line = f"{e['verdict']:<12} p={p:.3f}  {e['path']}" if p is not None else f"{e['verdict']:<12} p=n/a    {e['path']}"
-        if e["forgery"]:
-            top = max(e["forgery"].items(), key=lambda kv: kv[1]["score"])
-            line += f"  (strongest forgery cue: {top[0]} {top[1]['score']:.2f})"
-        say(line)
-    counts = {v: sum(1 for e in results if e.get("verdict") == v) for v in ("synthetic", "inconclusive", "authentic")}
+        words = _VERDICT_WORDS.get(e["verdict"], str(e["verdict"]))
+        say(f"{words:<17} p={p:.3f}  {e['path']}" if p is not None else f"{words:<17} p=n/a    {e['path']}")
+        say(f"    why: {e.get('verdict_basis', '')}")
+    counts = {v: sum(1 for e in results if e.get("verdict") == v) for v in _VERDICT_WORDS}
     n_err = sum(1 for e in results if e.get("error"))
-    say(f"{n_ok} image(s): {counts['synthetic']} synthetic, {counts['inconclusive']} inconclusive, "
-        f"{counts['authentic']} authentic" + (f"; {n_err} unreadable, skipped" if n_err else ""))
+    say(f"{n_ok} image(s): " + ", ".join(f"{counts[v]} {w}" for v, w in _VERDICT_WORDS.items())
+        + (f"; {n_err} unreadable, skipped" if n_err else ""))
     if json_out is not None and n_ok == 0:  # nothing readable: an earlier result file is left as it was
         kept = stream.abort()
         if kept and Path(kept) != json_out:
