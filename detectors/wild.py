@@ -21,6 +21,7 @@ Third-party C2PA disclosures are read by ``genguard.guardrails.provenance`` (sig
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ _BLOCK = 4
 #: How much of a file is searched for XMP packets and how much of one metadata value is parsed.
 _MAX_SCAN_BYTES = 16 * 1024 * 1024
 _MAX_VALUE_CHARS = 256 * 1024
-_MAX_SIDE = 4096  # larger images are decoded on their top-left 4096 x 4096 (the mark repeats everywhere)
+#: Pixels decoded per image: the top rows of a larger image, at full width (the bit carried by a block
+#: depends on its index in row-major order, so the width must stay whole; the payload repeats down).
+_DECODE_PIXELS = 1 << 20
 
 
 def _bits_of_int(message: int) -> tuple[int, ...]:
@@ -80,44 +83,49 @@ _NOT_WM = ("its absence proves nothing: most generators do not add it, and a JPE
            "removes it; anyone can add it to a real photo")
 
 
-#: The U offsets of OpenCV's BGR2YUV: 128 for uint8 images (the reference scripts), 0.5 for float
-#: images (diffusers hands its float 0-255 arrays to the encoder). The decoder reads raw Haar
-#: coefficients that include this offset, so both are tried.
-_U_OFFSETS = {"uint8": 128.0, "float": 0.5}
+#: The encoder's input types in use: uint8 (the reference scripts) and float 0-255 (diffusers). OpenCV's
+#: BGR2YUV offsets U by 128 and 0.5 respectively, and the decoder reads raw Haar coefficients that
+#: include the offset, so both are tried.
+_DOMAINS = ("uint8", "float")
 
 
-def _u_channel(rgb: np.ndarray, bgr_order: bool, domain: str) -> np.ndarray:
-    """The U channel as OpenCV's BGR2YUV computes it for the encoder's input type.
+def _u_bands(rgb: np.ndarray) -> dict[tuple[bool, str], np.ndarray]:
+    """The Haar approximation band of the U channel exactly as each encoder in use computed it.
 
-    ``bgr_order=False`` reads the array as OpenCV would if an RGB array were handed to it as BGR, which
-    is what diffusers' SDXL watermarker does."""
-    x = rgb.astype(np.float32)
-    r, g, b = (x[..., 0], x[..., 1], x[..., 2]) if bgr_order else (x[..., 2], x[..., 1], x[..., 0])
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    u = 0.492 * (b - y) + _U_OFFSETS[domain]
-    return np.clip(np.rint(u), 0, 255) if domain == "uint8" else u
+    OpenCV's own BGR2YUV is used, on uint8 or float input as the encoder was given it: the decoder
+    picks the largest of near-equal coefficients, so even a rounding difference changes which one it
+    reads. Keys are (bgr_order, domain); ``bgr_order=False`` reads the array as OpenCV would if an RGB
+    array were handed to it as BGR, which is what diffusers' SDXL watermarker does. The band is
+    pywt.dwt2(..., 'haar')'s approximation: (a + b + c + d) / 2 over 2x2 cells."""
+    import cv2
+
+    h, w = (rgb.shape[0] // 4) * 4, (rgb.shape[1] // 4) * 4
+    out = {}
+    for bgr_order in (True, False):
+        x8 = np.ascontiguousarray(rgb[:h, :w, 2::-1] if bgr_order else rgb[:h, :w, :3])
+        for domain in _DOMAINS:
+            x = x8 if domain == "uint8" else x8.astype(np.float32)
+            u = cv2.extractChannel(cv2.cvtColor(x, cv2.COLOR_BGR2YUV), 1).astype(np.float32)
+            out[(bgr_order, domain)] = (u[0::2, 0::2] + u[0::2, 1::2] + u[1::2, 0::2] + u[1::2, 1::2]) * 0.5
+    return out
 
 
-def _block_bits(u: np.ndarray) -> np.ndarray:
-    """One bit per 4x4 block of the Haar approximation of ``u``, in row-major block order.
+def _block_bits(ca: np.ndarray) -> np.ndarray:
+    """One bit per 4x4 block of a Haar band, in row-major block order.
 
     As the published ``dwtDct`` decoder reads it: in each block, the coefficient of largest magnitude
     other than the first; its magnitude modulo the scale above half the scale is a 1."""
-    h, w = (u.shape[0] // 4) * 4, (u.shape[1] // 4) * 4
-    u = u[:h, :w].astype(np.float64)
-    # Haar DWT approximation band, as pywt.dwt2(..., 'haar') computes it: (a + b + c + d) / 2.
-    ca = (u[0::2, 0::2] + u[0::2, 1::2] + u[1::2, 0::2] + u[1::2, 1::2]) / 2.0
     nr, nc = ca.shape[0] // _BLOCK, ca.shape[1] // _BLOCK
     blocks = ca[:nr * _BLOCK, :nc * _BLOCK].reshape(nr, _BLOCK, nc, _BLOCK).transpose(0, 2, 1, 3)
-    flat = blocks.reshape(nr * nc, _BLOCK * _BLOCK)[:, 1:]
-    val = np.abs(flat[np.arange(len(flat)), np.argmax(np.abs(flat), axis=1)])
-    return (np.mod(val, DWT_DCT_SCALE) > 0.5 * DWT_DCT_SCALE).astype(np.float64)
+    flat = np.abs(blocks.reshape(nr * nc, _BLOCK * _BLOCK)[:, 1:])
+    val = flat.max(axis=1)
+    return np.mod(val, DWT_DCT_SCALE) > 0.5 * DWT_DCT_SCALE
 
 
 def _decode(block_bits: np.ndarray, n_bits: int) -> np.ndarray:
     """Majority over the blocks carrying each bit (block k carries bit k mod n_bits)."""
     idx = np.arange(len(block_bits)) % n_bits
-    sums = np.bincount(idx, weights=block_bits, minlength=n_bits)
+    sums = np.bincount(idx, weights=block_bits.astype(np.float64), minlength=n_bits)
     counts = np.bincount(idx, minlength=n_bits)
     return (sums * 255 > 127 * counts).astype(np.int64)
 
@@ -129,11 +137,18 @@ def agreement_p_value(decoded: np.ndarray, payload: np.ndarray) -> float:
     conditions on how many ones were decoded: with the decoded bits' positions exchangeable under the
     null, the number of positions where both are 1 is hypergeometric, and agreement on the ones fixes
     agreement on the zeros. Exact; an all-zero or all-one decode has p = 1."""
-    from scipy.stats import hypergeom
-
     n, k_pay, k_dec = len(payload), int(payload.sum()), int(decoded.sum())
     both = int(np.sum((decoded == 1) & (payload == 1)))
-    return float(hypergeom.sf(both - 1, n, k_pay, k_dec))
+
+    def log_choose(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    top = min(k_pay, k_dec)
+    terms = [log_choose(k_pay, j) + log_choose(n - k_pay, k_dec - j) for j in range(max(both, k_dec - (n - k_pay), 0), top + 1)]
+    if not terms:
+        return 1.0
+    m = max(terms)
+    return float(min(1.0, math.exp(m + math.log(sum(math.exp(t - m) for t in terms)) - log_choose(n, k_dec))))
 
 
 def known_watermarks(rgb: np.ndarray) -> dict[str, Any]:
@@ -146,10 +161,11 @@ def known_watermarks(rgb: np.ndarray) -> dict[str, Any]:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {rgb.shape}")
-    rgb = rgb[:_MAX_SIDE, :_MAX_SIDE, :3]
+    rows = max(8, (_DECODE_PIXELS // max(rgb.shape[1], 1)) // 8 * 8)
+    rgb = rgb[:rows, :, :3]
     n_blocks = (rgb.shape[0] // 8) * (rgb.shape[1] // 8)
     tested = [wm for wm in KNOWN_WATERMARKS if n_blocks >= 2 * len(wm.bits)]
-    variants = [(order, dom) for order in (True, False) for dom in _U_OFFSETS]
+    variants = [(order, dom) for order in (True, False) for dom in _DOMAINS]
     m = len(variants) * len(tested)
     out: dict[str, Any] = {"method": "invisible-watermark dwtDct decoder (published algorithm), exact "
                                      "conditional (hypergeometric) test, Bonferroni over payloads and variants",
@@ -157,7 +173,7 @@ def known_watermarks(rgb: np.ndarray) -> dict[str, Any]:
     if not tested:
         out["reason"] = f"image {rgb.shape[1]}x{rgb.shape[0]} is too small to carry a known payload twice"
         return out
-    soft = {v: _block_bits(_u_channel(rgb, *v)) for v in variants}
+    soft = {v: _block_bits(band) for v, band in _u_bands(rgb).items()}
     for wm in tested:
         best = None
         payload = np.asarray(wm.bits)
