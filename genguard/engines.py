@@ -249,6 +249,14 @@ class ResultStream:
         return str(self.stream_path) if self.stream_path is not None else None
 
 
+def check_engine_options(engine: str, address: str | None, workers: int | None) -> None:
+    """``--address`` and ``--workers`` say where Ray runs: with the in-process engine they would be ignored."""
+    if engine != "ray" and (address is not None or workers is not None):
+        import click
+
+        raise click.UsageError(f"{'--address' if address is not None else '--workers'} goes with --engine ray")
+
+
 def engine_options(f: Callable) -> Callable:
     """``--engine``, ``--address``, ``--workers`` and ``--resume`` on a batch command."""
     import click

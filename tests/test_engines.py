@@ -162,9 +162,11 @@ def test_resume_skips_finished_files_and_drops_a_cut_line(folder, local_results,
     assert rows[2:] == local_results[2:]
 
 
-def test_resume_needs_a_result_file(folder, capsys):
+def test_resume_needs_a_result_file_and_ray_flags_need_ray(folder, capsys):
     code, out, err = run(["detect", folder, "--resume"], capsys)
     assert code == 2 and "--resume needs --json FILE" in err
+    code, out, err = run(["verify", folder, "--workers", "2"], capsys)
+    assert code == 2 and "--workers goes with --engine ray" in err
 
 
 def test_result_stream_without_resume_starts_afresh(tmp_path):

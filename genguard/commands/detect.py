@@ -11,7 +11,8 @@ from typing import Any, NoReturn
 
 import click
 
-from genguard.engines import MAX_TASK_RETRIES, BatchTask, EngineError, ResultStream, engine_options, run_batches
+from genguard.engines import (MAX_TASK_RETRIES, BatchTask, EngineError, ResultStream, check_engine_options,
+                              engine_options, run_batches)
 from genguard.output import HelpGroup
 
 
@@ -175,6 +176,7 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     say = (lambda m: click.echo(m, err=True)) if to_stdout else click.echo
     if resume and (json_out is None or to_stdout):
         raise click.UsageError("--resume needs --json FILE (the results of the earlier run)")
+    check_engine_options(engine, address, workers)
     options = {"detector_file": str(detector_file) if detector_file else None,
                "heatmaps": str(heatmaps) if heatmaps else None, "no_forgery": no_forgery, "max_pixels": max_pixels}
     local_task = DetectTask(**options)  # a bad --detector file fails here, before any worker starts

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from genguard.engines import BatchTask, ResultStream, engine_options, run_batches
+from genguard.engines import BatchTask, ResultStream, check_engine_options, engine_options, run_batches
 from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
 from genguard.output import HelpGroup, echo, human_to_stderr, json_option, make_console, make_table, write_json
 
@@ -193,6 +193,7 @@ def register(group: click.Group) -> None:
 
         if resume and (json_out is None or str(json_out) == "-"):
             raise click.UsageError("--resume needs --json FILE (the results of the earlier run)")
+        check_engine_options(engine, address, workers)
         if trust_anchor is not None:
             _check_trust_anchor(Path(trust_anchor))
         folders = [f for f in files if Path(f).is_dir()]
