@@ -249,6 +249,65 @@ class ResultStream:
         return str(self.stream_path) if self.stream_path is not None else None
 
 
+#: A list of paths longer than this is refused (a few hundred bytes a path: about 2 GB of strings in memory).
+MAX_LISTED_PATHS = 10_000_000
+
+
+def read_path_list(path: str | os.PathLike) -> list[str]:
+    """The paths listed in a Parquet or CSV file (column ``path``, else the first column) or a text file (one a
+    line, ``#`` comments). A listed file is not checked here: one that is missing is that file's error entry."""
+    p = Path(path)
+    if not p.is_file():
+        raise EngineError(f"{p}: no such list of paths")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(p)
+            names = meta.schema_arrow.names
+            if not names:
+                raise EngineError(f"{p}: the Parquet file has no columns")
+            if meta.metadata.num_rows > MAX_LISTED_PATHS:
+                raise EngineError(f"{p}: {meta.metadata.num_rows} rows; at most {MAX_LISTED_PATHS} paths per run")
+            col = "path" if "path" in names else names[0]
+            out = [str(v) for v in pq.read_table(p, columns=[col]).column(0).to_pylist() if v is not None]
+        elif suffix == ".csv":
+            import csv
+
+            out = []
+            with open(p, newline="", encoding="utf-8") as fh:
+                rows = csv.reader(fh)
+                header = next(rows, [])
+                col = header.index("path") if "path" in header else 0
+                if "path" not in header and header:
+                    out.append(header[0])  # no header: the first row is a path
+                for row in rows:
+                    if len(row) > col and row[col]:
+                        out.append(row[col])
+                    if len(out) > MAX_LISTED_PATHS:
+                        raise EngineError(f"{p}: more than {MAX_LISTED_PATHS} paths; split the list")
+        else:
+            out = []
+            with open(p, encoding="utf-8") as fh:
+                for line in fh:
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        out.append(line)
+                    if len(out) > MAX_LISTED_PATHS:
+                        raise EngineError(f"{p}: more than {MAX_LISTED_PATHS} paths; split the list")
+    except EngineError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise EngineError(f"{p}: cannot read the list of paths ({exc.__class__.__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    except Exception as exc:  # pyarrow's own errors on a corrupt Parquet file
+        raise EngineError(f"{p}: not a readable Parquet file ({exc.__class__.__name__})") from None
+    if not out:
+        raise EngineError(f"{p}: lists no paths")
+    return out
+
+
 def check_engine_options(engine: str, address: str | None, workers: int | None) -> None:
     """``--address`` and ``--workers`` say where Ray runs: with the in-process engine they would be ignored."""
     if engine != "ray" and (address is not None or workers is not None):
@@ -261,6 +320,9 @@ def engine_options(f: Callable) -> Callable:
     """``--engine``, ``--address``, ``--workers`` and ``--resume`` on a batch command."""
     import click
 
+    f = click.option("--paths-from", "paths_from", type=click.Path(dir_okay=False), default=None, metavar="LIST",
+                     help="Also process the files listed in LIST: Parquet or CSV (column 'path', else the first) "
+                          "or text (one path a line).")(f)
     f = click.option("--resume", is_flag=True,
                      help="Skip the files already in the --json stream (FILE.jsonl, or FILE.partial.jsonl left by a "
                           "stopped run) and append the rest; the earlier run must have used the same options.")(f)

@@ -107,7 +107,7 @@ def test_a_file_that_raises_is_its_own_error_under_ray(ray_session, folder, loca
     items = [(i, e["path"]) for i, e in enumerate(local_results)]
     got = {}
     missing = run_batches(RaiseOnPoison, {"detector_file": None}, items, lambda i, p, r: got.__setitem__(i, json.loads(r)),
-                          engine="ray", workers=2, batch_size=3)
+                          engine="ray", workers=1, batch_size=3)
     assert missing == [] and sorted(got) == list(range(len(items)))
     for i, e in enumerate(local_results):
         if "poison" in e["path"]:
@@ -143,7 +143,7 @@ def test_dead_worker_loses_no_finished_result_and_resume_finishes(ray_session, f
     assert set(rows) == set(expected) - {poison}  # every other file's result was kept
     assert all(rows[p] == expected[p] for p in rows)
     # the rerun does only the lost file and gives the full result
-    code, out, err = run(["detect", folder, "--engine", "ray", "--resume", "--json", js], capsys)
+    code, out, err = run(["detect", folder, "--engine", "ray", "--workers", "1", "--resume", "--json", js], capsys)
     assert code == 0, err
     assert "resuming: 5 of 6" in out
     assert json.loads(js.read_text()) == local_results and not partial.exists()
@@ -192,3 +192,35 @@ def test_ray_missing_or_unreachable_is_one_line_exit_2(folder, capsys, monkeypat
     monkeypatch.setattr(builtins, "__import__", no_ray)
     code, out, err = run(["detect", folder / "00.png", "--engine", "ray"], capsys)
     assert code == 2 and "pip install 'genguard[scale]'" in err and "Traceback" not in err
+
+
+def test_paths_from_csv_parquet_and_text_lists(folder, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = [str(folder / "00.png"), str(folder / "01.png")]
+    gone = str(tmp_path / "gone.png")
+    (tmp_path / "l.csv").write_text("id,path\n1," + good[0] + "\n2," + gone + "\n3," + good[1] + "\n")
+    pq.write_table(pa.table({"path": good + [gone]}), tmp_path / "l.parquet")
+    (tmp_path / "l.txt").write_text("# listed\n" + "\n".join(good + [gone]) + "\n")
+    for lst, order in (("l.csv", [good[0], gone, good[1]]), ("l.parquet", good + [gone]), ("l.txt", good + [gone])):
+        js = tmp_path / f"{lst}.json"
+        code, out, err = run(["detect", "--paths-from", tmp_path / lst, "--no-forgery", "--json", js], capsys)
+        assert code == 0, err
+        rows = json.loads(js.read_text())
+        assert [r["path"] for r in rows] == order  # a missing listed file is its own entry, not the batch's end
+        assert [bool(r.get("error")) for r in rows] == [p == gone for p in order]
+    code, out, err = run(["verify", "--paths-from", tmp_path / "l.txt", "--json", tmp_path / "v.json"], capsys)
+    assert code == 2 and "gone.png" in err  # the missing file is reported, the others still verified
+    assert [r["verdict"] for r in json.loads((tmp_path / "v.json").read_text())["files"]] == ["untagged"] * 2 + ["error"]
+
+
+def test_a_bad_list_of_paths_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    (tmp_path / "empty.csv").write_text("")
+    for name in ("bad.parquet", "empty.csv", "missing.txt"):
+        code, out, err = run(["detect", "--paths-from", tmp_path / name], capsys)
+        assert code == 2 and name in err and "Traceback" not in err, err
+        assert len([l for l in err.splitlines() if l.startswith("genguard: error")]) == 1, err
+    code, out, err = run(["detect"], capsys)
+    assert code == 2 and "--paths-from" in err

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from genguard.engines import (MAX_TASK_RETRIES, BatchTask, EngineError, ResultStream, check_engine_options,
-                              engine_options, run_batches)
+                              engine_options, read_path_list, run_batches)
 from genguard.output import HelpGroup
 
 
@@ -147,7 +147,7 @@ def _not_done(missing: list[str], stream: ResultStream, what: str) -> NoReturn:
 
 
 @click.command("detect")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True),
               help="Write the per-image results here: a JSON list (streamed into FILE.partial.jsonl while running), "
                    "JSON Lines as it goes when FILE ends in .jsonl, or standard output for '-'.")
@@ -160,7 +160,7 @@ def _not_done(missing: list[str], stream: ResultStream, what: str) -> NoReturn:
 @engine_options
 def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None, detector_file: Path | None,
            no_forgery: bool, max_pixels: int, engine: str, address: str | None, workers: int | None,
-           resume: bool) -> int:
+           resume: bool, paths_from: str | None) -> int:
     """Per-image verdict (synthetic / authentic / inconclusive), provenance and forgery maps.
 
     PATHS are image files or folders (searched recursively). A corrupt file is
@@ -177,13 +177,16 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     if resume and (json_out is None or to_stdout):
         raise click.UsageError("--resume needs --json FILE (the results of the earlier run)")
     check_engine_options(engine, address, workers)
+    if not paths and not paths_from:
+        raise click.UsageError("give image files or folders, or --paths-from LIST")
+    listed = [Path(p) for p in read_path_list(paths_from)] if paths_from else []
     options = {"detector_file": str(detector_file) if detector_file else None,
                "heatmaps": str(heatmaps) if heatmaps else None, "no_forgery": no_forgery, "max_pixels": max_pixels}
     local_task = DetectTask(**options)  # a bad --detector file fails here, before any worker starts
     if detector_file is None:
         _err("note: using the default detector, trained only on small reference generators "
              "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
-    files = list_images(paths)
+    files = (list_images(paths) if paths else []) + listed  # a listed file that is missing is its own error entry
     if not files:
         raise DetectorError(f"{', '.join(map(str, paths))}: no images found")
     stream = ResultStream(json_out, resume=resume)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from genguard.engines import BatchTask, ResultStream, check_engine_options, engine_options, run_batches
+from genguard.engines import (BatchTask, ResultStream, check_engine_options, engine_options, read_path_list,
+                              run_batches)
 from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
 from genguard.output import HelpGroup, echo, human_to_stderr, json_option, make_console, make_table, write_json
 
@@ -177,12 +178,12 @@ def register(group: click.Group) -> None:
         return 0
 
     @group.command("verify")
-    @click.argument("files", nargs=-1, required=True, type=click.Path())
+    @click.argument("files", nargs=-1, type=click.Path())
     @json_option("Write the results as JSON to FILE ('-': standard output, the table then goes to stderr).")
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
                   help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`.")
     @engine_options
-    def verify(files, json_out, trust_anchor, engine, address, workers, resume) -> int:
+    def verify(files, json_out, trust_anchor, engine, address, workers, resume, paths_from) -> int:
         """Check each file's C2PA manifest (offline) and watermark: intact, untrusted, tampered, remote, stripped
         or untagged, with how the content was made and who signed, per its manifest's history.
 
@@ -194,10 +195,14 @@ def register(group: click.Group) -> None:
         if resume and (json_out is None or str(json_out) == "-"):
             raise click.UsageError("--resume needs --json FILE (the results of the earlier run)")
         check_engine_options(engine, address, workers)
+        if not files and not paths_from:
+            raise click.UsageError("give files or folders, or --paths-from LIST")
         if trust_anchor is not None:
             _check_trust_anchor(Path(trust_anchor))
         folders = [f for f in files if Path(f).is_dir()]
         files = tuple(str(p) for p in collect_files([Path(f) for f in files])) if folders else files
+        if paths_from:  # a listed file that is missing gets verdict error of its own
+            files = tuple(files) + tuple(read_path_list(paths_from))
         if not files:
             raise ProvenanceError(f"{', '.join(folders)}: no files to verify")
         given = set(files)
