@@ -195,11 +195,29 @@ class ResultStream:
             raise click.BadParameter(f"{target}: is a folder; give a file path", param_hint=what)
         self.stream_path = target if target.suffix == ".jsonl" else target.with_name(target.name + ".partial.jsonl")
         self.stream_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and not self.stream_path.is_file() and self.stream_path != target and target.is_file():
+            self._seed_from_finished(target)
         if resume and self.stream_path.is_file():
             self._read_back()
             self.fh = open(self.stream_path, "a", encoding="utf-8")
         else:
             self.fh = open(self.stream_path, "w", encoding="utf-8")
+
+    def _seed_from_finished(self, target: Path) -> None:
+        """An earlier run that finished left its JSON (a list, or ``{"files": [...]}``) and no stream: its entries
+        start the new stream, so a rerun over a grown folder does only the new files."""
+        from genguard.generators._io import read_bytes_bounded
+
+        try:
+            doc = json.loads(read_bytes_bounded(target, 1 << 30, EngineError, "earlier results"))
+        except (ValueError, OSError):
+            return  # not results of ours: the run starts afresh and replaces it at the end
+        entries = doc.get("files") if isinstance(doc, dict) else doc
+        if isinstance(entries, list):
+            with open(self.stream_path, "w", encoding="utf-8") as fh:
+                for e in entries:
+                    if isinstance(e, dict) and isinstance(e.get("path"), str):
+                        fh.write(json.dumps(e, allow_nan=False) + "\n")
 
     def _read_back(self) -> None:
         data = self.stream_path.read_bytes()
