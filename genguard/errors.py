@@ -23,6 +23,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         ("genguard.guardrails.provenance", "ProvenanceError"),
         ("genguard.detectors", "DetectorError"),
         ("genguard.audits", "AuditError"),
+        ("genguard.engines", "EngineError"),
     ):
         try:
             found.append(getattr(importlib.import_module(module), name))

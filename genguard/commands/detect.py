@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from genguard.engines import (MAX_TASK_RETRIES, BatchTask, EngineError, ResultStream, check_engine_options,
+                              engine_options, read_path_list, run_batches)
 from genguard.examine import examine_image
+from genguard.output import HelpGroup
 
 _VERDICT_WORDS = {"generated": "generated", "edited": "edited", "no_evidence": "no evidence found",
                   "inconclusive": "inconclusive"}
-from genguard.output import HelpGroup
 
 
 def _err(msg: str) -> None:
@@ -25,54 +26,37 @@ def _load_detector(path: str | None):
     return load_detector(path) if path else load_default()
 
 
-class _ResultStream:
-    """Writes each finished entry at once as one JSON line, so a stopped ``detect`` keeps what it finished.
+class DetectTask(BatchTask):
+    """`genguard detect`'s per-batch work: the detector loaded once per worker, :func:`examine_image` per file."""
 
-    ``FILE.jsonl`` is streamed into directly. Any other ``--json FILE`` is streamed
-    into ``FILE.partial.jsonl`` and, once every image is done, replaced by the JSON
-    list in ``FILE`` (atomically) and the partial file removed. ``-`` writes the
-    JSON list to standard output at the end (the human summary then goes to stderr).
-    """
+    name = "detection"
 
-    def __init__(self, target: Path | None) -> None:
-        self.target, self.fh, self.stream_path = target, None, None
-        if target is None or str(target) == "-":
-            return
-        if target.is_dir():
-            raise click.BadParameter(f"{target}: is a folder; give a file path", param_hint="--json")
-        self.stream_path = target if target.suffix == ".jsonl" else target.with_name(target.name + ".partial.jsonl")
-        self.stream_path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.stream_path, "w", encoding="utf-8")
+    def __init__(self, detector_file: str | None = None, heatmaps: str | None = None, no_forgery: bool = False,
+                 max_pixels: int = 67_108_864, trust_anchor: str | None = None) -> None:
+        self.detector_file, self.no_forgery, self.max_pixels = detector_file, no_forgery, max_pixels
+        self.heatmaps = Path(heatmaps) if heatmaps else None
+        self.trust_anchor = Path(trust_anchor) if trust_anchor else None
+        self.det = _load_detector(detector_file)
 
-    def write(self, entry: dict[str, Any]) -> None:
-        if self.fh is not None:
-            from genguard.detectors._io import json_safe
+    def process(self, index: int, path: str) -> dict[str, Any]:
+        return examine_image(index, Path(path), self.det, self.heatmaps, self.no_forgery, self.max_pixels,
+                             self.trust_anchor)
 
-            self.fh.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
-            self.fh.flush()
+    def error_entry(self, path: str, message: str) -> dict[str, Any]:
+        return {"path": path, "error": message, "synthetic_probability": None, "verdict": None,
+                "detector_verdict": None, "provenance": None, "wild": None, "forgery": None}
 
-    def finish(self, results: list[dict[str, Any]]) -> None:
-        from genguard.detectors._io import atomic_write_json
 
-        if self.fh is not None:
-            os.fsync(self.fh.fileno())
-            self.fh.close()
-            self.fh = None
-        if self.target is None or self.stream_path == self.target:
-            return
-        atomic_write_json(self.target, results)
-        if self.stream_path is not None:
-            self.stream_path.unlink(missing_ok=True)
-
-    def abort(self) -> str | None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
-        return str(self.stream_path) if self.stream_path is not None else None
+def _not_done(missing: list[str], stream: ResultStream, what: str) -> NoReturn:
+    kept = stream.abort()
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    raise EngineError(f"{len(missing)} file(s) not {what}: their Ray worker died {MAX_TASK_RETRIES + 1} times "
+                      f"({shown})" + (f"; the others' results are in {kept} (rerun with --resume to retry the rest)"
+                                      if kept else ""))
 
 
 @click.command("detect")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True),
               help="Write the per-image results here: a JSON list (streamed into FILE.partial.jsonl while running), "
                    "JSON Lines as it goes when FILE ends in .jsonl, or standard output for '-'.")
@@ -82,8 +66,10 @@ class _ResultStream:
 @click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (synthetic-probability only).")
 @click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=67_108_864, show_default=True,
               help="Refuse larger images (decompression bombs); raising it raises the memory ceiling too.")
+@engine_options
 def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None, detector_file: Path | None,
-           no_forgery: bool, max_pixels: int) -> int:
+           no_forgery: bool, max_pixels: int, engine: str, address: str | None, workers: int | None,
+           resume: bool, paths_from: str | None) -> int:
     """Per-image verdict (generated / edited / no evidence found / inconclusive) with its reasons.
 
     The verdict fuses the file's own C2PA manifest, known public watermarks (Stable Diffusion, SDXL),
@@ -92,40 +78,61 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
 
     PATHS are image files or folders (searched recursively). A corrupt file is
     reported and skipped; exit 2 if no image could be read. Results are written
-    as each image finishes, so a stopped run keeps what it finished.
+    as each image finishes, so a stopped run keeps what it finished (--resume
+    goes on from there). --engine ray spreads the images over Ray workers, each
+    loading the detector once.
     """
     from genguard.detectors import DetectorError
-    from genguard.detectors._io import atomic_write_json, list_images, progress_bar
+    from genguard.detectors._io import list_images, progress_bar
 
     to_stdout = json_out is not None and str(json_out) == "-"
     say = (lambda m: click.echo(m, err=True)) if to_stdout else click.echo
-    det = _load_detector(str(detector_file) if detector_file else None)
+    if resume and (json_out is None or to_stdout):
+        raise click.UsageError("--resume needs --json FILE (the results of the earlier run)")
+    check_engine_options(engine, address, workers)
+    if not paths and not paths_from:
+        raise click.UsageError("give image files or folders, or --paths-from LIST")
+    listed = [Path(p) for p in read_path_list(paths_from)] if paths_from else []
+    options = {"detector_file": str(detector_file) if detector_file else None,
+               "heatmaps": str(heatmaps) if heatmaps else None, "no_forgery": no_forgery, "max_pixels": max_pixels}
+    local_task = DetectTask(**options)  # a bad --detector file fails here, before any worker starts
     if detector_file is None:
         _err("note: using the default detector, trained only on small reference generators "
              "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
-    files = list_images(paths)
+    files = (list_images(paths) if paths else []) + listed  # a listed file that is missing is its own error entry
     if not files:
         raise DetectorError(f"{', '.join(map(str, paths))}: no images found")
-    results: list[dict[str, Any]] = []
-    n_ok = 0
-    stream = _ResultStream(json_out)
+    stream = ResultStream(json_out, resume=resume)
+    by_index: dict[int, dict[str, Any]] = {}
+    for i, f in enumerate(files):
+        if str(f) in stream.done:
+            by_index[i] = stream.done[str(f)]
+    todo = [(i, str(f)) for i, f in enumerate(files) if i not in by_index]
+    if resume and by_index:
+        say(f"resuming: {len(by_index)} of {len(files)} image(s) already done in {stream.stream_path}")
     try:
         with progress_bar("detecting", total=len(files)) as advance:
-            for i, f in enumerate(files):
-                entry = examine_image(i, f, det, heatmaps, no_forgery, max_pixels)
-                if entry.get("error"):
-                    if len(files) > 1:  # a single bad file is reported once, by the error below
-                        _err(f"skipped {entry['error']}")
-                else:
-                    n_ok += 1
-                results.append(entry)
-                stream.write(entry)
+            advance(len(by_index))
+
+            def on_result(i: int, path: str, line: str) -> None:
+                entry = json.loads(line)
+                if entry.get("error") and len(files) > 1:  # a single bad file is reported once, by the error below
+                    _err(f"skipped {entry['error']}")
+                by_index[i] = entry
+                stream.write_line(line)
                 advance(1)
+
+            missing = run_batches(DetectTask, options, todo, on_result, engine=engine, workers=workers,
+                                  address=address, local_task=local_task)
     except KeyboardInterrupt:
         kept = stream.abort()
-        _err(f"interrupted after {len(results)} of {len(files)} image(s)"
-             + (f"; their results are in {kept}" if kept else ""))
+        _err(f"interrupted after {len(by_index)} of {len(files)} image(s)"
+             + (f"; their results are in {kept} (rerun with --resume to finish)" if kept else ""))
         raise click.exceptions.Exit(130) from None
+    if missing:
+        _not_done([str(files[i]) for i in missing], stream, "examined")
+    results = [by_index[i] for i in range(len(files))]
+    n_ok = sum(1 for e in results if not e.get("error"))
     for e in results:
         if e.get("error"):
             continue
@@ -142,10 +149,8 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
         if kept and Path(kept) != json_out:
             Path(kept).unlink(missing_ok=True)
     elif json_out is not None:
-        if to_stdout:
-            atomic_write_json("-", results)
-        else:
-            stream.finish(results)
+        stream.finish(lambda: results)
+        if not to_stdout:
             say(f"wrote {json_out}")
     if n_ok == 0:
         if len(files) == 1:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from genguard.generators._io import atomic_write_json
+from genguard.engines import (BatchTask, ResultStream, check_engine_options, engine_options, read_path_list,
+                              run_batches)
 from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
 from genguard.output import HelpGroup, echo, human_to_stderr, json_option, make_console, make_table, write_json
 
@@ -84,6 +85,25 @@ def _check_trust_anchor(path: Path) -> None:
         raise ProvenanceError(f"{path}: trust anchor is not valid PEM certificates ({str(exc).splitlines()[0]})") from None
 
 
+class VerifyTask(BatchTask):
+    """`genguard verify`'s per-batch work: :func:`verify_file` on each file (it never raises for a bad file)."""
+
+    name = "verification"
+
+    def __init__(self, trust_anchor: str | None = None) -> None:
+        self.trust_anchor = trust_anchor
+
+    def process(self, index: int, path: str) -> dict:
+        r = verify_file(path, trust_anchor=self.trust_anchor)
+        # the detector's internals (underscored) stay out of the results
+        return {**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
+
+    def error_entry(self, path: str, message: str) -> dict:
+        return {"path": path, "manifest": {"state": "Missing", "codes": []}, "generator": None, "run_id": None,
+                "claim": None, "made": None, "signer": None, "history": None,
+                "watermark": {"applicable": False, "reason": "not checked"}, "verdict": "error", "reason": message}
+
+
 def register(group: click.Group) -> None:
     """Add `keys`, `tag` and `verify` to the genguard command group."""
 
@@ -158,11 +178,12 @@ def register(group: click.Group) -> None:
         return 0
 
     @group.command("verify")
-    @click.argument("files", nargs=-1, required=True, type=click.Path())
+    @click.argument("files", nargs=-1, type=click.Path())
     @json_option("Write the results as JSON to FILE ('-': standard output, the table then goes to stderr).")
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
                   help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`.")
-    def verify(files, json_out, trust_anchor) -> int:
+    @engine_options
+    def verify(files, json_out, trust_anchor, engine, address, workers, resume, paths_from) -> int:
         """Check each file's C2PA manifest (offline) and watermark: intact, untrusted, tampered, remote, stripped
         or untagged, with how the content was made and who signed, per its manifest's history.
 
@@ -171,10 +192,17 @@ def register(group: click.Group) -> None:
         reported and the JSON is written)."""
         from genguard.review import collect_files
 
+        if resume and (json_out is None or str(json_out) == "-"):
+            raise click.UsageError("--resume needs --json FILE (the results of the earlier run)")
+        check_engine_options(engine, address, workers)
+        if not files and not paths_from:
+            raise click.UsageError("give files or folders, or --paths-from LIST")
         if trust_anchor is not None:
             _check_trust_anchor(Path(trust_anchor))
         folders = [f for f in files if Path(f).is_dir()]
         files = tuple(str(p) for p in collect_files([Path(f) for f in files])) if folders else files
+        if paths_from:  # a listed file that is missing gets verdict error of its own
+            files = tuple(files) + tuple(read_path_list(paths_from))
         if not files:
             raise ProvenanceError(f"{', '.join(folders)}: no files to verify")
         given = set(files)
@@ -182,7 +210,36 @@ def register(group: click.Group) -> None:
         stems = {str(Path(f).with_suffix("")) for f in files if not f.endswith(".c2pa")}
         todo = [f for f in files if not (f.endswith(".c2pa") and (f[: -len(".c2pa")] in given
                                                                    or f[: -len(".c2pa")] in stems))]
-        results = [verify_file(f, trust_anchor=trust_anchor) for f in _progress(todo, "verifying")]
+        stream = ResultStream(Path(json_out) if json_out else None, resume=resume)
+        by_index: dict[int, dict] = {i: stream.done[f] for i, f in enumerate(todo) if f in stream.done}
+        if resume and by_index:
+            echo(json_out)(f"resuming: {len(by_index)} of {len(todo)} file(s) already done in {stream.stream_path}")
+        from genguard.detectors._io import progress_bar
+
+        try:
+            with progress_bar("verifying", total=len(todo), enabled=len(todo) >= 20) as advance:
+                advance(len(by_index))
+
+                def on_result(i: int, path: str, line: str) -> None:
+                    import json
+
+                    by_index[i] = json.loads(line)
+                    stream.write_line(line)
+                    advance(1)
+
+                missing = run_batches(VerifyTask, {"trust_anchor": trust_anchor},
+                                      [(i, f) for i, f in enumerate(todo) if i not in by_index], on_result,
+                                      engine=engine, workers=workers, address=address)
+        except KeyboardInterrupt:
+            kept = stream.abort()
+            click.echo(f"genguard: interrupted after {len(by_index)} of {len(todo)} file(s)"
+                       + (f"; their results are in {kept} (rerun with --resume to finish)" if kept else ""), err=True)
+            raise click.exceptions.Exit(130) from None
+        if missing:
+            from genguard.commands.detect import _not_done
+
+            _not_done([todo[i] for i in missing], stream, "verified")
+        results = [by_index[i] for i in range(len(todo))]
         colours = {"intact": "green", "tampered": "bold red", "untrusted": "bold red", "stripped": "yellow",
                    "remote": "yellow", "untagged": "dim", "error": "red"}
         made_colours = {"ai-generated": "bold magenta", "ai-composited": "magenta"}
@@ -200,10 +257,7 @@ def register(group: click.Group) -> None:
                           str(r["run_id"] or "-"), f"[{colours.get(v, 'red')}]{v}[/]", r["reason"])
         # `--json -`: the JSON alone on stdout, the table on stderr; piped, no cell is cut
         make_console(stderr=human_to_stderr(json_out)).print(table)
-        if json_out:
-            clean = [{**r, "watermark": {k: v for k, v in r["watermark"].items() if not k.startswith("_")}}
-                     for r in results]
-            atomic_write_json(json_out, {"files": clean})
+        stream.finish(lambda: {"files": results})
         errors = [r for r in results if r["verdict"] == "error"]
         for r in errors:
             click.echo(f"genguard: error: {r['reason']}", err=True)

@@ -75,7 +75,7 @@ def build_ledger(training: dict[str, Any], *, generator: str, run_id: str, seed:
                     "private_modules", "grad_sample_mode", "secure_mode"):
             ledger[key] = training.get(key)
         for key in ("private_layers", "max_physical_batch_size", "gradient_accumulation_steps", "clipped_fraction",
-                    "noise_source", "privacy_unit", "caveat", "randomness", "reproducible", "warnings"):
+                    "noise_source", "privacy_unit", "caveat", "randomness", "reproducible", "warnings", "distributed"):
             if key in training:
                 ledger[key] = training[key]
         # Which saved modules learnt from the private data through DP-SGD, and which only from public
@@ -132,12 +132,13 @@ LEDGER_FIELDS = frozenset({
     "target_epsilon", "epsilon", "private_modules",
     "grad_sample_mode", "secure_mode", "private_layers", "max_physical_batch_size", "gradient_accumulation_steps",
     "clipped_fraction", "noise_source", "privacy_unit", "caveat", "caveats", "randomness", "trained_modules",
-    "post_processing_modules", "guarantee", "signature", "reproducible", "warnings",
+    "post_processing_modules", "guarantee", "signature", "reproducible", "warnings", "distributed",
 })
 #: Fields inside the nested objects whose members are fixed (``config`` and ``package_versions`` are free-form).
 NESTED_FIELDS = {
     "signature": frozenset({"algorithm", "canonicalization", "public_key", "key_id", "value"}),
     "randomness": frozenset({"sampling", "noise"}),
+    "distributed": frozenset({"world_size", "backend", "noise_draws_per_step"}),
 }
 #: A ledger is a few kilobytes; anything this large is not one (and is not read into memory).
 MAX_LEDGER_BYTES = 1 << 20

@@ -111,8 +111,8 @@ def noise_seed(run_seed: int, directory: str | os.PathLike | None = None, purpos
     import hmac
     import secrets
 
-    if purpose not in ("noise", "sampling"):
-        raise PrivacyError(f"unknown purpose {purpose!r} of a keyed DP seed; expected 'noise' or 'sampling'")
+    if purpose not in ("noise", "sampling") and not purpose.startswith("sampling/rank "):
+        raise PrivacyError(f"unknown purpose {purpose!r} of a keyed DP seed; expected 'noise', 'sampling' or 'sampling/rank R of W'")
     path = _key_dir(directory) / NOISE_KEY_FILE
     if path.exists():
         secret = _read_private(path, "secret noise key")

@@ -252,19 +252,22 @@ class PrivateTrainer:
             return float(self.noise_multiplier)
         return noise_multiplier_for_epsilon(self.target_epsilon, q, steps, delta, self.accountant)
 
-    def _randomness(self, gen: TorchGenerator) -> tuple[Any, Any, dict[str, str]]:
-        """``(sampling generator, noise generator, {"sampling": S, "noise": N})`` for one run.
+    def _randomness(self, gen: TorchGenerator, rank: int = 0, world_size: int = 1) -> tuple[Any, Any, dict[str, str]]:
+        """``(sampling generator, noise generator, {"sampling": S, "noise": N})`` for one run (on one rank).
 
         ``secret``: a fresh 64-bit seed from the OS CSPRNG (``secrets``), recorded nowhere. ``keyed``: the
         seed is HMAC-SHA256 of the run seed under the secret key (0600); reproducible by the key holder,
-        not from the ledger, and shared by every run with the same key and seed.
+        not from the ledger, and shared by every run with the same key and seed. Under torch.distributed
+        each rank samples its shard from a stream of its own (one shared stream would put the records at
+        the same place of every shard in the same batches); only rank 0's noise stream is ever drawn.
         """
         import torch
 
         if self.reproducible:
             from genguard.guardrails.privacy.signing import noise_seed as keyed_seed
 
-            seeds = keyed_seed(int(gen.seed), purpose="sampling"), keyed_seed(int(gen.seed), purpose="noise")
+            sampling = "sampling" if world_size == 1 else f"sampling/rank {rank} of {world_size}"
+            seeds = keyed_seed(int(gen.seed), purpose=sampling), keyed_seed(int(gen.seed), purpose="noise")
             kind = "keyed"
         else:
             seeds = secrets.randbits(64), secrets.randbits(64)
@@ -434,6 +437,11 @@ class PrivateTrainer:
         mode = self.grad_sample_mode
         if mode == "auto":
             mode = "opacus" if self.secure_mode else "ghost"
+        from genguard.guardrails.privacy import distributed
+
+        distributed.init_from_env()
+        if distributed.world()[1] > 1:
+            distributed.check_supported(self.poisson_sampling, mode)
         caveat = _join_caveats(self.check_build_state(gen, data), self.data_caveat(data))
         if mode == "opacus":
             if self.mechanism_probe is not None:  # mechanism probe: the fast path only
@@ -472,9 +480,11 @@ class PrivateTrainer:
         import opacus
         import torch
 
+        from genguard.guardrails.privacy import distributed
         from genguard.guardrails.privacy.accounting import compute_epsilon
         from genguard.guardrails.privacy.clipping import PerSampleClipper
 
+        rank, world_size, backend = distributed.world()
         n = len(data)
         delta = resolve_delta(self.delta, n)
         optimizers = gen.make_optimizers()
@@ -491,7 +501,15 @@ class PrivateTrainer:
         expected_batch = q * n
         physical = int(self.max_physical_batch_size or max(batch_size, 1) * 4)
         clipper = PerSampleClipper(modules, self.max_grad_norm, mode)
-        g_sample, g_noise, randomness = self._randomness(gen)
+        if world_size > 1 and self.reproducible and rank != 0:
+            torch.distributed.barrier()  # rank 0 creates the secret key first: one key, not one per rank
+        g_sample, g_noise, randomness = self._randomness(gen, rank, world_size)
+        if world_size > 1 and self.reproducible and rank == 0:
+            torch.distributed.barrier()
+        mine = distributed.shard(n, rank, world_size) if world_size > 1 else None
+        trained = [getattr(gen, name) for name in gen.trained_modules()]
+        if world_size > 1:
+            distributed.broadcast_state(trained)  # every replica starts from rank 0's weights
         noise_std = sigma * self.max_grad_norm
         n_params = sum(p.numel() for p in clipper.params)
         noise_buf = torch.empty(n_params, dtype=clipper.params[0].dtype)  # reused: no allocation per step
@@ -514,7 +532,9 @@ class PrivateTrainer:
                     if not self.poisson_sampling:
                         perm = torch.randperm(n, generator=g_sample)
                     for b in range(steps_per_epoch):
-                        if self.poisson_sampling:
+                        if mine is not None:  # this rank's part of the Poisson batch: its shard, at the global q
+                            idx = mine[torch.rand(len(mine), generator=g_sample) < q]
+                        elif self.poisson_sampling:
                             idx = torch.nonzero(torch.rand(n, generator=g_sample) < q).squeeze(1)
                         else:
                             idx = perm[b * batch_size:(b + 1) * batch_size]
@@ -533,13 +553,17 @@ class PrivateTrainer:
                             norm_count += len(norms)
                             loss_sum += float(loss.detach()) * len(chunk[0])
                         summed = clipper.take_clipped_sum()
-                        if probe is not None:  # mechanism probe: sees (and may add to) the clipped sum
-                            probe.before_noise(steps, idx, summed)
-                        for opt_name in modules:
-                            optimizers[opt_name].zero_grad(set_to_none=True)
-                        self._noisy_step(summed, noise_buf.normal_(generator=g_noise), noise_std, expected_batch)
-                        if probe is not None:  # mechanism probe: sees the released noisy update
-                            probe.after_noise(steps, summed)
+                        if world_size > 1:
+                            self._distributed_step(summed, noise_buf, g_noise, noise_std, expected_batch, rank,
+                                                   probe, steps, idx, optimizers, modules)
+                        else:
+                            if probe is not None:  # mechanism probe: sees (and may add to) the clipped sum
+                                probe.before_noise(steps, idx, summed)
+                            for opt_name in modules:
+                                optimizers[opt_name].zero_grad(set_to_none=True)
+                            self._noisy_step(summed, noise_buf.normal_(generator=g_noise), noise_std, expected_batch)
+                            if probe is not None:  # mechanism probe: sees the released noisy update
+                                probe.after_noise(steps, summed)
                         for opt_name in modules:
                             optimizers[opt_name].step()
                         for p in summed:
@@ -548,6 +572,10 @@ class PrivateTrainer:
                         # Post-processing runs every step (an empty batch still releases a noisy update) and
                         # sees nothing of the batch: not its records, labels or realised size.
                         gen.after_private_step(None, optimizers)
+                        if world_size > 1:
+                            # post-processing may draw randomness a rank's batch has desynchronised: rank 0's
+                            # replica is the model; the others follow it
+                            distributed.broadcast_state(trained)
                         if size:
                             total += loss_sum / size
                             nb += 1
@@ -559,10 +587,47 @@ class PrivateTrainer:
         epsilon = compute_epsilon(q, sigma, steps, delta, self.accountant)
         clipped = float(np.mean(clipped_frac)) if clipped_frac else None
         mean_norm = norm_sum / norm_count if norm_count else None
-        return self._report(gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses,
-                            # the configured cap, never the largest realised batch (a statistic of the secret masks)
-                            opacus.__version__, physical=physical, randomness=randomness,
-                            clipped_fraction=clipped, mean_norm=mean_norm)
+        report = self._report(gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses,
+                              # the configured cap, never the largest realised batch (a statistic of the secret masks)
+                              opacus.__version__, physical=physical, randomness=randomness,
+                              clipped_fraction=clipped, mean_norm=mean_norm)
+        report["distributed"] = {"world_size": world_size, "backend": backend, "noise_draws_per_step": 1}
+        return report
+
+    def _distributed_step(self, summed, noise_buf, g_noise, noise_std, expected_batch, rank, probe, step, idx,
+                          optimizers, modules) -> None:
+        """One logical step over all ranks: rank 0 adds the one noise draw to its clipped sum, ``all_reduce``
+        adds every rank's sum to it, and each rank sets the same released update ``(sum + noise) / E[B]``."""
+        import torch
+
+        from genguard.guardrails.privacy import distributed
+
+        if probe is not None:
+            # mechanism probe (audits only; set on every rank or on none): rank 0 sees the clean global sum and
+            # whatever it adds to it enters the release once, through rank 0's share
+            clean = {p: s.clone() for p, s in summed.items()}
+            distributed.sum_across_ranks(clean.values())
+            if rank == 0:
+                before = {p: s.clone() for p, s in clean.items()}
+                probe.before_noise(step, idx, clean)
+                for p, s in summed.items():
+                    s.add_(clean[p] - before[p])
+        for opt_name in modules:
+            optimizers[opt_name].zero_grad(set_to_none=True)
+        with torch.no_grad():
+            if rank == 0:
+                noise_buf.normal_(generator=g_noise)
+                offset = 0
+                for s in summed.values():
+                    k = s.numel()
+                    s.add_(noise_buf[offset:offset + k].view_as(s), alpha=noise_std)
+                    offset += k
+            distributed.sum_across_ranks(summed.values())
+            for p, s in summed.items():
+                s.div_(expected_batch)
+                p.grad = s
+        if probe is not None and rank == 0:
+            probe.after_noise(step, summed)
 
     def _report(self, gen, n, q, expected_batch, sigma, steps, delta, epsilon, modules, mode, losses, opacus_version,
                 physical=None, clipped_fraction=None, randomness=None, mean_norm=None) -> dict[str, Any]:

@@ -88,6 +88,8 @@ FINDING_CODES = {
     "MODULE_NOT_SAVED": "a privately trained module is missing from the trained (saved) modules",
     "MODULE_UNACCOUNTED": "a trained module is neither private nor post-processing",
     "POST_PROCESSING_NOT_RECORDED": "the ledger does not say which modules are post-processing",
+    "DISTRIBUTED_INVALID": "the recorded world size or backend of a distributed run is malformed",
+    "DISTRIBUTED_NOISE_NOT_ONCE": "a distributed run did not add exactly one noise draw per logical step",
 }
 
 
@@ -212,6 +214,30 @@ def _check_randomness(ledger: dict[str, Any], full_batch: bool, findings: list[d
                                  "data must not both be published (their difference cancels the noise)"))
 
 
+def _check_distributed(ledger: dict[str, Any], findings: list[dict[str, str]]) -> None:
+    """A run over several processes is accounted exactly as one (q over the whole data set, one noise draw
+    per logical step, added once): the recomputation ignores the world size, so the record must say that
+    the noise was added once; anything else (a draw per rank, a share per rank) is another mechanism."""
+    d = ledger.get("distributed")
+    if d is None:
+        return  # a ledger from before distributed training: one process
+    if not isinstance(d, dict):
+        findings.append(_finding("DISTRIBUTED_INVALID", "error", f"field 'distributed' must be an object, got {d!r:.40}"))
+        return
+    w = d.get("world_size")
+    if not (isinstance(w, int) and not isinstance(w, bool) and w >= 1):
+        findings.append(_finding("DISTRIBUTED_INVALID", "error",
+                                 f"distributed.world_size = {w!r:.40}: must be an integer >= 1"))
+    b = d.get("backend")
+    if b is not None and not isinstance(b, str):
+        findings.append(_finding("DISTRIBUTED_INVALID", "error", f"distributed.backend = {b!r:.40}: must be a string"))
+    k = d.get("noise_draws_per_step")
+    if k != 1 or isinstance(k, bool):
+        findings.append(_finding("DISTRIBUTED_NOISE_NOT_ONCE", "error",
+                                 f"distributed.noise_draws_per_step = {k!r:.40} over world size {w!r:.20}: the claim "
+                                 "is recomputed for one Gaussian draw of std sigma*C per logical step, added once"))
+
+
 def _check_modules(ledger: dict[str, Any], findings: list[dict[str, str]]) -> None:
     private = _modules(ledger, "private_modules", findings)
     trained = _modules(ledger, "trained_modules", findings)
@@ -326,6 +352,7 @@ def _check_claim(ledger: dict[str, Any], accountants: tuple[str, ...], findings:
     _check_randomness(ledger, full_batch, findings)
     if dp_sgd:
         _check_modules(ledger, findings)
+        _check_distributed(ledger, findings)
     claimed, target = claim["epsilon"], claim["target_epsilon"]
     if target is not None and claimed is not None and claimed > target * (1 + EPSILON_TOLERANCE):
         findings.append(_finding("EPSILON_ABOVE_TARGET", "warning", f"epsilon {claimed:.4g} exceeds the target {target:.4g}"))
