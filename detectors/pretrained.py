@@ -193,13 +193,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            msg = str(exc)
-            if "weights_only" in msg or "Unsupported global" in msg or "Unpickler" in msg:
-                raise DetectorError(f"{path}: refused: this checkpoint holds Python objects that would run code "
-                                    "when loaded; only plain tensors are read (torch.load weights_only=True); "
-                                    "save its state_dict() or convert it to .safetensors") from None
-            raise DetectorError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__}: "
-                                f"{msg.splitlines()[0][:160] if msg else ''})") from None
+            raise DetectorError(_torch_load_error(path, exc)) from None
     for _ in range(3):  # {"model": {...}}, {"state_dict": {...}}, possibly nested once
         if isinstance(obj, dict):
             inner = next((obj[k] for k in ("model", "state_dict") if isinstance(obj.get(k), dict)), None)
@@ -219,6 +213,30 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def _torch_load_error(path: Path, exc: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) would not read: a code-carrying global, or other damage."""
+    import pickle
+    import re
+
+    msg = str(exc)
+    glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+    if glob:
+        return (f"{path}: refused: loading it needs the Python object {glob.group(1)}, which the weights-only "
+                "reader does not allow (objects beyond tensors can run code when unpickled); save the model's "
+                "state_dict() with torch.save or convert it to .safetensors")
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in msg:
+        detail = re.search(r"WeightsUnpickler error: \s*(.+)", msg)
+        why = detail.group(1).strip().splitlines()[0][:120] if detail else "unsupported content"
+        return (f"{path}: refused by the weights-only reader ({why}): not a plain-tensor torch checkpoint; "
+                "genguard never unpickles code")
+    first = msg.strip().splitlines()[0][:160] if msg.strip() else ""
+    return f"{path}: not a readable torch checkpoint ({exc.__class__.__name__}: {first})"
+
+
+#: Sizes a checkpoint may declare (ResNet-152 has 36 blocks in a stage): a file cannot make us build a huge network.
+MAX_WIDTH, MAX_BLOCKS = 256, 64
+
+
 def _infer_size(state: dict[str, Any], arch: str) -> tuple[int, tuple[int, ...]]:
     """Stem width and blocks per stage as written in the file (the published ones give 64 and ResNet-50's)."""
     w = state.get("conv1.weight")
@@ -228,6 +246,9 @@ def _infer_size(state: dict[str, Any], arch: str) -> tuple[int, tuple[int, ...]]
     for s in range(1, n_stages + 1):
         idx = {int(k.split(".")[1]) for k in state if k.startswith(f"layer{s}.") and k.split(".")[1].isdigit()}
         layers.append(max(idx) + 1 if idx else ARCHS[arch]["layers"][s - 1])
+    if not 1 <= width <= MAX_WIDTH or max(layers) > MAX_BLOCKS:
+        raise DetectorError(f"stem width {width} / blocks per stage {layers} outside what any {arch} checkpoint "
+                            f"has (width <= {MAX_WIDTH}, <= {MAX_BLOCKS} blocks)")
     return width, tuple(layers)
 
 
@@ -241,7 +262,10 @@ def load_network(path: str | os.PathLike, arch: str):
     if arch not in ARCHS:
         raise DetectorError(f"unknown detector architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     state = read_state_dict(path)
-    width, layers = _infer_size(state, arch)
+    try:
+        width, layers = _infer_size(state, arch)
+    except DetectorError as exc:
+        raise DetectorError(f"{path}: not a {arch} checkpoint: {exc}") from None
     net = build_network(arch, width=width, layers=layers)
     expected = net.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
