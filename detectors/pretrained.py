@@ -412,9 +412,26 @@ class PretrainedDetector:
                     out[part] = self.network_(batch).reshape(-1).double().cpu().numpy()
         return out
 
+    def calibrate(self, real: Sequence[Any], fake: Sequence[Any], method: str = "platt") -> "PretrainedDetector":
+        """Re-calibrate on the user's own labelled images: P(synthetic) then comes from a ``method`` calibrator
+        (genguard's Platt/isotonic) fitted to the network's logits, not from the authors' sigmoid. Use images
+        kept apart from those you evaluate on; the weights are unchanged."""
+        from genguard.detectors.calibration import Calibrator
+
+        if len(real) < 2 or len(fake) < 2:
+            raise DetectorError(f"need at least 2 real and 2 fake images to calibrate, got {len(real)} and {len(fake)}")
+        scores = self.decision_function(list(real) + list(fake))
+        y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]
+        self.calibrator_ = Calibrator(method).fit(scores, y)
+        self.info_["calibration"] = (f"re-calibrated by the user ({method}) on {len(real)} real and {len(fake)} "
+                                     "generated images; valid for images like those")
+        return self
+
     def predict_proba(self, images: Sequence[Any]) -> np.ndarray:
-        """sigmoid(logit): the paper's P(synthetic), not re-calibrated (see ``calibration_note``)."""
+        """sigmoid(logit), the paper's P(synthetic) (see ``calibration_note``), or the user's calibration if set."""
         s = self.decision_function(images)
+        if getattr(self, "calibrator_", None) is not None and len(s):
+            return np.asarray(self.calibrator_(s), dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-np.clip(s, -500, 500)))
 
     def verdict(self, p: float) -> str:

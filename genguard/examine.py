@@ -211,7 +211,8 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
         # Padded up to one tile (or below a network's total stride): outside anything the detector was
         # trained or calibrated on.
         entry["detector_verdict"] = "inconclusive"
-        entry["note"] = f"image smaller than the detector's {min_side}-pixel minimum; its probability is not meaningful"
+        what = "minimum side" if hasattr(det, "min_side") else "tile"
+        entry["note"] = f"image smaller than the detector's {min_side}-pixel {what}; its probability is not meaningful"
     entry["provenance"] = provenance_of(f, trust_anchor)
     entry["wild"] = _jsonable(wild_signals(f, rgb))
     entry["forgery"] = None

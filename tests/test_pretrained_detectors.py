@@ -128,6 +128,27 @@ def test_mixed_sizes_are_batched_by_shape_and_match_one_by_one(tmp_path):
     assert len(set(np.round(together, 6))) == len(ims)
 
 
+def test_user_calibration_replaces_the_papers_sigmoid(tmp_path):
+    """On images the network separates (bright vs dark), a Platt fit moves the probabilities towards the labels,
+    keeps the ranking, and says so in info_; before calibration the output is the plain sigmoid."""
+    torch.save(tiny_net("cnndetection").state_dict(), tmp_path / "w.pth")
+    det = pt.load_pretrained(tmp_path / "w.pth", "cnndetection")
+    rng = np.random.default_rng(4)
+    dark = [rng.integers(0, 90, (64, 64, 3), dtype=np.uint8) for _ in range(12)]
+    bright = [rng.integers(160, 256, (64, 64, 3), dtype=np.uint8) for _ in range(12)]
+    s = det.decision_function(dark + bright)
+    real, fake = (dark, bright) if s[12:].mean() > s[:12].mean() else (bright, dark)
+    sig = det.predict_proba(real + fake)
+    np.testing.assert_allclose(sig, 1 / (1 + np.exp(-det.decision_function(real + fake))))
+    det.calibrate(real[:6], fake[:6])
+    cal = det.predict_proba(real[6:] + fake[6:])
+    assert cal[6:].mean() - cal[:6].mean() > sig[18:].mean() - sig[6:12].mean()
+    assert np.array_equal(np.argsort(cal, kind="stable"), np.argsort(det.decision_function(real[6:] + fake[6:]), kind="stable"))
+    assert "re-calibrated by the user (platt)" in det.info_["calibration"]
+    with pytest.raises(DetectorError, match="at least 2"):
+        det.calibrate(real[:1], fake)
+
+
 def test_preprocessing_is_the_papers():
     rng = np.random.default_rng(0)
     im = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
@@ -289,6 +310,21 @@ def test_cli_detect_and_eval_with_published_weights(tmp_path, capsys):
     assert 0.0 <= ev["results"]["clean"]["auc"]["value"] <= 1.0
 
 
+def test_cli_review_with_published_weights(tmp_path, capsys):
+    torch.save({"model": tiny_net("cnndetection").state_dict()}, tmp_path / "cnn.pth")
+    ims = images(2, seed=11, size=(64, 64))
+    _write_images(tmp_path / "imgs", ims)
+    code, out, err = run(["review", str(tmp_path / "imgs"), "--out", str(tmp_path / "rev"), "--no-forgery",
+                          "--detector", str(tmp_path / "cnn.pth"), "--arch", "cnndetection"], capsys)
+    assert code == 0, err
+    assert "Wang et al." in err
+    rev = json.loads((tmp_path / "rev" / "review.json").read_text())
+    entries = rev if isinstance(rev, list) else rev.get("files", rev.get("entries"))
+    want = pt.load_pretrained(tmp_path / "cnn.pth", "cnndetection").predict_proba(ims)
+    got = sorted((e["path"], e["synthetic_probability"]) for e in entries)
+    np.testing.assert_allclose([g[1] for g in got], want, atol=1e-5)
+
+
 def test_cli_bad_weights_and_usage(tmp_path, capsys):
     img = tmp_path / "a.png"
     Image.fromarray(images(1, size=(64, 64))[0]).save(img)
@@ -309,3 +345,18 @@ def test_cli_arch_choices_are_the_registered_architectures():
 
     opt = next(p for p in detect.params if p.name == "arch")
     assert list(opt.type.choices) == list(pt.ARCHS)
+
+
+def test_examine_image_marks_images_below_the_networks_stride_inconclusive(tmp_path):
+    from genguard.examine import examine_image
+
+    torch.save(tiny_net("npr").state_dict(), tmp_path / "npr.pth")
+    det = pt.load_pretrained(tmp_path / "npr.pth", "npr")
+    for side, inconclusive in ((20, True), (48, False)):
+        f = tmp_path / f"s{side}.png"
+        Image.fromarray(images(1, seed=side, size=(side, side))[0]).save(f)
+        e = examine_image(0, f, det, None, True)
+        assert e["detector"]["arch"] == "npr" and "not re-calibrated" in e["detector"]["calibration"]
+        assert ("32-pixel minimum side" in e.get("note", "")) == inconclusive
+        if inconclusive:
+            assert e["detector_verdict"] == "inconclusive"
