@@ -25,6 +25,10 @@ were fitted to the authors' training data (ProGAN for both) and a threshold
 of 0.5. ``genguard detector eval --detector FILE --arch NAME`` measures how
 they do on your images; the verdict's inconclusive ``band`` is a parameter.
 
+Images are decoded by genguard's reader, which composites transparency over
+white; the authors' ``Image.convert("RGB")`` drops alpha instead, so only
+images with transparent pixels can score differently from their scripts.
+
 Loading reads tensors only: ``.safetensors`` through safetensors, anything
 else through ``torch.load(weights_only=True)``, which refuses a pickle that
 would run code. The key check is strict (missing and unexpected keys are
