@@ -403,17 +403,21 @@ class PretrainedDetector:
         torch = _torch()
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
             images = [images]
-        xs = [self.preprocess(im) for im in images]
-        out = np.zeros(len(xs), np.float64)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, x in enumerate(xs):
-            by_shape.setdefault(x.shape, []).append(i)
+        images = list(images)
+        out = np.zeros(len(images), np.float64)
+        # a chunk of images is preprocessed at a time, so float copies of a large folder never coexist
+        chunk = 8 * self.batch_size
         with torch.inference_mode():
-            for idx in by_shape.values():
-                for s in range(0, len(idx), self.batch_size):
-                    part = idx[s:s + self.batch_size]
-                    batch = torch.from_numpy(np.stack([xs[i] for i in part])).to(self.device)
-                    out[part] = self.network_(batch).reshape(-1).double().cpu().numpy()
+            for c0 in range(0, len(images), chunk):
+                xs = {i: self.preprocess(images[i]) for i in range(c0, min(c0 + chunk, len(images)))}
+                by_shape: dict[tuple[int, ...], list[int]] = {}
+                for i, x in xs.items():
+                    by_shape.setdefault(x.shape, []).append(i)
+                for idx in by_shape.values():
+                    for s in range(0, len(idx), self.batch_size):
+                        part = idx[s:s + self.batch_size]
+                        batch = torch.from_numpy(np.stack([xs[i] for i in part])).to(self.device)
+                        out[part] = self.network_(batch).reshape(-1).double().cpu().numpy()
         return out
 
     def calibrate(self, real: Sequence[Any], fake: Sequence[Any], method: str = "platt") -> "PretrainedDetector":

@@ -120,8 +120,9 @@ def test_roundtrip_gives_the_networks_own_outputs(tmp_path, arch, form):
 def test_mixed_sizes_are_batched_by_shape_and_match_one_by_one(tmp_path):
     net = tiny_net("cnndetection")
     torch.save({"model": net.state_dict()}, tmp_path / "w.pth")
-    det = pt.load_pretrained(tmp_path / "w.pth", "cnndetection", batch_size=2)
-    ims = images(3, size=(64, 64)) + images(2, seed=1, size=(48, 96)) + images(1, seed=2, size=(64, 64))
+    det = pt.load_pretrained(tmp_path / "w.pth", "cnndetection", batch_size=1)  # chunks of 8: crosses a chunk edge
+    ims = (images(3, size=(64, 64)) + images(2, seed=1, size=(48, 96)) + images(1, seed=2, size=(64, 64))
+           + images(4, seed=3, size=(40, 40)))
     together = det.predict_proba(ims)
     alone = np.array([det.predict_proba([im])[0] for im in ims])
     np.testing.assert_allclose(together, alone, rtol=1e-5)
