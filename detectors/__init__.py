@@ -15,6 +15,7 @@ _LAZY = {
     "analyze": "genguard.detectors.forgery", "ForgeryResult": "genguard.detectors.forgery",
     "evaluate": "genguard.detectors.evaluate", "binary_metrics": "genguard.detectors.evaluate",
     "leave_one_generator_out": "genguard.detectors.evaluate", "read_image": "genguard.detectors._io",
+    "PretrainedDetector": "genguard.detectors.pretrained", "load_pretrained": "genguard.detectors.pretrained",
 }
 
 

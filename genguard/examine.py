@@ -107,6 +107,11 @@ def _detector_reason(entry: dict[str, Any]) -> dict[str, Any] | None:
     if v is None:
         return None
     ps = "n/a" if p is None else f"{p:.3f}"
+    arch = (entry.get("detector") or {}).get("arch")
+    if v == "synthetic" and arch:
+        return _reason("detector", "generated", f"the published {arch} detector scores it synthetic (p = {ps}, its "
+                       "authors' sigmoid, not re-calibrated here; trained on ProGAN images, it may miss or misjudge "
+                       "other generators)", "weak")
     if v == "synthetic":
         return _reason("detector", "generated", f"the pixel detector scores it synthetic (p = {ps}, calibrated; "
                        "trained on a few generator families, it may miss or misjudge others)", "weak")
@@ -193,16 +198,21 @@ def examine_image(i: int, f: Path, det: Any, heatmaps: Path | None, no_forgery: 
     from genguard.detectors.wild import wild_signals
 
     p = float(det.predict_proba([rgb])[0])
+    if (getattr(det, "info_", None) or {}).get("arch"):  # a published detector: say which, and whose calibration
+        entry["detector"] = {k: det.info_[k] for k in ("arch", "weights", "paper", "calibration") if k in det.info_}
     if not math.isfinite(p):  # never NaN in JSON: null plus the reason
         entry.update(synthetic_probability=None, detector_verdict="inconclusive",
                      synthetic_probability_reason=f"the detector returned {p} for this image")
     else:
         entry["synthetic_probability"] = round(p, 6)
         entry["detector_verdict"] = _DETECTOR_WORDS.get(det.verdict(p), det.verdict(p))
-    if min(rgb.shape[:2]) < PATCH:
-        # Padded up to one tile: outside anything the detector was trained or calibrated on.
+    min_side = int(getattr(det, "min_side", PATCH))
+    if min(rgb.shape[:2]) < min_side:
+        # Padded up to one tile (or below a network's total stride): outside anything the detector was
+        # trained or calibrated on.
         entry["detector_verdict"] = "inconclusive"
-        entry["note"] = f"image smaller than the detector's {PATCH}-pixel tile; its probability is not meaningful"
+        what = "minimum side" if hasattr(det, "min_side") else "tile"
+        entry["note"] = f"image smaller than the detector's {min_side}-pixel {what}; its probability is not meaningful"
     entry["provenance"] = provenance_of(f, trust_anchor)
     entry["wild"] = _jsonable(wild_signals(f, rgb))
     entry["forgery"] = None

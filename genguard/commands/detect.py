@@ -20,10 +20,48 @@ def _err(msg: str) -> None:
     click.echo(f"genguard: {msg}", err=True)
 
 
-def _load_detector(path: str | None):
+def _load_detector(path: str | None, arch: str | None = None, crop: int | None = None):
+    """genguard's own detector file (or the shipped default), or with ``arch`` a published detector's weights."""
     from genguard.detectors.models import load_default, load_detector
 
-    return load_detector(path) if path else load_default()
+    if arch is not None or crop is not None:
+        if path is None:
+            raise click.UsageError("--arch/--crop need --detector FILE: the published detector's weights "
+                                   "(genguard ships none and downloads none)")
+        if arch is None:
+            raise click.UsageError("--crop applies to a published detector: give --arch too")
+        from genguard.detectors.pretrained import load_pretrained
+
+        return load_pretrained(path, arch, **({"crop": crop} if crop is not None else {}))
+    if path is None:
+        return load_default()
+    from genguard.detectors import DetectorError
+
+    try:
+        return load_detector(path)
+    except DetectorError as exc:
+        if Path(path).is_file():  # perhaps a published checkpoint: say how to read one
+            raise DetectorError(f"{exc}; for a published detector's weights name the architecture with "
+                                f"--arch {'|'.join(_archs())}") from None
+        raise
+
+
+def _archs() -> list[str]:
+    from genguard.detectors.pretrained import ARCHS
+
+    return list(ARCHS)
+
+
+_ARCH_HELP = ("The published architecture of the --detector weights (a state dict in .safetensors or .pth/.pt, read "
+              "without running code): cnndetection (Wang et al. 2020, ResNet-50) or npr (Tan et al. 2024); "
+              "preprocessed as in the paper; probabilities are the paper's, not re-calibrated.")
+_CROP_HELP = "With --arch: centre-crop each image to this size first (CNNDetection's cropped setting is 224)."
+
+
+def _note_pretrained(det) -> None:
+    info = getattr(det, "info_", {})
+    if "arch" in info:
+        _err(f"note: {info['paper']}; {info['calibration']}" + (f"; {info['size_note']}" if info.get("size_note") else ""))
 
 
 class DetectTask(BatchTask):
@@ -32,11 +70,12 @@ class DetectTask(BatchTask):
     name = "detection"
 
     def __init__(self, detector_file: str | None = None, heatmaps: str | None = None, no_forgery: bool = False,
-                 max_pixels: int = 67_108_864, trust_anchor: str | None = None) -> None:
+                 max_pixels: int = 67_108_864, trust_anchor: str | None = None, arch: str | None = None,
+                 crop: int | None = None) -> None:
         self.detector_file, self.no_forgery, self.max_pixels = detector_file, no_forgery, max_pixels
         self.heatmaps = Path(heatmaps) if heatmaps else None
         self.trust_anchor = Path(trust_anchor) if trust_anchor else None
-        self.det = _load_detector(detector_file)
+        self.det = _load_detector(detector_file, arch, crop)
 
     def process(self, index: int, path: str) -> dict[str, Any]:
         return examine_image(index, Path(path), self.det, self.heatmaps, self.no_forgery, self.max_pixels,
@@ -62,14 +101,17 @@ def _not_done(missing: list[str], stream: ResultStream, what: str) -> NoReturn:
                    "JSON Lines as it goes when FILE ends in .jsonl, or standard output for '-'.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), help="Write greyscale forgery maps and an overlay per image here.")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path),
-              help="A detector file from `genguard detector train` (default: the shipped one).")
+              help="A detector file from `genguard detector train` (default: the shipped one), or with --arch a "
+                   "published detector's weights.")
+@click.option("--arch", type=click.Choice(["cnndetection", "npr"]), default=None, help=_ARCH_HELP)
+@click.option("--crop", type=click.IntRange(8, 4096), default=None, help=_CROP_HELP)
 @click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (synthetic-probability only).")
 @click.option("--max-pixels", type=click.IntRange(1, 1_000_000_000), default=67_108_864, show_default=True,
               help="Refuse larger images (decompression bombs); raising it raises the memory ceiling too.")
 @engine_options
 def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None, detector_file: Path | None,
-           no_forgery: bool, max_pixels: int, engine: str, address: str | None, workers: int | None,
-           resume: bool, paths_from: str | None) -> int:
+           arch: str | None, crop: int | None, no_forgery: bool, max_pixels: int, engine: str,
+           address: str | None, workers: int | None, resume: bool, paths_from: str | None) -> int:
     """Per-image verdict (generated / edited / no evidence found / inconclusive) with its reasons.
 
     The verdict fuses the file's own C2PA manifest, known public watermarks (Stable Diffusion, SDXL),
@@ -93,9 +135,10 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     if not paths and not paths_from:
         raise click.UsageError("give image files or folders, or --paths-from LIST")
     listed = [Path(p) for p in read_path_list(paths_from)] if paths_from else []
-    options = {"detector_file": str(detector_file) if detector_file else None,
+    options = {"detector_file": str(detector_file) if detector_file else None, "arch": arch, "crop": crop,
                "heatmaps": str(heatmaps) if heatmaps else None, "no_forgery": no_forgery, "max_pixels": max_pixels}
     local_task = DetectTask(**options)  # a bad --detector file fails here, before any worker starts
+    _note_pretrained(local_task.det)
     if detector_file is None:
         _err("note: using the default detector, trained only on small reference generators "
              "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
@@ -222,7 +265,10 @@ def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calib
 @click.option("--real", required=True, type=click.Path(path_type=Path), help="Folder of real images.")
 @click.option("--fake", required=True, type=click.Path(path_type=Path),
               help="Folder of generated images; one sub-folder per generator enables leave-one-generator-out.")
-@click.option("--detector", "detector_file", type=click.Path(path_type=Path), help="Detector file (default: the shipped one).")
+@click.option("--detector", "detector_file", type=click.Path(path_type=Path),
+              help="Detector file (default: the shipped one), or with --arch a published detector's weights.")
+@click.option("--arch", type=click.Choice(["cnndetection", "npr"]), default=None, help=_ARCH_HELP)
+@click.option("--crop", type=click.IntRange(8, 4096), default=None, help=_CROP_HELP)
 @click.option("--robustness", is_flag=True, help="Also evaluate after JPEG 95/75/50, resize x0.5/x2, blur, crop and noise.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
               help="Write all results as JSON to FILE ('-': standard output, the tables then go to stderr).")
@@ -233,22 +279,30 @@ def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calib
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
 @click.option("--limit", type=int, default=None, help="Use at most this many images per folder.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and of refits.")
-def detector_eval(real: Path, fake: Path, detector_file: Path | None, robustness: bool, json_out: Path | None, fmt: str,
-                  logo: bool, n_boot: int, limit: int | None, seed: int) -> int:
+def detector_eval(real: Path, fake: Path, detector_file: Path | None, arch: str | None, crop: int | None,
+                  robustness: bool, json_out: Path | None, fmt: str, logo: bool, n_boot: int, limit: int | None,
+                  seed: int) -> int:
     """AUC, AP, accuracy at the calibrated threshold and TPR at 1% FPR, each with a bootstrap 95% interval."""
     from genguard.detectors._io import atomic_write_json
     from genguard.detectors.evaluate import evaluate, format_table, leave_one_generator_out
 
-    det = _load_detector(str(detector_file) if detector_file else None)
+    det = _load_detector(str(detector_file) if detector_file else None, arch, crop)
+    _note_pretrained(det)
     r, f, groups, errors = _read_folders(real, fake, fmt, limit)
     res = evaluate(det, r, f, robustness=robustness, n_boot=n_boot, seed=seed, progress=True)
     out: dict[str, Any] = {"detector": str(detector_file) if detector_file else "default", "kind": det.kind,
                            "format": fmt, "n_real": len(r), "n_fake": len(f), "skipped": errors, "results": res}
+    if getattr(det, "info_", {}).get("arch"):
+        out["pretrained"] = det.info_
     say = (lambda m: click.echo(m, err=True)) if json_out is not None and str(json_out) == "-" else click.echo
     say(format_table(res, f"{det.kind} detector on {len(r)} real / {len(f)} fake (re-encoded as {fmt}); "
                           "value [95% bootstrap interval]"))
     names = sorted(set(groups))
-    if logo and len(names) >= 2 and "" not in names:
+    if logo and len(names) >= 2 and "" not in names and not hasattr(det, "fit"):
+        out["leave_one_generator_out"] = None
+        out["leave_one_generator_out_reason"] = "a published detector's weights are fixed: nothing to refit"
+        say("leave-one-generator-out skipped: a published detector's weights are fixed (nothing to refit)")
+    elif logo and len(names) >= 2 and "" not in names:
         lg = leave_one_generator_out(det.clone, r, f, groups, n_boot=min(n_boot, 300), seed=seed, progress=True)
         out["leave_one_generator_out"] = lg
         say(format_table(lg["per_generator"], "leave-one-generator-out (held-out generator: metrics)"))

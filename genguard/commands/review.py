@@ -11,18 +11,23 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), default=Path("genguard-review"), show_default=True,
               help="Folder for review.html, review.json and the forgery maps.")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path), default=None,
-              help="A detector file from `genguard detector train` (default: the shipped one).")
+              help="A detector file from `genguard detector train` (default: the shipped one), or with --arch a "
+                   "published detector's weights.")
+@click.option("--arch", type=click.Choice(["cnndetection", "npr"]), default=None,
+              help="The published architecture of the --detector weights (see `genguard detect --help`).")
+@click.option("--crop", type=click.IntRange(8, 4096), default=None,
+              help="With --arch: centre-crop each image to this size first (CNNDetection's cropped setting: 224).")
 @click.option("--trust-anchor", type=click.Path(path_type=Path), default=None,
               help="PEM root certificate(s) to trust: manifests signed under it show as Trusted.")
 @click.option("--no-forgery", is_flag=True, help="Skip forgery analysis (faster).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier review in --out (refused without it).")
-def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, trust_anchor: Path | None,
-               no_forgery: bool, overwrite: bool) -> int:
+def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, arch: str | None, crop: int | None,
+               trust_anchor: Path | None, no_forgery: bool, overwrite: bool) -> int:
     """Examine files (images, tables, texts; folders recursively) and write a review page, most suspicious first.
 
     Exit 1 if any file is tampered, 2 if a file is missing or unreadable (the others are still reviewed).
     """
-    from genguard.detectors.models import load_default, load_detector
+    from genguard.commands.detect import _load_detector, _note_pretrained
     from genguard.generators._io import InputError, check_output_dir
     from genguard.review import review
 
@@ -35,7 +40,8 @@ def review_cmd(paths: tuple[Path, ...], out: Path, detector_file: Path | None, t
 
     if not collect_files(list(paths)):
         raise InputError(f"{', '.join(map(str, paths))}: no files to review")
-    det = load_detector(str(detector_file)) if detector_file else load_default()
+    det = _load_detector(str(detector_file) if detector_file else None, arch, crop)
+    _note_pretrained(det)
     results = review(list(paths), out, det, trust_anchor=trust_anchor, forgery=not no_forgery)
     counts: dict[str, int] = {}
     for r in results:
