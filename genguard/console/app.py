@@ -29,7 +29,7 @@ SORTS = {  # name -> ORDER BY; every one ends on the id so pages never overlap
     "name": (Item.name.asc(), Item.id.asc()),
     "oldest": (Item.id.asc(),),
 }
-CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; style-src 'self'; form-action 'self'; "
+CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
 
