@@ -89,9 +89,10 @@ def test_migrations_apply_at_start_and_key_is_private(env):
     app, tmp = env
     db = tmp / "home" / "console.sqlite3"
     con = sqlite3.connect(db)
-    assert con.execute("select version_num from alembic_version").fetchall() == [("0001",)]
+    assert con.execute("select version_num from alembic_version").fetchall() == [("0002",)]
     idx = {r[0] for r in con.execute("select name from sqlite_master where type='index'")}
-    assert {"ix_items_queue_suspicion", "ix_items_queue_decision", "ix_items_queue_verdict"} <= idx
+    assert {"ix_items_queue_suspicion", "ix_items_queue_decision", "ix_items_queue_verdict",
+            "ix_items_queue_probability", "ix_items_queue_provenance"} <= idx
     con.close()
     create_app(None, tmp / "home")  # a second start on the same database is a no-op, not an error
     assert (tmp / "home" / "console-secret.key").stat().st_mode & 0o777 == 0o600
@@ -99,6 +100,28 @@ def test_migrations_apply_at_start_and_key_is_private(env):
     con = sqlite3.connect(db)
     hashes = [h for (h,) in con.execute("select password_hash from users")]
     assert all(h.startswith("scrypt$") and "password" not in h for h in hashes)
+
+
+def test_an_older_schema_is_upgraded_in_place_keeping_its_data(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from genguard.console import db as dbm
+
+    engine = dbm.make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(dbm.MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql("insert into users (name, role, password_hash, created_at) "
+                             "values ('old', 'admin', 'scrypt$x', '2026-01-01')")
+    app = create_app(f"sqlite:///{tmp_path / 'old.sqlite3'}", tmp_path / "home")
+    con = sqlite3.connect(tmp_path / "old.sqlite3")
+    assert con.execute("select version_num from alembic_version").fetchall() == [("0002",)]
+    assert con.execute("select name from users").fetchall() == [("old",)]
+    assert not (tmp_path / "home" / "console.sqlite3").exists()  # --db given: the default file is never made
+    assert app.state.engine.url.database.endswith("old.sqlite3")
 
 
 def test_login_cookie_flags_rotation_and_rate_limit(env):

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from genguard.console import auth, db as dbm
 from genguard.console.models import DECISIONS, ROLES, AuditEvent, Item, Queue, Stimulus, Study, Trial, User, now
@@ -23,9 +23,9 @@ from genguard.console.models import DECISIONS, ROLES, AuditEvent, Item, Queue, S
 HERE = Path(__file__).resolve().parent
 COOKIE = "gg_session"
 PAGE_SIZE = 50
-SORTS = {  # name -> ORDER BY; every one ends on the id so pages never overlap
-    "suspicion": (Item.suspicion.desc(), Item.id.asc()),
-    "probability": (Item.synthetic_probability.desc(), Item.id.asc()),
+SORTS = {  # name -> ORDER BY; each ends on the id (pages never overlap) in the direction an index walks
+    "suspicion": (Item.suspicion.desc(), Item.id.desc()),
+    "probability": (Item.synthetic_probability.desc(), Item.id.desc()),
     "name": (Item.name.asc(), Item.id.asc()),
     "oldest": (Item.id.asc(),),
 }
@@ -278,14 +278,17 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             return {"queue": q.id, "items": n}
         return RedirectResponse(f"/queues/{q.id}", status_code=303)
 
-    def queue_query(qid: int, user: User, status: str, verdict: str, decision: str, assignee: str):
-        stmt = select(Item).where(Item.queue_id == qid)
+    def queue_query(qid: int, user: User, status: str, verdict: str, provenance: str, decision: str,
+                    assignee: str):
+        stmt = select(Item.id).where(Item.queue_id == qid)
         if status == "undecided":
             stmt = stmt.where(Item.decision.is_(None))
         elif status == "decided":
             stmt = stmt.where(Item.decision.is_not(None))
         if verdict:
-            stmt = stmt.where((Item.verdict == verdict) | (Item.provenance_verdict == verdict))
+            stmt = stmt.where(Item.verdict == verdict)
+        if provenance:
+            stmt = stmt.where(Item.provenance_verdict == provenance)
         if decision:
             stmt = stmt.where(Item.decision == decision)
         if assignee == "me":
@@ -301,18 +304,24 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return q
 
     @app.get("/queues/{qid}")
-    def queue_page(request: Request, qid: int, status: str = "all", verdict: str = "", decision: str = "",
+    def queue_page(request: Request, qid: int, status: str = "all", verdict: str = "", provenance: str = "",
+                   decision: str = "",
                    assignee: str = "", sort: str = "suspicion", page: int = 1,
                    user: User = Depends(reviewer), db: Session = Depends(get_db)):
         q = get_queue(db, qid)
         if sort not in SORTS:
             raise HTTPException(400, f"sort: one of {', '.join(SORTS)}")
         page = max(1, min(page, 1_000_000))
-        stmt = queue_query(qid, user, status, verdict, decision, assignee)
+        stmt = queue_query(qid, user, status, verdict, provenance, decision, assignee)
         total = db.scalar(select(func.count()).select_from(stmt.subquery()))
-        items = db.scalars(stmt.order_by(*SORTS[sort]).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+        # Two steps: the page's ids from the index alone (an OFFSET then skips index entries, not table rows),
+        # then those rows, without the evidence JSON the list never shows.
+        ids = db.scalars(stmt.order_by(*SORTS[sort]).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+        rows = {i.id: i for i in db.scalars(select(Item).options(defer(Item.evidence)).where(Item.id.in_(ids)))}
+        items = [rows[i] for i in ids]
         users = {u.id: u.name for u in db.scalars(select(User))}
-        params = {"status": status, "verdict": verdict, "decision": decision, "assignee": assignee, "sort": sort}
+        params = {"status": status, "verdict": verdict, "provenance": provenance, "decision": decision,
+                  "assignee": assignee, "sort": sort}
         if wants_json(request):
             return {"queue": q.id, "name": q.name, "total": total, "page": page, "page_size": PAGE_SIZE,
                     "items": [{"id": i.id, "name": i.name, "provenance_verdict": i.provenance_verdict,
@@ -359,7 +368,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                  "verdict": i.verdict, "synthetic_probability": i.synthetic_probability, "decision": i.decision,
                  "note": i.note, "assignee": names.get(i.assignee_id), "decided_by": names.get(i.decided_by),
                  "decided_at": i.decided_at.isoformat() + "Z" if i.decided_at else None}
-                for i in db.scalars(select(Item).where(Item.queue_id == qid).order_by(*SORTS["suspicion"]))]
+                for i in db.scalars(select(Item).options(defer(Item.evidence)).where(Item.queue_id == qid)
+                                    .order_by(*SORTS["suspicion"]))]
 
     @app.get("/queues/{qid}/export.csv")
     def export_csv(qid: int, user: User = Depends(reviewer), db: Session = Depends(get_db)):
@@ -400,7 +410,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     def next_item(db: Session, it: Item) -> Item | None:
         """The next undecided item after ``it`` in most-suspicious-first order, wrapping to the first."""
         base = select(Item).where(Item.queue_id == it.queue_id, Item.decision.is_(None), Item.id != it.id)
-        after = base.where((Item.suspicion < it.suspicion) | ((Item.suspicion == it.suspicion) & (Item.id > it.id)))
+        after = base.where((Item.suspicion < it.suspicion) | ((Item.suspicion == it.suspicion) & (Item.id < it.id)))
         return (db.scalars(after.order_by(*SORTS["suspicion"]).limit(1)).first()
                 or db.scalars(base.order_by(*SORTS["suspicion"]).limit(1)).first())
 

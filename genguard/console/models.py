@@ -62,6 +62,8 @@ class Item(Base):
         Index("ix_items_queue_verdict", "queue_id", "verdict", "suspicion"),
         Index("ix_items_queue_assignee", "queue_id", "assignee_id", "suspicion"),
         Index("ix_items_queue_name", "queue_id", "name"),
+        Index("ix_items_queue_probability", "queue_id", "synthetic_probability"),
+        Index("ix_items_queue_provenance", "queue_id", "provenance_verdict", "suspicion"),
     )
 
 
