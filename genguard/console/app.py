@@ -181,6 +181,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return "application/json" in request.headers.get("accept", "")
 
     async def form(request: Request) -> dict[str, Any]:
+        """The request body (form or JSON object), parsed on the event loop; the endpoints that take it are plain
+        functions, so FastAPI runs them in its thread pool and a slow hash or import never stalls other requests."""
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 body = await request.json()
@@ -199,8 +201,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return render(request, "login.html", None, next=next if next.startswith("/") and not next.startswith("//") else "/")
 
     @app.post("/login", dependencies=guarded)
-    async def login(request: Request, db: Session = Depends(get_db)):
-        f = await form(request)
+    def login(request: Request, db: Session = Depends(get_db), f: dict = Depends(form)):
         name, password = str(f.get("username", ""))[:64], str(f.get("password", ""))[:1024]
         nxt = str(f.get("next") or "/")
         nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
@@ -246,14 +247,14 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return render(request, "home.html", user, queues=queues, studies=studies, error=request.query_params.get("error"))
 
     @app.post("/queues", dependencies=guarded)
-    async def import_queue(request: Request, user: User = Depends(admin), db: Session = Depends(get_db)):
+    def import_queue(request: Request, user: User = Depends(admin), db: Session = Depends(get_db),
+                     f: dict = Depends(form)):
         from genguard.console.importer import ImportError_, import_source
 
-        f = await form(request)
         src = str(f.get("source") or "").strip()
         upload = f.get("upload")
-        if hasattr(upload, "read") and getattr(upload, "filename", ""):
-            data = await upload.read(512 * 1024 * 1024 + 1)
+        if hasattr(upload, "file") and getattr(upload, "filename", ""):
+            data = upload.file.read(512 * 1024 * 1024 + 1)
             up = home / "console-uploads"
             up.mkdir(parents=True, exist_ok=True, mode=0o700)
             target = up / f"{secrets.token_hex(8)}.json"
@@ -333,9 +334,9 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                       qs=lambda **kw: urlencode({**params, **kw}))
 
     @app.post("/queues/{qid}/assign", dependencies=guarded)
-    async def assign(request: Request, qid: int, user: User = Depends(admin), db: Session = Depends(get_db)):
+    def assign(request: Request, qid: int, user: User = Depends(admin), db: Session = Depends(get_db),
+               f: dict = Depends(form)):
         get_queue(db, qid)
-        f = await form(request)
         name = str(f.get("assignee") or "")
         target = db.scalar(select(User).where(User.name == name)) if name else None
         if name and (target is None or target.role not in ("admin", "reviewer")):
@@ -445,11 +446,11 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return image_response(get_item(db, iid).overlay_path)
 
     @app.post("/items/{iid}/decision", dependencies=guarded)
-    async def decide(request: Request, iid: int, user: User = Depends(reviewer), db: Session = Depends(get_db)):
+    def decide(request: Request, iid: int, user: User = Depends(reviewer), db: Session = Depends(get_db),
+               f: dict = Depends(form)):
         it = get_item(db, iid)
         if user.role != "admin" and it.assignee_id not in (None, user.id):
             raise HTTPException(403, "this item is assigned to another reviewer")
-        f = await form(request)
         decision = f.get("decision")
         if decision not in DECISIONS:
             raise HTTPException(400, f"decision: one of {', '.join(DECISIONS)}")
@@ -474,8 +475,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                       error=request.query_params.get("error"))
 
     @app.post("/admin/users", dependencies=guarded)
-    async def add_user(request: Request, user: User = Depends(admin), db: Session = Depends(get_db)):
-        f = await form(request)
+    def add_user(request: Request, user: User = Depends(admin), db: Session = Depends(get_db), f: dict = Depends(form)):
         try:
             u = create_user(db, str(f.get("username", "")), str(f.get("role", "")), str(f.get("password", "")))
         except ValueError as exc:
@@ -496,8 +496,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return s
 
     @app.post("/studies", dependencies=guarded)
-    async def new_study(request: Request, user: User = Depends(admin), db: Session = Depends(get_db)):
-        f = await form(request)
+    def new_study(request: Request, user: User = Depends(admin), db: Session = Depends(get_db),
+                  f: dict = Depends(form)):
         try:
             s = st.create_study(db, str(f.get("name") or "study"), str(f.get("kind") or ""),
                                 Path(str(f["real"])) if f.get("real") else None, Path(str(f.get("generated") or "")),
@@ -537,11 +537,10 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return image_response(stim.path if stim else None)
 
     @app.post("/studies/{sid}/trials/{tid}", dependencies=guarded)
-    async def answer(request: Request, sid: int, tid: int, user: User = Depends(anyone),
-                     db: Session = Depends(get_db)):
+    def answer(request: Request, sid: int, tid: int, user: User = Depends(anyone),
+                     db: Session = Depends(get_db), f: dict = Depends(form)):
         s = get_study(db, sid)
         t = own_trial(db, sid, tid, user)
-        f = await form(request)
         try:
             st.answer_trial(db, s, t, str(f.get("answer", "")))
         except st.StudyError as exc:
