@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.orm import Session, defer
 
 from genguard.console import auth, db as dbm
@@ -62,6 +62,39 @@ def _csv_cell(v: Any) -> str:
     """A cell a spreadsheet will not run as a formula (file names and notes are attacker-controlled)."""
     s = "" if v is None else str(v)
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+class _PngCache:
+    """Re-encoded images by (path, size, mtime): decoding and re-encoding is most of an image request's cost."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        from collections import OrderedDict
+
+        self.max_bytes, self.used, self.lock = max_bytes, 0, threading.Lock()
+        self.data: OrderedDict[tuple, bytes] = OrderedDict()
+
+    def get(self, path: str) -> bytes | None:
+        import os
+
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (path, st.st_size, st.st_mtime_ns)
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        png = _thumb_png(path)
+        if png is not None and len(png) <= self.max_bytes // 16:
+            with self.lock:
+                if key not in self.data:
+                    self.data[key] = png
+                    self.used += len(png)
+                while self.used > self.max_bytes:
+                    _, old = self.data.popitem(last=False)
+                    self.used -= len(old)
+        return png
 
 
 def _thumb_png(path: str, size: int = 1024) -> bytes | None:
@@ -411,7 +444,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     def next_item(db: Session, it: Item) -> Item | None:
         """The next undecided item after ``it`` in most-suspicious-first order, wrapping to the first."""
         base = select(Item).where(Item.queue_id == it.queue_id, Item.decision.is_(None), Item.id != it.id)
-        after = base.where((Item.suspicion < it.suspicion) | ((Item.suspicion == it.suspicion) & (Item.id < it.id)))
+        # a row-value comparison: SQLite walks the index from here (the equivalent OR scans the whole queue)
+        after = base.where(tuple_(Item.suspicion, Item.id) < tuple_(literal(it.suspicion), literal(it.id)))
         return (db.scalars(after.order_by(*SORTS["suspicion"]).limit(1)).first()
                 or db.scalars(base.order_by(*SORTS["suspicion"]).limit(1)).first())
 
@@ -431,8 +465,10 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return render(request, "item.html", user, it=it, ev=ev, view=item_view(ev), trail=trail,
                       names=names, nxt=nxt, has_overlay=bool(it.overlay_path))
 
+    pngs = _PngCache()
+
     def image_response(path: str | None) -> Response:
-        png = _thumb_png(path) if path else None
+        png = pngs.get(path) if path else None
         if png is None:
             raise HTTPException(404, "no image")
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
