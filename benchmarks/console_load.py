@@ -1,4 +1,4 @@
-"""Load benchmark of `genguard console`: pages per second under concurrent reviewers, queue-page latency at 100,000 items.
+"""Load benchmark of `genguard console`: pages/s under concurrent reviewers, queue-page latency at 100,000 items.
 
 Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/console_load.py [--items 100000] [--clients 20]
       [--seconds 30] [--json OUT]
@@ -107,11 +107,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--home", type=Path, default=None,
+                    help="keep the database here and reuse it on the next run (default: a temporary folder)")
     args = ap.parse_args()
     out: dict = {"items": args.items, "clients": args.clients, "seconds": args.seconds, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
-        qid = build(home, args.items, args.clients)
+        home = args.home or Path(tmp)
+        marker = home / f"built-{args.items}-{args.clients}"
+        if marker.exists():
+            qid = 1
+            print(f"reusing {home}")
+        else:
+            qid = build(home, args.items, args.clients)
+            marker.touch()
         port = 18765 + os.getpid() % 1000
         env = dict(os.environ, GENGUARD_HOME=str(home))
         srv = subprocess.Popen([sys.executable, "-m", "genguard", "console", "--port", str(port)], env=env,
@@ -144,17 +152,22 @@ def main() -> None:
                       f"p95 {lat[label]['p95_ms']:7.1f} ms   ({args.repeats} requests, {args.items:,} items)")
             out["queue_page_latency"] = lat
 
-            stop = time.perf_counter() + args.seconds
+            # every reviewer logs in first (scrypt is deliberately slow); the clock starts once all have
+            sessions = [login(base, f"rev{k}") for k in range(args.clients)]
+            stop = [0.0]
+            ready = threading.Barrier(args.clients + 1)
             lock = threading.Lock()
             times: dict[str, list[float]] = {"queue": [], "item": [], "image": [], "decision": []}
             errors = [0]
 
             def client(k: int) -> None:
-                cl, tok = login(base, f"rev{k}")
+                cl, tok = sessions[k]
                 rnd = random.Random(k)
-                while time.perf_counter() < stop:
+                ready.wait()
+                while time.perf_counter() < stop[0]:
                     iid = rnd.randint(1, args.items)
-                    reqs = [("queue", "GET", f"/queues/{qid}?" + rnd.choice(list(cases.values()) + ["page=%d" % rnd.randint(1, 50)]), None),
+                    qs = rnd.choice(list(cases.values()) + [f"page={rnd.randint(1, 50)}"])
+                    reqs = [("queue", "GET", f"/queues/{qid}?{qs}", None),
                             ("item", "GET", f"/items/{iid}", None), ("image", "GET", f"/items/{iid}/image", None),
                             ("decision", "POST", f"/items/{iid}/decision",
                              {"decision": rnd.choice(["generated", "edited", "authentic", "unsure"])})]
@@ -172,16 +185,19 @@ def main() -> None:
                                 errors[0] += 1
 
             threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-            t0 = time.perf_counter()
             for t in threads:
                 t.start()
+            t0 = time.perf_counter()
+            stop[0] = t0 + args.seconds
+            ready.wait()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
             total = sum(len(v) for v in times.values())
             out["throughput"] = {"pages_per_s": total / wall, "requests_ok": total, "errors": errors[0],
-                                 "wall_s": wall, "by_kind": {k: {"n": len(v), "median_ms": statistics.median(v) if v else None,
-                                                                 "p95_ms": pct(v, 0.95)} for k, v in times.items()}}
+                                 "wall_s": wall,
+                                 "by_kind": {k: {"n": len(v), "median_ms": statistics.median(v) if v else None,
+                                                 "p95_ms": pct(v, 0.95)} for k, v in times.items()}}
             print(f"{args.clients} concurrent reviewers for {wall:.0f} s: {total / wall:.1f} pages/s "
                   f"({total} responses, {errors[0]} errors)")
             for k, v in times.items():

@@ -106,7 +106,7 @@ def main() -> None:
             for i, (name, arr) in enumerate(photos.items()):
                 Image.fromarray(arr[:128, :128]).save((real if i % 2 else gen) / name)
             Image.fromarray(data.immunohistochemistry()[:128, :128]).save(real / "ihc.png")
-            st = studies.create_study(s, "DP-MERF samples vs reference (demo)", "2afc", real, gen, 1,
+            st = studies.create_study(s, "2AFC demo: photos stand in for a run's samples", "2afc", real, gen, 1,
                                       tmp / "home", trials_per_rater=6, attention_checks=1)
             item_id = next(i.id for i in items if i.overlay_path and "spliced" in i.name)
             qid, sid = q.id, st.id

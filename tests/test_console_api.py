@@ -146,6 +146,14 @@ def test_login_cookie_flags_rotation_and_rate_limit(env):
     assert codes == [401] * 5
     r = bad.post("/login", data={"username": "rev", "password": "rev-password", "csrf": csrf})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0  # even the right password now waits
+    # the page to return to after log-in is a path on the console, never another site
+    for target, expect in (("/queues/1?x=1", "/queues/1?x=1"), ("//evil.example", "/"), ("/\\evil.example", "/"),
+                           ("https://evil.example", "/")):
+        c2 = TestClient(app)
+        tok = re.search(r'name="csrf" value="([^"]+)"', c2.get("/login").text).group(1)
+        r = c2.post("/login", data={"username": "rev2", "password": "rev2-password", "csrf": tok, "next": target},
+                    follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == expect, target
     # another user from the same client is not locked out by rev's failures
     assert bad.post("/login", data={"username": "rev2", "password": "rev2-password", "csrf": csrf},
                     headers={"Accept": "application/json"}).status_code == 200

@@ -29,7 +29,8 @@ SORTS = {  # name -> ORDER BY; each ends on the id (pages never overlap) in the 
     "name": (Item.name.asc(), Item.id.asc()),
     "oldest": (Item.id.asc(),),
 }
-CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'; form-action 'self'; "
+CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+       "form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
 
@@ -52,6 +53,12 @@ def create_user(session: Session, name: str, role: str, password: str, n: int = 
     session.add(user)
     session.commit()
     return user
+
+
+def _local_path(target: str) -> str:
+    """``target`` when it is a path on this console, else ``/``: never an open redirect (``//host``, ``/\\host``)."""
+    ok = target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target and len(target) < 2000
+    return target if ok and all(c.isprintable() for c in target) else "/"
 
 
 def _client_ip(request: Request) -> str:
@@ -231,13 +238,12 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     # ---- log in / out
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str = "/"):
-        return render(request, "login.html", None, next=next if next.startswith("/") and not next.startswith("//") else "/")
+        return render(request, "login.html", None, next=_local_path(next))
 
     @app.post("/login", dependencies=guarded)
     def login(request: Request, db: Session = Depends(get_db), f: dict = Depends(form)):
         name, password = str(f.get("username", ""))[:64], str(f.get("password", ""))[:1024]
-        nxt = str(f.get("next") or "/")
-        nxt = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
+        nxt = _local_path(str(f.get("next") or "/"))
         ip = _client_ip(request)
         wait = limiter.blocked(name, ip)
         if wait:
@@ -277,7 +283,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                               .group_by(Queue.id).order_by(Queue.id.desc())).all()
             queues = [{"q": q, "n": n, "decided": d} for q, n, d in rows]
         studies = db.scalars(select(Study).order_by(Study.id.desc())).all()
-        return render(request, "home.html", user, queues=queues, studies=studies, error=request.query_params.get("error"))
+        return render(request, "home.html", user, queues=queues, studies=studies,
+                      error=request.query_params.get("error"))
 
     @app.post("/queues", dependencies=guarded)
     def import_queue(request: Request, user: User = Depends(admin), db: Session = Depends(get_db),
@@ -537,7 +544,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         try:
             s = st.create_study(db, str(f.get("name") or "study"), str(f.get("kind") or ""),
                                 Path(str(f["real"])) if f.get("real") else None, Path(str(f.get("generated") or "")),
-                                user.id, home, int(f.get("trials_per_rater") or 20), int(f.get("attention_checks") or 2))
+                                user.id, home, int(f.get("trials_per_rater") or 20),
+                                int(f.get("attention_checks") or 2))
         except (st.StudyError, ValueError) as exc:
             db.rollback()
             if wants_json(request):
@@ -603,7 +611,9 @@ def item_view(ev: dict[str, Any]) -> dict[str, Any]:
     man, hist, wm, claim = (_dict(prov.get(k)) for k in ("manifest", "history", "watermark", "claim"))
 
     def text_list(v: Any) -> str | None:
-        return ", ".join(str(x)[:200] for x in v[:100]) or None if isinstance(v, list) else (str(v)[:200] if v else None)
+        if isinstance(v, list):
+            return ", ".join(str(x)[:200] for x in v[:100]) or None
+        return str(v)[:200] if v else None
 
     rows = [
         ("C2PA manifest", man.get("state")),
@@ -627,7 +637,8 @@ def item_view(ev: dict[str, Any]) -> dict[str, Any]:
         hist.get("ingredients"), list) else []
     while stack and len(ingredients) < 200:
         node, depth = stack.pop(0)
-        ingredients.append("· " * depth + f"{str(node.get('title') or '?')[:200]} ({str(node.get('relationship') or '?')[:40]}"
+        title, rel = str(node.get("title") or "?")[:200], str(node.get("relationship") or "?")[:40]
+        ingredients.append("· " * depth + f"{title} ({rel}"
                            + (f"; {str(node.get('made'))[:40]}" if node.get("made") else "") + ")")
         kids = node.get("ingredients")
         if isinstance(kids, list) and depth < 8:

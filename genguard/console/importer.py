@@ -41,7 +41,8 @@ def _item(queue_id: int, entry: dict[str, Any], base: Path | None) -> Item:
         entry = {"path": path, "provenance": prov, "verdict": None, "synthetic_probability": None}
     pv = "error" if entry.get("error") else str(prov.get("verdict") or "untagged")[:32]
     prob = entry.get("synthetic_probability")
-    prob = float(prob) if isinstance(prob, (int, float)) and not isinstance(prob, bool) and math.isfinite(prob) else None
+    finite = isinstance(prob, (int, float)) and not isinstance(prob, bool) and math.isfinite(prob)
+    prob = float(prob) if finite else None
     overlay = entry.get("overlay")
     if isinstance(overlay, str) and base is not None and not Path(overlay).is_absolute():
         overlay = str(base / overlay)

@@ -1,4 +1,4 @@
-"""The console's database tables (SQLAlchemy 2 declarative): users, review queues and items, the audit trail, studies."""
+"""The console's database tables (SQLAlchemy 2): users, review queues and items, the audit trail, studies."""
 from __future__ import annotations
 
 import datetime as dt
