@@ -13,7 +13,7 @@ import click
                    "[default: SQLite console.sqlite3 in $GENGUARD_HOME or ~/.genguard].")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but localhost exposes the console to the network.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on.")
 @click.option("--create-admin", "create_admin", default=None, metavar="NAME",
               help="Create an admin account first (password from $GENGUARD_CONSOLE_PASSWORD, else asked).")
 @click.option("--no-serve", is_flag=True, help="Apply the migrations (and --create-admin), then exit.")
