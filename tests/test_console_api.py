@@ -319,10 +319,14 @@ def test_folder_import_examines_files_and_serves_overlays(env):
     src.mkdir()
     Image.fromarray(data.astronaut()[:160, :160]).save(src / "photo.png")
     (src / "notes.txt").write_text("plain text")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")  # one bad file never sinks the import
     boss = login(app, "boss")
     r = boss.post("/queues", data={"source": str(src), "name": "folder"})
-    assert r.status_code == 200 and r.json()["items"] == 2
-    items = {i["name"]: i for i in boss.get(f"/queues/{r.json()['queue']}").json()["items"]}
+    assert r.status_code == 200 and r.json()["items"] == 3
+    listing = boss.get(f"/queues/{r.json()['queue']}").json()["items"]
+    items = {i["name"]: i for i in listing}
+    assert listing[0]["name"] == "broken.jpg" and listing[0]["provenance_verdict"] == "error"  # unreadable first
+    assert "broken.jpg" in boss.get(f"/items/{items['broken.jpg']['id']}").json()["evidence"]["error"]
     photo = boss.get(f"/items/{items['photo.png']['id']}").json()
     assert photo["evidence"]["verdict"] in ("synthetic", "inconclusive", "authentic")
     assert set(photo["evidence"]["forgery"]) and photo["evidence"]["provenance"]["verdict"] == "untagged"
@@ -447,3 +451,10 @@ def test_console_command_starts_migrates_and_rejects_a_bad_database(tmp_path, mo
     assert code == 2 and out.err.count("\n") == 1 and "database" in out.err
     code, out = run("--help")
     assert code == 0 and "--db URL" in out.out and "127.0.0.1" in out.out
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(kw))
+    code, out = run("--port", "8799")
+    assert code == 0 and served["host"] == "127.0.0.1" and served["port"] == 8799  # localhost unless told
+    assert "http://127.0.0.1:8799/" in out.out
