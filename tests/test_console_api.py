@@ -175,6 +175,12 @@ def test_every_post_route_needs_the_sessions_csrf_token(env):
             r = TestClient(app, cookies=c.cookies).post(url, data={"decision": "generated", "csrf": token or ""},
                                                          headers=headers)
             assert r.status_code == 403 and "CSRF" in r.text, (path, token, r.status_code)
+    # without a session nothing but the log-in form is even read; an oversized body is refused unread
+    anon = TestClient(app)
+    assert anon.post("/queues", files={"upload": ("x.json", b"[]")}).status_code == 403
+    big = c.post("/items/1/decision", content=b"x" * (1024 * 1024 + 1),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413
 
 
 def test_pages_need_a_login_and_the_right_role(env):

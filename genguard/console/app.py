@@ -23,6 +23,8 @@ from genguard.console.models import DECISIONS, ROLES, AuditEvent, Item, Queue, S
 HERE = Path(__file__).resolve().parent
 COOKIE = "gg_session"
 PAGE_SIZE = 50
+MAX_BODY_BYTES = 1024 * 1024
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 SORTS = {  # name -> ORDER BY; each ends on the id (pages never overlap) in the direction an index walks
     "suspicion": (Item.suspicion.desc(), Item.id.desc()),
     "probability": (Item.synthetic_probability.desc(), Item.id.desc()),
@@ -182,6 +184,16 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         """Every state-changing request carries the session's CSRF token (form field or X-CSRF-Token header)."""
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return
+        # refuse before reading a body: nobody but a log-in posts without a session, and only an import is big
+        if not request.state.uid and request.url.path != "/login":
+            raise HTTPException(403, "missing or wrong CSRF token (log in first)")
+        limit = MAX_UPLOAD_BYTES if request.url.path == "/queues" else MAX_BODY_BYTES
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            raise HTTPException(400, "bad Content-Length") from None
+        if length > limit or (length == 0 and request.headers.get("transfer-encoding")):
+            raise HTTPException(413, f"request body over {limit:,} bytes (or without a length)")
         token = request.headers.get("x-csrf-token")
         if token is None and request.headers.get("content-type", "").split(";")[0] in (
                 "application/x-www-form-urlencoded", "multipart/form-data"):
@@ -289,7 +301,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     @app.post("/queues", dependencies=guarded)
     def import_queue(request: Request, user: User = Depends(admin), db: Session = Depends(get_db),
                      f: dict = Depends(form)):
-        from genguard.console.importer import ImportError_, import_source
+        from genguard.console.importer import QueueImportError, import_source
 
         src = str(f.get("source") or "").strip()
         upload = f.get("upload")
@@ -309,7 +321,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             try:
                 q = import_source(db, Path(src), str(f.get("name") or "") or None, user.id, home / "console-maps",
                                   forgery=forgery)
-            except ImportError_ as exc:
+            except QueueImportError as exc:
                 db.rollback()
                 if wants_json(request):
                     return JSONResponse({"error": str(exc)}, status_code=400)

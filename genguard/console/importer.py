@@ -15,7 +15,7 @@ PRIORITY = {"tampered": 0, "untrusted": 1, "error": 2, "stripped": 3, "remote": 
 MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
-class ImportError_(ValueError):
+class QueueImportError(ValueError):
     """An import that cannot be read: the message names the file and the problem."""
 
 
@@ -60,21 +60,21 @@ def read_results_json(path: Path) -> list[dict[str, Any]]:
     from genguard.generators._io import check_regular_file
 
     try:
-        check_regular_file(path, MAX_JSON_BYTES, ImportError_)
+        check_regular_file(path, MAX_JSON_BYTES, QueueImportError)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ImportError_(f"{path}: cannot read ({exc.__class__.__name__})") from None
+        raise QueueImportError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     try:
         if path.suffix == ".jsonl":
             data: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
             data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise ImportError_(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+        raise QueueImportError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
     if isinstance(data, dict) and isinstance(data.get("files"), list):
         data = data["files"]
     if not isinstance(data, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in data):
-        raise ImportError_(f"{path}: not a detect/verify/review result (a list of entries, each with a 'path')")
+        raise QueueImportError(f"{path}: not a detect/verify/review result (a list of entries, each with a 'path')")
     return data
 
 
@@ -109,10 +109,10 @@ def examine_folder(folder: Path, maps: Path, detector: Any = None, forgery: bool
 
 def import_source(db: Session, source: Path, name: str | None, user_id: int | None, maps_root: Path,
                   detector: Any = None, forgery: bool = True) -> Queue:
-    """A new queue from a folder or a result JSON; raises :class:`ImportError_` naming the file on bad input."""
+    """A new queue from a folder or a result JSON; raises :class:`QueueImportError` naming the file on bad input."""
     source = Path(source)
     if not source.exists():
-        raise ImportError_(f"{source}: no such file or folder")
+        raise QueueImportError(f"{source}: no such file or folder")
     queue = Queue(name=(name or source.name or str(source))[:200], source=str(source), created_by=user_id)
     db.add(queue)
     db.flush()
@@ -120,7 +120,7 @@ def import_source(db: Session, source: Path, name: str | None, user_id: int | No
         entries = examine_folder(source, maps_root / f"queue-{queue.id}", detector, forgery)
         base = None
         if not entries:
-            raise ImportError_(f"{source}: no files to review")
+            raise QueueImportError(f"{source}: no files to review")
     else:
         entries = read_results_json(source)
         base = source.resolve().parent
