@@ -131,7 +131,8 @@ def two_afc(trials: Iterable[tuple[Any, bool]], confidence: float = 0.95) -> dic
     return {"method": "2AFC real vs generated (HYPE-style share of generated judged real), Wilson interval",
             "trials": n, "raters": len(per), "generated_judged_real": k,
             "share_generated_judged_real": (k / n) if n else None,
-            "ci": [lo, hi] if n else None, "confidence": confidence,
+            "ci": [lo, hi] if n else None, "ci_low": lo if n else None, "ci_high": hi if n else None,
+            "confidence": confidence,
             "per_rater": {str(r): {"trials": v[1], "share": v[0] / v[1]} for r, v in sorted(per.items(), key=str)}}
 
 
@@ -161,7 +162,8 @@ def mos(ratings: Iterable[tuple[Any, Any, str, float]], confidence: float = 0.95
         se = math.sqrt(vg + vr)
         dof = (vg + vr) ** 2 / ((vg ** 2) / (len(g) - 1) + (vr ** 2) / (len(r) - 1)) if se > 0 else 1.0
         t = float(stats.t.ppf(0.5 + confidence / 2, dof))
-        out["generated_minus_real"] = {"difference": diff, "ci": [diff - t * se, diff + t * se]}
+        out["generated_minus_real"] = {"difference": diff, "ci": [diff - t * se, diff + t * se],
+                                       "ci_low": diff - t * se, "ci_high": diff + t * se}
     else:
         out["generated_minus_real"] = {"difference": None, "reason": "needs at least 2 rated stimuli of each source"}
     stims = sorted(by_stim, key=str)
@@ -176,3 +178,18 @@ def mos(ratings: Iterable[tuple[Any, Any, str, float]], confidence: float = 0.95
         if math.isnan(a):
             out[f"krippendorff_alpha_{level}_reason"] = "undefined: fewer than two raters per stimulus or no variation"
     return out
+
+
+def human_gates(section: dict[str, Any], gates: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Gates on a ``{"human": ...}`` section, in the release policy's form (``{"human.two_afc.ci_high": {"min":
+    0.3}}``), evaluated by the same code as the release gates, so the names hold once the section is in a report.
+    A metric that could not be computed fails (a study without answers proves nothing)."""
+    from genguard.audits.policy import evaluate_gates
+
+    if not gates:
+        return []
+    for name, spec in gates.items():
+        if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("min", "max")
+                and isinstance(next(iter(spec.values())), (int, float))):
+            raise ValueError(f"gate {name!r}: give {{min: x}} or {{max: x}}")
+    return evaluate_gates(section, {"gates": gates, "on_missing": "fail"})

@@ -365,8 +365,13 @@ def test_2afc_study_randomised_with_attention_checks_and_wilson_results(env):
     app, tmp = env
     real, gen = _study_dirs(tmp)
     boss = login(app, "boss")
+    gates = {"human.two_afc.ci_high": {"min": 0.99}, "human.two_afc.share_generated_judged_real": {"max": 0.5}}
+    bad = boss.post("/studies", data={"name": "s", "kind": "2afc", "real": str(real), "generated": str(gen),
+                                      "gates": '{"human.two_afc.ci_high": {"above": 1}}'})
+    assert bad.status_code == 400 and "min: x" in bad.json()["error"]
     sid = boss.post("/studies", data={"name": "s", "kind": "2afc", "real": str(real), "generated": str(gen),
-                                      "trials_per_rater": "6", "attention_checks": "2"}).json()["study"]
+                                      "trials_per_rater": "6", "attention_checks": "2",
+                                      "gates": json.dumps(gates)}).json()["study"]
     raters = {n: login(app, n) for n in ("rat", "rat2")}
     from genguard.console.models import Stimulus, Trial
     with app.state.sessions() as s:
@@ -402,6 +407,9 @@ def test_2afc_study_randomised_with_attention_checks_and_wilson_results(env):
     assert two["raters"] == 1 and two["trials"] == 6 and two["share_generated_judged_real"] == 1.0
     lo, hi = two["ci"]
     assert 0.5 < lo < 0.7 and hi == pytest.approx(1.0)  # Wilson: 6/6 -> (0.61, 1.0)
+    verdicts = {g["name"]: g["passed"] for g in res["gates"]}
+    assert verdicts == {"human.two_afc.ci_high": True, "human.two_afc.share_generated_judged_real": False}
+    assert res["passed"] is False
     loose = boss.get(f"/studies/{sid}/results.json", params={"max_attention_failures": 2}).json()["human"]
     assert loose["two_afc"]["raters"] == 2 and loose["raters_excluded_by_attention_checks"] == 0
 
@@ -429,7 +437,8 @@ def test_mos_study_results_have_intervals_and_alpha(env):
     assert m["by_source"]["real"]["mos"] == 5.0 and m["by_source"]["generated"]["mos"] == 2.5
     assert m["generated_minus_real"]["difference"] == -2.5
     assert m["ratings"] == 24 and m["raters"] == 2
-    assert 0.8 < m["krippendorff_alpha_interval"] < 1.0  # raters agree on real vs generated, differ by 1 on generated
+    assert 0.8 < m["krippendorff_alpha_interval"] < 1.0
+    assert boss.get(f"/studies/{sid}/results.json").json()["human"]["gates"] == []  # raters agree on real vs generated, differ by 1 on generated
     bad = boss.post("/studies", data={"name": "x", "kind": "2afc", "generated": str(gen)})
     assert bad.status_code == 400 and "real" in bad.json()["error"]
 

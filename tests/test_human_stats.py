@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from genguard.audits.human import excluded_raters, krippendorff_alpha, mos, two_afc, wilson_interval
+from genguard.audits.human import excluded_raters, human_gates, krippendorff_alpha, mos, two_afc, wilson_interval
 
 N = None
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section E: 4 observers x 12 units, missing values
@@ -62,3 +62,13 @@ def test_two_afc_and_mos_summaries():
     assert m["by_source"]["real"]["mos"] == 5 and m["by_source"]["generated"]["mos"] == 3
     assert m["generated_minus_real"]["difference"] == -2
     assert m["krippendorff_alpha_interval"] == 1.0
+
+
+def test_human_gates_use_the_release_gate_form_and_fail_on_missing():
+    section = {"human": {"two_afc": two_afc([("a", True)] * 5 + [("a", False)] * 5)}}
+    g = {x["name"]: x for x in human_gates(section, {"human.two_afc.ci_low": {"min": 0.1},
+                                                     "human.mos.krippendorff_alpha_interval": {"min": 0.6}})}
+    assert g["human.two_afc.ci_low"]["passed"] is True and g["human.two_afc.ci_low"]["op"] == ">="
+    assert g["human.mos.krippendorff_alpha_interval"]["passed"] is False  # no MOS in this study: not a pass
+    with pytest.raises(ValueError):
+        human_gates(section, {"human.two_afc.ci_low": {"at_least": 0.1}})

@@ -63,6 +63,20 @@ def _local_path(target: str) -> str:
     return target if ok and all(c.isprintable() for c in target) else "/"
 
 
+def _gates_field(v: Any) -> dict[str, Any] | None:
+    """A study's gates from a form (JSON text) or a JSON body (an object)."""
+    if v in (None, ""):
+        return None
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            raise ValueError("gates: not JSON (give e.g. {\"human.two_afc.ci_high\": {\"min\": 0.3}})") from None
+    if not isinstance(v, dict):
+        raise ValueError("gates: a JSON object of metric path -> {min: x} or {max: x}")
+    return v
+
+
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "?"
 
@@ -557,7 +571,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             s = st.create_study(db, str(f.get("name") or "study"), str(f.get("kind") or ""),
                                 Path(str(f["real"])) if f.get("real") else None, Path(str(f.get("generated") or "")),
                                 user.id, home, int(f.get("trials_per_rater") or 20),
-                                int(f.get("attention_checks") or 2))
+                                int(f.get("attention_checks") or 2), gates=_gates_field(f.get("gates")))
         except (st.StudyError, ValueError) as exc:
             db.rollback()
             if wants_json(request):

@@ -51,18 +51,27 @@ def _attention_images(out: Path, k: int) -> list[Path]:
 
 
 def create_study(db: Session, name: str, kind: str, real: Path | None, generated: Path, user_id: int | None,
-                 home: Path, trials_per_rater: int = 20, attention_checks: int = 2) -> Study:
+                 home: Path, trials_per_rater: int = 20, attention_checks: int = 2,
+                 gates: dict[str, Any] | None = None) -> Study:
     if kind not in KINDS:
         raise StudyError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "2afc" and real is None:
         raise StudyError("a 2AFC study needs a folder of real (reference) images")
     if not 1 <= trials_per_rater <= 1000 or not 0 <= attention_checks <= 50:
         raise StudyError("trials per rater must be 1..1000 and attention checks 0..50")
+    if gates:
+        from genguard.audits.human import human_gates
+
+        try:
+            human_gates({"human": {}}, gates)  # the form is checked now, not when results are asked for
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
     gen = _images(Path(generated))
     ref = _images(Path(real)) if real is not None else []
     study = Study(name=name[:200] or "study", kind=kind, created_by=user_id,
                   config=json.dumps({"trials_per_rater": trials_per_rater, "attention_checks": attention_checks,
-                                     "real": str(real) if real else None, "generated": str(generated)}))
+                                     "real": str(real) if real else None, "generated": str(generated),
+                                     "gates": gates or {}}))
     db.add(study)
     db.flush()
     att = _attention_images(home / "studies" / f"study-{study.id}", max(attention_checks, 0))
@@ -153,4 +162,7 @@ def results(db: Session, study: Study, max_attention_failures: int = 0) -> dict[
     else:
         section["mos"] = human.mos((names.get(t.rater_id, t.rater_id), t.left_id, stims[t.left_id].source,
                                     float(t.answer)) for t in kept)
-    return {"human": section}
+    out = {"human": section}
+    section["gates"] = human.human_gates(out, json.loads(study.config).get("gates") or {})
+    section["passed"] = all(g["passed"] for g in section["gates"])
+    return out
