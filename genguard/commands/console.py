@@ -47,6 +47,13 @@ def console_cmd(db_url: str | None, host: str, port: int, create_admin: str | No
                 raise InputError(f"--create-admin: {exc}") from None
         click.echo(f"created admin {create_admin}")
     click.echo(f"database: {app.state.engine.url.render_as_string(hide_password=True)}")
+    from sqlalchemy import func, select
+
+    from genguard.console.models import User
+
+    with app.state.sessions() as s:
+        if not s.scalar(select(func.count(User.id))):
+            click.echo("no accounts yet: add one with `genguard console --create-admin NAME`", err=True)
     if no_serve:
         return 0
     if host not in ("127.0.0.1", "localhost", "::1"):
