@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "genguard.commands.audit",
     "genguard.commands.review",
     "genguard.commands.marking",
+    "genguard.commands.console",
 )
 
 

@@ -1,0 +1,61 @@
+// One-key review and study answers. Served from /static so the CSP can forbid inline script.
+(function () {
+  "use strict";
+  var body = document.body;
+  var page = body.getAttribute("data-page");
+  function typing(ev) {
+    var t = ev.target;
+    return t && (t.tagName === "TEXTAREA" || t.tagName === "INPUT" || t.tagName === "SELECT" || t.isContentEditable);
+  }
+  if (page === "item") {
+    var keys = {g: "generated", e: "edited", a: "authentic", u: "unsure"};
+    var busy = false;
+    document.addEventListener("keydown", function (ev) {
+      if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey || busy) return;
+      var k = ev.key.toLowerCase();
+      if (k === "n") {
+        var next = body.getAttribute("data-next");
+        window.location.href = next ? "/items/" + next : "/queues/" + body.getAttribute("data-queue");
+        ev.preventDefault();
+        return;
+      }
+      if (!keys[k]) return;
+      ev.preventDefault();
+      busy = true;
+      var data = new URLSearchParams();
+      data.set("decision", keys[k]);
+      data.set("note", document.getElementById("note").value);
+      fetch("/items/" + body.getAttribute("data-item") + "/decision", {
+        method: "POST", credentials: "same-origin", body: data,
+        headers: {"Accept": "application/json", "X-CSRF-Token": body.getAttribute("data-csrf")}
+      }).then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      }).then(function (j) {
+        window.location.href = j.next ? "/items/" + j.next : "/queues/" + body.getAttribute("data-queue");
+      }).catch(function (err) {
+        busy = false;
+        var d = document.getElementById("decision");
+        d.textContent = "not saved: " + err.message;
+      });
+    });
+  }
+  if (page === "study") {
+    var form = document.getElementById("trial");
+    if (!form) return;
+    document.addEventListener("keydown", function (ev) {
+      if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      var value = null;
+      if (body.getAttribute("data-kind") === "2afc") {
+        if (ev.key === "ArrowLeft") value = "left";
+        if (ev.key === "ArrowRight") value = "right";
+      } else if (/^[1-5]$/.test(ev.key)) {
+        value = ev.key;
+      }
+      if (value === null) return;
+      ev.preventDefault();
+      var b = form.querySelector('button[value="' + value + '"]');
+      if (b) b.click();
+    });
+  }
+})();
