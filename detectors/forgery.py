@@ -13,14 +13,22 @@ with at most :data:`ANALYSIS_MAX_PIXELS` pixels (area-downscaled when larger;
 ``details["analysed"]``: resampling weakens the JPEG-grid cues (ELA, ghost,
 block grid), so a clean result on a downscaled copy is weaker evidence.
 
-Scores are heuristic anomaly strengths in [0, 1] (how far the most unusual
-region stands from the rest of the image, in robust standard deviations,
-mapped to [0, 1]); they are not calibrated probabilities. Copy-move is the
-exception in kind: it finds an explicit duplicated region, and its score
-grows with the evidence (number of consistent keypoint/block matches).
+Each method's own (raw) score is a heuristic anomaly strength in [0, 1] (how
+far the most unusual region stands from the rest of the image, in robust
+standard deviations, mapped to [0, 1]); copy-move's grows with the evidence
+(number of consistent keypoint/block matches). Raw scores are high on many
+untouched photos, so :func:`analyze` calibrates them: its score is
+1 - the false-alarm rate, the share of untouched photos (crops of shipped
+photos, PNG and JPEG at several qualities; :mod:`genguard.detectors.forgery_sets`)
+whose raw score is at least as high, read from the shipped
+``forgery_calibration.json``. A result is ``flagged`` at a false-alarm rate of at
+most 5%, and only for a method that discriminates (AUC on planted forgeries of
+its kind at least 0.6); a method that does not says so in its details and is
+left out of :func:`evidence_map`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -394,12 +402,111 @@ def bounded_copy(rgb: np.ndarray, max_pixels: int = ANALYSIS_MAX_PIXELS) -> tupl
     return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA), info
 
 
+# --------------------------------------------------------------------------------------
+# calibration on untouched photos
+# --------------------------------------------------------------------------------------
+#: what each map shows, for a legend (one sentence each)
+MAP_MEANING = {
+    "ela": "bright = blocks whose JPEG re-save error, relative to their texture, stands out from the rest",
+    "jpeg_ghost": "bright = blocks whose re-save error dips at a JPEG quality the rest of the image does not share",
+    "block_grid": "bright = windows whose 8x8 JPEG grid is shifted from, or missing against, the image's grid",
+    "copy_move": "white = a region that duplicates another region of the same image (source and copy both marked)",
+    "noise": "bright = blocks whose noise level is unusually high or low for this image",
+}
+#: a calibrated score at or above this is flagged (at most 5% of untouched photos reach it)
+FLAG_FALSE_ALARM = 0.05
+CALIBRATION_FILE = "forgery_calibration.json"
+_CALIBRATION: dict[str, Any] | None = None
+
+
+def calibration() -> dict[str, Any]:
+    """The shipped calibration (built by ``benchmarks/forgery.py --write-calibration``); never rebuilt at run time."""
+    global _CALIBRATION
+    if _CALIBRATION is None:
+        import json
+        from pathlib import Path
+
+        _CALIBRATION = json.loads((Path(__file__).with_name(CALIBRATION_FILE)).read_text())
+    return _CALIBRATION
+
+
+def false_alarm_rate(method: str, raw: float) -> float | None:
+    """Share of untouched calibration photos whose raw ``method`` score is at least ``raw``.
+
+    ``(1 + #{untouched >= raw}) / (n + 1)``: the conservative empirical tail
+    probability (a conformal p-value), so it is never 0 and a raw score of 0
+    gives 1. ``None`` when the method has no calibration.
+    """
+    cal = calibration()["methods"].get(method)
+    if cal is None or not math.isfinite(raw):
+        return None
+    ref = np.asarray(cal["untouched_raw_scores"], dtype=np.float64)
+    return float((1 + np.count_nonzero(ref >= raw - 1e-9)) / (ref.size + 1))
+
+
+def calibrate(method: str, r: ForgeryResult) -> ForgeryResult:
+    """``r`` with ``score`` = 1 - false-alarm rate on untouched photos, the raw score and the verdict in details.
+
+    ``details`` gains ``raw_score``, ``false_alarm_rate``, ``flagged`` (false-alarm
+    rate at most :data:`FLAG_FALSE_ALARM` and the method discriminates),
+    ``discriminates`` with its ``auc`` on planted forgeries, and ``legend`` (what the
+    map shows and at what false-alarm rate). A method that does not discriminate
+    never flags and its ``score`` is 0 (``details["calibrated_score"]`` keeps the value).
+    """
+    cal = calibration()["methods"].get(method)
+    fa = false_alarm_rate(method, float(r.score))
+    if cal is None or fa is None:
+        r.details.update(raw_score=float(r.score), false_alarm_rate=None, flagged=False, discriminates=None,
+                         legend=MAP_MEANING.get(method, ""))
+        return r
+    disc = bool(cal["discriminates"])
+    raw = float(r.score)
+    # A method that cannot tell forgeries from untouched photos scores 0 (no evidence), so nothing that
+    # weights maps by score paints it; its calibrated value stays in the details.
+    r.score = float(1.0 - fa) if disc else 0.0
+    r.details["calibrated_score"] = round(float(1.0 - fa), 4)
+    r.details.update(raw_score=raw, false_alarm_rate=fa, flagged=bool(disc and fa <= FLAG_FALSE_ALARM),
+                     discriminates=disc, auc=cal["auc"], calibrated_on=int(cal["n_untouched"]))
+    meaning = MAP_MEANING.get(method, "")
+    if disc:
+        r.details["legend"] = (f"{meaning}. {100 * fa:.1f}% of untouched photos score at least this high "
+                               f"(flagged at <= {100 * FLAG_FALSE_ALARM:.0f}%).")
+    else:
+        r.details["discriminates_reason"] = cal["reason"]
+        r.details["legend"] = (f"{meaning}. Not evidence: {cal['reason']}; "
+                               f"{100 * fa:.1f}% of untouched photos score at least this high.")
+    return r
+
+
+def evidence_map(results: dict[str, ForgeryResult]) -> np.ndarray:
+    """Per-pixel maximum of the maps of the methods that discriminate, each weighted by its calibrated score.
+
+    For the overlay: a method that cannot tell forgeries from untouched photos
+    (``details["discriminates"]`` false) contributes nothing, and a method only
+    paints once its score stands out from untouched photos (weight 0 until the
+    false-alarm rate drops below 50%, 1 at 0%).
+    """
+    out = None
+    for name, r in results.items():
+        if out is None:
+            out = np.zeros(r.map.shape, np.float32)
+        if r.details.get("discriminates") is False:
+            continue
+        fa = r.details.get("false_alarm_rate")
+        weight = float(r.score) if fa is None else max(0.0, 1.0 - 2.0 * float(fa))
+        out = np.maximum(out, r.map * weight)
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
 def analyze(image: Any, methods: tuple[str, ...] = METHODS,
-            max_pixels: int = ANALYSIS_MAX_PIXELS) -> dict[str, ForgeryResult]:
+            max_pixels: int = ANALYSIS_MAX_PIXELS, calibrated: bool = True) -> dict[str, ForgeryResult]:
     """Run the forgery analyses on one image (path or array).
 
     Maps are at the analysed size: the image's own, or that of the bounded copy
     (see :func:`bounded_copy`) recorded in each result's ``details["analysed"]``.
+    With ``calibrated`` (the default) each score is 1 - its false-alarm rate on
+    untouched photos (see :func:`calibrate`); ``calibrated=False`` gives the raw
+    heuristic scores.
     """
     import cv2
 
@@ -422,7 +529,7 @@ def analyze(image: Any, methods: tuple[str, ...] = METHODS,
         else:
             r = ANALYSES[name](rgb)
             r.details["analysed"] = dict(info)
-        out[name] = r
+        out[name] = calibrate(name, r) if calibrated else r
     return out
 
 
