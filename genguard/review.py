@@ -225,8 +225,8 @@ def _forgery_table(forgery: dict[str, Any]) -> str:
     for k, v in sorted(forgery.items(), key=lambda kv: -_score_of(kv[1])):
         d = _dict(_dict(v).get("details"))
         score = _score_of(v)
-        fa = d.get("false_alarm_rate")
-        fa_ok = isinstance(fa, (int, float)) and not isinstance(fa, bool)
+        fa = _rate_of(d.get("false_alarm_rate"))
+        fa_ok = fa is not None
         disc = d.get("discriminates")
         if disc is False:
             verdict, cls = "not evidence", "nodisc"
@@ -255,11 +255,26 @@ _OVERLAY_LEGEND = ('<div class="scale"><span>no evidence</span><span class="ramp
                    'never paint it.</div>')
 
 
+def _rate_of(x: Any) -> float | None:
+    """A rate in [0, 1] from a JSON value, or None (anything else: a string, a bool, NaN, 1e400)."""
+    import math
+
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        x = float(x)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) and 0.0 <= x <= 1.0 else None
+
+
 def _score_of(v: Any) -> float:
     import math
 
     x = _dict(v).get("score")
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+    if isinstance(x, int) and not isinstance(x, bool):
+        return float(min(max(x, 0), 1))  # an int too large for a float still compares
+    if isinstance(x, float) and math.isfinite(x):
         return float(min(max(x, 0.0), 1.0))
     return 0.0
 

@@ -132,3 +132,13 @@ def test_review_page_shows_legend_rate_and_not_evidence(tmp_path):
     assert "1.0%" in page and "flagged" in page and "not evidence" in page
     assert html.escape("white = a region <b>copied</b>") in page and "<b>copied</b>" not in page
     assert 'class="ramp"' in page  # the overlay colour scale
+
+
+@pytest.mark.parametrize("bad", [10 ** 400, float("nan"), -0.5, "0.01", True, None, {"x": 1}, "<script>x</script>"])
+def test_review_forgery_table_survives_hostile_details(bad):
+    from genguard.review import render
+
+    entry = {"path": "x.png", "forgery": {"<script>x</script>": {"score": bad, "details": {
+        "false_alarm_rate": bad, "flagged": bad, "discriminates": bad, "legend": bad}}, "ela": bad}}
+    page = render([entry])
+    assert "<script>x" not in page and "forgery method" in page
