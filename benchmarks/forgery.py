@@ -15,7 +15,9 @@ JPEG with a misaligned grid, a region once saved at JPEG 50-70, a region with
 added noise (sigma 4-10).
 
 Printed, for each split:
-* per method, the AUC of the raw score (planted forgeries of the kinds the
+* per method, the AUC of the calibration statistic (the unclipped robust z
+  behind the map for ela, jpeg_ghost, block_grid and noise; the score for
+  copy-move) on planted forgeries of the kinds the
   method targets vs untouched) with a 95% bootstrap interval, and the share
   of untouched images / forgeries flagged at the 5% false-alarm threshold
   (the threshold comes from the build split's untouched images);
@@ -24,7 +26,7 @@ Printed, for each split:
   untouched images (any pixel marked).
 
 ``--write-calibration`` writes detectors/forgery_calibration.json from the
-build split (raw scores of the untouched images, AUCs, whether each method
+build split (the statistic on the untouched images, AUCs, whether each method
 discriminates).
 """
 from __future__ import annotations
@@ -75,7 +77,7 @@ def boot(stat, *arrays, n_boot: int = 1000, seed: int = 0) -> tuple[float, float
 def run_split(split: str, n_untouched: int, n_forged: int) -> dict:
     from genguard.detectors import forgery_sets as fs
     from genguard.detectors.evaluate import pixel_f1
-    from genguard.detectors.forgery import METHODS, analyze
+    from genguard.detectors.forgery import METHODS, analyze, calibration_statistic
 
     t0 = time.perf_counter()
     un = {m: [] for m in METHODS}
@@ -83,14 +85,14 @@ def run_split(split: str, n_untouched: int, n_forged: int) -> dict:
     for img, _ in fs.untouched(split, per_photo=n_untouched):
         res = analyze(img, calibrated=False)
         for m in METHODS:
-            un[m].append(res[m].score)
+            un[m].append(calibration_statistic(res[m]))
         cm_false_alarm.append(bool((res["copy_move"].map > 0.5).any()))
     forged = {m: [] for m in METHODS}
     kinds, f1 = [], []
     for img, gt, d in fs.forgeries(split, per_photo=n_forged):
         res = analyze(img, calibrated=False)
         for m in METHODS:
-            forged[m].append(res[m].score)
+            forged[m].append(calibration_statistic(res[m]))
         kinds.append(d["kind"])
         if d["kind"].startswith("copy_move"):
             f1.append(pixel_f1(res["copy_move"].map > 0.5, gt))
@@ -172,9 +174,12 @@ def main() -> int:
             row = sb["methods"][m]
             disc = bool(row["auc"] >= MIN_AUC)
             methods[m] = {
-                "untouched_raw_scores": [round(float(x), 6) for x in np.sort(build["untouched"][m])],
+                # the statistic calibration ranks by (forgery.calibration_statistic); null = nothing analysed
+                "statistic": "score" if m == "copy_move" else "z99",
+                "untouched_raw_scores": [round(float(x), 6) if np.isfinite(x) else None
+                                         for x in np.sort(build["untouched"][m])],
                 "n_untouched": int(len(build["untouched"][m])),
-                "raw_threshold_5pct": thresholds[m] if np.isfinite(thresholds[m]) else None,
+                "threshold_5pct": thresholds[m] if np.isfinite(thresholds[m]) else None,
                 "auc": row["auc"], "auc_ci": row["auc_ci"], "auc_target_kinds": list(TARGETS[m]),
                 "auc_check_split": sc["methods"][m]["auc"],
                 "discriminates": disc,

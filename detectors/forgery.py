@@ -17,10 +17,12 @@ Each method's own (raw) score is a heuristic anomaly strength in [0, 1] (how
 far the most unusual region stands from the rest of the image, in robust
 standard deviations, mapped to [0, 1]); copy-move's grows with the evidence
 (number of consistent keypoint/block matches). Raw scores are high on many
-untouched photos, so :func:`analyze` calibrates them: its score is
-1 - the false-alarm rate, the share of untouched photos (crops of shipped
-photos, PNG and JPEG at several qualities; :mod:`genguard.detectors.forgery_sets`)
-whose raw score is at least as high, read from the shipped
+untouched photos (and saturate at 1), so :func:`analyze` calibrates them: its
+score is 1 - the false-alarm rate, the share of untouched photos (crops of
+shipped photos, PNG and JPEG at several qualities;
+:mod:`genguard.detectors.forgery_sets`) that rank at least as high by
+:func:`calibration_statistic` (the unclipped robust z behind the map; copy-move's
+own score), read from the shipped
 ``forgery_calibration.json``. A result is ``flagged`` at a false-alarm rate of at
 most 5%, and only for a method that discriminates (AUC on planted forgeries of
 its kind at least 0.6); a method that does not says so in its details and is
@@ -75,15 +77,28 @@ def _upsample(blockmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(blockmap.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def _robust_anomaly(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
-    """Robust z-score (median / MAD) clipped to [0, Z_FULL] and scaled to [0, 1]."""
+def _robust_z(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """Robust z-score (median / MAD), unclipped."""
     v = values.astype(np.float64)
     med = np.median(v)
     mad = 1.4826 * np.median(np.abs(v - med)) + 1e-6 * (np.abs(med) + 1e-6)
     z = (v - med) / mad
-    if two_sided:
-        z = np.abs(z)
-    return np.clip(z / Z_FULL, 0.0, 1.0).astype(np.float32)
+    return np.abs(z) if two_sided else z
+
+
+def _robust_anomaly(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """Robust z-score (median / MAD) clipped to [0, Z_FULL] and scaled to [0, 1]."""
+    return np.clip(_robust_z(values, two_sided) / Z_FULL, 0.0, 1.0).astype(np.float32)
+
+
+def _z99(values: np.ndarray, two_sided: bool = False) -> float:
+    """99th percentile of the unclipped robust z over the blocks: the score before it saturates.
+
+    The map and ``score`` are clipped at :data:`Z_FULL`, where many untouched photos
+    already sit; calibration ranks images by this instead.
+    """
+    z = _robust_z(np.asarray(values), two_sided)
+    return float(np.quantile(z, 0.99)) if z.size else 0.0
 
 
 def _score(m: np.ndarray) -> float:
@@ -106,7 +121,7 @@ def ela(rgb: np.ndarray, quality: int = 90, block: int = 16) -> ForgeryResult:
     t = _block_means(grad, block)
     ratio = np.log((e + 0.5) / (t + 8.0))
     m = _upsample(_robust_anomaly(ratio), rgb.shape[:2])
-    return ForgeryResult(_score(m), m, {"quality": quality, "mean_error": float(diff.mean())})
+    return ForgeryResult(_score(m), m, {"quality": quality, "mean_error": float(diff.mean()), "z99": _z99(ratio)})
 
 
 def jpeg_ghost(rgb: np.ndarray, qualities: tuple[int, ...] = tuple(range(50, 100, 5)), block: int = 16) -> ForgeryResult:
@@ -123,7 +138,7 @@ def jpeg_ghost(rgb: np.ndarray, qualities: tuple[int, ...] = tuple(range(50, 100
     dip = (ref[None, None, :] - P).max(axis=-1)
     q_at = np.asarray(qualities)[np.argmax(ref[None, None, :] - P, axis=-1)]
     m = _upsample(_robust_anomaly(dip), rgb.shape[:2])
-    return ForgeryResult(_score(m), m, {"qualities": list(qualities),
+    return ForgeryResult(_score(m), m, {"qualities": list(qualities), "z99": _z99(dip),
                                         "ghost_quality_mode": int(np.bincount(q_at.ravel()).argmax())})
 
 
@@ -170,11 +185,12 @@ def block_grid(rgb: np.ndarray, window: int = 64, stride: int = 32) -> ForgeryRe
             vals.append((local_max - at_global) / scale + max(0.0, gstrength - at_global / scale))
             boxes.append((y, x))
     z = _robust_anomaly(np.asarray(vals))
+    z99 = _z99(np.asarray(vals))
     for (y, x), v in zip(boxes, z):
         out[y:y + window, x:x + window] += v
         cnt[y:y + window, x:x + window] += 1
     m = np.where(cnt > 0, out / np.maximum(cnt, 1), 0).astype(np.float32)
-    return ForgeryResult(_score(m), m, {"global_grid_strength": gstrength, "grid": [py, px]})
+    return ForgeryResult(_score(m), m, {"global_grid_strength": gstrength, "grid": [py, px], "z99": z99})
 
 
 def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
@@ -200,8 +216,9 @@ def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
     den = _block_means(flat, block)
     sigma = np.sqrt(np.pi / 2) / 6.0 * num / np.maximum(den, 1e-3)
     sigma = np.where(den > 0.05, sigma, np.median(sigma))  # blocks that are all edge: no estimate
-    m = _upsample(_robust_anomaly(np.log(sigma + 0.05), two_sided=True), rgb.shape[:2])
-    return ForgeryResult(_score(m), m, {"median_sigma": float(np.median(sigma))})
+    ls = np.log(sigma + 0.05)
+    m = _upsample(_robust_anomaly(ls, two_sided=True), rgb.shape[:2])
+    return ForgeryResult(_score(m), m, {"median_sigma": float(np.median(sigma)), "z99": _z99(ls, two_sided=True)})
 
 
 # --------------------------------------------------------------------------------------
@@ -430,6 +447,16 @@ def calibration() -> dict[str, Any]:
     return _CALIBRATION
 
 
+def calibration_statistic(r: ForgeryResult) -> float:
+    """What calibration ranks an image by: the unsaturated ``details["z99"]`` where a method gives one
+    (-inf where it found nothing to analyse, e.g. no JPEG grid), else ``score``."""
+    if "z99" in r.details:
+        return float(r.details["z99"])
+    if r.details.get("note", "").endswith("not applicable") or "too small" in r.details.get("note", ""):
+        return float("-inf")
+    return float(r.score)
+
+
 def false_alarm_rate(method: str, raw: float) -> float | None:
     """Share of untouched calibration photos whose raw ``method`` score is at least ``raw``.
 
@@ -438,9 +465,12 @@ def false_alarm_rate(method: str, raw: float) -> float | None:
     gives 1. ``None`` when the method has no calibration.
     """
     cal = calibration()["methods"].get(method)
-    if cal is None or not math.isfinite(raw):
+    if cal is None or np.isnan(raw) or raw == np.inf:
         return None
-    ref = np.asarray(cal["untouched_raw_scores"], dtype=np.float64)
+    # -inf (nothing analysed) is stored as null in JSON
+    ref = np.asarray([-np.inf if x is None else x for x in cal["untouched_raw_scores"]], dtype=np.float64)
+    if raw == -np.inf:
+        return 1.0
     return float((1 + np.count_nonzero(ref >= raw - 1e-9)) / (ref.size + 1))
 
 
@@ -454,13 +484,14 @@ def calibrate(method: str, r: ForgeryResult) -> ForgeryResult:
     never flags and its ``score`` is 0 (``details["calibrated_score"]`` keeps the value).
     """
     cal = calibration()["methods"].get(method)
-    fa = false_alarm_rate(method, float(r.score))
+    fa = false_alarm_rate(method, calibration_statistic(r))
     if cal is None or fa is None:
         r.details.update(raw_score=float(r.score), false_alarm_rate=None, flagged=False, discriminates=None,
                          legend=MAP_MEANING.get(method, ""))
         return r
     disc = bool(cal["discriminates"])
     raw = float(r.score)
+    r.details["calibration_statistic"] = calibration_statistic(r)
     # A method that cannot tell forgeries from untouched photos scores 0 (no evidence), so nothing that
     # weights maps by score paints it; its calibrated value stays in the details.
     r.score = float(1.0 - fa) if disc else 0.0
