@@ -13,14 +13,24 @@ with at most :data:`ANALYSIS_MAX_PIXELS` pixels (area-downscaled when larger;
 ``details["analysed"]``: resampling weakens the JPEG-grid cues (ELA, ghost,
 block grid), so a clean result on a downscaled copy is weaker evidence.
 
-Scores are heuristic anomaly strengths in [0, 1] (how far the most unusual
-region stands from the rest of the image, in robust standard deviations,
-mapped to [0, 1]); they are not calibrated probabilities. Copy-move is the
-exception in kind: it finds an explicit duplicated region, and its score
-grows with the evidence (number of consistent keypoint/block matches).
+Each method's own (raw) score is a heuristic anomaly strength in [0, 1] (how
+far the most unusual region stands from the rest of the image, in robust
+standard deviations, mapped to [0, 1]); copy-move's grows with the evidence
+(number of consistent keypoint/block matches). Raw scores are high on many
+untouched photos (and saturate at 1), so :func:`analyze` calibrates them: its
+score is 1 - the false-alarm rate, the share of untouched photos (crops of
+shipped photos, PNG and JPEG at several qualities;
+:mod:`genguard.detectors.forgery_sets`) that rank at least as high by
+:func:`calibration_statistic` (the unclipped robust z behind the map; copy-move's
+own score), read from the shipped
+``forgery_calibration.json``. A result is ``flagged`` at a false-alarm rate of at
+most 5%, and only for a method that discriminates (AUC on planted forgeries of
+its kind at least 0.6); a method that does not says so in its details and is
+left out of :func:`evidence_map`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,15 +77,28 @@ def _upsample(blockmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(blockmap.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def _robust_anomaly(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
-    """Robust z-score (median / MAD) clipped to [0, Z_FULL] and scaled to [0, 1]."""
+def _robust_z(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """Robust z-score (median / MAD), unclipped."""
     v = values.astype(np.float64)
     med = np.median(v)
     mad = 1.4826 * np.median(np.abs(v - med)) + 1e-6 * (np.abs(med) + 1e-6)
     z = (v - med) / mad
-    if two_sided:
-        z = np.abs(z)
-    return np.clip(z / Z_FULL, 0.0, 1.0).astype(np.float32)
+    return np.abs(z) if two_sided else z
+
+
+def _robust_anomaly(values: np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """Robust z-score (median / MAD) clipped to [0, Z_FULL] and scaled to [0, 1]."""
+    return np.clip(_robust_z(values, two_sided) / Z_FULL, 0.0, 1.0).astype(np.float32)
+
+
+def _z99(values: np.ndarray, two_sided: bool = False) -> float:
+    """99th percentile of the unclipped robust z over the blocks: the score before it saturates.
+
+    The map and ``score`` are clipped at :data:`Z_FULL`, where many untouched photos
+    already sit; calibration ranks images by this instead.
+    """
+    z = _robust_z(np.asarray(values), two_sided)
+    return float(np.quantile(z, 0.99)) if z.size else 0.0
 
 
 def _score(m: np.ndarray) -> float:
@@ -98,7 +121,7 @@ def ela(rgb: np.ndarray, quality: int = 90, block: int = 16) -> ForgeryResult:
     t = _block_means(grad, block)
     ratio = np.log((e + 0.5) / (t + 8.0))
     m = _upsample(_robust_anomaly(ratio), rgb.shape[:2])
-    return ForgeryResult(_score(m), m, {"quality": quality, "mean_error": float(diff.mean())})
+    return ForgeryResult(_score(m), m, {"quality": quality, "mean_error": float(diff.mean()), "z99": _z99(ratio)})
 
 
 def jpeg_ghost(rgb: np.ndarray, qualities: tuple[int, ...] = tuple(range(50, 100, 5)), block: int = 16) -> ForgeryResult:
@@ -115,7 +138,7 @@ def jpeg_ghost(rgb: np.ndarray, qualities: tuple[int, ...] = tuple(range(50, 100
     dip = (ref[None, None, :] - P).max(axis=-1)
     q_at = np.asarray(qualities)[np.argmax(ref[None, None, :] - P, axis=-1)]
     m = _upsample(_robust_anomaly(dip), rgb.shape[:2])
-    return ForgeryResult(_score(m), m, {"qualities": list(qualities),
+    return ForgeryResult(_score(m), m, {"qualities": list(qualities), "z99": _z99(dip),
                                         "ghost_quality_mode": int(np.bincount(q_at.ravel()).argmax())})
 
 
@@ -162,11 +185,12 @@ def block_grid(rgb: np.ndarray, window: int = 64, stride: int = 32) -> ForgeryRe
             vals.append((local_max - at_global) / scale + max(0.0, gstrength - at_global / scale))
             boxes.append((y, x))
     z = _robust_anomaly(np.asarray(vals))
+    z99 = _z99(np.asarray(vals))
     for (y, x), v in zip(boxes, z):
         out[y:y + window, x:x + window] += v
         cnt[y:y + window, x:x + window] += 1
     m = np.where(cnt > 0, out / np.maximum(cnt, 1), 0).astype(np.float32)
-    return ForgeryResult(_score(m), m, {"global_grid_strength": gstrength, "grid": [py, px]})
+    return ForgeryResult(_score(m), m, {"global_grid_strength": gstrength, "grid": [py, px], "z99": z99})
 
 
 def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
@@ -192,8 +216,9 @@ def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
     den = _block_means(flat, block)
     sigma = np.sqrt(np.pi / 2) / 6.0 * num / np.maximum(den, 1e-3)
     sigma = np.where(den > 0.05, sigma, np.median(sigma))  # blocks that are all edge: no estimate
-    m = _upsample(_robust_anomaly(np.log(sigma + 0.05), two_sided=True), rgb.shape[:2])
-    return ForgeryResult(_score(m), m, {"median_sigma": float(np.median(sigma))})
+    ls = np.log(sigma + 0.05)
+    m = _upsample(_robust_anomaly(ls, two_sided=True), rgb.shape[:2])
+    return ForgeryResult(_score(m), m, {"median_sigma": float(np.median(sigma)), "z99": _z99(ls, two_sided=True)})
 
 
 # --------------------------------------------------------------------------------------
@@ -394,12 +419,125 @@ def bounded_copy(rgb: np.ndarray, max_pixels: int = ANALYSIS_MAX_PIXELS) -> tupl
     return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA), info
 
 
+# --------------------------------------------------------------------------------------
+# calibration on untouched photos
+# --------------------------------------------------------------------------------------
+#: what each map shows, for a legend (one sentence each)
+MAP_MEANING = {
+    "ela": "bright = blocks whose JPEG re-save error, relative to their texture, stands out from the rest",
+    "jpeg_ghost": "bright = blocks whose re-save error dips at a JPEG quality the rest of the image does not share",
+    "block_grid": "bright = windows whose 8x8 JPEG grid is shifted from, or missing against, the image's grid",
+    "copy_move": "white = a region that duplicates another region of the same image (source and copy both marked)",
+    "noise": "bright = blocks whose noise level is unusually high or low for this image",
+}
+#: a calibrated score at or above this is flagged (at most 5% of untouched photos reach it)
+FLAG_FALSE_ALARM = 0.05
+CALIBRATION_FILE = "forgery_calibration.json"
+_CALIBRATION: dict[str, Any] | None = None
+
+
+def calibration() -> dict[str, Any]:
+    """The shipped calibration (built by ``benchmarks/forgery.py --write-calibration``); never rebuilt at run time."""
+    global _CALIBRATION
+    if _CALIBRATION is None:
+        import json
+        from pathlib import Path
+
+        _CALIBRATION = json.loads((Path(__file__).with_name(CALIBRATION_FILE)).read_text())
+    return _CALIBRATION
+
+
+def calibration_statistic(r: ForgeryResult) -> float:
+    """What calibration ranks an image by: the unsaturated ``details["z99"]`` where a method gives one
+    (-inf where it found nothing to analyse, e.g. no JPEG grid), else ``score``."""
+    if "z99" in r.details:
+        return float(r.details["z99"])
+    if r.details.get("note", "").endswith("not applicable") or "too small" in r.details.get("note", ""):
+        return float("-inf")
+    return float(r.score)
+
+
+def false_alarm_rate(method: str, raw: float) -> float | None:
+    """Share of untouched calibration photos whose raw ``method`` score is at least ``raw``.
+
+    ``(1 + #{untouched >= raw}) / (n + 1)``: the conservative empirical tail
+    probability (a conformal p-value), so it is never 0 and a raw score of 0
+    gives 1. ``None`` when the method has no calibration.
+    """
+    cal = calibration()["methods"].get(method)
+    if cal is None or np.isnan(raw) or raw == np.inf:
+        return None
+    # -inf (nothing analysed) is stored as null in JSON
+    ref = np.asarray([-np.inf if x is None else x for x in cal["untouched_raw_scores"]], dtype=np.float64)
+    if raw == -np.inf:
+        return 1.0
+    return float((1 + np.count_nonzero(ref >= raw - 1e-9)) / (ref.size + 1))
+
+
+def calibrate(method: str, r: ForgeryResult) -> ForgeryResult:
+    """``r`` with ``score`` = 1 - false-alarm rate on untouched photos, the raw score and the verdict in details.
+
+    ``details`` gains ``raw_score``, ``false_alarm_rate``, ``flagged`` (false-alarm
+    rate at most :data:`FLAG_FALSE_ALARM` and the method discriminates),
+    ``discriminates`` with its ``auc`` on planted forgeries, and ``legend`` (what the
+    map shows and at what false-alarm rate). A method that does not discriminate
+    never flags and its ``score`` is 0 (``details["calibrated_score"]`` keeps the value).
+    """
+    cal = calibration()["methods"].get(method)
+    fa = false_alarm_rate(method, calibration_statistic(r))
+    if cal is None or fa is None:
+        r.details.update(raw_score=float(r.score), false_alarm_rate=None, flagged=False, discriminates=None,
+                         legend=MAP_MEANING.get(method, ""))
+        return r
+    disc = bool(cal["discriminates"])
+    raw = float(r.score)
+    r.details["calibration_statistic"] = calibration_statistic(r)
+    # A method that cannot tell forgeries from untouched photos scores 0 (no evidence), so nothing that
+    # weights maps by score paints it; its calibrated value stays in the details.
+    r.score = float(1.0 - fa) if disc else 0.0
+    r.details["calibrated_score"] = round(float(1.0 - fa), 4)
+    r.details.update(raw_score=raw, false_alarm_rate=fa, flagged=bool(disc and fa <= FLAG_FALSE_ALARM),
+                     discriminates=disc, auc=cal["auc"], calibrated_on=int(cal["n_untouched"]))
+    meaning = MAP_MEANING.get(method, "")
+    if disc:
+        r.details["legend"] = (f"{meaning}. {100 * fa:.1f}% of untouched photos score at least this high "
+                               f"(flagged at <= {100 * FLAG_FALSE_ALARM:.0f}%).")
+    else:
+        r.details["discriminates_reason"] = cal["reason"]
+        r.details["legend"] = (f"{meaning}. Not evidence: {cal['reason']}; "
+                               f"{100 * fa:.1f}% of untouched photos score at least this high.")
+    return r
+
+
+def evidence_map(results: dict[str, ForgeryResult]) -> np.ndarray:
+    """Per-pixel maximum of the maps of the methods that discriminate, each weighted by its calibrated score.
+
+    For the overlay: a method that cannot tell forgeries from untouched photos
+    (``details["discriminates"]`` false) contributes nothing, and a method only
+    paints once its score stands out from untouched photos (weight 0 until the
+    false-alarm rate drops below 50%, 1 at 0%).
+    """
+    out = None
+    for name, r in results.items():
+        if out is None:
+            out = np.zeros(r.map.shape, np.float32)
+        if r.details.get("discriminates") is False:
+            continue
+        fa = r.details.get("false_alarm_rate")
+        weight = float(r.score) if fa is None else max(0.0, 1.0 - 2.0 * float(fa))
+        out = np.maximum(out, r.map * weight)
+    return out if out is not None else np.zeros((0, 0), np.float32)
+
+
 def analyze(image: Any, methods: tuple[str, ...] = METHODS,
-            max_pixels: int = ANALYSIS_MAX_PIXELS) -> dict[str, ForgeryResult]:
+            max_pixels: int = ANALYSIS_MAX_PIXELS, calibrated: bool = True) -> dict[str, ForgeryResult]:
     """Run the forgery analyses on one image (path or array).
 
     Maps are at the analysed size: the image's own, or that of the bounded copy
     (see :func:`bounded_copy`) recorded in each result's ``details["analysed"]``.
+    With ``calibrated`` (the default) each score is 1 - its false-alarm rate on
+    untouched photos (see :func:`calibrate`); ``calibrated=False`` gives the raw
+    heuristic scores.
     """
     import cv2
 
@@ -422,7 +560,7 @@ def analyze(image: Any, methods: tuple[str, ...] = METHODS,
         else:
             r = ANALYSES[name](rgb)
             r.details["analysed"] = dict(info)
-        out[name] = r
+        out[name] = calibrate(name, r) if calibrated else r
     return out
 
 

@@ -192,7 +192,8 @@ def _card(entry: dict[str, Any]) -> str:
         if entry.get("overlay"):
             o = _thumb(entry["overlay"])
             if o:
-                imgs.append(f'<figure><img src="{o}" alt="forgery overlay"><figcaption>forgery overlay</figcaption></figure>')
+                imgs.append(f'<figure><img src="{o}" alt="forgery overlay"><figcaption>forgery overlay'
+                            f'{_OVERLAY_LEGEND}</figcaption></figure>')
     if imgs:
         parts.append('<div class="imgs">' + "".join(imgs) + "</div>")
     rows = [
@@ -215,19 +216,71 @@ def _card(entry: dict[str, Any]) -> str:
     parts.append('<table>' + "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows
                                      if v not in (None, "")) + "</table>")
     if entry.get("forgery"):
-        scores = sorted(((k, _score_of(v)) for k, v in _dict(entry["forgery"]).items()), key=lambda kv: -kv[1])
-        parts.append('<table class="forgery"><tr><th>forgery method</th><th>score (0 clean … 1)</th></tr>' + "".join(
-            f'<tr><td>{html.escape(str(k))}</td><td><div class="bar" style="width:{100 * v:.0f}%"></div>'
-            f'{v:.2f}</td></tr>' for k, v in scores) + "</table>")
+        parts.append(_forgery_table(_dict(entry["forgery"])))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _forgery_table(forgery: dict[str, Any]) -> str:
+    """Per method: calibrated score, false-alarm rate on untouched photos, flag, and what its map shows.
+
+    A method that cannot tell forgeries from untouched photos is greyed and says so,
+    whatever its score; the bar is red only for a flagged result.
+    """
+    rows = []
+    for k, v in sorted(forgery.items(), key=lambda kv: -_score_of(kv[1])):
+        d = _dict(_dict(v).get("details"))
+        score = _score_of(v)
+        fa = _rate_of(d.get("false_alarm_rate"))
+        fa_ok = fa is not None
+        disc = d.get("discriminates")
+        if disc is False:
+            verdict, cls = "not evidence", "nodisc"
+        elif d.get("flagged") is True:
+            verdict, cls = "flagged", "flag"
+        elif fa_ok:
+            verdict, cls = "within untouched range", "ok"
+        else:
+            verdict, cls = "uncalibrated", "ok"
+        fa_txt = f"{100 * float(fa):.1f}%" if fa_ok else "n/a"
+        legend = d.get("legend") or ""
+        rows.append(f'<tr class="{cls}"><td>{html.escape(str(k))}</td>'
+                    + ('<td>—</td>' if disc is False else
+                       f'<td><div class="bar {cls}" style="width:{100 * score:.0f}%"></div>{score:.2f}</td>')
+                    + f'<td>{html.escape(fa_txt)}</td><td>{html.escape(verdict)}</td>'
+                    f'<td class="legend">{html.escape(str(legend))}</td></tr>')
+    return ('<table class="forgery"><tr><th>forgery method</th><th>score (1 − false-alarm rate)</th>'
+            '<th>untouched photos scoring this high</th><th>reading</th><th>what its map shows</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+#: colour scale of the overlay: grey image, red where a discriminating method's map is high
+_OVERLAY_LEGEND = ('<div class="scale"><span>no evidence</span><span class="ramp"></span><span>strong evidence</span></div>'
+                   '<div class="legend">Red marks where the methods that can tell forgeries from untouched photos '
+                   'found an anomaly, weighted by its calibrated score; methods marked "not evidence" score 0 and '
+                   'never paint it.</div>')
+
+
+def _rate_of(x: Any) -> float | None:
+    """A rate in [0, 1] from a JSON value, or None (anything else: a string, a bool, NaN, 1e400)."""
+    import math
+
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        x = float(x)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) and 0.0 <= x <= 1.0 else None
 
 
 def _score_of(v: Any) -> float:
     import math
 
     x = _dict(v).get("score")
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+    if isinstance(x, int) and not isinstance(x, bool):
+        return float(min(max(x, 0), 1))  # an int too large for a float still compares
+    if isinstance(x, float) and math.isfinite(x):
         return float(min(max(x, 0.0), 1.0))
     return 0.0
 
@@ -251,6 +304,10 @@ body{{font-family:system-ui,sans-serif;margin:2rem;color:#101828;background:#f9f
 img{{image-rendering:pixelated;border:1px solid #e4e7ec;max-width:256px}}
 table{{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}} th,td{{text-align:left;padding:.15rem .6rem;border-bottom:1px solid #f2f4f7}}
 .forgery td{{min-width:14rem}} .bar{{display:inline-block;height:.6rem;background:#f04438;margin-right:.4rem;vertical-align:middle}}
+.bar.ok{{background:#98a2b3}} .bar.nodisc{{background:#d0d5dd}} tr.nodisc td{{color:#98a2b3}}
+.legend{{font-size:.75rem;color:#475467;max-width:22rem}}
+.scale{{display:flex;align-items:center;gap:.3rem;font-size:.7rem;color:#667085}}
+.ramp{{display:inline-block;width:6rem;height:.6rem;background:linear-gradient(90deg,#808080,#f04438)}}
 .err{{color:#b42318}} .note{{color:#475467;font-size:.85rem;max-width:980px}}
 </style></head><body>
 <h1>genguard review</h1>
@@ -265,7 +322,9 @@ watermarks, generator metadata, the pixel detector and the forgery analyses that
 <b>generated</b>, <b>edited</b>, <b>no evidence found</b> or <b>inconclusive</b>, with its reasons; none of them is
 "authentic": finding nothing is not proof. The synthetic probability comes from a calibrated detector with an inconclusive band;
 the default detector knows only small reference generators and does not transfer to others. Forgery scores are
-heuristic anomaly strengths, not probabilities. Most suspicious files come first.</p>
+calibrated on untouched photos: a score of 0.97 means 3% of untouched photos (crops of shipped photos, PNG and JPEG)
+score at least as high on that method; a method is flagged at 5% or less, and a method that cannot tell planted
+forgeries from untouched photos is shown as "not evidence" whatever its score. Most suspicious files come first.</p>
 {cards}
 </body></html>
 """

@@ -208,8 +208,12 @@ def test_fused_verdict_orders_evidence_and_never_says_authentic():
     tam2 = {"verdict": "tampered", "manifest": {"codes": ["claimSignature.mismatch"]}}
     assert fuse(_entry(provenance=tam2))[0] == "inconclusive"
     # a discriminating forgery analysis speaks; one that does not is not painted as evidence
-    assert fuse(_entry(forgery={"copy_move": {"score": 0.97}}))[0] == "edited"
-    assert fuse(_entry(forgery={"noise": {"score": 0.99}}))[0] == "no_evidence"
+    flag = {"flagged": True, "discriminates": True, "false_alarm_rate": 0.0097}
+    assert fuse(_entry(forgery={"copy_move": {"score": 0.99, "details": flag}}))[0] == "edited"
+    common = {**flag, "false_alarm_rate": 0.049}  # a 5% flag alone does not decide
+    assert fuse(_entry(forgery={"block_grid": {"score": 0.95, "details": common}}))[0] == "no_evidence"
+    mute = {**flag, "discriminates": False}
+    assert fuse(_entry(forgery={"noise": {"score": 0.99, "details": mute}}))[0] == "no_evidence"
     for e in (_entry(), _entry(detector_verdict="synthetic")):
         assert "authentic" != fuse(e)[0]
 
