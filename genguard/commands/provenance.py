@@ -200,8 +200,9 @@ def register(group: click.Group) -> None:
                 by_index[i] = row
                 advance(1)
 
-            run_batches(TagTask, options, list(enumerate(files)), on_result, engine=engine, workers=workers,
-                        address=address, local_task=TagTask(keys=keys, **options))
+            missing = run_batches(TagTask, options, list(enumerate(files)), on_result, engine=engine,
+                                  workers=workers, address=address, local_task=TagTask(keys=keys, **options))
+        failed += [f"{files[i]}: not tagged: its Ray worker died on it" for i in missing]
         if failed:
             more = f" (and {len(failed) - 1} more); the other files were tagged" if len(failed) > 1 else \
                 "; the other files were tagged"
