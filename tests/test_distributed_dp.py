@@ -1,8 +1,6 @@
 """DP-SGD under torch.distributed (2 CPU processes, gloo): the accounting of one process, one noise draw per step."""
-import json
 import os
 
-import numpy as np
 import pytest
 import torch
 

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from genguard.cli import main
-from genguard.commands.detect import DetectTask
 from genguard.engines import MAX_TASK_RETRIES, BatchTask, ResultStream, run_batches
 
 ray = pytest.importorskip("ray")
