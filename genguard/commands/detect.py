@@ -1,8 +1,10 @@
 """`genguard detect` and `genguard detector train/eval`: per-image verdicts, forgery maps, detector training and evaluation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, NoReturn
