@@ -150,7 +150,7 @@ def main() -> None:
             rows += _batch_rows(args, files, tagged)
     if not args.skip_dp:
         rows += _dp_rows(args)
-    print(f"\n| work | engine | files/s or steps/s, median (min-max) |\n|---|---|---|")
+    print("\n| work | engine | files/s or steps/s, median (min-max) |\n|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2].strip()} |")
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")

@@ -54,11 +54,16 @@ class BatchTask:
         """The entry of a file whose processing raised (the command's own error shape)."""
         return {"path": path, "error": message}
 
+    def describe(self, path: str, exc: Exception) -> str:
+        """The one-line message of a file whose processing raised."""
+        from genguard.errors import one_line
+
+        return f"{path}: {self.name} failed: {exc.__class__.__name__}: {one_line(exc)}"
+
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         from genguard.detectors._io import json_safe
-        from genguard.errors import one_line
 
         index = [int(i) for i in batch["index"]]
         paths = [str(p) for p in batch["path"]]
@@ -67,7 +72,7 @@ class BatchTask:
             try:
                 entry = self.process(i, p)
             except Exception as exc:  # one file's failure is that file's error entry, never the batch's
-                entry = self.error_entry(p, f"{p}: {self.name} failed: {exc.__class__.__name__}: {one_line(exc)}")
+                entry = self.error_entry(p, self.describe(p, exc))
             out.append(json.dumps(json_safe(entry), allow_nan=False))
         return {"index": np.asarray(index, dtype=np.int64), "path": np.asarray(paths, dtype=object),
                 "result": np.asarray(out, dtype=object)}
@@ -334,21 +339,30 @@ def check_engine_options(engine: str, address: str | None, workers: int | None) 
         raise click.UsageError(f"{'--address' if address is not None else '--workers'} goes with --engine ray")
 
 
-def engine_options(f: Callable) -> Callable:
-    """``--engine``, ``--address``, ``--workers`` and ``--resume`` on a batch command."""
+def engine_options(f: Callable | None = None, *, resumable: bool = True) -> Callable:
+    """``--engine``, ``--address``, ``--workers`` on a batch command, plus ``--resume`` and ``--paths-from``
+    where its results stream (``resumable``)."""
     import click
 
-    f = click.option("--paths-from", "paths_from", type=click.Path(dir_okay=False), default=None, metavar="LIST",
-                     help="Also process the files listed in LIST: Parquet or CSV (column 'path', else the first) "
-                          "or text (one path a line).")(f)
-    f = click.option("--resume", is_flag=True,
-                     help="Skip the files already in the --json stream (FILE.jsonl, or FILE.partial.jsonl left by a "
-                          "stopped run) and append the rest; the earlier run must have used the same options.")(f)
-    f = click.option("--workers", type=click.IntRange(1, 4096), default=None,
-                     help="Ray workers (actors, one CPU each) [default: the cluster's CPUs].")(f)
-    f = click.option("--address", default=None, metavar="ADDR",
-                     help="Ray cluster to run on (e.g. ray://head:10001, or 'auto' on a cluster node) "
-                          "[default: a local Ray started for this run]. The files must be readable by its workers.")(f)
-    f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
-                     help="Where the per-file work runs: in this process, or on Ray (pip install 'genguard[scale]').")(f)
-    return f
+    def add(f: Callable) -> Callable:
+        if resumable:
+            f = click.option("--paths-from", "paths_from", type=click.Path(dir_okay=False), default=None,
+                             metavar="LIST",
+                             help="Also process the files listed in LIST: Parquet or CSV (column 'path', else the "
+                                  "first) or text (one path a line).")(f)
+            f = click.option("--resume", is_flag=True,
+                             help="Skip the files already in the --json stream (FILE.jsonl, FILE.partial.jsonl left "
+                                  "by a stopped run, or a finished FILE) and append the rest; the earlier run must "
+                                  "have used the same options.")(f)
+        f = click.option("--workers", type=click.IntRange(1, 4096), default=None,
+                         help="Ray workers (actors, one CPU each) [default: the cluster's CPUs].")(f)
+        f = click.option("--address", default=None, metavar="ADDR",
+                         help="Ray cluster to run on (e.g. ray://head:10001, or 'auto' on a cluster node) "
+                              "[default: a local Ray started for this run]. The files must be readable by its "
+                              "workers.")(f)
+        f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                         help="Where the per-file work runs: in this process, or on Ray "
+                              "(pip install 'genguard[scale]').")(f)
+        return f
+
+    return add(f) if f is not None else add

@@ -1,8 +1,6 @@
 """DP-SGD under torch.distributed (2 CPU processes, gloo): the accounting of one process, one noise draw per step."""
-import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -129,3 +127,13 @@ def test_shuffled_batches_are_refused_under_distributed(tmp_path):
     with pytest.raises(PrivacyError, match="genguard's engine"):
         distributed.check_supported(True, "opacus")
     assert [distributed.shard(7, r, 2).tolist() for r in range(2)] == [[0, 2, 4, 6], [1, 3, 5]]
+
+
+def test_cli_training_under_torchrun_is_refused_not_raced(tmp_path, capsys, monkeypatch):
+    from genguard.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--generator", "vae", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "examples/train_distributed.py" in err and not (tmp_path / "o").exists()

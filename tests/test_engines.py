@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from genguard.cli import main
-from genguard.commands.detect import DetectTask
 from genguard.engines import MAX_TASK_RETRIES, BatchTask, ResultStream, run_batches
 
 ray = pytest.importorskip("ray")
@@ -92,6 +91,16 @@ def test_verify_ray_equals_in_process(ray_session, folder, tmp_path, capsys):
     streamed = sorted((json.loads(l) for l in b.read_text().splitlines()), key=lambda r: r["path"])
     assert streamed == sorted(local, key=lambda r: r["path"])
     assert [r["verdict"] for r in local].count("intact") == 3 and any(r["verdict"] == "untagged" for r in local)
+    # tag on Ray: the same claim, watermark and manifest as tagging in process (verified the same way)
+    code, _, err = run(["tag", *files, "--out", tmp_path / "tagged_ray", "--generator", "g", "--run-id", "r1",
+                        "--engine", "ray", "--workers", "2", "--json", tmp_path / "t.json"], capsys)
+    assert code == 0, err
+    assert [r["file"] for r in json.loads((tmp_path / "t.json").read_text())["files"]] == [str(f) for f in files]
+    code, _, err = run(["verify", tmp_path / "tagged_ray", "--json", tmp_path / "c.json"], capsys)
+    ray_tagged = json.loads((tmp_path / "c.json").read_text())["files"]
+    key = lambda r: (Path(r["path"]).name, r["verdict"], r["generator"], r["made"], r["watermark"].get("found"))
+    assert [key(r) for r in ray_tagged] == [key(r) for r in local if "plain" not in r["path"]]
+    assert {r["run_id"] for r in ray_tagged} == {"r1"}
 
 
 class Light(BatchTask):

@@ -94,8 +94,14 @@ RUN_MARKERS = ("report.json", "report.html", "model", "samples")
 
 
 def _check_out(out: Path, markers: tuple[str, ...], overwrite: bool) -> None:
+    import os
+
     from genguard.generators._io import check_output_dir
 
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1"):
+        # every rank would write the same folder; distributed training is the Python API's (rank 0 saves)
+        raise PipelineError(f"WORLD_SIZE={os.environ['WORLD_SIZE']}: this command runs in one process; under "
+                            "torchrun train through the Python API (see examples/train_distributed.py)")
     check_output_dir(out, markers, overwrite, PipelineError)
 
 

@@ -13,19 +13,6 @@ from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, 
 from genguard.output import HelpGroup, echo, human_to_stderr, json_option, make_console, make_table, write_json
 
 
-def _progress(items, label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if len(items) < 20:
-        yield from items
-        return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as prog:
-        task = prog.add_task(label, total=len(items))
-        for it in items:
-            yield it
-            prog.advance(task)
-
-
 def _claim_from_ledger(ledger: str | None, generator: str | None, run_id: str | None) -> dict:
     """The manifest claim: flags first, then the ledger's run id / generator / DP budget, then defaults."""
     claim = {"generator": generator or "unknown", "run_id": run_id or uuid.uuid4().hex[:12], "private": False,
@@ -85,6 +72,37 @@ def _check_trust_anchor(path: Path) -> None:
         raise ProvenanceError(f"{path}: trust anchor is not valid PEM certificates ({str(exc).splitlines()[0]})") from None
 
 
+class TagTask(BatchTask):
+    """`genguard tag`'s per-batch work: the signing keys loaded once per worker, :func:`tag_file` per file."""
+
+    name = "tagging"
+
+    def __init__(self, claim: dict, cert: str | None = None, key: str | None = None, out_dir: str | None = None,
+                 watermark: bool = True, c2pa: bool = True, keys: KeyStore | None = None) -> None:
+        self.claim, self.out_dir, self.watermark, self.c2pa = claim, out_dir, watermark, c2pa
+        if keys is None:
+            keys = KeyStore(cert_chain=cert, key=key) if cert else (None if not c2pa else KeyStore.load_or_create())
+        self.keys = keys
+
+    def process(self, index: int, path: str) -> dict:
+        src = Path(path)
+        dest = Path(self.out_dir) / src.name if self.out_dir else None
+        written = tag_file(src, dest, claim=self.claim, keys=self.keys, watermark=self.watermark, c2pa=self.c2pa)
+        return {"file": str(src), "written": str(written),
+                "watermark": "off" if not self.watermark else _wm_status(written),
+                "manifest": "no" if not self.c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa")}
+
+    def describe(self, path: str, exc: Exception) -> str:
+        from genguard.errors import one_line, user_error_types
+
+        if isinstance(exc, user_error_types()):  # the reader's own one-line reason, which names the file
+            return one_line(exc)
+        return super().describe(path, exc)
+
+    def error_entry(self, path: str, message: str) -> dict:
+        return {"file": path, "error": message}
+
+
 class VerifyTask(BatchTask):
     """`genguard verify`'s per-batch work: :func:`verify_file` on each file (it never raises for a bad file)."""
 
@@ -142,8 +160,11 @@ def register(group: click.Group) -> None:
                   help="Privacy ledger JSON of the run: its epsilon/delta and SHA-256 go into the manifest.")
     @json_option("Write what was tagged (file, written, watermark, manifest, run id) as JSON to FILE "
                  "('-': standard output).")
-    def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger, json_out) -> int:
+    @engine_options(resumable=False)
+    def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger, json_out,
+            engine, address, workers) -> int:
         """Attach provenance: watermark images and embed a signed C2PA manifest, or write a .c2pa sidecar."""
+        check_engine_options(engine, address, workers)
 
         if bool(cert) != bool(key_file):
             raise click.UsageError("--cert and --key go together")
@@ -161,16 +182,34 @@ def register(group: click.Group) -> None:
                     raise ProvenanceError(f"{f}: same name as {seen[name]}; both would be written to "
                                           f"{Path(out_dir) / name} (tag them into different --out folders)")
                 seen[name] = f
+        options = {"claim": claim, "cert": cert, "key": key_file, "out_dir": out_dir,
+                   "watermark": not no_watermark, "c2pa": not no_c2pa}
+        by_index: dict[int, dict] = {}
+        failed: list[str] = []
+        from genguard.detectors._io import progress_bar
+
+        with progress_bar("tagging", total=len(files), enabled=len(files) >= 20) as advance:
+            def on_result(i: int, path: str, line: str) -> None:
+                import json
+
+                row = json.loads(line)
+                if row.get("error"):
+                    if engine == "local":  # in process, the first file that cannot be tagged stops the run
+                        raise ProvenanceError(row["error"])
+                    failed.append(row["error"])
+                by_index[i] = row
+                advance(1)
+
+            missing = run_batches(TagTask, options, list(enumerate(files)), on_result, engine=engine,
+                                  workers=workers, address=address, local_task=TagTask(keys=keys, **options))
+        failed += [f"{files[i]}: not tagged: its Ray worker died on it" for i in missing]
+        if failed:
+            more = f" (and {len(failed) - 1} more); the other files were tagged" if len(failed) > 1 else \
+                "; the other files were tagged"
+            raise ProvenanceError(failed[0] + more)
         table = make_table("file", "written", "watermark", "manifest")
-        rows = []
-        for f in _progress(list(files), "tagging"):
-            src = Path(f)
-            dest = Path(out_dir) / src.name if out_dir else None
-            written = tag_file(src, dest, claim=claim, keys=keys, watermark=not no_watermark, c2pa=not no_c2pa)
-            row = {"file": str(src), "written": str(written),
-                   "watermark": "off" if no_watermark else _wm_status(written),
-                   "manifest": "no" if no_c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa")}
-            rows.append(row)
+        rows = [by_index[i] for i in range(len(files))]
+        for row in rows:
             table.add_row(*row.values())
         make_console(stderr=human_to_stderr(json_out)).print(table)
         echo(json_out)(f"run id: {claim['run_id']}")
