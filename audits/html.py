@@ -57,7 +57,7 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 {% for m in ['fid_local','kid_local','precision','recall','density','coverage','alpha_precision','beta_recall','authenticity'] %}
 {% set v = fidelity.get(m) %}<tr><td>{{ m }}</td><td>{{ fmt(v.value if v else None) }}</td><td>{{ ci(v) }}</td></tr>{% endfor %}
 </table>
-{% if fidelity.fid_local.baseline_holdout_vs_train is defined %}<p class="note">fid_local of the real holdout vs train (reference level): {{ fmt(fidelity.fid_local.baseline_holdout_vs_train) }}</p>{% endif %}
+{% if fidelity.fid_local.baseline_reference_holdout_vs_train is defined %}<p class="note">fid_local of the real holdout vs train (reference level): {{ fmt(fidelity.fid_local.baseline_reference_holdout_vs_train) }}</p>{% endif %}
 {% if img_prdc %}<img alt="precision recall density coverage" src="data:image/png;base64,{{ img_prdc }}">{% endif %}
 {% set dv = fidelity.get('diversity') or {} %}
 <h3>Diversity against real data's own level</h3>
@@ -76,6 +76,28 @@ The gate reads the lower end of the interval (Wilson bounds of both shares combi
 <tr><td>generated items</td>{% for c, v in wc.per_class.items() %}<td>{{ v.n_generated }}</td>{% endfor %}</tr></table>
 {% elif wc.get('reason') %}<p class="note">Within-class spread not computed: {{ wc.reason }}</p>{% endif %}
 {% elif dv.get('reason') %}<p class="note">Not computed: {{ dv.reason }}</p>{% endif %}
+{% elif (fidelity.get('diversity') or {}).get('tokens_per_text') or fidelity.get('columns') %}
+{% set dv = fidelity.get('diversity') or {} %}
+{% if dv.get('tokens_per_text') %}<h3>Text diversity against real text's own level</h3>
+<p class="note">{{ dv.reference_note }}: {{ dv.matched_texts }} texts of {{ dv.tokens_per_text }} tokens each ({{ dv.subsets }} subset(s)). 1 = as diverse as real text; the gate reads the lower end of the interval.</p>
+<table><tr><th>figure</th><th>gated value (lower end)</th><th>point</th><th>interval</th><th>generated</th><th>real</th></tr>
+{% for m in ['self_bleu_relative', 'distinct_1_relative', 'distinct_2_relative'] %}{% set v = dv.get(m) or {} %}
+<tr><td>{{ m }}</td><td>{{ fmt(v.get('value')) }}</td><td>{{ fmt(v.get('point')) }}</td><td>{{ ci(v) }}</td><td>{{ fmt(v.get('generated')) }}</td><td>{{ fmt(v.get('reference')) }}</td></tr>{% endfor %}
+</table><p class="note">self_bleu_relative: (1 − self-BLEU of the generated texts) / (1 − self-BLEU of real texts); distinct-n: share of distinct n-grams, counted on as many n-grams in both sets.</p>{% endif %}
+{% if fidelity.get('perplexity_local') %}<p>perplexity_local {{ fmt(fidelity.perplexity_local.value) }} (real held-out text: {{ fmt(fidelity.perplexity_local.baseline_reference_holdout) }}); self-BLEU {{ fmt((fidelity.self_bleu or {}).get('value')) }}.</p>{% endif %}
+{% set cols = fidelity.get('columns') or {} %}
+{% if cols.get('per_column') %}<h3>Table fidelity against real data's own level</h3>
+<p class="note">{{ fidelity.reference_note }}; compared at {{ fidelity.matched_size }} rows ({{ fidelity.subsets }} subset(s)). {{ cols.measure }}.</p>
+<table><tr><th>figure</th><th>gated value</th><th>point</th><th>interval</th></tr>
+<tr><td>worst column excess ({{ cols.max_excess.column }})</td><td>{{ fmt(cols.max_excess.value) }}</td><td>{{ fmt(cols.max_excess.value) }}</td><td></td></tr>
+<tr><td>mean column excess</td><td>{{ fmt(cols.mean_excess.value) }}</td><td>{{ fmt(cols.mean_excess.point) }}</td><td>{{ ci(cols.mean_excess) }}</td></tr>
+{% set pr = fidelity.get('pairs') or {} %}{% if pr.get('mean_excess') %}<tr><td>mean pair excess</td><td>{{ fmt(pr.mean_excess.value) }}</td><td>{{ fmt(pr.mean_excess.point) }}</td><td>{{ ci(pr.mean_excess) }}</td></tr>{% endif %}
+</table>
+<table><tr><th>column</th>{% for c in cols.per_column %}<th>{{ c }}</th>{% endfor %}</tr>
+<tr><td>distance to train</td>{% for c, v in cols.per_column.items() %}<td>{{ fmt(v.distance) }}</td>{% endfor %}</tr>
+<tr><td>real holdout's</td>{% for c, v in cols.per_column.items() %}<td>{{ fmt(v.reference) }}</td>{% endfor %}</tr>
+<tr><td>excess</td>{% for c, v in cols.per_column.items() %}<td>{{ fmt(v.excess) }}</td>{% endfor %}</tr></table>
+{% if pr.get('worst') %}<p class="note">{{ pr.measure }}. Pairs furthest from the real level: {% for w in pr.worst %}{{ w.pair|join('–') }} ({{ fmt(w.excess) }}){% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}{% endif %}
 {% elif fidelity.get('reason') %}<p class="note">Not computed: {{ fidelity.reason }}</p>
 {% else %}<pre>{{ dumps(fidelity) }}</pre>{% endif %}
 {% for w in fidelity.get('warnings', []) %}<p class="warn">⚠ {{ w }}</p>{% endfor %}

@@ -49,7 +49,13 @@ DEFAULT_POLICY: dict[str, Any] = {
                      "false_copy_rate": 0.001},
     "text": {"domains": None, "samples_per_prompt": 1, "min_effect": 0.1},
     "tabular": {"group": "sex", "target": "target"},
-    "gates": {
+    "gates": None,  # the image gates (set below); load_policy gives the audited modality's DEFAULT_GATES
+}
+
+#: The default gates of each modality (a policy's ``gates`` replace them). Text and table diversity are
+#: relative to real data's own level, like the image figures; see the README for each threshold.
+DEFAULT_GATES: dict[str, dict[str, dict[str, float]]] = {
+    "image": {
         "bias.flagged_count": {"max": 0},
         "memorization.near_duplicate_rate": {"max": 0.01},
         "memorization.exact_duplicate_count": {"max": 0},
@@ -60,13 +66,34 @@ DEFAULT_POLICY: dict[str, Any] = {
         "fidelity.diversity.within_class.min_ratio": {"min": 0.5},
         "privacy.epsilon": {"max": 10.0},
     },
+    "text": {
+        "bias.flagged_count": {"max": 0},
+        # 1 = as diverse as real text at the same length and count; lower ends of their intervals
+        "fidelity.diversity.self_bleu_relative": {"min": 0.5},
+        "fidelity.diversity.distinct_1_relative": {"min": 0.5},
+        "fidelity.diversity.distinct_2_relative": {"min": 0.5},
+        "privacy.epsilon": {"max": 10.0},
+    },
+    "tabular": {
+        "bias.flagged_count": {"max": 0},
+        "memorization.near_duplicate_rate": {"max": 0.01},
+        "memorization.exact_duplicate_count": {"max": 0},
+        # distance to the training table beyond the real holdout's (0 = as close as unseen real rows)
+        "fidelity.columns.max_excess": {"max": 0.25},
+        "fidelity.columns.mean_excess": {"max": 0.1},
+        "fidelity.pairs.mean_excess": {"max": 0.1},
+        "privacy.epsilon": {"max": 10.0},
+    },
 }
+DEFAULT_POLICY["gates"] = copy.deepcopy(DEFAULT_GATES["image"])
 
 #: Allowed threshold range of the gates whose metric has a known range: a threshold outside it can never
 #: (or always) pass and is a mistake. Shares live in [0, 1]; figures relative to real data in [0, 10].
 GATE_RANGES: dict[str, tuple[float, float]] = {
     **{f"fidelity.{m}": (0.0, 1.0) for m in ("precision", "recall", "coverage")},
-    **{f"fidelity.diversity.{m}": (0.0, 10.0) for m in ("recall_relative", "coverage_relative")},
+    **{f"fidelity.diversity.{m}": (0.0, 10.0) for m in ("recall_relative", "coverage_relative", "self_bleu_relative",
+                                                         "distinct_1_relative", "distinct_2_relative")},
+    **{f"fidelity.{m}": (0.0, 1.0) for m in ("columns.max_excess", "columns.mean_excess", "pairs.mean_excess")},
     "fidelity.diversity.within_class.min_ratio": (0.0, 10.0),
     "memorization.near_duplicate_rate": (0.0, 1.0),
     "memorization.exact_duplicate_count": (0.0, float("inf")),
@@ -122,14 +149,21 @@ def _safe_yaml(text: str, source: str) -> Any:
         raise AuditError(f"{source}: policy YAML nested too deeply") from None
 
 
-def load_policy(policy: Any = None) -> dict[str, Any]:
+def load_policy(policy: Any = None, modality: str = "image") -> dict[str, Any]:
     """Defaults merged with a dict or a YAML file; raises :class:`AuditError` naming the file on bad input.
+
+    A policy that states no ``gates`` gets the default gates of ``modality``
+    (``DEFAULT_GATES``: image, text or tabular).
 
     Every setting is type- and range-checked here, before anything is computed
     or allocated with it.
     """
+    if modality not in DEFAULT_GATES:
+        raise AuditError(f"no default gates for modality {modality!r}; known: {sorted(DEFAULT_GATES)}")
     if policy is None:
-        return copy.deepcopy(DEFAULT_POLICY)
+        out = copy.deepcopy(DEFAULT_POLICY)
+        out["gates"] = copy.deepcopy(DEFAULT_GATES[modality])
+        return out
     source = "policy"
     if isinstance(policy, (str, os.PathLike)):
         from genguard.generators._io import read_text_bounded
@@ -152,6 +186,8 @@ def load_policy(policy: Any = None) -> dict[str, Any]:
         raise AuditError(f"{source}: gates must map a metric path to {{max: x}} or {{min: x}}, "
                          f"got {type(policy['gates']).__name__}")
     merged = _merge(DEFAULT_POLICY, policy)
+    if "gates" not in policy:
+        merged["gates"] = copy.deepcopy(DEFAULT_GATES[modality])
     _validate(merged, source)
     return merged
 

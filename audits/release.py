@@ -95,13 +95,28 @@ class AuditReport:
             return "n/a" if v is None else fmt.format(v)
 
         fid = d["fidelity"] if isinstance(d["fidelity"], Mapping) else {}
-        rows.append(("fid_local (not Inception FID)", num(fid.get("fid_local"), "{:.2f}")))
-        rows.append(("precision / coverage", f"{num(fid.get('precision'))} / {num(fid.get('coverage'))}"))
         div = fid.get("diversity") if isinstance(fid.get("diversity"), Mapping) else {}
-        wc = div.get("within_class") if isinstance(div.get("within_class"), Mapping) else {}
-        rows.append(("diversity vs real (recall / coverage / within-class; 1 = real)",
-                     f"{num(div.get('recall_relative'))} / {num(div.get('coverage_relative'))} / "
-                     f"{num(wc.get('min_ratio'))}"))
+        modality = (d.get("generator") or {}).get("modality")
+        if modality == "text":
+            rows.append(("perplexity_local (real held-out text)",
+                         f"{num(fid.get('perplexity_local'), '{:.1f}')} "
+                         f"({num((fid.get('perplexity_local') or {}).get('baseline_reference_holdout'), '{:.1f}')})"))
+            rows.append(("diversity vs real (self-BLEU / distinct-1 / distinct-2; 1 = real)",
+                         f"{num(div.get('self_bleu_relative'))} / {num(div.get('distinct_1_relative'))} / "
+                         f"{num(div.get('distinct_2_relative'))}"))
+        elif modality == "tabular":
+            cols = fid.get("columns") if isinstance(fid.get("columns"), Mapping) else {}
+            pairs = fid.get("pairs") if isinstance(fid.get("pairs"), Mapping) else {}
+            rows.append(("fidelity vs real (worst column / mean column / pairs; 0 = real)",
+                         f"{num(cols.get('max_excess'))} / {num(cols.get('mean_excess'))} / "
+                         f"{num(pairs.get('mean_excess'))}"))
+        else:
+            rows.append(("fid_local (not Inception FID)", num(fid.get("fid_local"), "{:.2f}")))
+            rows.append(("precision / coverage", f"{num(fid.get('precision'))} / {num(fid.get('coverage'))}"))
+            wc = div.get("within_class") if isinstance(div.get("within_class"), Mapping) else {}
+            rows.append(("diversity vs real (recall / coverage / within-class; 1 = real)",
+                         f"{num(div.get('recall_relative'))} / {num(div.get('coverage_relative'))} / "
+                         f"{num(wc.get('min_ratio'))}"))
         b = d["bias"] if isinstance(d["bias"], Mapping) else {}
         if b.get("value", 0) is not None:
             rows.append(("bias: total variation", num(b.get("total_variation"))))
@@ -266,9 +281,9 @@ class ReleaseAudit:
 
         from genguard.audits.bias import representation, resolve_expected
         from genguard.audits.memorization import memorization_section
-        from genguard.audits.tabular import tabular_fairness
+        from genguard.audits.tabular import table_fidelity, tabular_fairness
 
-        policy = load_policy(self.policy)
+        policy = load_policy(self.policy, modality="tabular")
         alpha = float(policy["level"])
         group = group or policy["tabular"]["group"]
         target = target or policy["tabular"]["target"]
@@ -303,8 +318,10 @@ class ReleaseAudit:
             bias["flagged_count"] = len(bias["flagged"])
             bias["fairness"] = {k: v for k, v in fair.items() if k != "subgroup_marginals"}
             data["bias"] = bias
-            data["fidelity"] = {"subgroup_marginals": fair["subgroup_marginals"],
-                                "note": "two-sample Kolmogorov-Smirnov statistic per column within each group"}
+            data["fidelity"] = {**table_fidelity(synthetic, train, holdout, seed=self.seed, alpha=alpha),
+                                "subgroup_marginals": fair["subgroup_marginals"],
+                                "note": "subgroup_marginals: two-sample Kolmogorov-Smirnov statistic per column "
+                                        "within each group"}
             advance(1, "bias")
             cols = list(train.columns)
             mu, sd = train[cols].to_numpy(float).mean(0), train[cols].to_numpy(float).std(0) + 1e-12
@@ -329,9 +346,9 @@ class ReleaseAudit:
         from genguard.generators.base import progress_bar
 
         from genguard.audits.text_bias import TextBiasAudit
-        from genguard.audits.text_fidelity import text_fidelity, verbatim_copies
+        from genguard.audits.text_fidelity import text_diversity, text_fidelity, verbatim_copies
 
-        policy = load_policy(self.policy)
+        policy = load_policy(self.policy, modality="text")
         alpha = float(policy["level"])
         texts = [str(t) for t in texts]
         if not texts:
@@ -344,6 +361,7 @@ class ReleaseAudit:
         self._common(data, ledger, generator_info, provenance, detection, len(texts), "text", privacy_evidence)
         with progress_bar("auditing text", total=3, enabled=progress) as advance:
             data["fidelity"] = text_fidelity(texts, ref, seed=self.seed)
+            data["fidelity"]["diversity"] = text_diversity(texts, ref, seed=self.seed, alpha=alpha)
             advance(1, "fidelity")
             if generate is not None:
                 tp = policy.get("text") or {}
@@ -395,7 +413,7 @@ class ReleaseAudit:
         fid = frechet_distance(fr, ff)
         if holdout is not None:
             base = frechet_distance(fr, ext.features(holdout.x))
-            fid["baseline_holdout_vs_train"] = base.get("value")
+            fid["baseline_reference_holdout_vs_train"] = base.get("value")
             fid["baseline_note"] = ("fid_local of the real holdout split against the train split: the level a perfect "
                                     "generator would reach at the holdout's sample size")
         out["fid_local"] = fid

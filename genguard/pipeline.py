@@ -383,12 +383,26 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         return str(v)
 
     rows = [
-        ("privacy ε (δ)", f"{fmt(get('privacy.epsilon'))} ({fmt(get('privacy.delta'), 'g')})" if get("privacy.epsilon") is not None else "not private"),
+        ("privacy ε (δ)", f"{fmt(get('privacy.epsilon'))} ({fmt(get('privacy.delta'), 'g')})" if get("privacy.epsilon") is not None else "not private")]
+    modality = get("generator.modality")
+    if modality == "text":
+        rows += [("perplexity_local (real held-out text)",
+                  f"{fmt(get('fidelity.perplexity_local'), '.1f')} ({fmt(get('fidelity.perplexity_local.baseline_reference_holdout'), '.1f')})"),
+                 ("diversity vs real (self-BLEU / distinct-1 / distinct-2)",
+                  f"{fmt(get('fidelity.diversity.self_bleu_relative'))} / {fmt(get('fidelity.diversity.distinct_1_relative'))} / "
+                  f"{fmt(get('fidelity.diversity.distinct_2_relative'))} (1 = real text)")]
+    elif modality == "tabular":
+        rows += [("fidelity vs real (worst column / mean column / pairs)",
+                  f"{fmt(get('fidelity.columns.max_excess'))} / {fmt(get('fidelity.columns.mean_excess'))} / "
+                  f"{fmt(get('fidelity.pairs.mean_excess'))} (0 = real data)")]
+    else:
+        rows += [
         ("fid_local (local features; not Inception FID)", fmt(get("fidelity.fid_local"))),
         ("precision / recall", f"{fmt(get('fidelity.precision'))} / {fmt(get('fidelity.recall'))}"),
         ("diversity vs real (recall / coverage / within-class)",
          f"{fmt(get('fidelity.diversity.recall_relative'))} / {fmt(get('fidelity.diversity.coverage_relative'))} / "
-         f"{fmt(get('fidelity.diversity.within_class.min_ratio'))} (1 = real data)"),
+         f"{fmt(get('fidelity.diversity.within_class.min_ratio'))} (1 = real data)")]
+    rows += [
         ("bias: total variation (p-value)", f"{fmt(get('bias.total_variation'))} ({fmt(get('bias.p_value'), '.3g')})"),
         ("bias: flagged groups", ", ".join(map(str, get("bias.flagged") or [])) or "none"),
         ("memorization: near-duplicate rate", fmt(get("memorization.near_duplicate_rate"))),
