@@ -76,31 +76,12 @@ The gate reads the lower end of the interval (Wilson bounds of both shares combi
 <tr><td>generated items</td>{% for c, v in wc.per_class.items() %}<td>{{ v.n_generated }}</td>{% endfor %}</tr></table>
 {% elif wc.get('reason') %}<p class="note">Within-class spread not computed: {{ wc.reason }}</p>{% endif %}
 {% elif dv.get('reason') %}<p class="note">Not computed: {{ dv.reason }}</p>{% endif %}
-{% elif (fidelity.get('diversity') or {}).get('tokens_per_text') or fidelity.get('columns') %}
-{% set dv = fidelity.get('diversity') or {} %}
-{% if dv.get('tokens_per_text') %}<h3>Text diversity against real text's own level</h3>
-<p class="note">{{ dv.reference_note }}: {{ dv.matched_texts }} texts of {{ dv.tokens_per_text }} tokens each ({{ dv.subsets }} subset(s)). 1 = as diverse as real text; the gate reads the lower end of the interval.</p>
-<table><tr><th>figure</th><th>gated value (lower end)</th><th>point</th><th>interval</th><th>generated</th><th>real</th></tr>
-{% for m in ['self_bleu_relative', 'distinct_1_relative', 'distinct_2_relative'] %}{% set v = dv.get(m) or {} %}
-<tr><td>{{ m }}</td><td>{{ fmt(v.get('value')) }}</td><td>{{ fmt(v.get('point')) }}</td><td>{{ ci(v) }}</td><td>{{ fmt(v.get('generated')) }}</td><td>{{ fmt(v.get('reference')) }}</td></tr>{% endfor %}
-</table><p class="note">self_bleu_relative: (1 − self-BLEU of the generated texts) / (1 − self-BLEU of real texts); distinct-n: share of distinct n-grams, counted on as many n-grams in both sets.</p>{% endif %}
+{% elif fidelity.get('perplexity_local') or fidelity.get('columns') %}
 {% if fidelity.get('perplexity_local') %}<p>perplexity_local {{ fmt(fidelity.perplexity_local.value) }} (real held-out text: {{ fmt(fidelity.perplexity_local.baseline_reference_holdout) }}); self-BLEU {{ fmt((fidelity.self_bleu or {}).get('value')) }}.</p>{% endif %}
-{% set cols = fidelity.get('columns') or {} %}
-{% if cols.get('per_column') %}<h3>Table fidelity against real data's own level</h3>
-<p class="note">{{ fidelity.reference_note }}; compared at {{ fidelity.matched_size }} rows ({{ fidelity.subsets }} subset(s)). {{ cols.measure }}.</p>
-<table><tr><th>figure</th><th>gated value</th><th>point</th><th>interval</th></tr>
-<tr><td>worst column excess ({{ cols.max_excess.column }})</td><td>{{ fmt(cols.max_excess.value) }}</td><td>{{ fmt(cols.max_excess.value) }}</td><td></td></tr>
-<tr><td>mean column excess</td><td>{{ fmt(cols.mean_excess.value) }}</td><td>{{ fmt(cols.mean_excess.point) }}</td><td>{{ ci(cols.mean_excess) }}</td></tr>
-{% set pr = fidelity.get('pairs') or {} %}{% if pr.get('mean_excess') %}<tr><td>mean pair excess</td><td>{{ fmt(pr.mean_excess.value) }}</td><td>{{ fmt(pr.mean_excess.point) }}</td><td>{{ ci(pr.mean_excess) }}</td></tr>{% endif %}
-</table>
-<table><tr><th>column</th>{% for c in cols.per_column %}<th>{{ c }}</th>{% endfor %}</tr>
-<tr><td>distance to train</td>{% for c, v in cols.per_column.items() %}<td>{{ fmt(v.distance) }}</td>{% endfor %}</tr>
-<tr><td>real holdout's</td>{% for c, v in cols.per_column.items() %}<td>{{ fmt(v.reference) }}</td>{% endfor %}</tr>
-<tr><td>excess</td>{% for c, v in cols.per_column.items() %}<td>{{ fmt(v.excess) }}</td>{% endfor %}</tr></table>
-{% if pr.get('worst') %}<p class="note">{{ pr.measure }}. Pairs furthest from the real level: {% for w in pr.worst %}{{ w.pair|join('–') }} ({{ fmt(w.excess) }}){% if not loop.last %}, {% endif %}{% endfor %}.</p>{% endif %}{% endif %}
 {% elif fidelity.get('reason') %}<p class="note">Not computed: {{ fidelity.reason }}</p>
 {% else %}<pre>{{ dumps(fidelity) }}</pre>{% endif %}
 {% for w in fidelity.get('warnings', []) %}<p class="warn">⚠ {{ w }}</p>{% endfor %}
+{% for block in section_html %}{{ block }}{% endfor %}
 
 <h2>Memorization</h2>
 {% if memorization.get('near_duplicate_rate') is not none %}
@@ -290,8 +271,19 @@ def _ci(v: Any) -> str:
     return ""
 
 
+def render_block(template: str, **values: Any) -> Any:
+    """An HTML fragment of a section's own (autoescaped jinja2 ``template``), marked safe for the page."""
+    import jinja2
+    import markupsafe
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    return markupsafe.Markup(env.from_string(template).render(fmt=_fmt, ci=_ci, **values))
+
+
 def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
     import jinja2
+
+    from genguard.audits.sections import MODALITIES, sections_for
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     tmpl = env.from_string(_TEMPLATE)
@@ -304,7 +296,9 @@ def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
         return v if isinstance(v, Mapping) else {}
 
     failed = ", ".join(g["name"] for g in data["gates"] if g["passed"] is False)
-    return tmpl.render(
+    modality = gen.get("modality") if gen.get("modality") in MODALITIES else "image"
+    section_html = [b for b in (s.html(data, artefacts) for s in sections_for(modality)) if b]
+    return tmpl.render(section_html=section_html,
         data=data, meta=data.get("meta", {}), gates=data["gates"], passed=not failed, failed=failed,
         gen_name=gen.get("name"), n_samples=gen.get("n_samples"),
         bias=_sec("bias"), fidelity=_sec("fidelity"), memorization=_sec("memorization"), privacy=_sec("privacy"),

@@ -57,7 +57,7 @@ def _text_audit(texts, pydoc):
     return ReleaseAudit(seed=0).run_text(texts, train, holdout, progress=False)
 
 
-def test_real_text_passes_and_a_collapsed_text_generator_fails(pydoc):
+def test_real_text_passes_and_a_collapsed_text_generator_fails(pydoc, tmp_path):
     train, holdout = pydoc
     real = _text_audit(holdout, pydoc)
     g = _gates(real)
@@ -74,10 +74,13 @@ def test_real_text_passes_and_a_collapsed_text_generator_fails(pydoc):
     assert not bad.passed and set(TEXT_GATES) <= {x["name"] for x in bad.failed_gates}
     rows = dict(bad.summary_rows())
     assert any(k.startswith("diversity vs real (self-BLEU") for k in rows)
+    _, html = bad.write(tmp_path)
+    page = html.read_text()
+    assert "Text diversity against real text" in page and "distinct_2_relative" in page
 
 
 def test_text_diversity_is_compared_at_the_same_length_and_count(pydoc):
-    from genguard.audits.text_fidelity import text_diversity
+    from genguard.audits.text_diversity import text_diversity
 
     train, holdout = pydoc
     # the same real passages cut to a fifth of their length, and given twice as many times as the reference has:
@@ -93,6 +96,10 @@ def test_text_diversity_is_compared_at_the_same_length_and_count(pydoc):
     assert rep["self_bleu_relative"]["point"] == pytest.approx(0.0, abs=1e-9)
     assert rep["distinct_2_relative"]["point"] < 0.1
     assert text_diversity(["a b"] * 3, train)["value"] is None  # too few texts: said so, not guessed
+    # one template with a number varied: no two texts are equal, yet few distinct words
+    templ = text_diversity([f"Generated sentence number {i} about lists and tuples." for i in range(100)],
+                           train + holdout)
+    assert templ["distinct_1_relative"]["value"] < 0.5 and templ["distinct_2_relative"]["value"] < 0.5
 
 
 # --------------------------------------------------------------------------------------
@@ -107,7 +114,7 @@ def _table_audit(synthetic, diabetes):
                                            progress=False, privacy_evidence=skip_mi)
 
 
-def test_real_rows_pass_and_a_collapsed_table_generator_fails(diabetes):
+def test_real_rows_pass_and_a_collapsed_table_generator_fails(diabetes, tmp_path):
     train, holdout = diabetes
     real = _gates(_table_audit(holdout, diabetes))
     for name in TABLE_GATES:
@@ -126,6 +133,10 @@ def test_real_rows_pass_and_a_collapsed_table_generator_fails(diabetes):
     assert g["fidelity.pairs.mean_excess"]["passed"] is False
     assert g["memorization.exact_duplicate_count"]["passed"] is True
     assert not rep.passed
+    _, html = rep.write(tmp_path)
+    page = html.read_text()
+    assert "Table fidelity against real data" in page and "worst column excess" in page
+    assert page.count("<th>bmi</th>") >= 1
 
 
 def test_independent_columns_fail_only_the_pairwise_gate(diabetes):
