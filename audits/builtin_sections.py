@@ -189,12 +189,12 @@ class ImageFidelitySection(AuditSection):
         k = int(policy["fidelity"].get("prdc_k", 5))
         pr = prdc(fr, ff, k=k)
         for m in ("precision", "recall", "density", "coverage"):
-            out[m] = {"value": None, "reason": pr["reason"]} if pr.get("value", 0) is None else pr[m]
+            out[m] = {k: pr[k] for k in ("value", "reason", "code") if k in pr} if pr.get("value", 0) is None else pr[m]
         if pr.get("value", 0) is not None:
             out["prdc_k"] = pr["k"]
         ab = alpha_beta_authenticity(fr, ff)
         for m in ("alpha_precision", "beta_recall", "authenticity"):
-            out[m] = {"value": None, "reason": ab["reason"]} if ab.get("value", 0) is None else ab[m]
+            out[m] = {k: ab[k] for k in ("value", "reason", "code") if k in ab} if ab.get("value", 0) is None else ab[m]
         if ab.get("value", 0) is not None:
             out["alpha_beta_embedding"] = ab["embedding"]
         if holdout is not None:

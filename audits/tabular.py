@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from genguard.audits import AuditError
+from genguard.audits.sections import Reason, missing
 
 
 def _check_frame(df: Any, name: str, columns: list[str]) -> None:
@@ -72,7 +73,7 @@ def subgroup_marginals(synthetic: Any, real: Any, group: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"share_real": float(len(r) / len(real)), "share_synthetic": float(len(s) / len(synthetic)),
                                  "n_real": int(len(r)), "n_synthetic": int(len(s))}
         if len(s) < 2:
-            entry["columns"] = {"value": None, "reason": f"only {len(s)} synthetic rows in this group"}
+            entry["columns"] = missing(Reason.TOO_FEW_SAMPLES, f"only {len(s)} synthetic rows in this group")
         else:
             ks = {}
             for c in cols:
@@ -95,7 +96,7 @@ def _fit_eval(train: Any, test: Any, features: list[str], target: str, threshold
 
     y_tr = (train[target].to_numpy(float) > threshold).astype(int)
     if len(np.unique(y_tr)) < 2:
-        return {"value": None, "reason": "training table has only one outcome class after binarising"}
+        return missing(Reason.DEGENERATE_REFERENCE, "the training table has only one outcome class after binarising")
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     model.fit(train[features].to_numpy(float), y_tr)
     y = (test[target].to_numpy(float) > threshold).astype(int)
@@ -252,7 +253,7 @@ def table_fidelity(synthetic: Any, train: Any, holdout: Any, *, seed: int = 0, r
     s = synthetic[cols].to_numpy(float)
     m = min(len(s), len(h))
     if m < 5 or len(cols) < 1:
-        return {"value": None, "reason": f"needs at least 5 synthetic and 5 holdout rows (have {len(s)}, {len(h)})"}
+        return missing(Reason.TOO_FEW_SAMPLES, f"needs at least 5 synthetic and 5 holdout rows (have {len(s)}, {len(h)})")
     categorical = [len(np.unique(r[:, i])) <= CATEGORICAL_MAX_LEVELS for i in range(len(cols))]
     rng = np.random.default_rng(seed)
 
@@ -311,7 +312,7 @@ def table_fidelity(synthetic: Any, train: Any, holdout: Any, *, seed: int = 0, r
                                    "variation of the contingency table for two categorical columns), against "
                                    "the real training table"}
     else:
-        out["pairs"] = {"value": None, "reason": "the table has one column: no pairs"}
+        out["pairs"] = missing(Reason.TOO_FEW_SAMPLES, "the table has one column: no pairs")
     if m < 100:
         out["warnings"] = [f"compared at {m} rows (the holdout's size): column distances carry noise of about "
                            f"{1.36 / np.sqrt(m):.2f} (KS at 95%), read the intervals"]

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from genguard.audits.sections import AuditContext, AuditSection, Gate, register_section, row
+from genguard.audits.sections import AuditContext, AuditSection, Gate, Reason, missing, register_section, row
 from genguard.audits.text_fidelity import self_bleu, tokenize
 
 
@@ -61,11 +61,11 @@ def text_diversity(generated: Sequence[str], reference: Sequence[str], *, seed: 
     ref = [t for t in ref if t]
     m = min(len(gen), len(ref), max_texts)
     if m < 4:
-        return {"value": None, "reason": f"needs at least 4 non-empty generated and real texts (have {len(gen)}, "
+        return {**missing(Reason.TOO_FEW_SAMPLES), "reason": f"{Reason.TOO_FEW_SAMPLES.sentence}: needs at least 4 non-empty generated and real texts (have {len(gen)}, "
                                          f"{len(ref)})"}
     length = int(min(np.median([len(t) for t in gen]), np.median([len(t) for t in ref]), max_tokens))
     if length < min_tokens:
-        return {"value": None, "reason": f"the texts are too short to compare ({length} tokens at the median; "
+        return {**missing(Reason.TOO_SMALL), "reason": f"{Reason.TOO_SMALL.sentence}: the texts are too short to compare ({length} tokens at the median; "
                                          f"needs {min_tokens})"}
     rng = np.random.default_rng(seed)
 
@@ -112,8 +112,7 @@ def text_diversity(generated: Sequence[str], reference: Sequence[str], *, seed: 
     r_hi = float(np.mean([c[1] for c in sb_ci["reference"]]))
     r_lo = float(np.mean([c[0] for c in sb_ci["reference"]]))
     if r_sb >= 1.0:
-        out["self_bleu_relative"] = {"value": None, "reason": "the real texts repeat each other (self-BLEU 1): "
-                                                              "no reference level"}
+        out["self_bleu_relative"] = missing(Reason.DEGENERATE_REFERENCE, "the real texts repeat each other (self-BLEU 1)")
     else:
         lo = max(0.0, 1 - min(g_hi, 1.0)) / max(1 - max(r_lo, 0.0), 1e-12)
         hi = max(0.0, 1 - max(g_lo, 0.0)) / max(1 - min(r_hi, 1.0), 1e-12)
@@ -132,7 +131,7 @@ def text_diversity(generated: Sequence[str], reference: Sequence[str], *, seed: 
             if rd > 0:
                 ratios.append(_distinct(gs, n, b) / rd)
         if r <= 0 or not ratios:
-            out[f"distinct_{n}_relative"] = {"value": None, "reason": f"the real texts have no {n}-grams"}
+            out[f"distinct_{n}_relative"] = missing(Reason.DEGENERATE_REFERENCE, f"the real texts have no {n}-grams")
             continue
         ci = [float(np.quantile(ratios, alpha / 2)), float(np.quantile(ratios, 1 - alpha / 2))]
         out[f"distinct_{n}_relative"] = {"value": float(min(ci[0], g / r)), "point": float(g / r), "ci": ci,

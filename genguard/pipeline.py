@@ -183,7 +183,9 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
         old.unlink()
     paths = write_samples(samples, out_dir)
     if not tag:
-        return samples, paths, {"value": None, "reason": "tagging disabled (--no-tag)"}
+        from genguard.audits.sections import Reason, missing
+
+        return samples, paths, missing(Reason.NOT_RUN, "tagging disabled (--no-tag)")
     claim = claim_from_ledger(ledger, gen.name, ledger_sha256, model_dir=model_dir, paths=paths)
     provenance = tag_and_verify(paths, claim, progress=progress)
     return samples, paths, provenance
