@@ -170,7 +170,7 @@ class ImageFidelitySection(AuditSection):
     def compute(self, ctx: AuditContext) -> dict[str, Any]:
         from genguard.audits.fidelity import alpha_beta_authenticity, diversity, frechet_distance, kernel_distance, prdc
 
-        policy, train, holdout, x = ctx.policy, ctx.train, ctx.holdout, ctx.items
+        policy, train, holdout = ctx.policy, ctx.train, ctx.holdout
         attribute = policy["bias"]["attribute"]
         ext = image_extractor(ctx)
         if ext is None:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genguard.generators.base import Dataset, Samples
+from genguard.generators.base import Samples
 
 SKIP_MI = {"membership_inference": {"value": None, "reason": "not run in this test"}}
 
