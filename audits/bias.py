@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from genguard.audits import AuditError
+from genguard.audits.sections import Reason, missing
 from genguard.audits.stats import (
     DEFAULT_MC_DRAWS,
     binomial_two_sided_p,
@@ -156,7 +157,7 @@ def representation(codes: Any, names: Sequence[str], expected: np.ndarray, *, al
 def _finite_or_null(v: float, reason: str) -> Any:
     if np.isfinite(v):
         return float(v)
-    return {"value": None, "reason": reason}
+    return missing(Reason.DEGENERATE_REFERENCE, reason)
 
 
 def intersections(codes_a: Any, codes_b: Any, names_a: Sequence[str], names_b: Sequence[str], expected: np.ndarray,
@@ -207,7 +208,7 @@ def condition_adherence(requested: Any, produced: Any, names: Sequence[str], alp
     for i, name in enumerate(names):
         m = req == i
         if m.sum() == 0:
-            by_group[str(name)] = {"value": None, "reason": "never requested", "n": 0}
+            by_group[str(name)] = missing(Reason.NOT_GIVEN, "never requested", n=0)
             continue
         glo, ghi = wilson_interval(int(hit[m].sum()), int(m.sum()), alpha)
         produced_as = np.bincount(got[m], minlength=len(names))
@@ -227,7 +228,7 @@ def per_group_quality(real_features: np.ndarray, real_codes: np.ndarray, fake_fe
     for i, name in enumerate(names):
         rm, fm = real_codes == i, fake_codes == i
         if rm.sum() <= k or fm.sum() <= k:
-            out[str(name)] = {"value": None, "reason": f"needs more than k={k} items (reference {int(rm.sum())}, "
+            out[str(name)] = {**missing(Reason.TOO_FEW_SAMPLES), "reason": f"{Reason.TOO_FEW_SAMPLES.sentence}: needs more than k={k} items (reference {int(rm.sum())}, "
                                                         f"generated {int(fm.sum())})"}
             continue
         res = prdc(real_features[rm], fake_features[fm], k=k)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from genguard.audits.nn import knn
+from genguard.audits.sections import Reason, missing
 
 
 def _as2d(x: Any) -> np.ndarray:
@@ -22,8 +23,8 @@ def _as2d(x: Any) -> np.ndarray:
     return a.reshape(len(a), -1)
 
 
-def _null(reason: str, **extra: Any) -> dict[str, Any]:
-    return {"value": None, "reason": reason, **extra}
+def _null(reason: str, code: Reason = Reason.TOO_FEW_SAMPLES, **extra: Any) -> dict[str, Any]:
+    return missing(code, reason, **extra)
 
 
 # --------------------------------------------------------------------------------------
@@ -191,7 +192,8 @@ def reconstruction_quality(originals: Any, reconstructions: Any, data_range: flo
     a = np.asarray(originals, dtype=np.float64)
     b = np.asarray(reconstructions, dtype=np.float64)
     if a.shape != b.shape or len(a) == 0:
-        return _null(f"originals {a.shape} and reconstructions {b.shape} must have the same non-empty shape")
+        return _null(f"originals {a.shape} and reconstructions {b.shape} must have the same non-empty shape",
+                     Reason.NOT_GIVEN)
     psnr, ssim = [], []
     for x, y in zip(a, b):
         mse = float(np.mean((x - y) ** 2))
@@ -273,7 +275,7 @@ def diversity(real: Any, fake: Any, reference: Any, *, real_labels: Any = None, 
         g_lo, g_hi = wilson_interval(int(round(g * n)), n, alpha)
         b_lo, b_hi = wilson_interval(int(round(b * n)), n, alpha)
         if b <= 0:
-            out[f"{metric}_relative"] = _null(f"the holdout's {metric} against train is 0: no reference level")
+            out[f"{metric}_relative"] = _null(f"the holdout's {metric} against train is 0", Reason.DEGENERATE_REFERENCE)
             continue
         out[f"{metric}_relative"] = {
             "value": float(g_lo / b_hi) if b_hi > 0 else None,
@@ -285,7 +287,7 @@ def diversity(real: Any, fake: Any, reference: Any, *, real_labels: Any = None, 
     out["reference_note"] = ("reference: the real holdout against the training split at the same set size, the level "
                              "a generator drawing fresh real data would reach")
     if real_labels is None or fake_labels is None:
-        out["within_class"] = _null("no class labels for the real and generated items")
+        out["within_class"] = _null("no class labels for the real and generated items", Reason.NO_LABELS)
         return out
     rl, fl = np.asarray(real_labels), np.asarray(fake_labels)
     classes = sorted(set(rl.tolist()))
@@ -308,7 +310,7 @@ def diversity(real: Any, fake: Any, reference: Any, *, real_labels: Any = None, 
             ratios.append(ratio)
     out["within_class"] = {
         "min_ratio": {"value": float(min(ratios))} if ratios else
-        {"value": None, "reason": f"no class has {min_class_items} or more generated items"},
+        missing(Reason.TOO_FEW_SAMPLES, f"no class has {min_class_items} or more generated items"),
         "mean_ratio": float(np.mean(ratios)) if ratios else None,
         "per_class": per_class,
         "measure": "mean pairwise distance of generated items of a class / that of the real training items of the "

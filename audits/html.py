@@ -57,7 +57,7 @@ Flagged: <b>{{ bias.flagged|join(', ') or 'none' }}</b>.</p>
 {% for m in ['fid_local','kid_local','precision','recall','density','coverage','alpha_precision','beta_recall','authenticity'] %}
 {% set v = fidelity.get(m) %}<tr><td>{{ m }}</td><td>{{ fmt(v.value if v else None) }}</td><td>{{ ci(v) }}</td></tr>{% endfor %}
 </table>
-{% if fidelity.fid_local.baseline_holdout_vs_train is defined %}<p class="note">fid_local of the real holdout vs train (reference level): {{ fmt(fidelity.fid_local.baseline_holdout_vs_train) }}</p>{% endif %}
+{% if fidelity.fid_local.baseline_reference_holdout_vs_train is defined %}<p class="note">fid_local of the real holdout vs train (reference level): {{ fmt(fidelity.fid_local.baseline_reference_holdout_vs_train) }}</p>{% endif %}
 {% if img_prdc %}<img alt="precision recall density coverage" src="data:image/png;base64,{{ img_prdc }}">{% endif %}
 {% set dv = fidelity.get('diversity') or {} %}
 <h3>Diversity against real data's own level</h3>
@@ -76,9 +76,12 @@ The gate reads the lower end of the interval (Wilson bounds of both shares combi
 <tr><td>generated items</td>{% for c, v in wc.per_class.items() %}<td>{{ v.n_generated }}</td>{% endfor %}</tr></table>
 {% elif wc.get('reason') %}<p class="note">Within-class spread not computed: {{ wc.reason }}</p>{% endif %}
 {% elif dv.get('reason') %}<p class="note">Not computed: {{ dv.reason }}</p>{% endif %}
+{% elif fidelity.get('perplexity_local') or fidelity.get('columns') %}
+{% if fidelity.get('perplexity_local') %}<p>perplexity_local {{ fmt(fidelity.perplexity_local.value) }} (real held-out text: {{ fmt(fidelity.perplexity_local.baseline_reference_holdout) }}); self-BLEU {{ fmt((fidelity.self_bleu or {}).get('value')) }}.</p>{% endif %}
 {% elif fidelity.get('reason') %}<p class="note">Not computed: {{ fidelity.reason }}</p>
 {% else %}<pre>{{ dumps(fidelity) }}</pre>{% endif %}
 {% for w in fidelity.get('warnings', []) %}<p class="warn">⚠ {{ w }}</p>{% endfor %}
+{% for block in section_html %}{{ block }}{% endfor %}
 
 <h2>Memorization</h2>
 {% if memorization.get('near_duplicate_rate') is not none %}
@@ -268,8 +271,19 @@ def _ci(v: Any) -> str:
     return ""
 
 
+def render_block(template: str, **values: Any) -> Any:
+    """An HTML fragment of a section's own (autoescaped jinja2 ``template``), marked safe for the page."""
+    import jinja2
+    import markupsafe
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    return markupsafe.Markup(env.from_string(template).render(fmt=_fmt, ci=_ci, **values))
+
+
 def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
     import jinja2
+
+    from genguard.audits.sections import MODALITIES, sections_for
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     tmpl = env.from_string(_TEMPLATE)
@@ -282,7 +296,9 @@ def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
         return v if isinstance(v, Mapping) else {}
 
     failed = ", ".join(g["name"] for g in data["gates"] if g["passed"] is False)
-    return tmpl.render(
+    modality = gen.get("modality") if gen.get("modality") in MODALITIES else "image"
+    section_html = [b for b in (s.html(data, artefacts) for s in sections_for(modality)) if b]
+    return tmpl.render(section_html=section_html,
         data=data, meta=data.get("meta", {}), gates=data["gates"], passed=not failed, failed=failed,
         gen_name=gen.get("name"), n_samples=gen.get("n_samples"),
         bias=_sec("bias"), fidelity=_sec("fidelity"), memorization=_sec("memorization"), privacy=_sec("privacy"),

@@ -5,6 +5,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+from genguard.audits.sections import Reason, missing
+
 #: Outputs checked for the report; the rest are represented by these (the share meeting each
 #: requirement is reported with a 95 % Wilson interval). `genguard marking check` checks every file.
 MAX_FILES = 32
@@ -18,7 +20,7 @@ def marking_section(paths: Iterable[str | Path], *, max_files: int = MAX_FILES, 
 
     paths = [Path(p) for p in paths if not str(p).endswith(".c2pa")]
     if not paths:
-        return {"value": None, "reason": "no output files were written to check", "disclaimer": mk.DISCLAIMER}
+        return missing(Reason.NOT_GIVEN, "no output files were written to check", disclaimer=mk.DISCLAIMER)
     chosen = sorted(random.Random(seed).sample(range(len(paths)), min(max_files, len(paths))))
     res = mk.check_outputs([paths[i] for i in chosen], sample=sample, seed=seed, trust_anchor=trust_anchor, keys=keys)
     n = len(chosen)

@@ -34,6 +34,7 @@ import numpy as np
 from genguard.audits import AuditError
 from genguard.audits.nn import knn
 from genguard.audits.stats import wilson_interval
+from genguard.audits.sections import Reason, missing
 
 DEFAULT_RATIO_THRESHOLD = 0.3
 #: Share of real records not trained on that the calibrated threshold may call copies.
@@ -170,7 +171,7 @@ def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.nda
     if s.shape[1:] != t.shape[1:]:
         raise AuditError(f"memorization: samples have shape {s.shape[1:]}, training items {t.shape[1:]}")
     res = distance_ratios(s, t, nth=nth, max_shift=max_shift)
-    calibration: dict[str, Any] = {"value": None, "reason": "calibration switched off: fixed ratio threshold"}
+    calibration: dict[str, Any] = missing(Reason.NOT_RUN, "calibration switched off: fixed ratio threshold")
     if calibrate:
         calibration = calibrate_threshold(t, holdout, false_copy_rate=false_copy_rate, cap=threshold, nth=nth,
                                           max_shift=max_shift)
@@ -222,8 +223,8 @@ def memorization_section(samples: np.ndarray, train: np.ndarray, holdout: np.nda
                 "threshold_calibration.false_copy_rate_bound")
         out["dcr"] = dcr_train_vs_holdout(s, t, h, max_shift=max_shift, alpha=alpha, seed=seed)
     else:
-        out["holdout_false_positive_rate"] = {"value": None, "reason": "no holdout data given"}
-        out["dcr"] = {"value": None, "reason": "no holdout data given"}
+        out["holdout_false_positive_rate"] = missing(Reason.NO_HOLDOUT)
+        out["dcr"] = missing(Reason.NO_HOLDOUT)
     return out
 
 

@@ -49,30 +49,32 @@ DEFAULT_POLICY: dict[str, Any] = {
                      "false_copy_rate": 0.001},
     "text": {"domains": None, "samples_per_prompt": 1, "min_effect": 0.1},
     "tabular": {"group": "sex", "target": "target"},
-    "gates": {
-        "bias.flagged_count": {"max": 0},
-        "memorization.near_duplicate_rate": {"max": 0.01},
-        "memorization.exact_duplicate_count": {"max": 0},
-        "fidelity.precision": {"min": 0.5},
-        # diversity, each relative to real data's own level (1 = as diverse as the real holdout); see README
-        "fidelity.diversity.recall_relative": {"min": 0.5},
-        "fidelity.diversity.coverage_relative": {"min": 0.5},
-        "fidelity.diversity.within_class.min_ratio": {"min": 0.5},
-        "privacy.epsilon": {"max": 10.0},
-    },
+    "gates": None,  # the image gates (set below); load_policy gives the audited modality's default gates
 }
 
-#: Allowed threshold range of the gates whose metric has a known range: a threshold outside it can never
-#: (or always) pass and is a mistake. Shares live in [0, 1]; figures relative to real data in [0, 10].
-GATE_RANGES: dict[str, tuple[float, float]] = {
-    **{f"fidelity.{m}": (0.0, 1.0) for m in ("precision", "recall", "coverage")},
-    **{f"fidelity.diversity.{m}": (0.0, 10.0) for m in ("recall_relative", "coverage_relative")},
-    "fidelity.diversity.within_class.min_ratio": (0.0, 10.0),
-    "memorization.near_duplicate_rate": (0.0, 1.0),
-    "memorization.exact_duplicate_count": (0.0, float("inf")),
-    "bias.flagged_count": (0.0, float("inf")),
-    "privacy.epsilon": (0.0, float("inf")),
-}
+
+def _defaults(modality: str) -> dict[str, dict[str, float]]:
+    """The gates the registered audit sections of ``modality`` declare (audits.sections.default_gates)."""
+    from genguard.audits.sections import default_gates
+
+    return default_gates(modality)
+
+
+#: The default gates of each modality when the policy states none: derived from the registered audit
+#: sections (each section declares its gates); a snapshot of the built-in ones. See the README for each threshold.
+DEFAULT_GATES: dict[str, dict[str, dict[str, float]]] = {m: _defaults(m) for m in ("image", "text", "tabular")}
+DEFAULT_POLICY["gates"] = copy.deepcopy(DEFAULT_GATES["image"])
+
+def gate_ranges() -> dict[str, tuple[float, float]]:
+    """Allowed threshold range of each gate whose metric has a known range, as the audit sections declare it: a
+    threshold outside it can never (or always) pass and is a mistake. Shares live in [0, 1]; figures relative to
+    real data in [0, 10]."""
+    from genguard.audits.sections import gate_ranges as ranges
+
+    return ranges()
+
+
+GATE_RANGES: dict[str, tuple[float, float]] = gate_ranges()
 
 _SECTIONS = ("level", "on_missing", "bias", "fidelity", "memorization", "gates", "text", "tabular")
 
@@ -122,14 +124,21 @@ def _safe_yaml(text: str, source: str) -> Any:
         raise AuditError(f"{source}: policy YAML nested too deeply") from None
 
 
-def load_policy(policy: Any = None) -> dict[str, Any]:
+def load_policy(policy: Any = None, modality: str = "image") -> dict[str, Any]:
     """Defaults merged with a dict or a YAML file; raises :class:`AuditError` naming the file on bad input.
+
+    A policy that states no ``gates`` gets the default gates of ``modality``
+    (``DEFAULT_GATES``: image, text or tabular).
 
     Every setting is type- and range-checked here, before anything is computed
     or allocated with it.
     """
+    if modality not in DEFAULT_GATES:
+        raise AuditError(f"no default gates for modality {modality!r}; known: {sorted(DEFAULT_GATES)}")
     if policy is None:
-        return copy.deepcopy(DEFAULT_POLICY)
+        out = copy.deepcopy(DEFAULT_POLICY)
+        out["gates"] = _defaults(modality)
+        return out
     source = "policy"
     if isinstance(policy, (str, os.PathLike)):
         from genguard.generators._io import read_text_bounded
@@ -152,6 +161,8 @@ def load_policy(policy: Any = None) -> dict[str, Any]:
         raise AuditError(f"{source}: gates must map a metric path to {{max: x}} or {{min: x}}, "
                          f"got {type(policy['gates']).__name__}")
     merged = _merge(DEFAULT_POLICY, policy)
+    if "gates" not in policy:
+        merged["gates"] = _defaults(modality)
     _validate(merged, source)
     return merged
 
@@ -217,6 +228,7 @@ def _validate(p: dict[str, Any], source: str) -> None:
     gates = p.get("gates") or {}
     if not isinstance(gates, Mapping):
         raise AuditError(f"{source}: gates must map a metric path to {{max: x}} or {{min: x}}")
+    ranges = gate_ranges()
     for name, spec in gates.items():
         if not isinstance(name, str):
             raise AuditError(f"{source}: gate name {name!r} must be a metric path such as bias.flagged_count")
@@ -225,7 +237,7 @@ def _validate(p: dict[str, Any], source: str) -> None:
         v = next(iter(spec.values()))
         if not _number(v):
             raise AuditError(f"{source}: gate {name!r} threshold must be a finite number, got {v!r}")
-        lo, hi = GATE_RANGES.get(name, (-float("inf"), float("inf")))
+        lo, hi = ranges.get(name, (-float("inf"), float("inf")))
         if not lo <= v <= hi:
             raise AuditError(f"{source}: gate {name!r} threshold must be in [{lo:g}, {hi:g}], got {v!r}")
 

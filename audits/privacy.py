@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from genguard.audits.sections import Reason, missing
 from genguard.guardrails.privacy.errors import PrivacyError
 
 
@@ -39,9 +40,9 @@ def privacy_section(ledger: dict[str, Any] | None, **evidence: Any) -> dict[str,
     next to the claim, and ``empirical_bound_exceeds_claim`` flags a refuted claim.
     """
     if ledger is None:
-        section: dict[str, Any] = {"value": None, "reason": "no privacy ledger: the model was not trained by genguard, or its ledger is missing"}
+        section: dict[str, Any] = missing(Reason.NO_LEDGER, "the model was not trained by genguard, or its ledger is missing")
         section.update(evidence)
-        return section if evidence else {"value": None, "reason": section["reason"]}
+        return section if evidence else {"value": None, "reason": section["reason"], "code": section["code"]}
     section = {
         "private": bool(ledger.get("private")),
         "epsilon": ledger.get("epsilon"),
@@ -448,7 +449,7 @@ def membership_inference(samples: Any, members: Any, non_members: Any, reference
     out["monte_carlo"] = {**roc_metrics(counts - 1e-9 * nn, y, seed),
                           "score": f"share of generated samples within radius {radius:.3g} (median NN distance; Hilprecht et al. 2019)"}
     if reference is None:
-        out["domias"] = {"value": None, "reason": "no reference (population) data given for the density ratio"}
+        out["domias"] = missing(Reason.NO_REFERENCE, "no reference (population) data given for the density ratio")
     else:
         from scipy.stats import gaussian_kde
         from sklearn.decomposition import PCA
@@ -464,7 +465,7 @@ def membership_inference(samples: Any, members: Any, non_members: Any, reference
             out["domias"] = {**roc_metrics(ratio, y, seed),
                              "score": f"log p_generated / p_reference, Gaussian KDE in {k} PCA dimensions (DOMIAS, van Breugel et al. 2023)"}
         except np.linalg.LinAlgError as exc:
-            out["domias"] = {"value": None, "reason": f"density estimate failed ({exc})"}
+            out["domias"] = missing(Reason.FAILED, f"density estimate failed ({exc})")
     aucs = [v["auc"] for v in out.values() if isinstance(v, dict) and v.get("auc") is not None]
     out["max_auc"] = float(max(aucs))
     out["max_tpr_at_1pct_fpr"] = float(max(v["tpr_at_1pct_fpr"] for v in out.values()

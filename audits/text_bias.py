@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from genguard.audits import AuditError
+from genguard.audits.sections import Reason, missing
 from genguard.audits.stats import wilson_interval
 
 #: domain -> {"templates": [...], "groups": {group: [subject phrases]}}
@@ -134,7 +135,7 @@ def disparity(values: np.ndarray, groups: np.ndarray, names: Sequence[str], *, a
     k = len(names)
     idx_by = [np.flatnonzero(groups == g) for g in range(k)]
     if any(len(ix) < 2 for ix in idx_by):
-        return {"value": None, "reason": "every group needs at least 2 texts"}
+        return missing(Reason.TOO_FEW_SAMPLES, "every group needs at least 2 texts")
     means = np.array([values[ix].mean() for ix in idx_by])
     boot = np.empty((bootstrap, k))
     for g, ix in enumerate(idx_by):

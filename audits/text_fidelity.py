@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from genguard.audits.sections import Reason, missing
+
 _TOKEN = re.compile(r"[A-Za-z0-9_']+|[^\sA-Za-z0-9_']")
 
 
@@ -79,7 +81,7 @@ def perplexity_local(generated: Sequence[str], reference: Sequence[str], seed: i
                      holdout_fraction: float = 0.2) -> dict[str, Any]:
     """Perplexity of generated texts under a KN bigram model of the reference, with a real-text baseline."""
     if len(generated) == 0 or len(reference) < 2:
-        return {"value": None, "reason": "needs generated texts and at least 2 reference texts"}
+        return missing(Reason.TOO_FEW_SAMPLES, "needs generated texts and at least 2 reference texts")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(reference))
     k = max(1, int(round(len(reference) * holdout_fraction)))
@@ -131,7 +133,7 @@ def self_bleu(texts: Sequence[str], max_texts: int = 200, max_n: int = 4, seed: 
     quadratic time.
     """
     if len(texts) < 2:
-        return {"value": None, "reason": "needs at least 2 generated texts"}
+        return missing(Reason.TOO_FEW_SAMPLES, "needs at least 2 generated texts")
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(texts))[:max_texts]
     toks = [tokenize(texts[i]) for i in idx]
@@ -218,3 +220,4 @@ def verbatim_copies(generated: Sequence[str], train: Sequence[str], n: int = 13,
     return {"verbatim_copy_rate": k / max(len(generated), 1), "verbatim_copy_rate_ci": [float(lo), float(hi)],
             "verbatim_copies": hits[:50], "ngram": n,
             "method": f"a generated text is a copy when it repeats any {n}-token span of the training text"}
+

@@ -183,7 +183,9 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
         old.unlink()
     paths = write_samples(samples, out_dir)
     if not tag:
-        return samples, paths, {"value": None, "reason": "tagging disabled (--no-tag)"}
+        from genguard.audits.sections import Reason, missing
+
+        return samples, paths, missing(Reason.NOT_RUN, "tagging disabled (--no-tag)")
     claim = claim_from_ledger(ledger, gen.name, ledger_sha256, model_dir=model_dir, paths=paths)
     provenance = tag_and_verify(paths, claim, progress=progress)
     return samples, paths, provenance
@@ -303,22 +305,21 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     common = dict(ledger=ledger, generator_info=generator_info, provenance=provenance,
                   privacy_evidence=privacy_evidence, progress=progress,
                   marking=marking_section(paths, seed=cfg.seed))
+    from genguard.audits.sections import Reason, missing
+
+    generate = None
     if samples.modality == "image":
-        detection = {"value": None, "reason": "samples are 8x8 digits: too small for the synthetic-image detectors, "
-                                              "which need natural images of at least 32x32 pixels"}
-        report = audit.run(samples, train, holdout, detection=detection, **common)
+        detection = missing(Reason.TOO_SMALL,
+                            "samples are 8x8 digits: too small for the synthetic-image detectors, which need "
+                            "natural images of at least 32x32 pixels")
     else:
-        detection = {"value": None, "reason": f"the synthetic-image detectors do not apply to {samples.modality} outputs"}
-        if samples.modality == "tabular":
-            group = next(iter(train.groups), None)
-            report = audit.run_tabular(samples.data, train.x, holdout.x, group=group,
-                                       target=train.metadata.get("target"), detection=detection, **common)
-        else:
+        detection = missing(Reason.NOT_APPLICABLE_MODALITY,
+                            f"the synthetic-image detectors do not apply to {samples.modality} outputs")
+        if samples.modality == "text" and "prompt" in gen.conditional_on:
             from genguard.audits.text_bias import as_text_generator
 
-            generate = as_text_generator(gen, seed=cfg.seed) if "prompt" in gen.conditional_on else None
-            report = audit.run_text(list(samples.data), list(train.x), list(holdout.x), generate=generate,
-                                    detection=detection, **common)
+            generate = as_text_generator(gen, seed=cfg.seed)
+    report = audit.run(samples, train, holdout, detection=detection, generate=generate, **common)
     report.write(cfg.out)
     timings["audit_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
@@ -363,47 +364,7 @@ def load_model(model_dir: str | os.PathLike) -> tuple[Generator, dict[str, Any] 
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """Short (label, value) lines for the terminal summary, read defensively from report.json."""
+    """The terminal summary of a report.json: the audit sections' own lines, then the gates (audits.sections)."""
+    from genguard.audits.sections import summary_rows as rows
 
-    def get(path: str) -> Any:
-        node: Any = report
-        for part in path.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        if isinstance(node, dict) and "value" in node:
-            return node["value"]
-        return node
-
-    def fmt(v: Any, spec: str = ".3f") -> str:
-        if v is None:
-            return "n/a"
-        if isinstance(v, float):
-            return format(v, spec)
-        return str(v)
-
-    rows = [
-        ("privacy ε (δ)", f"{fmt(get('privacy.epsilon'))} ({fmt(get('privacy.delta'), 'g')})" if get("privacy.epsilon") is not None else "not private"),
-        ("fid_local (local features; not Inception FID)", fmt(get("fidelity.fid_local"))),
-        ("precision / recall", f"{fmt(get('fidelity.precision'))} / {fmt(get('fidelity.recall'))}"),
-        ("diversity vs real (recall / coverage / within-class)",
-         f"{fmt(get('fidelity.diversity.recall_relative'))} / {fmt(get('fidelity.diversity.coverage_relative'))} / "
-         f"{fmt(get('fidelity.diversity.within_class.min_ratio'))} (1 = real data)"),
-        ("bias: total variation (p-value)", f"{fmt(get('bias.total_variation'))} ({fmt(get('bias.p_value'), '.3g')})"),
-        ("bias: flagged groups", ", ".join(map(str, get("bias.flagged") or [])) or "none"),
-        ("memorization: near-duplicate rate", fmt(get("memorization.near_duplicate_rate"))),
-        ("provenance: intact files", fmt(get("provenance.intact_rate"))),
-    ]
-    gates = report.get("gates") or []
-    if isinstance(gates, dict):
-        gates = gates.get("value") or gates.get("gates") or []
-    if isinstance(gates, list) and gates:
-        passed = sum(1 for g in gates if g.get("passed") is True)
-        failed = [g.get("name", "?") for g in gates if g.get("passed") is False]
-        skipped = sum(1 for g in gates if g.get("passed") is None)
-        text = f"{passed} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")
-        if skipped:
-            text += f", {skipped} not applicable"
-        rows.append(("release gates", text))
-    return rows
-
+    return rows(report)

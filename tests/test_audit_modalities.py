@@ -144,8 +144,11 @@ def test_cli_tabular_and_text(tmp_path, capsys):
     ref = load_pydoc_text().x
     for i in range(12):
         (texts / f"t{i}.txt").write_text(ref[i][:300] if i < 3 else f"generated sentence number {i} about lists.")
-    assert _cli(["audit", "--samples", str(texts), "--reference", "pydoc", "--out", str(tmp_path / "txt")]) == 0
+    # nine texts from one template: the default text gates (diversity against real text) say no
+    assert _cli(["audit", "--samples", str(texts), "--reference", "pydoc", "--out", str(tmp_path / "txt")]) == 1
     rep = json.loads((tmp_path / "txt" / "report.json").read_text())
+    failed = {g["name"] for g in rep["gates"] if g["passed"] is False}
+    assert failed and all(f.startswith("fidelity.diversity.") for f in failed), rep["gates"]
     assert rep["fidelity"]["perplexity_local"]["value"] > 0
     assert rep["bias"]["value"] is None and rep["bias"]["reason"]
     assert rep["memorization"]["verbatim_copy_rate"] >= 3 / 12 - 1e-9  # the 3 pasted passages are in the fixed train split
