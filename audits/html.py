@@ -23,12 +23,12 @@ img{max-width:100%} pre{background:#f6f8fa;padding:.6rem;overflow:auto;font-size
 </style></head><body>
 <h1>Release audit{% if gen_name %}: {{ gen_name }}{% endif %}</h1>
 <p class="note">seed {{ meta.seed }} · {{ meta.timestamp }} · {{ n_samples }} samples</p>
-<p class="verdict {{ 'vpass' if passed else 'vfail' }}">{{ 'All gates passed' if passed else 'Gate(s) failed: ' + failed }}</p>
+<p class="verdict {{ 'vpass' if passed else 'vfail' }}">{{ banner }}</p>
 
 <h2>Gates</h2>
 <table><tr><th>gate</th><th>value</th><th>threshold</th><th>result</th></tr>
 {% for g in gates %}<tr><td>{{ g.name }}</td><td>{{ fmt(g.value) }}</td><td>{{ g.op }} {{ g.threshold }}</td>
-<td class="{{ {True:'pass', False:'fail', None:'skip'}[g.passed] }}">{{ {True:'pass', False:'FAIL', None:'skipped'}[g.passed] }}{% if g.reason %} — {{ g.reason }}{% endif %}</td></tr>{% endfor %}
+<td class="{{ {True:'pass', False:'fail', None:'skip'}[g.passed] }}">{{ {True:'pass', False:'FAIL', None:'not evaluated (allowed)'}[g.passed] }}{% if g.reason %} — {{ g.reason }}{% endif %}</td></tr>{% endfor %}
 </table>
 
 <h2>Samples</h2>
@@ -280,6 +280,21 @@ def render_block(template: str, **values: Any) -> Any:
     return markupsafe.Markup(env.from_string(template).render(fmt=_fmt, ci=_ci, **values))
 
 
+def gate_banner(gates: list[Mapping[str, Any]]) -> str:
+    """One line: how many gates there were, how many were evaluated, passed and failed (and which)."""
+    n = len(gates)
+    evaluated = [g for g in gates if g.get("passed") is not None and g.get("evaluated", True)]
+    failed = [str(g.get("name")) for g in gates if g.get("passed") is False]
+    allowed = sum(1 for g in gates if g.get("passed") is None)
+    unevaluated_failed = sum(1 for g in gates if g.get("passed") is False and g.get("evaluated") is False)
+    head = f"{len(evaluated)} of {n} gates evaluated"
+    if not failed:
+        return f"All evaluated gates passed ({head}" + (f"; {allowed} not evaluated, allowed by the policy)" if allowed else ")")
+    return (f"Gate(s) failed: {', '.join(failed)} ({head}"
+            + (f"; {unevaluated_failed} failed because they could not be evaluated" if unevaluated_failed else "")
+            + (f"; {allowed} not evaluated, allowed by the policy" if allowed else "") + ")")
+
+
 def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
     import jinja2
 
@@ -296,10 +311,11 @@ def render_html(data: Mapping[str, Any], artefacts: Mapping[str, Any]) -> str:
         return v if isinstance(v, Mapping) else {}
 
     failed = ", ".join(g["name"] for g in data["gates"] if g["passed"] is False)
+    banner = gate_banner(data["gates"])
     modality = gen.get("modality") if gen.get("modality") in MODALITIES else "image"
     section_html = [b for b in (s.html(data, artefacts) for s in sections_for(modality)) if b]
     return tmpl.render(section_html=section_html,
-        data=data, meta=data.get("meta", {}), gates=data["gates"], passed=not failed, failed=failed,
+        data=data, meta=data.get("meta", {}), gates=data["gates"], passed=not failed, failed=failed, banner=banner,
         gen_name=gen.get("name"), n_samples=gen.get("n_samples"),
         bias=_sec("bias"), fidelity=_sec("fidelity"), memorization=_sec("memorization"), privacy=_sec("privacy"),
         provenance=data.get("provenance"), detection=data.get("detection"), marking=_sec("marking"),

@@ -3,7 +3,7 @@
 A policy file looks like::
 
     level: 0.05                 # test level for every flag
-    on_missing: skip            # a gate whose metric could not be computed: skip (passed: null) or fail
+    on_missing: fail            # a gate whose metric could not be computed fails (the default), or: skip
     bias:
       attribute: label
       target: reference         # reference | uniform | {"0": 0.1, ...}
@@ -23,10 +23,16 @@ A policy file looks like::
       target: target
     gates:                      # metric path in report.json -> {max: x} or {min: x}
       bias.flagged_count: {max: 0}
+      privacy.epsilon: {max: 10, allow_missing: true}  # opt out, visibly: a model without DP passes this gate
       memorization.near_duplicate_rate: {max: 0.01}
       fidelity.diversity.recall_relative: {min: 0.5}   # lower end of its interval, relative to real data
 
-Each gate becomes ``{name, value, threshold, op, passed}`` in ``report.gates``.
+Each gate becomes ``{name, value, threshold, op, passed}`` in ``report.gates``. A gate whose metric
+could not be computed is *not evaluated* and fails (``passed: false``), unless its entry says
+``allow_missing: true`` (or the policy ``on_missing: skip``): then ``passed`` is null and the reason
+says the policy allowed it. When the ledger does not verify, every ``privacy.*`` gate fails. A gate
+whose report section does not exist, or whose name is one letter off a known gate, is refused
+before any work.
 A policy that states ``gates`` replaces the default gates entirely (it says
 what it requires); other sections are merged key by key into the defaults.
 A list-valued metric (``bias.flagged``) is gated on its length.
@@ -42,7 +48,7 @@ from genguard.audits import AuditError
 
 DEFAULT_POLICY: dict[str, Any] = {
     "level": 0.05,
-    "on_missing": "skip",
+    "on_missing": "fail",
     "bias": {"attribute": "label", "target": "reference", "min_effect": 0.02, "mc_draws": 4000},
     "fidelity": {"prdc_k": 5},
     "memorization": {"distance_ratio": 0.3, "nth_neighbour": 20, "max_shift": 1, "calibrate": True,
@@ -232,9 +238,13 @@ def _validate(p: dict[str, Any], source: str) -> None:
     for name, spec in gates.items():
         if not isinstance(name, str):
             raise AuditError(f"{source}: gate name {name!r} must be a metric path such as bias.flagged_count")
-        if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in ("max", "min"):
-            raise AuditError(f"{source}: gate {name!r} must be {{max: x}} or {{min: x}}, got {spec!r}")
-        v = next(iter(spec.values()))
+        ops = [k for k in spec if k in ("max", "min")] if isinstance(spec, Mapping) else []
+        if (not isinstance(spec, Mapping) or len(ops) != 1 or set(spec) - {"max", "min", "allow_missing"}
+                or not isinstance(spec.get("allow_missing", False), bool)):
+            raise AuditError(f"{source}: gate {name!r} must be {{max: x}} or {{min: x}} (optionally with "
+                             f"allow_missing: true), got {spec!r}")
+        _check_gate_name(name, ranges, source)
+        v = spec[ops[0]]
         if not _number(v):
             raise AuditError(f"{source}: gate {name!r} threshold must be a finite number, got {v!r}")
         lo, hi = ranges.get(name, (-float("inf"), float("inf")))
@@ -242,11 +252,31 @@ def _validate(p: dict[str, Any], source: str) -> None:
             raise AuditError(f"{source}: gate {name!r} threshold must be in [{lo:g}, {hi:g}], got {v!r}")
 
 
+#: The report's sections a gate can read (report.json's top-level keys, less the bookkeeping ones).
+GATE_ROOTS = ("bias", "fidelity", "memorization", "privacy", "provenance", "detection", "marking", "human")
+
+
+def _check_gate_name(name: str, known: Mapping[str, Any], source: str) -> None:
+    """A misspelled gate would never find its metric: refuse unknown sections and near-misses of known gates."""
+    import difflib
+
+    root = name.split(".", 1)[0]
+    if root not in GATE_ROOTS:
+        close = difflib.get_close_matches(root, GATE_ROOTS, n=1)
+        raise AuditError(f"{source}: gate {name!r}: the report has no section {root!r}"
+                         + (f" (did you mean {close[0]!r}?)" if close else f"; sections: {', '.join(GATE_ROOTS)}"))
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.9)
+        if close:
+            raise AuditError(f"{source}: gate {name!r} is not a known gate; did you mean {close[0]!r}?")
+
+
 def _lookup(data: Mapping[str, Any], path: str) -> tuple[Any, str | None]:
     node: Any = data
+    parent: Any = None
     for part in path.split("."):
         if isinstance(node, Mapping) and part in node:
-            node = node[part]
+            parent, node = node, node[part]
         elif isinstance(node, Mapping) and "reason" in node and node.get("value") is None:
             return None, node["reason"]
         else:
@@ -257,21 +287,45 @@ def _lookup(data: Mapping[str, Any], path: str) -> tuple[Any, str | None]:
         node = node["value"]
     if isinstance(node, list):  # e.g. bias.flagged: gate on its length
         return len(node), None
+    if node is None and isinstance(parent, Mapping) and isinstance(parent.get("reason"), str):
+        return None, parent["reason"]  # e.g. privacy.epsilon of a model trained without DP
     if isinstance(node, bool) or not isinstance(node, (int, float)):
         return None, f"{path} is not a number"
     return node, None
 
 
+def _ledger_failure(data: Mapping[str, Any]) -> str | None:
+    """Why the report's ledger does not verify, or None (no verification in the report, or it passed)."""
+    priv = data.get("privacy")
+    ver = priv.get("verification") if isinstance(priv, Mapping) else None
+    if not isinstance(ver, Mapping) or ver.get("consistent") is not False:
+        return None
+    codes = [f.get("code") for f in ver.get("findings") or [] if isinstance(f, Mapping) and f.get("severity") == "error"]
+    return "the ledger does not verify (" + (", ".join(str(c) for c in codes[:4]) or "inconsistent") + ")"
+
+
 def evaluate_gates(data: Mapping[str, Any], policy: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One ``{name, value, threshold, op, passed}`` entry per gate of the policy."""
+    """One ``{name, value, threshold, op, passed}`` entry per gate of the policy.
+
+    ``passed`` is ``True``/``False``, or ``None`` for a gate not evaluated that the policy allows to be
+    missing; a gate not evaluated otherwise fails. Every ``privacy.*`` gate fails when the ledger does
+    not verify, whatever its value."""
     out = []
+    ledger_bad = _ledger_failure(data)
     for name, spec in (policy.get("gates") or {}).items():
-        op, thr = next(iter(spec.items()))
+        op = "max" if "max" in spec else "min"
+        thr = spec[op]
         value, reason = _lookup(data, name)
         entry: dict[str, Any] = {"name": name, "value": value, "threshold": thr, "op": "<=" if op == "max" else ">="}
-        if value is None:
-            entry["passed"] = False if policy.get("on_missing") == "fail" else None
-            entry["reason"] = f"not computed: {reason}"
+        if name.startswith("privacy.") and ledger_bad:
+            entry["passed"] = False
+            entry["reason"] = ledger_bad + ": no privacy figure of it can pass"
+        elif value is None:
+            allowed = bool(spec.get("allow_missing")) or policy.get("on_missing") == "skip"
+            entry["passed"] = None if allowed else False
+            entry["evaluated"] = False
+            entry["reason"] = f"not evaluated: {reason}" + ("; allowed by the policy" if allowed else
+                                                             "; a gate that cannot be evaluated fails")
         else:
             entry["passed"] = bool(value <= thr if op == "max" else value >= thr)
         out.append(entry)

@@ -145,7 +145,7 @@ def test_policy_dict_and_yaml(digits, tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text("gates:\n  privacy.epsilon: {max: 1}\non_missing: fail\n")
     r = ReleaseAudit(policy=str(p)).run(s, train, holdout, progress=False)
-    assert r.data["gates"][0]["passed"] is False and "not computed" in r.data["gates"][0]["reason"]
+    assert r.data["gates"][0]["passed"] is False and "not evaluated" in r.data["gates"][0]["reason"]
     assert not r.passed
     bad = tmp_path / "bad.yaml"
     bad.write_text("gates: {x: {between: 3}}\n")
@@ -181,9 +181,22 @@ def test_cli_audit_exit_codes(digits, tmp_path, capsys):
     s = _fake_samples(train, holdout, n=120, seed=6)
     s.metadata["pixel_scale"] = 4
     write_samples(s, tmp_path / "samples")
+    # no --model: the ε gate cannot be evaluated, so it fails (and says why) unless the policy allows it
     assert _cli(["audit", "--samples", str(tmp_path / "samples"), "--reference", "digits",
+                 "--out", str(tmp_path / "out0")]) == 1
+    gates = {g["name"]: g for g in json.loads((tmp_path / "out0" / "report.json").read_text())["gates"]}
+    assert [n for n, g in gates.items() if g["passed"] is False] == ["privacy.epsilon"]
+    assert "cannot be evaluated fails" in gates["privacy.epsilon"]["reason"]
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("gates:\n" + "".join(f"  {n}: {{{g['op'].replace('<=', 'max').replace('>=', 'min')}: "
+                                             f"{g['threshold']}}}\n" for n, g in gates.items() if n != "privacy.epsilon")
+                       + "  privacy.epsilon: {max: 10, allow_missing: true}\n")
+    assert _cli(["audit", "--samples", str(tmp_path / "samples"), "--reference", "digits", "--policy", str(lenient),
                  "--out", str(tmp_path / "out")]) == 0
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    eps = {g["name"]: g for g in rep["gates"]}["privacy.epsilon"]
+    assert eps["passed"] is None and "allowed by the policy" in eps["reason"]
+    assert "allowed by the policy" in capsys.readouterr().out
     assert rep["bias"]["requested"]["n"] == 120  # labels recovered from the file names
     assert rep["bias"]["condition_adherence"]["value"] > 0.8
     # a planted copy and a strict policy -> exit 1

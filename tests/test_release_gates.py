@@ -73,7 +73,8 @@ def test_real_samples_pass_the_diversity_gates(reports):
     # the holdout compared with itself at the same size: exactly the reference level
     assert div["recall_relative"]["point"] == pytest.approx(1.0)
     assert div["coverage_relative"]["point"] == pytest.approx(1.0)
-    assert reports["reference"].passed
+    # everything passes but the ε gate, which cannot be evaluated without a ledger and so fails
+    assert [g["name"] for g in reports["reference"].failed_gates] == ["privacy.epsilon"]
 
 
 def test_a_mode_collapsed_generator_fails_every_diversity_gate(reports):
@@ -141,7 +142,7 @@ def test_without_a_holdout_the_diversity_gates_are_not_computed(digits):
     d = {"fidelity": {"diversity": {"value": None, "reason": "no holdout data given"}}}
     g = {x["name"]: x for x in evaluate_gates(d, DEFAULT_POLICY)}
     for name in DIVERSITY_GATES:
-        assert g[name]["value"] is None and "not computed" in g[name]["reason"]
+        assert g[name]["value"] is None and g[name]["passed"] is False and "not evaluated" in g[name]["reason"]
     assert diversity(train.x[:50].reshape(50, -1), train.x[:3].reshape(3, -1), train.x[:3].reshape(3, -1))[
         "value"] is None
 
@@ -257,3 +258,73 @@ def test_calibrated_threshold_is_the_stated_order_statistic():
     assert flagged <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 2000) + 0.02
     # the cap still bounds the threshold
     assert calibrate_threshold(train, hold, false_copy_rate=0.05, cap=0.01, nth=5, max_shift=0)["threshold"] == 0.01
+
+
+def test_gates_that_cannot_be_evaluated_fail_and_say_so():
+    from genguard.audits.html import gate_banner
+    from genguard.audits.policy import evaluate_gates, load_policy
+
+    pol = load_policy({"gates": {"privacy.epsilon": {"max": 10}, "fidelity.precision": {"min": 0.5},
+                                 "bias.flagged_count": {"max": 0, "allow_missing": True}}})
+    data = {"privacy": {"value": None, "reason": "no privacy ledger was given"}, "fidelity": {"precision": 0.9},
+            "bias": {"value": None, "reason": "no labels"}}
+    g = {x["name"]: x for x in evaluate_gates(data, pol)}
+    assert g["privacy.epsilon"]["passed"] is False and "cannot be evaluated fails" in g["privacy.epsilon"]["reason"]
+    assert g["bias.flagged_count"]["passed"] is None and "allowed by the policy" in g["bias.flagged_count"]["reason"]
+    banner = gate_banner(list(g.values()))
+    assert banner.startswith("Gate(s) failed: privacy.epsilon") and "1 of 3 gates evaluated" in banner
+    # a model trained without DP: the ε gate fails with the ledger's own reason
+    nodp = {"privacy": {"private": False, "epsilon": None, "reason": "trained without differential privacy"}}
+    e = evaluate_gates(nodp, load_policy({"gates": {"privacy.epsilon": {"max": 10}}}))[0]
+    assert e["passed"] is False and "without differential privacy" in e["reason"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("fidelity.diversity.recal_relative", "did you mean 'fidelity.diversity.recall_relative'"),
+    ("fidelty.precision", "did you mean 'fidelity'"),
+    ("nonsense.x", "the report has no section 'nonsense'"),
+])
+def test_a_misspelled_gate_is_refused_before_any_work(name, message):
+    from genguard.audits import AuditError
+    from genguard.audits.policy import load_policy
+
+    with pytest.raises(AuditError, match=message):
+        load_policy({"gates": {name: {"min": 0.5}}})
+    with pytest.raises(AuditError, match="allow_missing"):
+        load_policy({"gates": {"fidelity.precision": {"min": 0.5, "allow_missing": "yes"}}})
+
+
+def test_an_edited_ledger_fails_every_privacy_gate_of_audit_model(tmp_path):
+    """The attack of the review: edit the signed ledger's ε from ~10 to 1.0 and audit with ε <= 2. The
+    audit re-verifies the ledger as `run` does, so the gate fails on the broken signature, not on the number."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "GENGUARD_NO_PROGRESS": "1", "GENGUARD_HOME": str(tmp_path / "home")}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "genguard", *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+
+    model = tmp_path / "m"
+    assert cli("train", "--generator", "dpmerf", "--quick", "--out", str(model)).returncode == 0
+    assert cli("sample", "--model", str(model / "model"), "-n", "200", "--out", str(tmp_path / "s")).returncode == 0
+    ledger = model / "model" / "ledger.json"
+    data = json.loads(ledger.read_text())
+    assert data["epsilon"] > 2
+    data["epsilon"] = 1.0
+    pol = tmp_path / "p.yaml"
+    ledger.write_text(json.dumps(data))  # a careless edit: refused outright (exit 2), nothing passes
+    pol.write_text("gates:\n  privacy.epsilon: {max: 2}\n")
+    assert cli("audit", "--samples", str(tmp_path / "s"), "--model", str(model), "--policy", str(pol),
+               "--out", str(tmp_path / "a0")).returncode == 2
+    ledger.write_text(json.dumps(data, indent=2) + "\n")  # a careful one, in the byte form genguard writes
+    pol.write_text("gates:\n  privacy.epsilon: {max: 2}\n")
+    proc = cli("audit", "--samples", str(tmp_path / "s"), "--model", str(model), "--policy", str(pol),
+               "--out", str(tmp_path / "a"))
+    assert proc.returncode == 1, proc.stderr
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    gate = rep["gates"][0]
+    assert gate["value"] == 1.0 and gate["passed"] is False and "does not verify" in gate["reason"]
+    assert rep["privacy"]["verification"]["consistent"] is False

@@ -99,13 +99,20 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     pol = str(policy) if policy is not None else None
     ledger, info = _load_model_info(model_dir)
     info = info or {}
+    evidence = None
+    if ledger is not None:
+        # the same evidence as `genguard run`: signature, weights hash and ε re-verified; a ledger that
+        # does not verify fails every privacy gate (audits.policy.evaluate_gates)
+        from genguard.pipeline import privacy_evidence_step
+
+        evidence = privacy_evidence_step(Path(info["model_dir"]))
     info.setdefault("samples_dir", str(samples_dir))
     if samples_dir.suffix.lower() == ".csv":
-        report = _audit_table(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed)
+        report = _audit_table(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence)
     elif samples_dir.is_dir() and any(samples_dir.rglob("*.txt")):
-        report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed)
+        report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence)
     else:
-        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed)
+        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence)
     json_path, html_path = report.write(out)
     console = make_console(stderr=human_to_stderr(json_out))
     table = make_table("", "", title=f"genguard audit — {report.data['generator']['n_samples']} samples",
@@ -118,11 +125,13 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     if not report.passed:
         console.print("[bold red]release gates failed:[/bold red] " + ", ".join(g["name"] for g in report.failed_gates))
         return 1
-    console.print("[bold green]all release gates passed[/bold green]")
+    from genguard.audits.html import gate_banner
+
+    console.print(f"[bold green]{gate_banner(report.data['gates'])}[/bold green]")
     return 0
 
 
-def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed):
+def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence=None):
     from genguard.generators.base import Samples
     from genguard.generators.data import labels_from_filenames, read_sample_images
 
@@ -142,10 +151,11 @@ def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, 
         conditions["label"] = labels
     samples = Samples(data=images, modality="image", conditions=conditions,
                       metadata={"files": [f.name for f in files], "source": str(samples_dir)})
-    return ReleaseAudit(policy=pol, seed=seed).run(samples, train, holdout, ledger=ledger, generator_info=info)
+    return ReleaseAudit(policy=pol, seed=seed).run(samples, train, holdout, ledger=ledger, generator_info=info,
+                                                   privacy_evidence=evidence)
 
 
-def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed):
+def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed, evidence=None):
     import pandas as pd
 
     from genguard.generators.data import load_diabetes, train_holdout
@@ -180,10 +190,11 @@ def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol,
     if missing:
         raise AuditError(f"{csv_path}: missing columns {missing} of the reference table")
     return ReleaseAudit(policy=pol, seed=seed).run_tabular(synthetic[list(train.columns)], train, holdout,
-                                                          ledger=ledger, generator_info=info)
+                                                          ledger=ledger, generator_info=info,
+                                                          privacy_evidence=evidence)
 
 
-def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed):
+def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence=None):
     from genguard.generators.data import load_data, train_holdout
 
     from genguard.audits import AuditError, ReleaseAudit
@@ -206,7 +217,7 @@ def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed):
         if gen.modality == "text":
             generate = as_text_generator(gen, seed=seed)
     return ReleaseAudit(policy=pol, seed=seed).run_text(texts, train.x, holdout.x, generate=generate, ledger=ledger,
-                                                       generator_info=info)
+                                                       generator_info=info, privacy_evidence=evidence)
 
 
 def register(group: click.Group) -> None:

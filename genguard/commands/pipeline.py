@@ -148,9 +148,13 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
     console.print(f"report: {out / 'report.html'}  ·  {out / 'report.json'}")
     write_json(json_out, {**result.report.data, "timings": t})
     if not result.passed:
-        console.print("[bold red]release gates failed[/bold red] (see report.html)")
+        from genguard.audits.html import gate_banner
+
+        console.print(f"[bold red]{gate_banner(result.report.data['gates'])}[/bold red] (see report.html)")
         return 1
-    console.print("[bold green]all release gates passed[/bold green]")
+    from genguard.audits.html import gate_banner
+
+    console.print(f"[bold green]{gate_banner(result.report.data['gates'])}[/bold green]")
     return 0
 
 
