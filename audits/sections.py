@@ -205,9 +205,34 @@ def unregister_section(name: str) -> None:
 _BUILTIN_MODULES = ("genguard.audits.builtin_sections", "genguard.audits.text_diversity")
 
 
+#: Entry-point group through which an installed package adds audit sections: each entry point names a
+#: module (or a callable) whose import registers its sections with :func:`register_section`.
+ENTRY_POINT_GROUP = "genguard.audit_sections"
+#: Plug-ins that failed to load, by entry-point name, with the reason (never imported half-way silently).
+SECTION_PROBLEMS: dict[str, str] = {}
+_entry_points_loaded = False
+
+
 def _load_builtin() -> None:
+    global _entry_points_loaded
     from genguard.audits import builtin_sections  # noqa: F401 - registers the built-in sections
     from genguard.audits import text_diversity  # noqa: F401
+
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True  # before loading: a plug-in that registers calls back into the registry
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            hook = ep.load()
+            if isinstance(hook, type) and issubclass(hook, AuditSection):
+                if _SECTIONS.get(hook.name) is not hook:
+                    register_section(hook)
+            elif callable(hook):
+                hook()
+        except Exception as exc:
+            SECTION_PROBLEMS[ep.name] = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def sections_for(modality: str) -> list[AuditSection]:

@@ -160,3 +160,37 @@ def test_one_terminal_summary_for_run_and_audit(diabetes):
     last = dict(rows)["release gates"]
     assert last.startswith(f"{sum(g['passed'] is True for g in rep.gates)} of {len(rep.gates)} passed")
     assert "fidelity.pairs.mean_excess" in last  # independent columns: the pairwise gate fails
+
+
+def test_an_installed_package_adds_a_section_through_its_entry_point(tmp_path, monkeypatch):
+    """A section from another distribution: its entry point in the group genguard.audit_sections is
+    loaded with the built-ins, and its gate joins the modality's default gates."""
+    import sys
+
+    from genguard.audits import sections
+
+    (tmp_path / "my_sections.py").write_text(
+        "from genguard.audits.sections import AuditSection, Gate, Result, register_section\n"
+        "class SampleCount(AuditSection):\n"
+        "    name = 'sample_count_plugin'\n"
+        "    key = 'fidelity.sample_count'\n"
+        "    modalities = ('image',)\n"
+        "    gates = (Gate('fidelity.sample_count', 'min', 10, (0.0, 1e9)),)\n"
+        "    def compute(self, ctx):\n"
+        "        return Result(value=float(len(ctx.items)))\n")
+    dist = tmp_path / "my_sections-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-sections\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[genguard.audit_sections]\nsample_count = my_sections:SampleCount\n"
+                                           "broken = my_sections_missing:Nothing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sections, "_entry_points_loaded", False)
+    try:
+        names = [s.name for s in sections.sections_for("image")]
+        assert names[-1] == "sample_count_plugin"
+        assert "fidelity.sample_count" in sections.default_gates("image")
+        assert "broken" in sections.SECTION_PROBLEMS and "ModuleNotFoundError" in sections.SECTION_PROBLEMS["broken"]
+    finally:
+        sections.unregister_section("sample_count_plugin")
+        sections.SECTION_PROBLEMS.pop("broken", None)
+        sys.modules.pop("my_sections", None)
