@@ -158,8 +158,10 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
             # generator's trajectory only, so post-processing under DP.
             self.gen_ema_ = copy.deepcopy(self.gen_).requires_grad_(False)
 
-    def extra_modules(self) -> tuple[str, ...]:
-        return ("gen_ema_",) if self.ema is not None else ()
+    def _load_state_tensors(self, tensors: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+        if self.ema is not None and not any(k.startswith("gen_ema_.") for k in tensors):
+            self.ema = None  # saved before EMA sampling existed: it sampled from gen_, and still does
+        super()._load_state_tensors(tensors, extra)
 
     def _sampler(self):
         return self.gen_ema_ if self.ema is not None else self.gen_
@@ -171,7 +173,8 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         return ("disc_",)
 
     def trained_modules(self) -> tuple[str, ...]:
-        return ("disc_", "gen_")
+        # the EMA copy changes during training (post-processing of gen_): the ledger must name it
+        return ("disc_", "gen_", "gen_ema_") if self.ema is not None else ("disc_", "gen_")
 
     def make_optimizers(self) -> dict[str, Any]:
         import torch
