@@ -48,7 +48,8 @@ IMAGE_CONFIGS: dict[str, dict] = {
     "flow": {None: {"epochs": 30}, 10.0: {"hidden": 128, "batch_size": 256, "lr": 3e-3, "epochs": 10}},
     "rbm": {None: {"epochs": 30, "cd_k": 3, "gibbs_steps": 200},
             10.0: {"n_hidden": 128, "batch_size": 256, "epochs": 15, "lr": 1e-2, "gibbs_steps": 200}},
-    "gan": {None: {"epochs": 30}, 10.0: {"width": 32, "batch_size": 256, "epochs": 5, "lr": 1e-3}},
+    # gan without DP: its class defaults (mode-seeking term and EMA sampling), what `genguard run --no-dp` trains
+    "gan": {None: {}, 10.0: {"width": 32, "batch_size": 256, "epochs": 5, "lr": 1e-3}},
     "pixelcnn": {None: {"epochs": 10}, 10.0: {"batch_size": 256, "epochs": 4, "lr": 5e-3}},
     "ddpm": {None: {"epochs": 30}, 10.0: {"batch_size": 256, "epochs": 6, "lr": 3e-3, "noise_multiplicity": 2}},
     "score": {None: {"epochs": 30}, 10.0: {"batch_size": 256, "epochs": 6, "lr": 3e-3}},

@@ -87,7 +87,8 @@ class DPMERF(ImageMixin, Generator):
 
     def __init__(self, n_features: int = 2000, bandwidth: float | None = None, epsilon: float | None = None,
                  delta: float | None = None, accountant: str = "rdp", latent_dim: int = 16, hidden: int = 256,
-                 steps: int = 2000, batch_size: int = 500, lr: float = 1e-3, seed: int = 0) -> None:
+                 steps: int = 2000, batch_size: int = 500, lr: float = 1e-3, stop_at_noise: float | None = 1.0,
+                 seed: int = 0) -> None:
         self.n_features = n_features
         self.bandwidth = bandwidth
         self.epsilon = epsilon
@@ -98,6 +99,7 @@ class DPMERF(ImageMixin, Generator):
         self.steps = steps
         self.batch_size = batch_size
         self.lr = lr
+        self.stop_at_noise = stop_at_noise
         self.seed = seed
 
     @property
@@ -135,6 +137,8 @@ class DPMERF(ImageMixin, Generator):
             raise GeneratorError(f"epsilon must be a positive finite number, got {epsilon}")
         if self.n_features < 1 or self.steps < 1:
             raise GeneratorError("n_features and steps must be positive")
+        if self.stop_at_noise is not None and not (self.stop_at_noise > 0 and math.isfinite(self.stop_at_noise)):
+            raise GeneratorError(f"stop_at_noise must be a positive number or None, got {self.stop_at_noise}")
         if not isinstance(data, Dataset):
             raise GeneratorError(f"dpmerf.fit expects a generators.Dataset, got {type(data).__name__}")
         if data.modality == "image":
@@ -165,6 +169,7 @@ class DPMERF(ImageMixin, Generator):
             emb_sum = onehot.T @ phi  # (C, 2D)
             counts = onehot.sum(0)
         sensitivity = math.sqrt(2.0)
+        noise_std = 0.0
         report: dict[str, Any]
         if epsilon is not None:
             delta = resolve_delta(delta, n)
@@ -180,6 +185,7 @@ class DPMERF(ImageMixin, Generator):
                 g, kind = torch.Generator().manual_seed(secrets.randbits(64)), "secret"
             emb_sum = emb_sum + torch.randn(emb_sum.shape, generator=g) * sigma * sensitivity
             counts = counts + torch.randn(counts.shape, generator=g) * sigma * sensitivity
+            noise_std = sigma * sensitivity
             spent = gaussian_epsilon(sigma, delta, accountant)
             report = {
                 "private": True, "mechanism": "Gaussian mechanism on the RFF mean embedding (DP-MERF, one shot)",
@@ -214,9 +220,13 @@ class DPMERF(ImageMixin, Generator):
         opt = torch.optim.Adam(self.generator_.parameters(), lr=self.lr)
         g = torch.Generator().manual_seed(self.seed + 13)
         weights = torch.from_numpy(self.class_prior_).float()
+        # Expected energy of the noise in the loss, E sum_c w_c ||noise_c / count_c||^2, from released
+        # quantities only (sigma, the noisy counts and priors). Once the loss falls below it the generator
+        # is fitting the noise rather than the data (Morozov's discrepancy principle), so fitting stops.
+        noise_floor = float((weights * 2 * self.n_features * noise_std ** 2 / counts ** 2).sum())
         per_class = max(1, self.batch_size // self.n_classes_)
         y = torch.arange(self.n_classes_).repeat_interleave(per_class)
-        loss_v = float("nan")
+        loss_v, smooth, steps_run = float("nan"), None, 0
         with progress_bar("fitting dpmerf generator", total=self.steps, enabled=progress) as advance:
             for step in range(self.steps):
                 z = torch.randn(len(y), self.latent_dim, generator=g)
@@ -226,10 +236,18 @@ class DPMERF(ImageMixin, Generator):
                 loss.backward()
                 opt.step()
                 loss_v = float(loss.detach())
+                steps_run = step + 1
                 if step % 50 == 49 or step == self.steps - 1:
                     advance(min(50, step % 50 + 1), f"mmd {loss_v:.5f}")
+                # smoothed over ~20 steps, so one lucky minibatch of generator samples does not stop it
+                smooth = loss_v if smooth is None else 0.95 * smooth + 0.05 * loss_v
+                if (self.stop_at_noise is not None and noise_floor > 0 and step >= 50
+                        and smooth < self.stop_at_noise * noise_floor):
+                    break
         self.generator_.eval()
         report["final_loss"] = loss_v
+        report["generator_steps"] = steps_run
+        report["noise_floor"] = noise_floor
         self.training_report_ = report
         self.fitted_ = True
         return self

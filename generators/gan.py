@@ -81,6 +81,17 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
     its own, ``batch_size`` of each; only the non-private loop conditions the
     generator step on the real batch's labels.
 
+    Without ``diversity`` the conditional generator learns to ignore its
+    latent code and draws near-copies of one digit per class (measured on
+    the digits: within-class spread 0.43 of the real one, manifold recall
+    0.03). ``diversity`` adds the mode-seeking term of Mao et al. (2019),
+    ``diversity / (mean |G(z1, y) - G(z2, y)| / mean |z1 - z2|)``, to the
+    generator loss; it involves the generator alone, so under DP-SGD it is
+    post-processing like the rest of the generator step. ``ema`` samples
+    from an exponential moving average of the generator's weights (also
+    post-processing). ``instance_noise`` adds Gaussian noise of that
+    standard deviation to real and fake images before the discriminator.
+
     WGAN-GP cannot train with the current DP-SGD hooks: its penalty needs the
     gradient of an input-gradient norm (double backward), which opacus'
     per-sample hooks do not compute.
@@ -91,10 +102,15 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
     conditional_on = ("label",)
     default_data = "digits"
     quick_params = {"width": 16, "latent_dim": 16, "epochs": 6, "batch_size": 128, "lr": 1e-3}
+    # DP-SGD: few large batches (the per-step noise is shared by the whole batch) at a higher learning
+    # rate; the benchmark's epsilon-10 setting. It stays far below the non-private GAN (README).
+    run_params = {"dp": {"width": 32, "batch_size": 256, "epochs": 5, "lr": 1e-3}}
 
-    def __init__(self, latent_dim: int = 32, width: int = 64, loss: str = "ns", gp_weight: float = 10.0,
-                 n_critic: int = 1, epochs: int = 60, batch_size: int = 64, lr: float = 2e-4,
-                 lr_generator: float | None = None, seed: int = 0) -> None:
+    def __init__(self, latent_dim: int = 32, width: int = 32, loss: str = "ns", gp_weight: float = 10.0,
+                 n_critic: int = 1, epochs: int = 20, batch_size: int = 32, lr: float = 2e-4,
+                 lr_generator: float | None = None, betas: tuple[float, float] | None = None,
+                 ema: float | None = 0.99, instance_noise: float = 0.0, diversity: float = 0.1,
+                 seed: int = 0) -> None:
         self.latent_dim = latent_dim
         self.width = width
         self.loss = loss
@@ -104,6 +120,10 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         self.batch_size = batch_size
         self.lr = lr
         self.lr_generator = lr_generator
+        self.betas = betas
+        self.ema = ema
+        self.instance_noise = instance_noise
+        self.diversity = diversity
         self.seed = seed
 
     def build(self, data: Dataset) -> None:
@@ -111,6 +131,14 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
             raise GeneratorError(f"unknown gan loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.n_critic < 1:
             raise GeneratorError(f"n_critic must be >= 1, got {self.n_critic}")
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise GeneratorError(f"ema must be in [0, 1) or None, got {self.ema}")
+        if not self.diversity >= 0.0:
+            raise GeneratorError(f"diversity must be >= 0, got {self.diversity}")
+        if not self.instance_noise >= 0.0:
+            raise GeneratorError(f"instance_noise must be >= 0, got {self.instance_noise}")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas)):
+            raise GeneratorError(f"betas must be two numbers in [0, 1), got {self.betas}")
         self._fit_image_meta(data)
         self.build_from_state({})
 
@@ -123,6 +151,20 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         # private step drew (the realised batch size).
         self._post_noise = torch.Generator().manual_seed(self.seed + 2)
         self._steps = 0
+        if self.ema is not None:
+            import copy
+
+            # An exponential moving average of the generator's weights, used for sampling: a function of the
+            # generator's trajectory only, so post-processing under DP.
+            self.gen_ema_ = copy.deepcopy(self.gen_).requires_grad_(False)
+
+    def _load_state_tensors(self, tensors: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+        if self.ema is not None and not any(k.startswith("gen_ema_.") for k in tensors):
+            self.ema = None  # saved before EMA sampling existed: it sampled from gen_, and still does
+        super()._load_state_tensors(tensors, extra)
+
+    def _sampler(self):
+        return self.gen_ema_ if self.ema is not None else self.gen_
 
     def _extra_state(self) -> dict[str, Any]:
         return self._image_state()
@@ -131,13 +173,14 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         return ("disc_",)
 
     def trained_modules(self) -> tuple[str, ...]:
-        return ("disc_", "gen_")
+        # the EMA copy changes during training (post-processing of gen_): the ledger must name it
+        return ("disc_", "gen_", "gen_ema_") if self.ema is not None else ("disc_", "gen_")
 
     def make_optimizers(self) -> dict[str, Any]:
         import torch
 
         lr_g = self.lr if self.lr_generator is None else self.lr_generator
-        betas = (0.0, 0.9) if self.loss == "wgan-gp" else (0.5, 0.999)
+        betas = tuple(self.betas) if self.betas is not None else (0.0, 0.9) if self.loss == "wgan-gp" else (0.5, 0.999)
         return {"disc_": torch.optim.Adam(self.disc_.parameters(), lr=self.lr, betas=betas),
                 "gen_": torch.optim.Adam(self.gen_.parameters(), lr=lr_g, betas=betas)}
 
@@ -160,6 +203,11 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         x, y = batch
         with torch.no_grad():
             fake = self._fake(y)
+        if self.instance_noise > 0:
+            # Instance noise blurs real and fake alike, so D cannot win on pixel detail alone and its
+            # gradient stays informative for G; each record's noise depends on that record only.
+            x = x + self.instance_noise * torch.randn(x.shape, generator=self._noise)
+            fake = fake + self.instance_noise * torch.randn(fake.shape, generator=self._noise)
         d_real = self.disc_(x, y)
         d_fake = self.disc_(fake, y)
         if self.loss == "ns":
@@ -202,10 +250,32 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         try:
             opt = optimizers["gen_"]
             opt.zero_grad(set_to_none=True)
-            score = disc(self.gen_(z, y), y)
+            if self.diversity > 0:
+                # Mode seeking (Mao et al. 2019): a second latent per condition, and a penalty when two
+                # latents give near-identical images. A term of the generator alone: no privacy cost.
+                z2 = torch.randn(z.shape, generator=self._post_noise if batch is None else self._noise)
+                z, y2 = torch.cat([z, z2]), torch.cat([y, y])
+            else:
+                y2 = y
+            fake = self.gen_(z, y2)
+            score = disc(fake, y2)
             g_loss = (-score).mean() if self.loss in ("hinge", "wgan-gp") else F.softplus(-score).mean()
+            if self.diversity > 0:
+                n = len(y)
+                ratio = (fake[:n] - fake[n:]).abs().flatten(1).mean(1) / (z[:n] - z[n:]).abs().mean(1)
+                g_loss = g_loss + self.diversity / (ratio.mean() + 1e-5)
             g_loss.backward(inputs=list(self.gen_.parameters()))
             opt.step()
+            if self.ema is not None:
+                # warm-up (decay (1 + t) / (10 + t) until it reaches ``ema``): a short run, such as a DP
+                # one of a few dozen steps, must not sample from weights that are mostly the initial ones
+                t = self._steps // self.n_critic
+                decay = min(self.ema, (1.0 + t) / (10.0 + t))
+                with torch.no_grad():
+                    for pe, p in zip(self.gen_ema_.parameters(), self.gen_.parameters()):
+                        pe.lerp_(p, 1.0 - decay)
+                    for be, b in zip(self.gen_ema_.buffers(), self.gen_.buffers()):
+                        be.copy_(b)
         finally:
             if hooks:
                 disc.enable_hooks()
@@ -216,9 +286,10 @@ class ConditionalGAN(ImageMixin, TorchGenerator):
         self.check_is_fitted()
         labels = self._sample_labels(n, label, conditions)
         g = torch.Generator().manual_seed(int(seed if seed is not None else self.seed))
-        self.gen_.eval()
+        gen = self._sampler()
+        gen.eval()
         with torch.no_grad():
             y = torch.from_numpy(labels)
             z = torch.randn(n, self.latent_dim, generator=g)
-            x = torch.cat([self.gen_(z[i:i + 1024], y[i:i + 1024]) for i in range(0, n, 1024)])
+            x = torch.cat([gen(z[i:i + 1024], y[i:i + 1024]) for i in range(0, n, 1024)])
         return self._image_samples(x[:, 0].numpy(), labels, seed)

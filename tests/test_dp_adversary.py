@@ -223,8 +223,8 @@ def test_reference_gan_ledger_names_every_trained_module(digits, tmp_path):
     gen.save(tmp_path)
     ledger = build_ledger(gen.training_report_, generator="gan", run_id="r", seed=0,
                           weights_path=tmp_path / "weights.safetensors")
-    assert ledger["trained_modules"] == ["disc_", "gen_"]
-    assert ledger["private_modules"] == ["disc_"] and ledger["post_processing_modules"] == ["gen_"]
+    assert ledger["trained_modules"] == ["disc_", "gen_", "gen_ema_"]  # gen_ema_: the EMA copy used to sample
+    assert ledger["private_modules"] == ["disc_"] and ledger["post_processing_modules"] == ["gen_", "gen_ema_"]
     saved = {k.split(".")[0] for k in load_file(str(tmp_path / "weights.safetensors"))}
     assert saved == set(ledger["trained_modules"])
 
