@@ -434,6 +434,57 @@ def timing_1024(n=5):
     return out
 
 
+def small_marks(n=40, n_clean=1000):
+    """The zero-bit mark for images under 256 px (genguard.guardrails.provenance.smallmark): detection per edit on
+    n digit samples (8x8 digits x4 and x8 nearest, as the generators write them) and n photo crops at 32 and
+    64 px, with PSNR; false positives on n_clean clean images of each kind (and the marked ones read with another key)."""
+    from sklearn.datasets import load_digits
+
+    from genguard.guardrails.provenance.smallmark import SmallImageMark
+    from skimage import data
+
+    wm, other = SmallImageMark(b"benchmark-key-0123456789abcdef!!"), SmallImageMark(b"another-key-0123456789abcdef!!!!")
+    digits = load_digits().images
+    photo = data.astronaut()
+    rng = np.random.default_rng(0)
+
+    def dig(i, s):
+        return np.round(np.kron(digits[i % len(digits)] / 16.0, np.ones((s, s))) * 255).astype(np.uint8)
+
+    def ph(i, s):
+        y, x = rng.integers(0, 512 - 128, 2)
+        return cv2.resize(photo[y:y + 128, x:x + 128], (s, s), interpolation=cv2.INTER_AREA)
+
+    def png(a):
+        b = io.BytesIO()
+        Image.fromarray(a).save(b, "PNG")
+        return np.asarray(Image.open(b))
+
+    edits = {"none": lambda a: a, "png": png, "jpeg95": lambda a: _jpeg_any(a, 95), "jpeg90": lambda a: _jpeg_any(a, 90),
+             "jpeg75": lambda a: _jpeg_any(a, 75), "noise2": lambda a: _noise(a, 2.0),
+             "bright+10%": lambda a: np.clip(np.rint(a * 1.1), 0, 255).astype(np.uint8),
+             "rot90": lambda a: np.ascontiguousarray(np.rot90(a)), "flip-h": lambda a: np.ascontiguousarray(a[:, ::-1]),
+             "resize0.5": lambda a: cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA),
+             "crop1px": lambda a: a[1:, 1:]}
+    out = {}
+    for label, gen in (("digit 32x32", lambda i: dig(i, 4)), ("digit 64x64", lambda i: dig(i, 8)),
+                       ("photo 32x32", lambda i: ph(i, 32)), ("photo 64x64", lambda i: ph(i, 64))):
+        imgs = [gen(i) for i in range(n)]
+        marked = [wm.embed(a) for a in imgs]
+        clean = [gen(n + i) for i in range(n_clean)]
+        out[label] = {"psnr_min": min(psnr(a, m) for a, m in zip(imgs, marked)),
+                      "detection": {e: float(np.mean([wm.detect(f(m))["found"] for m in marked])) for e, f in edits.items()},
+                      "other_key_detections": int(sum(other.detect(m)["found"] for m in marked)),
+                      "clean_images": n_clean, "clean_detections": int(sum(wm.detect(a)["found"] for a in clean))}
+    return out
+
+
+def _jpeg_any(a, q):
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "JPEG", quality=q)
+    return np.asarray(Image.open(b))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None, help="write all figures here (atomically)")
@@ -444,7 +495,17 @@ def main(argv=None):
     ap.add_argument("--genguard-only", action="store_true", help="skip invisible-watermark")
     ap.add_argument("--no-text", action="store_true", help="skip the text watermark benchmark")
     ap.add_argument("--timing-only", action="store_true", help="only the 1024x1024 CPU-time figures")
+    ap.add_argument("--small-only", action="store_true", help="only the zero-bit mark for images under 256 px")
     args = ap.parse_args(argv)
+    if args.small_only:
+        res = small_marks()
+        names = list(next(iter(res.values()))["detection"])
+        print("| image | PSNR min | " + " | ".join(names) + " | other key | clean images flagged |")
+        print("|---|---|" + "---|" * len(names) + "---|---|")
+        for k, v in res.items():
+            print(f"| {k} | {v['psnr_min']:.1f} | " + " | ".join(f"{v['detection'][e]:.2f}" for e in names)
+                  + f" | {v['other_key_detections']}/40 | {v['clean_detections']}/{v['clean_images']} |")
+        return
     if args.timing_only:
         for k, v in timing_1024(5 if not args.quick else 3).items():
             print(f"1024x1024 CPU time, 1 thread, {k}: embed {v['embed_ms_median']:.0f} ms + detect {v['detect_ms_median']:.0f} ms "

@@ -134,5 +134,9 @@ def test_tag_verify_and_marking_check_of_a_32px_sample(tmp_path):
     assert not rec.get("run_id")  # presence only: the mark names no run
     line = next(ln for ln in mk.check_file(tmp_path / "stripped.png", keys=keys)["lines"] if ln["requirement"] == "watermark")
     assert line["status"] == "met" and "presence only" in line["detail"]
+    # the robustness suite measures the zero-bit mark on a small image: lossless re-encoding keeps it, the
+    # everyday JPEG 75 and the halving do not at 32 px (reported, not hidden)
+    rob = mk.robustness_of(tmp_path / "stripped.png", keys.watermark_key)
+    assert rob["screenshot-png"] and not rob["jpeg75"] and not rob["resize0.5"]
     # the untagged original: no mark
     assert verify_file(raw, keys=keys)["verdict"] == "untagged"

@@ -250,7 +250,14 @@ def robustness_of(path: str | Path, key: bytes, edits: dict | None = None) -> di
     from genguard.guardrails.provenance.tagging import _decode_image, _read
     from genguard.guardrails.provenance.watermark import ImageWatermark
 
+    from genguard.guardrails.provenance.tagging import MIN_WATERMARK_SIDE
+
     arr, _ = _decode_image(_read(Path(path)), str(path))
+    if min(arr.shape[:2]) < MIN_WATERMARK_SIDE:  # a small image carries the zero-bit mark: measure that one
+        from genguard.guardrails.provenance.smallmark import SmallImageMark
+
+        small = SmallImageMark(key)
+        return {name: bool(small.detect(fn(arr))["found"]) for name, fn in (edits or EVERYDAY_EDITS).items()}
     wm = ImageWatermark(key)
     return {name: bool(wm.detect(fn(arr))["found"]) for name, fn in (edits or EVERYDAY_EDITS).items()}
 
