@@ -187,12 +187,13 @@ def _log_binom_cdf_half(k: int, n: int) -> float:
 class ImageWatermark:
     """Embed / detect a 48-bit payload with a secret ``key`` (bytes).
 
-    ``psnr`` is the target peak signal-to-noise ratio of the embedding (dB).
+    ``psnr`` is the target peak signal-to-noise ratio of the embedding (dB). ``informed``: informed
+    embedding (see :meth:`embed`; off by default, it costs the geometric resynchronisation margin).
     """
 
     false_positive_rate = FPR
 
-    def __init__(self, key: bytes, psnr: float = 39.0, informed: bool = True) -> None:
+    def __init__(self, key: bytes, psnr: float = 39.0, informed: bool = False) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
             raise ValueError("watermark key must be at least 16 bytes")
         self.psnr = float(psnr)
@@ -282,6 +283,10 @@ class ImageWatermark:
             # the blur width), and the bits the host works against get up to INFORMED_MAX_GAIN x the amplitude,
             # so that host + mark reaches the typical mark response of their group; the PSNR scaling below
             # pays for it out of every bit. The false-positive test is untouched: it concerns unmarked images.
+            # Off by default: boosting exactly the bits the host opposes anti-correlates the mark with the
+            # host, and that inner product is subtracted from the autocorrelation peaks the geometric
+            # resynchronisation looks for (measured: a 320x400 crop rotated 2 degrees + JPEG 75 is no longer
+            # found), so it trades geometry for JPEG robustness at unit scale.
             loc = act + 1.0
             d = 2.0 * self._all_bits(pay, bind) - 1.0
             host = self._chips(self._fold(np.clip(hp / loc, -3.0, 3.0))) * d
