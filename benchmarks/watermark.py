@@ -1,6 +1,6 @@
 """Benchmark of genguard's image and text watermarks against invisible-watermark (dwtDct, dwtDctSvd): quality, robustness, false positives, speed.
 
-Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/watermark.py [--json OUT] [--quick] [--genguard-only] [--no-text] [--timing-only] [--small-only] [--keys N]
+Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/watermark.py [--json OUT] [--quick] [--genguard-only] [--no-text] [--timing-only] [--small-only] [--keys N] [--baselines-only]
       [--photos N] [--negatives N] [--attacks SUBSTR,...]
 
 Images: 16 real photos shipped by scikit-image and scikit-learn, at native size, as RGB. Every
@@ -514,6 +514,7 @@ def main(argv=None):
     ap.add_argument("--negatives", type=int, default=None, help="number of clean images for the false-positive count")
     ap.add_argument("--attacks", default=None, help="comma-separated substrings: only the attacks whose name contains one")
     ap.add_argument("--genguard-only", action="store_true", help="skip invisible-watermark")
+    ap.add_argument("--baselines-only", action="store_true", help="only invisible-watermark's dwtDct and dwtDctSvd")
     ap.add_argument("--no-text", action="store_true", help="skip the text watermark benchmark")
     ap.add_argument("--timing-only", action="store_true", help="only the 1024x1024 CPU-time figures")
     ap.add_argument("--small-only", action="store_true", help="only the zero-bit mark for images under 256 px")
@@ -550,6 +551,14 @@ def main(argv=None):
                 del ATTACKS[k]
     print(f"photos: {', '.join(f'{k} {v.shape[1]}x{v.shape[0]}' for k, v in photos.items())}", file=sys.stderr)
     methods = [Genguard()] + ([] if args.genguard_only else [InvisibleWatermark("dwtDct"), InvisibleWatermark("dwtDctSvd")])
+    if args.baselines_only:
+        methods = methods[1:]
+        rob = robustness(photos, methods)
+        if args.json:
+            from genguard.generators._io import atomic_write_json
+
+            atomic_write_json(args.json, {"robustness": rob, "baseline_detect_rule": f">= {48 - BASELINE_MAX_ERRORS} of 48 bits"})
+        return
     rob = robustness(photos, methods)
     n_neg = args.negatives if args.negatives is not None else (200 if args.quick else 1000)
     fp = false_positives(negatives(photos, n=n_neg)) if n_neg else None
