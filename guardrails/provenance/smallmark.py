@@ -113,14 +113,12 @@ class SmallImageMark:
             res[...] = out[..., 0].astype(np.uint8)
         return res
 
-    def _agreements(self, y: np.ndarray) -> tuple[int, int]:
-        """(chips whose residual sign agrees with the key, chips with a non-zero residual).
-
-        Each chip's mean is predicted by the median of its 8 neighbouring chips' means (edges replicated):
-        robust to the hard, blocky edges of small synthetic images, where a linear high-pass is dominated
-        by the image. A zero residual (a flat or clipped area: a black background where the negative chips
-        were clipped to 0) is left out: which chips are zero depends on the image alone, not on this key,
-        so under the null the remaining chips still agree independently with probability exactly 1/2."""
+    @staticmethod
+    def _residual(y: np.ndarray) -> np.ndarray:
+        """Each chip's mean minus the median of its 8 neighbouring chips' means (edges replicated): robust to
+        the hard, blocky edges of small synthetic images, where a linear high-pass is dominated by the image.
+        The neighbourhood is symmetric, so the residual of a rotated or mirrored image is the rotated or
+        mirrored residual (detect computes it once)."""
         h, w = y.shape
         gh, gw = h // CHIP, w // CHIP  # whole chips only
         m = y[:gh * CHIP, :gw * CHIP].reshape(gh, CHIP, gw, CHIP).mean(axis=(1, 3))
@@ -129,7 +127,16 @@ class SmallImageMark:
                        if dy or dx])
         r = m - np.median(nb, axis=0)
         r[np.abs(r) < 1e-3] = 0.0
-        sig = self._chip_signs(h, w)[:gh, :gw]
+        return r
+
+    def _agreements(self, y: np.ndarray, r: np.ndarray | None = None) -> tuple[int, int]:
+        """(chips whose residual sign agrees with the key, chips with a non-zero residual). A zero residual (a
+        flat or clipped area: a black background where the negative chips were clipped to 0) is left out:
+        which chips are zero depends on the image alone, not on this key, so under the null the remaining
+        chips still agree independently with probability exactly 1/2."""
+        if r is None:
+            r = self._residual(y)
+        sig = self._chip_signs(r.shape[0] * CHIP, r.shape[1] * CHIP)[:r.shape[0], :r.shape[1]]
         return int(np.sum(r * sig > 0)), int(np.count_nonzero(r))
 
     def detect(self, img: np.ndarray) -> dict[str, Any]:
@@ -140,13 +147,12 @@ class SmallImageMark:
         if min(h, w) < MIN_SIDE:
             return {"applicable": False, "found": False, "kind": self.kind,
                     "reason": f"image {w}x{h} is too small for the zero-bit mark (needs {MIN_SIDE} px a side)"}
-        y = _luma(a)
+        r0 = self._residual(_luma(a))
         best = None
         for k in range(N_SYMMETRIES):
             # undo symmetry k: the mark was embedded in the original orientation
-            g = np.rot90(y, -(k % 4))
-            g = np.ascontiguousarray(g.T if k >= 4 else g)
-            agree, n = self._agreements(g)
+            g = np.rot90(r0, -(k % 4))
+            agree, n = self._agreements(None, np.ascontiguousarray(g.T if k >= 4 else g))
             lp = _log_binom_sf_half(agree, n)
             if best is None or lp < best[0]:
                 best = (lp, agree, n, k)
