@@ -16,9 +16,10 @@ dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/wa
   undoes any crop or padding). When that fails, the geometry is re-synchronised from the mark itself:
   the repeated tile leaves a lattice of peaks in the autocorrelation of the whitened image, which a
   rotation, resize, aspect change or shear maps linearly; the lattice basis is fitted (least squares
-  over every predicted peak) to give up to N_AFFINE_CANDIDATES linear maps, and a 1-D comb over the
-  autocorrelation gives isotropic-scale candidates. The luminance is resampled back through each and
-  read again. Nothing but the keyed pilots says which candidate is right, so every one is paid for.
+  over every predicted peak) and reduced to the fundamental lattice (a pair of peaks may span only every
+  second point) to give up to N_AFFINE_CANDIDATES linear maps, best first; only if none reads does a 1-D
+  comb over the autocorrelation give isotropic-scale candidates. The image is resampled back through
+  each and read again, stopping at the first that passes. Nothing but the keyed pilots says which candidate is right, so every one is paid for.
 * Test: under "no watermark with this key" the 64 pilot-bit decisions at any one alignment are
   independent fair coins (the pilot bits are uniformly random key material, independent of the image),
   so the number of pilot errors is Binomial(64, 1/2). With M = M_ALIGNMENTS alignments that the search
