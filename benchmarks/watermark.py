@@ -1,6 +1,6 @@
 """Benchmark of genguard's image and text watermarks against invisible-watermark (dwtDct, dwtDctSvd): quality, robustness, false positives, speed.
 
-Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/watermark.py [--json OUT] [--quick] [--genguard-only] [--no-text]
+Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/watermark.py [--json OUT] [--quick] [--genguard-only] [--no-text] [--timing-only] [--small-only] [--keys N] [--baselines-only]
       [--photos N] [--negatives N] [--attacks SUBSTR,...]
 
 Images: 16 real photos shipped by scikit-image and scikit-learn, at native size, as RGB. Every
@@ -409,15 +409,17 @@ def copy_attack(photos):
 
 
 def timing_1024(n=5):
-    """CPU seconds (process time, 1 thread) of embed + detect of a 1024x1024 photo, unedited and after a 2-degree rotation."""
+    """CPU seconds (process time, 1 thread) of embed + detect of a 1024x1024 photo, unedited, rotated, squeezed and rescaled."""
     from genguard.guardrails.provenance.watermark import ImageWatermark
     from skimage import data
 
     wm = ImageWatermark(b"benchmark-key-0123456789abcdef!!")
     base = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
     out = {}
-    for label, edit in (("unedited", lambda a: a), ("rotate+2", lambda a: _rotate(a, 2.0))):
-        e, d = [], []
+    for label, edit in (("unedited", lambda a: a), ("rotate+2", lambda a: _rotate(a, 2.0)),
+                        ("rotate-5", lambda a: _rotate(a, -5.0)), ("aspect0.9", lambda a: _aspect(a, 0.9)),
+                        ("scale0.7+jpeg75", lambda a: _jpeg(_scale(a, 0.7), 75))):
+        e, d, found = [], [], 0
         for i in range(n):
             im = np.roll(base, (37 * i, 53 * i), axis=(0, 1))
             t = time.process_time()
@@ -425,11 +427,83 @@ def timing_1024(n=5):
             e.append(time.process_time() - t)
             w = edit(w)
             t = time.process_time()
-            wm.detect(w)
+            found += bool(wm.detect(w)["found"])
             d.append(time.process_time() - t)
-        out[label] = {"embed_ms_median": 1000 * float(np.median(e)), "detect_ms_median": 1000 * float(np.median(d)),
+        out[label] = {"found": f"{found}/{n}", "embed_ms_median": 1000 * float(np.median(e)), "detect_ms_median": 1000 * float(np.median(d)),
                       "embed_plus_detect_ms_median": 1000 * float(np.median(np.add(e, d)))}
     return out
+
+
+def small_marks(n=40, n_clean=1000):
+    """The zero-bit mark for images under 256 px (genguard.guardrails.provenance.smallmark): detection per edit on
+    n digit samples (8x8 digits x4 and x8 nearest, as the generators write them) and n photo crops at 32 and
+    64 px, with PSNR; false positives on n_clean clean images of each kind (and the marked ones read with another key)."""
+    from sklearn.datasets import load_digits
+
+    from genguard.guardrails.provenance.smallmark import SmallImageMark
+    from skimage import data
+
+    wm, other = SmallImageMark(b"benchmark-key-0123456789abcdef!!"), SmallImageMark(b"another-key-0123456789abcdef!!!!")
+    digits = load_digits().images
+    photo = data.astronaut()
+    rng = np.random.default_rng(0)
+
+    def dig(i, s):
+        return np.round(np.kron(digits[i % len(digits)] / 16.0, np.ones((s, s))) * 255).astype(np.uint8)
+
+    def ph(i, s):
+        y, x = rng.integers(0, 512 - 128, 2)
+        return cv2.resize(photo[y:y + 128, x:x + 128], (s, s), interpolation=cv2.INTER_AREA)
+
+    def png(a):
+        b = io.BytesIO()
+        Image.fromarray(a).save(b, "PNG")
+        return np.asarray(Image.open(b))
+
+    edits = {"none": lambda a: a, "png": png, "jpeg95": lambda a: _jpeg_any(a, 95), "jpeg90": lambda a: _jpeg_any(a, 90),
+             "jpeg75": lambda a: _jpeg_any(a, 75), "noise2": lambda a: _noise(a, 2.0),
+             "bright+10%": lambda a: np.clip(np.rint(a * 1.1), 0, 255).astype(np.uint8),
+             "rot90": lambda a: np.ascontiguousarray(np.rot90(a)), "flip-h": lambda a: np.ascontiguousarray(a[:, ::-1]),
+             "resize0.5": lambda a: cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA),
+             "crop1px": lambda a: a[1:, 1:]}
+    out = {}
+    for label, gen in (("digit 32x32", lambda i: dig(i, 4)), ("digit 64x64", lambda i: dig(i, 8)),
+                       ("photo 32x32", lambda i: ph(i, 32)), ("photo 64x64", lambda i: ph(i, 64))):
+        imgs = [gen(i) for i in range(n)]
+        marked = [wm.embed(a) for a in imgs]
+        clean = [gen(n + i) for i in range(n_clean)]
+        out[label] = {"psnr_min": min(psnr(a, m) for a, m in zip(imgs, marked)),
+                      "detection": {e: float(np.mean([wm.detect(f(m))["found"] for m in marked])) for e, f in edits.items()},
+                      "other_key_detections": int(sum(other.detect(m)["found"] for m in marked)),
+                      "clean_images": n_clean, "clean_detections": int(sum(wm.detect(a)["found"] for a in clean))}
+    return out
+
+
+def per_key_misses(n_keys=100, informed=False):
+    """Keys (of n_keys, derived from a counter) whose mark is lost under JPEG 75 or the screenshot re-encode on
+    the astronaut photo resized to 288 px (the setting of tests/test_marking.py), and the pilot errors after JPEG 75."""
+    import hashlib
+
+    from genguard.guardrails.provenance.edits import EVERYDAY_EDITS
+    from genguard.guardrails.provenance.watermark import ImageWatermark
+    from skimage import data
+
+    raw = np.asarray(Image.fromarray(data.astronaut()).resize((288, 288)))
+    lost, errs = [], []
+    for i in range(n_keys):
+        wm = ImageWatermark(hashlib.sha256(b"k%d" % i).digest(), informed=informed)
+        m = wm.embed(raw, hashlib.sha256(b"p%d" % i).digest()[:6])
+        d = wm.detect(EVERYDAY_EDITS["jpeg75"](m))
+        errs.append(d["bit_errors"])
+        if not (d["found"] and wm.detect(EVERYDAY_EDITS["screenshot-png"](m))["found"]):
+            lost.append(i)
+    return {"keys": n_keys, "lost": len(lost), "lost_keys": lost, "pilot_errors_median": float(np.median(errs))}
+
+
+def _jpeg_any(a, q):
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "JPEG", quality=q)
+    return np.asarray(Image.open(b))
 
 
 def main(argv=None):
@@ -440,8 +514,33 @@ def main(argv=None):
     ap.add_argument("--negatives", type=int, default=None, help="number of clean images for the false-positive count")
     ap.add_argument("--attacks", default=None, help="comma-separated substrings: only the attacks whose name contains one")
     ap.add_argument("--genguard-only", action="store_true", help="skip invisible-watermark")
+    ap.add_argument("--baselines-only", action="store_true", help="only invisible-watermark's dwtDct and dwtDctSvd")
     ap.add_argument("--no-text", action="store_true", help="skip the text watermark benchmark")
+    ap.add_argument("--timing-only", action="store_true", help="only the 1024x1024 CPU-time figures")
+    ap.add_argument("--small-only", action="store_true", help="only the zero-bit mark for images under 256 px")
+    ap.add_argument("--keys", type=int, default=None, help="only the per-key miss rate over this many keys (plain and informed)")
     args = ap.parse_args(argv)
+    if args.keys:
+        for inf in (False, True):
+            r = per_key_misses(args.keys, informed=inf)
+            print(f"{'informed' if inf else 'plain'} embedding: {r['lost']} of {r['keys']} keys lose the mark under JPEG 75 "
+                  f"or the screenshot re-encode (288-px astronaut); median pilot errors after JPEG 75 {r['pilot_errors_median']:.0f} of 64; "
+                  f"lost keys {r['lost_keys']}")
+        return
+    if args.small_only:
+        res = small_marks()
+        names = list(next(iter(res.values()))["detection"])
+        print("| image | PSNR min | " + " | ".join(names) + " | other key | clean images flagged |")
+        print("|---|---|" + "---|" * len(names) + "---|---|")
+        for k, v in res.items():
+            print(f"| {k} | {v['psnr_min']:.1f} | " + " | ".join(f"{v['detection'][e]:.2f}" for e in names)
+                  + f" | {v['other_key_detections']}/40 | {v['clean_detections']}/{v['clean_images']} |")
+        return
+    if args.timing_only:
+        for k, v in timing_1024(5 if not args.quick else 3).items():
+            print(f"1024x1024 CPU time, 1 thread, {k}: embed {v['embed_ms_median']:.0f} ms + detect {v['detect_ms_median']:.0f} ms "
+                  f"= {v['embed_plus_detect_ms_median']:.0f} ms (median of runs; found {v['found']})")
+        return
     photos = load_photos()
     n_ph = 4 if args.quick else (args.photos or len(photos))
     photos = dict(list(photos.items())[:n_ph])
@@ -452,6 +551,14 @@ def main(argv=None):
                 del ATTACKS[k]
     print(f"photos: {', '.join(f'{k} {v.shape[1]}x{v.shape[0]}' for k, v in photos.items())}", file=sys.stderr)
     methods = [Genguard()] + ([] if args.genguard_only else [InvisibleWatermark("dwtDct"), InvisibleWatermark("dwtDctSvd")])
+    if args.baselines_only:
+        methods = methods[1:]
+        rob = robustness(photos, methods)
+        if args.json:
+            from genguard.generators._io import atomic_write_json
+
+            atomic_write_json(args.json, {"robustness": rob, "baseline_detect_rule": f">= {48 - BASELINE_MAX_ERRORS} of 48 bits"})
+        return
     rob = robustness(photos, methods)
     n_neg = args.negatives if args.negatives is not None else (200 if args.quick else 1000)
     fp = false_positives(negatives(photos, n=n_neg)) if n_neg else None
@@ -476,7 +583,7 @@ def main(argv=None):
           f"binding tolerance: {cp['pairs_within_binding_tolerance']}/{cp['unrelated_pairs']} (mean mismatch {cp['mismatch_mean']:.1f} of 16)")
     for k, v in thr.items():
         print(f"1024x1024 CPU time, 1 thread, {k}: embed {v['embed_ms_median']:.0f} ms + detect {v['detect_ms_median']:.0f} ms "
-              f"= {v['embed_plus_detect_ms_median']:.0f} ms (median of runs)")
+              f"= {v['embed_plus_detect_ms_median']:.0f} ms (median of runs; found {v['found']})")
     if txt:
         print(f"\n## Text watermark ({txt['model']})\n")
         print(f"watermarked {txt['tokens_per_sample']}-token samples with z >= 4: {txt['share_z_ge_4']:.3f} of "

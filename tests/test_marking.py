@@ -156,8 +156,9 @@ def test_robustness_suite_measures_the_watermark(outputs):
     key = outputs["keys"].watermark_key
     res = mk.robustness_of(outputs["tagged"], key)
     assert set(res) == set(EVERYDAY_EDITS)
-    # the design target (JPEG 75, screenshots) is a rate over keys, not a promise for each: about 1 key in 40
-    # loses the mark under JPEG 75 on this photo at the 1e-6 test, so assert the rate over fresh keys
+    # the design target (JPEG 75, screenshots) is a rate over keys, not a promise for each: 6 keys in 100
+    # lose the mark under JPEG 75 on this photo at the 1e-6 test (host interference tied to the key, see
+    # the README's "Informed embedding"), so assert the rate over fresh keys
     from genguard.guardrails.provenance.watermark import ImageWatermark
 
     with Image.open(outputs["raw"]) as im:
@@ -252,12 +253,18 @@ def test_folder_expansion_skips_sidecars(outputs, capsys):
     assert names == ["plain.txt", "raw.png", "stripped.png", "table.csv", "tagged.png"]
 
 
-def test_small_image_watermark_is_not_feasible(outputs, tmp_path):
+def test_small_image_carries_the_zero_bit_mark_only(outputs, tmp_path):
     small = tag_file(_photo(tmp_path / "s.png", side=128), tmp_path / "st.png", claim=CLAIM, keys=outputs["keys"])
     rec = mk.check_file(small)
     assert _status(rec, "signed_metadata")["status"] == "met"
     wm = _status(rec, "watermark")
-    assert wm["status"] == "not-feasible" and "256 px" in wm["detail"]
+    # under 256 px: a presence-only mark, and the line says it names no run
+    assert wm["status"] == "met" and "presence only" in wm["detail"] and "256 px" in wm["detail"]
+    tiny = tag_file(_photo(tmp_path / "t.png", side=12), tmp_path / "tt.png", claim=CLAIM, keys=outputs["keys"])
+    wm = _status(mk.check_file(tiny), "watermark")
+    assert wm["status"] == "not-feasible" and "16 px" in wm["detail"]
+    # an untagged small image is not marked
+    assert _status(mk.check_file(_photo(tmp_path / "u.png", side=64)), "watermark")["status"] == "missing"
 
 
 def test_release_report_marking_section(outputs, tmp_path):

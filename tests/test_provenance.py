@@ -87,7 +87,7 @@ def test_self_signed_or_mismatched_user_key_is_rejected(tmp_path, keys, home):
 
 
 # ---------------------------------------------------------------- foundation: digits PNG
-def test_small_png_gets_manifest_without_watermark_and_verifies(tmp_path, keys, home):
+def test_small_png_gets_manifest_and_zero_bit_mark_and_verifies(tmp_path, keys, home):
     src = _digit_png(tmp_path / "d.png")
     out = tag_file(src, tmp_path / "out" / "d.png", claim=CLAIM, keys=keys)
     r = verify_file(out)
@@ -95,7 +95,8 @@ def test_small_png_gets_manifest_without_watermark_and_verifies(tmp_path, keys, 
     assert r["manifest"]["state"] == "Trusted" and r["verdict"] == "intact"
     assert r["generator"] == "vae" and r["run_id"] == "run-test-1"
     assert r["claim"]["epsilon"] == 9.9 and r["claim"]["ledger_sha256"] == "ab" * 32
-    assert r["watermark"]["applicable"] is False and "small" in r["watermark"]["reason"]
+    # too small for the payload mark: the presence-only zero-bit mark, which names no run
+    assert r["watermark"]["kind"] == "zero-bit" and r["watermark"]["found"] and r["watermark"]["payload"] is None
     assert verify_file(out, trust_anchor=home / "keys" / "root_ca.pem")["manifest"]["state"] == "Trusted"
     # the original is untouched and has no manifest
     assert verify_file(src)["manifest"]["state"] == "Missing" and verify_file(src)["verdict"] == "untagged"

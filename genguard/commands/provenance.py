@@ -56,7 +56,11 @@ def _wm_status(path: Path) -> str:
         return "n/a (not an image)"
     if not _is_embeddable(path):
         return "n/a (not PNG/JPEG/WebP)"
-    return "embedded" if side >= MIN_WATERMARK_SIDE else f"n/a (< {MIN_WATERMARK_SIDE} px)"
+    from genguard.guardrails.provenance.tagging import SMALL_MARK_MIN_SIDE
+
+    if side >= MIN_WATERMARK_SIDE:
+        return "embedded"
+    return "zero-bit mark (presence only)" if side >= SMALL_MARK_MIN_SIDE else f"n/a (< {SMALL_MARK_MIN_SIDE} px)"
 
 
 def _check_trust_anchor(path: Path) -> None:

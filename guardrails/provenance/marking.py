@@ -157,7 +157,7 @@ def _disclosure(rec: dict[str, Any], metadata: Line) -> Line:
 
 
 def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
-    from genguard.guardrails.provenance.tagging import MIN_WATERMARK_SIDE
+    from genguard.guardrails.provenance.tagging import MIN_WATERMARK_SIDE, SMALL_MARK_MIN_SIDE
 
     wm = rec.get("watermark") if isinstance(rec.get("watermark"), dict) else {}
     if kind == "tabular":
@@ -166,14 +166,17 @@ def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
     if kind == "audio/video/other":
         return Line("watermark", "unchecked", "genguard has no watermark detector for audio, video or documents; "
                                               "a third-party watermark is not checked")
+    if wm.get("found") and wm.get("kind") == "zero-bit":
+        return Line("watermark", "met", f"genguard zero-bit mark detected, p={wm['p_value']:.1e} (image under "
+                    f"{MIN_WATERMARK_SIDE} px: presence only, no payload, names no run)")
     if wm.get("found"):
         p = wm.get("p_value")
         what = "text green-list watermark" if kind == "text" else "genguard image watermark"
         pv = f", p={p:.1e}" if isinstance(p, (int, float)) else (f", z={wm['z']:.1f}" if wm.get("z") is not None else "")
         return Line("watermark", "met", f"{what} detected{pv}")
-    if kind == "image" and side is not None and side < MIN_WATERMARK_SIDE:
-        return Line("watermark", "not-feasible", f"image {side} px on its short side: genguard's watermark needs "
-                    f"{MIN_WATERMARK_SIDE} px to be decoded reliably after everyday edits (none detected)")
+    if kind == "image" and side is not None and side < SMALL_MARK_MIN_SIDE:
+        return Line("watermark", "not-feasible", f"image {side} px on its short side: genguard marks images of "
+                    f"{SMALL_MARK_MIN_SIDE} px a side and more (none detected)")
     if not wm.get("applicable", True):
         why = str(wm.get("reason") or "not applicable")
         if "too small" in why:
@@ -247,7 +250,14 @@ def robustness_of(path: str | Path, key: bytes, edits: dict | None = None) -> di
     from genguard.guardrails.provenance.tagging import _decode_image, _read
     from genguard.guardrails.provenance.watermark import ImageWatermark
 
+    from genguard.guardrails.provenance.tagging import MIN_WATERMARK_SIDE
+
     arr, _ = _decode_image(_read(Path(path)), str(path))
+    if min(arr.shape[:2]) < MIN_WATERMARK_SIDE:  # a small image carries the zero-bit mark: measure that one
+        from genguard.guardrails.provenance.smallmark import SmallImageMark
+
+        small = SmallImageMark(key)
+        return {name: bool(small.detect(fn(arr))["found"]) for name, fn in (edits or EVERYDAY_EDITS).items()}
     wm = ImageWatermark(key)
     return {name: bool(wm.detect(fn(arr))["found"]) for name, fn in (edits or EVERYDAY_EDITS).items()}
 

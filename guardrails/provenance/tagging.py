@@ -22,6 +22,9 @@ from genguard.guardrails.provenance.keys import KeyStore, default_key_dir
 #: decode 48 bits and pass the 1e-6 false-positive test after everyday edits. The default pipeline's
 #: 32x32 digits are far below this: they carry the C2PA manifest only.
 MIN_WATERMARK_SIDE = 256
+#: images from this side up to MIN_WATERMARK_SIDE get the keyed zero-bit mark instead (presence only; see
+#: guardrails/provenance/smallmark.py): the 32x32 digit samples carry it
+SMALL_MARK_MIN_SIDE = 16
 REGISTRY_FILE = "watermark_registry.json"
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -192,6 +195,13 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
         wm_info = {"payload_bits": 48, "false_positive_rate": wmk.false_positive_rate}
         data = _encode_image(arr, fmt, _source_metadata(data))  # EXIF orientation and ICC survive tagging
         _register(keys, wm_id, claim)
+    elif watermark and min(arr.shape[:2]) >= SMALL_MARK_MIN_SIDE and _source_mode(data) in _WATERMARKABLE_MODES:
+        # too small for the payload: the keyed zero-bit mark (presence only, names no run, so nothing is
+        # registered and the manifest declares no watermark id)
+        from genguard.guardrails.provenance.smallmark import SmallImageMark
+
+        arr = SmallImageMark(_watermark_key(keys)).embed(arr)
+        data = _encode_image(arr, fmt, _source_metadata(data))
     # without a watermark the original bytes are kept as they are (no needless re-encoding)
     if c2pa:
         manifest = mf.build_manifest(claim, title=dest.name, watermark_id=wm_id, watermark_info=wm_info,
@@ -201,6 +211,20 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
                                 parent_data=original if parent else None, parent_title=path.name)
     atomic_write_bytes(dest, data, mode=out_mode)
     return dest
+
+
+def _small_mark(arr, keys: KeyStore | None) -> dict[str, Any] | None:
+    """The zero-bit mark's reading of a small image, when it is found or the payload mark cannot be read
+    (under 64 px); None when the payload detector should speak (a larger marked image shrunk below 256 px)."""
+    key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
+    if key is None:
+        out = {"applicable": False, "reason": why}
+    else:
+        from genguard.guardrails.provenance.smallmark import SmallImageMark
+
+        det = SmallImageMark(key).detect(arr)
+        out = det if det["found"] or min(arr.shape[:2]) < 64 else None
+    return out
 
 
 def _watermark_key(keys: KeyStore | None) -> bytes:
@@ -360,9 +384,12 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                 rec["watermark"] = {"applicable": False, "reason": f"pixels do not decode: {exc}"}
             if arr is None:
                 pass
-            elif min(arr.shape[:2]) < 64:
+            elif min(arr.shape[:2]) < SMALL_MARK_MIN_SIDE:
                 rec["watermark"] = {"applicable": False, "reason": f"image {arr.shape[1]}x{arr.shape[0]} is too small "
-                                    f"to carry a watermark (tagging watermarks images of at least {MIN_WATERMARK_SIDE} px a side)"}
+                                    f"to carry a watermark (tagging marks images of at least {SMALL_MARK_MIN_SIDE} px a side)"}
+            elif min(arr.shape[:2]) < MIN_WATERMARK_SIDE and (small := _small_mark(arr, keys)) is not None:
+                rec["watermark"] = small
+                wm_present = bool(rec["watermark"].get("found"))
             else:
                 key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
                 if key is None:
