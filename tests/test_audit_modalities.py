@@ -147,8 +147,12 @@ def test_cli_tabular_and_text(tmp_path, capsys):
     # nine texts from one template: the default text gates (diversity against real text) say no
     assert _cli(["audit", "--samples", str(texts), "--reference", "pydoc", "--out", str(tmp_path / "txt")]) == 1
     rep = json.loads((tmp_path / "txt" / "report.json").read_text())
-    failed = {g["name"] for g in rep["gates"] if g["passed"] is False}
-    assert failed and all(f.startswith("fidelity.diversity.") for f in failed), rep["gates"]
+    failed = {g["name"]: g for g in rep["gates"] if g["passed"] is False}
+    evaluated = {n for n, g in failed.items() if g["value"] is not None}
+    assert evaluated and all(f.startswith("fidelity.diversity.") for f in evaluated), rep["gates"]
+    # no generator to prompt and no ledger: those gates are not evaluated, and fail saying so
+    assert set(failed) - evaluated == {"bias.flagged_count", "privacy.epsilon"}
+    assert all("cannot be evaluated fails" in failed[n]["reason"] for n in set(failed) - evaluated)
     assert rep["fidelity"]["perplexity_local"]["value"] > 0
     assert rep["bias"]["value"] is None and rep["bias"]["reason"]
     assert rep["memorization"]["verbatim_copy_rate"] >= 3 / 12 - 1e-9  # the 3 pasted passages are in the fixed train split

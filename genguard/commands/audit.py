@@ -123,7 +123,9 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     console.print(f"report: {html_path}  ·  {json_path}")
     write_json(json_out, report.data)
     if not report.passed:
-        console.print("[bold red]release gates failed:[/bold red] " + ", ".join(g["name"] for g in report.failed_gates))
+        from genguard.audits.html import gate_banner
+
+        console.print(f"[bold red]{gate_banner(report.data['gates'])}[/bold red]")
         return 1
     from genguard.audits.html import gate_banner
 

@@ -138,7 +138,7 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     options = {"detector_file": str(detector_file) if detector_file else None, "arch": arch, "crop": crop,
                "heatmaps": str(heatmaps) if heatmaps else None, "no_forgery": no_forgery, "max_pixels": max_pixels}
     local_task = DetectTask(**options)  # a bad --detector file fails here, before any worker starts
-    _note_pretrained(local_task.det)
+    _note_pretrained(getattr(local_task, "det", None))
     if detector_file is None:
         _err("note: using the default detector, trained only on small reference generators "
              "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
