@@ -265,10 +265,23 @@ def _check_gate_name(name: str, known: Mapping[str, Any], source: str) -> None:
         close = difflib.get_close_matches(root, GATE_ROOTS, n=1)
         raise AuditError(f"{source}: gate {name!r}: the report has no section {root!r}"
                          + (f" (did you mean {close[0]!r}?)" if close else f"; sections: {', '.join(GATE_ROOTS)}"))
-    if name not in known:
-        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.9)
+    if name not in known:  # one or two letters off a declared gate is a typo; other report paths may be gated
+        close = [k for k in known if _edits(name, k) <= 2]
         if close:
             raise AuditError(f"{source}: gate {name!r} is not a known gate; did you mean {close[0]!r}?")
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), for short gate paths."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> tuple[Any, str | None]:
