@@ -27,7 +27,8 @@ from genguard.audits.policy import evaluate_gates, load_policy
 from genguard.audits.sections import AuditContext, sections_for, set_path
 from genguard.audits.sections import summary_rows as _summary_rows
 
-REPORT_KEYS = ("generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "marking", "gates")
+REPORT_KEYS = ("generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "marking", "human",
+               "gates")
 
 
 def _package_versions() -> dict[str, str]:
@@ -119,7 +120,7 @@ class ReleaseAudit:
             detection: Mapping[str, Any] | None = None, labels: Any = None, reconstructions: Any = None,
             privacy_evidence: Mapping[str, Any] | None = None, progress: bool = True,
             marking: Mapping[str, Any] | None = None, generate: Any = None, group: str | None = None,
-            target: str | None = None) -> AuditReport:
+            target: str | None = None, human: Mapping[str, Any] | None = None) -> AuditReport:
         """Run the audit sections of the samples' modality (image, text or tabular).
 
         ``train`` / ``holdout`` are :class:`generators.Dataset` of the same
@@ -129,7 +130,8 @@ class ReleaseAudit:
         ``generate(prompts) -> list[str]`` lets a text audit measure bias;
         ``group`` / ``target`` name a table's group and outcome columns
         (defaults: the data set's first group and its ``target`` metadata,
-        then the policy's ``tabular`` settings).
+        then the policy's ``tabular`` settings); ``human`` is a human study's
+        results (the console's results.json) for the ``human`` section.
         """
         from genguard.generators.base import Dataset, Samples
 
@@ -145,7 +147,7 @@ class ReleaseAudit:
             raise AuditError(f"samples are {samples.modality} but the reference data {train.modality}"
                              + (f" / {holdout.modality}" if holdout is not None else ""))
         common = dict(ledger=ledger, generator_info=generator_info, provenance=provenance, detection=detection,
-                      privacy_evidence=privacy_evidence, progress=progress, marking=marking)
+                      privacy_evidence=privacy_evidence, progress=progress, marking=marking, human=human)
         if samples.modality == "text":
             return self.run_text(list(samples.data), list(train.x), list(holdout.x) if holdout is not None else None,
                                  generate=generate, **common)
@@ -176,7 +178,7 @@ class ReleaseAudit:
                     ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
                     provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
                     marking: Mapping[str, Any] | None = None,
-                    progress: bool = True) -> AuditReport:
+                    progress: bool = True, human: Mapping[str, Any] | None = None) -> AuditReport:
         """Release audit of a synthetic table (pandas) against the real train/holdout tables."""
         policy = load_policy(self.policy, modality="tabular")
         group = group or policy["tabular"]["group"]
@@ -188,14 +190,15 @@ class ReleaseAudit:
                            seed=self.seed, inputs=dict(ledger=ledger, generator_info=generator_info,
                                                        provenance=provenance, detection=detection,
                                                        privacy_evidence=privacy_evidence, marking=marking,
-                                                       progress=progress, group=group, target=target))
+                                                       progress=progress, group=group, target=target, human=human))
         ctx.items = synthetic
         return self._run_sections(ctx, "auditing table", progress)
 
     def run_text(self, texts: Any, train: Any, holdout: Any = None, *, generate: Any = None,
                  ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,
                  provenance: Any = None, detection: Any = None, privacy_evidence: Mapping[str, Any] | None = None,
-                 progress: bool = True, marking: Mapping[str, Any] | None = None) -> AuditReport:
+                 progress: bool = True, marking: Mapping[str, Any] | None = None,
+                 human: Mapping[str, Any] | None = None) -> AuditReport:
         """Release audit of generated texts: perplexity_local, self-BLEU and distinct-n diversity against real
         text, verbatim copies, and BOLD-style bias when a ``generate(prompts) -> list[str]`` callable is given."""
         policy = load_policy(self.policy, modality="text")
@@ -208,7 +211,7 @@ class ReleaseAudit:
                            seed=self.seed, inputs=dict(ledger=ledger, generator_info=generator_info,
                                                        provenance=provenance, detection=detection,
                                                        privacy_evidence=privacy_evidence, marking=marking,
-                                                       progress=progress, generate=generate,
+                                                       progress=progress, generate=generate, human=human,
                                                        reference_texts=train + (holdout or [])))
         ctx.items = texts
         return self._run_sections(ctx, "auditing text", progress)

@@ -202,7 +202,8 @@ def unregister_section(name: str) -> None:
     _SECTIONS.pop(name, None)
 
 
-_BUILTIN_MODULES = ("genguard.audits.builtin_sections", "genguard.audits.text_diversity")
+_BUILTIN_MODULES = ("genguard.audits.builtin_sections", "genguard.audits.text_diversity",
+                    "genguard.audits.human_section")
 
 
 #: Entry-point group through which an installed package adds audit sections: each entry point names a
@@ -217,6 +218,7 @@ def _load_builtin() -> None:
     global _entry_points_loaded
     from genguard.audits import builtin_sections  # noqa: F401 - registers the built-in sections
     from genguard.audits import text_diversity  # noqa: F401
+    from genguard.audits import human_section  # noqa: F401
 
     if _entry_points_loaded:
         return

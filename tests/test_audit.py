@@ -8,7 +8,8 @@ import pytest
 
 from genguard.generators.base import Samples
 
-REPORT_KEYS = {"generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "marking", "gates"}
+REPORT_KEYS = {"generator", "privacy", "fidelity", "bias", "memorization", "provenance", "detection", "marking", "human",
+               "gates"}
 
 
 def _fake_samples(train, holdout, n=400, seed=1, copies=0, noise=0.05):

@@ -78,14 +78,17 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Model folder: its ledger.json feeds the privacy section.")
 @click.option("--policy", type=click.Path(path_type=Path), default=None, help="YAML policy with settings and gates.")
+@click.option("--human", "human_file", type=click.Path(path_type=Path), default=None,
+              help="A human study's results.json from `genguard console` (2AFC or MOS): the report's human "
+                   "section, gated like the rest (e.g. human.two_afc.ci_high: {min: 0.3}).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the audit's classifier and tests.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for report.json and report.html.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report in --out (refused without it).")
 @json_option("Also write the report (as in OUT/report.json) to FILE ('-': standard output; the summary then goes "
              "to stderr).")
 def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout_dir: Path | None,
-              model_dir: Path | None, policy: Path | None, seed: int, out: Path, overwrite: bool,
-              json_out: str | None) -> int:
+              model_dir: Path | None, policy: Path | None, human_file: Path | None, seed: int, out: Path,
+              overwrite: bool, json_out: str | None) -> int:
     """Release audit: bias, fidelity, memorization and privacy of a folder of samples; exit 1 if a gate fails."""
     from genguard.output import human_to_stderr, make_console, make_table, write_json
 
@@ -97,6 +100,12 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
 
     load_policy(str(policy) if policy is not None else None)  # fail fast on a bad policy, before any work
     pol = str(policy) if policy is not None else None
+    human = None
+    if human_file is not None:  # checked before any work, like the policy
+        from genguard.audits.human_section import check_study
+        from genguard.generators._io import read_json_checked
+
+        human = check_study(read_json_checked(human_file, AuditError, "human study results"), str(human_file))
     ledger, info = _load_model_info(model_dir)
     info = info or {}
     evidence = None
@@ -108,11 +117,11 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
         evidence = privacy_evidence_step(Path(info["model_dir"]))
     info.setdefault("samples_dir", str(samples_dir))
     if samples_dir.suffix.lower() == ".csv":
-        report = _audit_table(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence)
+        report = _audit_table(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence, human)
     elif samples_dir.is_dir() and any(samples_dir.rglob("*.txt")):
-        report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence)
+        report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence, human)
     else:
-        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence)
+        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence, human)
     json_path, html_path = report.write(out)
     console = make_console(stderr=human_to_stderr(json_out))
     table = make_table("", "", title=f"genguard audit — {report.data['generator']['n_samples']} samples",
@@ -133,7 +142,7 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     return 0
 
 
-def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence=None):
+def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence=None, human=None):
     from genguard.generators.base import Samples
     from genguard.generators.data import labels_from_filenames, read_sample_images
 
@@ -154,10 +163,10 @@ def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, 
     samples = Samples(data=images, modality="image", conditions=conditions,
                       metadata={"files": [f.name for f in files], "source": str(samples_dir)})
     return ReleaseAudit(policy=pol, seed=seed).run(samples, train, holdout, ledger=ledger, generator_info=info,
-                                                   privacy_evidence=evidence)
+                                                   privacy_evidence=evidence, human=human)
 
 
-def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed, evidence=None):
+def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed, evidence=None, human=None):
     import pandas as pd
 
     from genguard.generators.data import load_diabetes, train_holdout
@@ -193,10 +202,10 @@ def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol,
         raise AuditError(f"{csv_path}: missing columns {missing} of the reference table")
     return ReleaseAudit(policy=pol, seed=seed).run_tabular(synthetic[list(train.columns)], train, holdout,
                                                           ledger=ledger, generator_info=info,
-                                                          privacy_evidence=evidence)
+                                                          privacy_evidence=evidence, human=human)
 
 
-def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence=None):
+def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence=None, human=None):
     from genguard.generators.data import load_data, train_holdout
 
     from genguard.audits import AuditError, ReleaseAudit
@@ -219,7 +228,7 @@ def _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evid
         if gen.modality == "text":
             generate = as_text_generator(gen, seed=seed)
     return ReleaseAudit(policy=pol, seed=seed).run_text(texts, train.x, holdout.x, generate=generate, ledger=ledger,
-                                                       generator_info=info, privacy_evidence=evidence)
+                                                       generator_info=info, privacy_evidence=evidence, human=human)
 
 
 def register(group: click.Group) -> None:
