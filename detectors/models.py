@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -249,6 +250,18 @@ _load_entry_points()
 # --------------------------------------------------------------------------------------
 # the detector
 # --------------------------------------------------------------------------------------
+def band_verdict(p: float, band: tuple[float, float]) -> str:
+    """``synthetic`` at or above the band, ``authentic`` at or below it, ``inconclusive`` inside (or for NaN)."""
+    lo, hi = band
+    if not math.isfinite(p):
+        return "inconclusive"
+    if p >= hi:
+        return "synthetic"
+    if p <= lo:
+        return "authentic"
+    return "inconclusive"
+
+
 class Detector:
     """Synthetic-image detector: ``fit(real, fake)`` -> ``predict_proba(images)`` -> P(synthetic).
 
@@ -418,12 +431,7 @@ class Detector:
         return {n: 1.0 / (1.0 + np.exp(-ml[:, i])) for i, n in enumerate(self.member_names())}
 
     def verdict(self, p: float) -> str:
-        lo, hi = self.band
-        if p >= hi:
-            return "synthetic"
-        if p <= lo:
-            return "authentic"
-        return "inconclusive"
+        return band_verdict(p, self.band)
 
     def predict(self, images: Sequence[Any]) -> list[str]:
         """``synthetic`` / ``authentic`` / ``inconclusive`` per image."""

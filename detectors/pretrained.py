@@ -37,7 +37,6 @@ affect inference and which some converters drop.
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -443,14 +442,9 @@ class PretrainedDetector:
         return 1.0 / (1.0 + np.exp(-np.clip(s, -500, 500)))
 
     def verdict(self, p: float) -> str:
-        lo, hi = self.band
-        if not math.isfinite(p):
-            return "inconclusive"
-        if p >= hi:
-            return "synthetic"
-        if p <= lo:
-            return "authentic"
-        return "inconclusive"
+        from genguard.detectors.models import band_verdict
+
+        return band_verdict(p, self.band)
 
     def predict(self, images: Sequence[Any]) -> list[str]:
         return [self.verdict(float(p)) for p in self.predict_proba(images)]
