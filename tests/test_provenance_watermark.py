@@ -321,24 +321,34 @@ def test_text_watermark_detected_from_ids_alone(tiny_lm):
 
 
 def test_copy_attack_does_not_frame_the_run(tmp_path, keys, photo):
-    """One tagged image minus its median-filtered copy, added to an unrelated photo: the mark transplants
-    (it is detected), but its content hash does not match the new content, so verify names no run."""
+    """One tagged image minus its median-filtered copy, added to unrelated photos: the mark transplants
+    (it is detected), but its content hash does not match the new content, so verify names no run.
+
+    The binding tolerates 3 of 16 hash bits, so an unrelated photo's hash agrees by chance with
+    probability about 1.1% for a fresh key (README): three targets, at most one may bind (a chance of
+    about 0.04% for a correct binding; every one binds if the binding is broken)."""
     from skimage import data
 
     src = tmp_path / "victim.png"
     Image.fromarray(photo).save(src)
     tagged = tag_file(src, tmp_path / "victim-tagged.png", claim=CLAIM, keys=keys)
     marked = np.asarray(Image.open(tagged).convert("RGB"))
-    target = data.astronaut()[40:360, 60:460]
-    forged = tmp_path / "forged.png"
-    Image.fromarray(_copy_attack(marked, target)).save(forged)
-    r = verify_file(forged)
-    wm = r["watermark"]
-    assert wm["found"] and wm["p_value"] <= 1e-6  # the transplant itself works
-    assert wm["content_binding"]["bound"] is False and wm["content_binding"]["mismatches"] > 3
-    assert "copy attack" in wm["note"] and "copy attack" in r["reason"]
-    assert r["verdict"] == "stripped" and r["run_id"] is None and r["generator"] is None
-    assert not wm.get("names")
+    targets = [data.astronaut()[40:360, 60:460], data.coffee()[40:360, 100:500], data.chelsea()[0:300, 20:420]]
+    results = []
+    for i, target in enumerate(targets):
+        forged = tmp_path / f"forged{i}.png"
+        Image.fromarray(_copy_attack(marked, target)).save(forged)
+        results.append(verify_file(forged))
+    assert sum(bool(r["watermark"].get("found")) for r in results) >= 2  # the transplant itself works
+    unbound = [r for r in results if r["watermark"].get("found")
+               and r["watermark"]["content_binding"]["bound"] is False]
+    assert len(unbound) >= len([r for r in results if r["watermark"].get("found")]) - 1 and unbound
+    for r in unbound:
+        wm = r["watermark"]
+        assert wm["p_value"] <= 1e-6 and wm["content_binding"]["mismatches"] > 3
+        assert "copy attack" in wm["note"] and "copy attack" in r["reason"]
+        assert r["verdict"] == "stripped" and r["run_id"] is None and r["generator"] is None
+        assert not wm.get("names")
     # the genuine tagged image, stripped of its manifest, still names the run
     resaved = tmp_path / "resaved.png"
     Image.open(tagged).save(resaved)
