@@ -27,7 +27,9 @@ def provenance_of(path: Path, trust_anchor: Path | None = None) -> dict[str, Any
 
 #: The fused verdicts. There is no "authentic": an examination can find evidence of generation or
 #: editing, or find none; absence of evidence is never evidence of authenticity.
-VERDICTS = ("generated", "edited", "no_evidence", "inconclusive")
+VERDICT_WORDS = {"generated": "generated", "edited": "edited", "no_evidence": "no evidence found",
+                 "inconclusive": "inconclusive"}
+VERDICTS = tuple(VERDICT_WORDS)
 #: How-made classes (from a file's own C2PA history) that are a disclosure of AI content.
 AI_DISCLOSED = ("ai-generated", "ai-composited")
 #: The pixel detector's own labels, as the entry names them (its "authentic" only means "scored like the

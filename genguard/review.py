@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from genguard.examine import VERDICT_WORDS as _VERDICT_WORDS
 from genguard.generators._io import MAX_PIXELS, atomic_write_json, atomic_write_text, check_pixels, check_regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif")
@@ -117,8 +118,6 @@ _COLOURS = {"tampered": "#b42318", "error": "#b42318", "untrusted": "#b42318", "
             "remote": "#b54708", "untagged": "#475467", "ai-generated": "#6941c6", "ai-composited": "#6941c6",
             "intact": "#067647", "generated": "#b42318", "edited": "#b42318", "inconclusive": "#b54708",
             "no_evidence": "#475467"}
-_VERDICT_WORDS = {"generated": "generated", "edited": "edited", "no_evidence": "no evidence found",
-                  "inconclusive": "inconclusive"}
 
 
 def _badge(text: str, kind: str | None = None) -> str:

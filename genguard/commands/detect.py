@@ -9,11 +9,9 @@ import click
 
 from genguard.engines import (MAX_TASK_RETRIES, BatchTask, EngineError, ResultStream, check_engine_options,
                               engine_options, read_path_list, run_batches)
-from genguard.examine import examine_image
+from genguard.examine import VERDICT_WORDS as _VERDICT_WORDS, examine_image
 from genguard.output import HelpGroup
 
-_VERDICT_WORDS = {"generated": "generated", "edited": "edited", "no_evidence": "no evidence found",
-                  "inconclusive": "inconclusive"}
 
 
 def _err(msg: str) -> None:

@@ -106,12 +106,9 @@ class SmallImageMark:
             scale *= np.sqrt(target / mse) * (0.98 if mse > target else 1.0)
         if mse > target * 1.02:  # keep the PSNR promise: fall back to the last scale that met it
             out = np.clip(np.rint(base + scale * 0.9 * delta), 0, 255)
-        res = a.copy()
-        if a.ndim == 3:
-            res[..., :3] = out.astype(np.uint8)
-        else:
-            res[...] = out[..., 0].astype(np.uint8)
-        return res
+        from genguard.guardrails.provenance.watermark import with_channels
+
+        return with_channels(a, out)
 
     @staticmethod
     def _residual(y: np.ndarray) -> np.ndarray:

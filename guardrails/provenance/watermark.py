@@ -185,6 +185,17 @@ def _log_binom_cdf_half(k: int, n: int) -> float:
     return log(sum(comb(n, i) for i in range(k + 1))) - n * log(2.0)
 
 
+def with_channels(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A copy of the uint8 image ``a`` whose colour (or grey) channels are the marked (H, W, 3|1) ``out``;
+    an alpha channel is kept as it was."""
+    res = a.copy()
+    if a.ndim == 3:
+        res[..., :3] = out.astype(np.uint8)
+    else:
+        res[...] = out[..., 0].astype(np.uint8)
+    return res
+
+
 class ImageWatermark:
     """Embed / detect a 48-bit payload with a secret ``key`` (bytes).
 
@@ -318,12 +329,7 @@ class ImageWatermark:
             if mse <= target_mse * 1.02:
                 break
             scale *= np.sqrt(target_mse / mse) * 0.98
-        res = a.copy()
-        if a.ndim == 3:
-            res[..., :3] = out.astype(np.uint8)
-        else:
-            res[...] = out[..., 0].astype(np.uint8)
-        return res
+        return with_channels(a, out)
 
     # ------------------------------------------------------------------ detect
     @staticmethod
