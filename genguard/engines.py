@@ -156,7 +156,9 @@ def _ray_pass(ray: Any, task_cls: type[BatchTask], options: dict[str, Any], item
     import ray.data
 
     n_blocks = math.ceil(len(items) / size)
-    ctx = ray.data.DataContext.get_current()
+    with warnings.catch_warnings():  # Ray Data's own deprecated settings, warned about on first use
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = ray.data.DataContext.get_current()
     saved = ctx.max_errored_blocks, ctx.enable_progress_bars
     # a batch lost past its retries is reported as undone; the others go on (the default stops the run)
     ctx.max_errored_blocks, ctx.enable_progress_bars = -1, False
@@ -183,7 +185,10 @@ class ResultStream:
 
     ``FILE.jsonl`` is streamed into directly. Any other ``FILE`` is streamed into
     ``FILE.partial.jsonl`` and, once every file is done, replaced by ``final(entries)``
-    written as JSON to ``FILE`` (atomically) and the partial file removed. ``-`` or
+    written as JSON to ``FILE`` (atomically) and the partial file removed; a
+    ``FILE.parquet`` gets the entries as a Parquet table instead (:func:`write_parquet`).
+    Parquet is written only at the end because a Parquet file is unreadable until its
+    footer is written: the JSON Lines stream is what survives a crash. ``-`` or
     ``None`` streams nowhere. With ``resume``, the entries already in the stream
     are read back (:attr:`done`, by path; a line cut short by a crash is dropped) and
     new ones are appended after them.
@@ -214,10 +219,13 @@ class ResultStream:
         from genguard.generators._io import read_bytes_bounded
 
         try:
-            doc = json.loads(read_bytes_bounded(target, 1 << 30, EngineError, "earlier results"))
-        except (ValueError, OSError):
+            if target.suffix.lower() == ".parquet":
+                entries = read_parquet_entries(target)
+            else:
+                doc = json.loads(read_bytes_bounded(target, 1 << 30, EngineError, "earlier results"))
+                entries = doc.get("files") if isinstance(doc, dict) else doc
+        except (ValueError, OSError, EngineError):
             return  # not results of ours: the run starts afresh and replaces it at the end
-        entries = doc.get("files") if isinstance(doc, dict) else doc
         if isinstance(entries, list):
             with open(self.stream_path, "w", encoding="utf-8") as fh:
                 for e in entries:
@@ -254,7 +262,11 @@ class ResultStream:
             return
         if self.stream_path == self.target:
             return
-        atomic_write_json(self.target, final())
+        if self.target.suffix.lower() == ".parquet":
+            doc = final()
+            write_parquet(self.target, doc.get("files", []) if isinstance(doc, dict) else doc)
+        else:
+            atomic_write_json(self.target, final())
         if self.stream_path is not None:
             self.stream_path.unlink(missing_ok=True)
 
@@ -270,6 +282,93 @@ class ResultStream:
         """Close without the final file; the stream's path, where the finished entries are."""
         self._close()
         return str(self.stream_path) if self.stream_path is not None else None
+
+
+#: The ``result`` column of a Parquet results table: each file's whole entry as JSON text.
+PARQUET_RESULT_COLUMN = "result"
+
+
+def _column_type(values: list[Any]) -> str | None:
+    """The one scalar type every non-null value of a field has ("bool", "int", "float", "str"), else None."""
+    kinds = set()
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            kinds.add("bool")
+        elif isinstance(v, int):
+            kinds.add("int")
+        elif isinstance(v, float):
+            kinds.add("float")
+        elif isinstance(v, str):
+            kinds.add("str")
+        else:
+            return None
+    if kinds == {"int", "float"}:
+        return "float"
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def write_parquet(path: Path, entries: Sequence[dict[str, Any]]) -> Path:
+    """Write result entries as a Parquet table, atomically: ``path``, every top-level field whose values are
+    scalars of one type as a typed column (nulls where an entry lacks it, e.g. an error entry), and the whole
+    entry as JSON text in ``result`` (so nothing nested is lost)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genguard.detectors._io import json_safe
+
+    entries = [json_safe(e) for e in entries]
+    names: list[str] = []
+    for e in entries:
+        for k in e:
+            if k not in names and k != PARQUET_RESULT_COLUMN:
+                names.append(k)
+    arrow = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+    columns: dict[str, Any] = {}
+    for k in names:
+        values = [e.get(k) for e in entries]
+        kind = _column_type(values)
+        if kind is not None:
+            if kind == "float":
+                values = [None if v is None else float(v) for v in values]
+            columns[k] = pa.array(values, type=arrow[kind])
+    columns[PARQUET_RESULT_COLUMN] = pa.array([json.dumps(e, allow_nan=False) for e in entries], type=pa.string())
+    table = pa.table(columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_parquet_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of a results table written by :func:`write_parquet` (its ``result`` column)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path)
+        if PARQUET_RESULT_COLUMN not in meta.schema_arrow.names:
+            raise EngineError(f"{path}: not a genguard results table (no {PARQUET_RESULT_COLUMN!r} column)")
+        if meta.metadata.num_rows > MAX_LISTED_PATHS:
+            raise EngineError(f"{path}: {meta.metadata.num_rows} rows; more than a run holds")
+        texts = pq.read_table(path, columns=[PARQUET_RESULT_COLUMN]).column(0).to_pylist()
+    except EngineError:
+        raise
+    except Exception as exc:  # pyarrow's own errors on a corrupt file
+        raise EngineError(f"{path}: not a readable Parquet file ({exc.__class__.__name__})") from None
+    out = []
+    for t in texts:
+        try:
+            e = json.loads(t) if isinstance(t, str) else None
+        except ValueError:
+            e = None
+        if isinstance(e, dict):
+            out.append(e)
+    return out
 
 
 #: A list of paths longer than this is refused (a few hundred bytes a path: about 2 GB of strings in memory).

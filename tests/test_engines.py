@@ -262,3 +262,84 @@ def test_resume_after_a_finished_run_keeps_its_json_list(folder, tmp_path, capsy
     assert [r["path"] for r in rows] == [str(f) for f in files]
     assert rows[0]["synthetic_probability"] == 0.654321 and rows[1]["synthetic_probability"] is not None
     assert not (tmp_path / "r.json.partial.jsonl").exists()
+
+
+def test_parquet_results_hold_every_entry_and_resume_from_a_finished_table(folder, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    files = [folder / "00.png", folder / "broken.png"]
+    pqf, js = tmp_path / "r.parquet", tmp_path / "r.json"
+    assert run(["detect", *files, "--no-forgery", "--json", pqf], capsys)[0] == 0
+    assert run(["detect", *files, "--no-forgery", "--json", js], capsys)[0] == 0
+    table = pq.read_table(pqf)
+    assert table.column("path").to_pylist() == [str(f) for f in files]
+    # typed columns for the scalar fields, nulls where an entry lacks one (the error entry has no verdict)
+    assert table.schema.field("synthetic_probability").type == "double"
+    assert table.column("verdict").to_pylist()[1] is None and table.column("error").to_pylist()[0] is None
+    # nothing is lost: the whole entry of each file is in `result`, equal to the JSON list's
+    assert [json.loads(t) for t in table.column("result").to_pylist()] == json.loads(js.read_text())
+    assert not (tmp_path / "r.parquet.partial.jsonl").exists()
+    # resume from the finished table: the first file is not redone (its marked entry is kept), the new one is
+    entries = [json.loads(t) for t in table.column("result").to_pylist()]
+    entries[0]["synthetic_probability"] = 0.654321
+    from genguard.engines import write_parquet
+
+    write_parquet(pqf, entries)
+    code, out, err = run(["detect", *files, folder / "01.png", "--no-forgery", "--resume", "--json", pqf], capsys)
+    assert code == 0, err
+    rows = [json.loads(t) for t in pq.read_table(pqf).column("result").to_pylist()]
+    assert [r["path"] for r in rows] == [str(f) for f in files] + [str(folder / "01.png")]
+    assert rows[0]["synthetic_probability"] == 0.654321 and rows[2]["synthetic_probability"] is not None
+
+
+def test_a_corrupt_parquet_target_is_replaced_not_trusted_on_resume(folder, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    pqf = tmp_path / "r.parquet"
+    pqf.write_bytes(b"PAR1 not a table")
+    code, out, err = run(["detect", folder / "00.png", "--no-forgery", "--resume", "--json", pqf], capsys)
+    assert code == 0, err
+    assert pq.read_table(pqf).column("path").to_pylist() == [str(folder / "00.png")]
+
+
+@pytest.fixture(scope="module")
+def digit_samples(tmp_path_factory):
+    """40 digit images named as `genguard sample` names them (label in the name), at 32x32 like the run's PNGs."""
+    from genguard.generators.data import digits_split
+
+    _, holdout = digits_split()
+    d = tmp_path_factory.mktemp("samples")
+    for i in range(40):
+        img = (255 * holdout.x[i]).astype(np.uint8)
+        Image.fromarray(np.kron(img, np.ones((4, 4), np.uint8))).save(d / f"s{i:03d}_label{int(holdout.groups['label'][i])}.png")
+    return d
+
+
+def test_audit_reads_samples_the_same_on_ray(ray_session, digit_samples, tmp_path, capsys):
+    from genguard.commands.audit import read_samples
+
+    local, files = read_samples(digit_samples, (8, 8))
+    remote, files_r = read_samples(digit_samples, (8, 8), engine="ray", workers=2)
+    assert files == files_r and local.dtype == remote.dtype == np.float32
+    assert np.array_equal(local, remote)  # bit for bit: float32 survives the JSON trip
+    reports = []
+    for extra in ([], ["--engine", "ray", "--workers", "2"]):
+        out = tmp_path / ("ray" if extra else "local")
+        code, _, err = run(["audit", "--samples", digit_samples, "--out", out, *extra], capsys)
+        assert code in (0, 1), err
+        reports.append(json.loads((out / "report.json").read_text()))
+    for key in ("fidelity", "bias", "memorization", "gates"):
+        assert reports[0][key] == reports[1][key], key
+
+
+def test_audit_on_ray_names_an_unreadable_sample(ray_session, digit_samples, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "s"
+    shutil.copytree(digit_samples, d)
+    (d / "s999_label3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
+    code, out, err = run(["audit", "--samples", d, "--out", tmp_path / "o", "--engine", "ray", "--workers", "2"], capsys)
+    assert code == 2 and "s999_label3.png" in err and "not a readable image" in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = run(["audit", "--samples", d, "--out", tmp_path / "o2", "--workers", "2"], capsys)
+    assert code == 2 and "--engine ray" in err

@@ -286,7 +286,9 @@ def test_dpmerf_one_shot_release_is_ledgered(splits, tmp_path):
     priv = make_generator("dpmerf", **q).fit(train, trainer=PrivateTrainer(target_epsilon=1.0), progress=False)
     rep = priv.training_report_
     assert rep["private"] and rep["epsilon"] <= 1.0 and rep["steps"] == 1 and rep["sample_rate"] == 1.0
-    assert rep["epsilon"] == pytest.approx(gaussian_epsilon(rep["noise_multiplier"], rep["delta"]))
+    # calibrated by the trainer's exact full-batch accountant; opacus' RDP puts the same sigma above the target
+    assert rep["accountant"] == "analytic"
+    assert gaussian_epsilon(rep["noise_multiplier"], rep["delta"]) > rep["epsilon"]
     assert rep["delta"] == 1e-5
     ledger = build_ledger(rep, generator="dpmerf", run_id="d", seed=0, weights_path=None)
     assert ledger["epsilon"] == rep["epsilon"]

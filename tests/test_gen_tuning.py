@@ -28,9 +28,12 @@ def test_dpmerf_stops_at_the_noise_floor_only_when_there_is_noise(digits):
     # at epsilon 1 the released embedding is mostly noise: the loss reaches the floor long before 400 steps
     assert rep["noise_floor"] > 0
     assert 50 < rep["generator_steps"] < SMALL["steps"]
-    # the floor is what the Gaussian noise contributes, sum_c w_c * 2 D (sigma sqrt 2)^2 / count_c^2: with
-    # about 144 records per class this is 2 * 300 * 2 sigma^2 / 144^2 give or take the noise on the counts
-    approx = 2 * SMALL["n_features"] * 2 * rep["noise_multiplier"] ** 2 / (len(train) / 10) ** 2
+    # the floor is what the Gaussian noise contributes, sum_c w_c * 2 D (sigma s)^2 / count_c^2 with the
+    # sensitivity s = sqrt(1 + count_weight^2): with about 144 records per class this is
+    # 2 * 300 * sigma^2 s^2 / 144^2 give or take the noise on the counts
+    s2 = 1 + rep["count_weight"] ** 2
+    assert rep["max_grad_norm"] ** 2 == pytest.approx(s2)
+    approx = 2 * SMALL["n_features"] * s2 * rep["noise_multiplier"] ** 2 / (len(train) / 10) ** 2
     assert 0.7 * approx < rep["noise_floor"] < 1.4 * approx
     assert rep["final_loss"] < 1.05 * rep["noise_floor"]
     # disabled, and without noise, the fit runs every step

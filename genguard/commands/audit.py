@@ -6,7 +6,67 @@ from typing import Any
 
 import click
 
+from genguard.engines import BatchTask, check_engine_options, engine_options, run_batches
 from genguard.output import json_option
+
+
+class SampleReadTask(BatchTask):
+    """The audit's per-file work: decode one sample image, grey, area-resized to the reference's size.
+
+    Both engines run it (in process by default, on Ray with ``--engine ray``); the pixels travel back as
+    JSON numbers, which hold a float32 exactly, so the two engines give the same array, bit for bit.
+    """
+
+    name = "reading"
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = (int(size[0]), int(size[1]))
+
+    def process(self, index: int, path: str) -> dict[str, Any]:
+        from genguard.generators.data import read_image
+
+        return {"path": path, "pixels": read_image(path, size=self.size).ravel().tolist()}
+
+    def describe(self, path: str, exc: Exception) -> str:
+        from genguard.errors import one_line
+
+        text = one_line(exc)
+        return text if text.startswith(path) else f"{path}: {text}"
+
+
+def read_samples(folder: Path, size: tuple[int, int], *, engine: str = "local", workers: int | None = None,
+                 address: str | None = None) -> tuple[Any, list[Path]]:
+    """The sample images of ``folder`` as one ``(n, H, W)`` float32 array, read by ``engine``, in file order.
+
+    The first unreadable file stops the audit with its one-line reason (an audit of a partial sample set
+    would report shares and fidelity of a set nobody released)."""
+    import json
+
+    import numpy as np
+
+    from genguard.audits import AuditError
+    from genguard.generators.data import list_images
+
+    files = list_images(folder)
+    out = np.empty((len(files), *size), dtype=np.float32)
+    errors: dict[int, str] = {}
+    seen: set[int] = set()
+
+    def on_result(i: int, path: str, text: str) -> None:
+        entry = json.loads(text)
+        seen.add(i)
+        if "error" in entry:
+            errors[i] = str(entry["error"])
+        else:
+            out[i] = np.asarray(entry["pixels"], dtype=np.float32).reshape(size)
+
+    missing = run_batches(SampleReadTask, {"size": size}, [(i, str(f)) for i, f in enumerate(files)], on_result,
+                          engine=engine, workers=workers, address=address, batch_size=None if engine == "ray" else 64)
+    if missing:
+        raise AuditError(f"{files[missing[0]]}: its Ray worker died; {len(missing)} file(s) not read")
+    if errors:
+        raise AuditError(errors[min(errors)])
+    return out, files
 
 
 def _load_reference(reference: str, train_dir: Path | None, holdout_dir: Path | None):
@@ -81,6 +141,7 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 @click.option("--human", "human_file", type=click.Path(path_type=Path), default=None,
               help="A human study's results.json from `genguard console` (2AFC or MOS): the report's human "
                    "section, gated like the rest (e.g. human.two_afc.ci_high: {min: 0.3}).")
+@engine_options(resumable=False)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the audit's classifier and tests.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for report.json and report.html.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier report in --out (refused without it).")
@@ -88,7 +149,8 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
              "to stderr).")
 def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout_dir: Path | None,
               model_dir: Path | None, policy: Path | None, human_file: Path | None, seed: int, out: Path,
-              overwrite: bool, json_out: str | None) -> int:
+              overwrite: bool, json_out: str | None, engine: str = "local", address: str | None = None,
+              workers: int | None = None) -> int:
     """Release audit: bias, fidelity, memorization and privacy of a folder of samples; exit 1 if a gate fails."""
     from genguard.output import human_to_stderr, make_console, make_table, write_json
 
@@ -97,6 +159,10 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     from genguard.generators._io import check_output_dir
 
     check_output_dir(out, ("report.json", "report.html"), overwrite, AuditError)
+    check_engine_options(engine, address, workers)
+    image_audit = not (samples_dir.suffix.lower() == ".csv" or (samples_dir.is_dir() and any(samples_dir.rglob("*.txt"))))
+    if engine != "local" and not image_audit:
+        raise click.UsageError("--engine ray reads image samples; a text or table audit reads one file in process")
 
     load_policy(str(policy) if policy is not None else None)  # fail fast on a bad policy, before any work
     pol = str(policy) if policy is not None else None
@@ -121,7 +187,8 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     elif samples_dir.is_dir() and any(samples_dir.rglob("*.txt")):
         report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence, human)
     else:
-        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence, human)
+        report = _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence, human,
+                               engine={"engine": engine, "address": address, "workers": workers})
     json_path, html_path = report.write(out)
     console = make_console(stderr=human_to_stderr(json_out))
     table = make_table("", "", title=f"genguard audit — {report.data['generator']['n_samples']} samples",
@@ -142,16 +209,17 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
     return 0
 
 
-def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence=None, human=None):
+def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence=None, human=None,
+                  engine=None):
     from genguard.generators.base import Samples
-    from genguard.generators.data import labels_from_filenames, read_sample_images
+    from genguard.generators.data import labels_from_filenames
 
     from genguard.audits import AuditError, ReleaseAudit
 
     train, holdout = _load_reference(reference, train_dir, holdout_dir)
     if train.x.ndim != 3:
         raise AuditError(f"{train_dir or reference}: the audit needs grey images, got shape {train.x.shape[1:]}")
-    images, files = read_sample_images(samples_dir, size=tuple(train.x.shape[1:3]))
+    images, files = read_samples(samples_dir, tuple(train.x.shape[1:3]), **(engine or {}))
     labels = labels_from_filenames(files)
     conditions = {}
     if labels is not None:

@@ -96,7 +96,8 @@ def _not_done(missing: list[str], stream: ResultStream, what: str) -> NoReturn:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "json_out", type=click.Path(path_type=Path, allow_dash=True),
               help="Write the per-image results here: a JSON list (streamed into FILE.partial.jsonl while running), "
-                   "JSON Lines as it goes when FILE ends in .jsonl, or standard output for '-'.")
+                   "JSON Lines as it goes when FILE ends in .jsonl, a Parquet table (one row per image, streamed "
+                   "into FILE.partial.jsonl) when it ends in .parquet, or standard output for '-'.")
 @click.option("--heatmaps", type=click.Path(path_type=Path), help="Write greyscale forgery maps and an overlay per image here.")
 @click.option("--detector", "detector_file", type=click.Path(path_type=Path),
               help="A detector file from `genguard detector train` (default: the shipped one), or with --arch a "

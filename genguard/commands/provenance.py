@@ -222,7 +222,8 @@ def register(group: click.Group) -> None:
 
     @group.command("verify")
     @click.argument("files", nargs=-1, type=click.Path())
-    @json_option("Write the results as JSON to FILE ('-': standard output, the table then goes to stderr).")
+    @json_option("Write the results as JSON to FILE (JSON Lines as it goes for FILE.jsonl, a Parquet table, one "
+                 "row per file, for FILE.parquet; '-': standard output, the table then goes to stderr).")
     @click.option("--trust-anchor", type=click.Path(dir_okay=False), default=None,
                   help="PEM root certificate(s) to trust: a manifest signed under it is `Trusted`.")
     @engine_options

@@ -150,6 +150,10 @@ def _layer_types(modules: dict[str, Any]) -> list[str]:
     return sorted({type(layer).__name__ for _, layer in parametrised_layers(modules)})
 
 
+#: The accountant of a full-batch, one-shot Gaussian release (exact there; refuses subsampled DP-SGD).
+RELEASE_ACCOUNTANT = "analytic"
+
+
 @dataclasses.dataclass
 class PrivateTrainer:
     """Train a :class:`generators.TorchGenerator` with DP-SGD.
@@ -287,6 +291,19 @@ class PrivateTrainer:
             return None
         return (f"the label names ({source}) were read from the training data and are saved with the model: "
                 "the guarantee holds given them (a class with a single record is revealed by its name)")
+
+    def calibrate_release(self, target_epsilon: float, delta: float) -> tuple[float, float, str]:
+        """``(noise multiplier, epsilon, accountant)`` of one full-batch Gaussian release meeting ``target_epsilon``.
+
+        For a generator that releases its own Gaussian mechanism once on the whole data set (DP-MERF). There
+        is no subsampling to account for, so the release is calibrated with :data:`RELEASE_ACCOUNTANT`, the
+        mechanism's exact privacy curve, whichever accountant was chosen for DP-SGD (for which that curve
+        does not hold); ``privacy verify`` recomputes the claim with PRV and PLD as well.
+        """
+        from genguard.guardrails.privacy.accounting import compute_epsilon, noise_multiplier_for_epsilon
+
+        sigma = noise_multiplier_for_epsilon(target_epsilon, 1.0, 1, delta, RELEASE_ACCOUNTANT)
+        return sigma, compute_epsilon(1.0, sigma, 1, delta, RELEASE_ACCOUNTANT), RELEASE_ACCOUNTANT
 
     def noise_generator(self, gen: Any) -> tuple[Any, str]:
         """``(torch.Generator, "secret" | "keyed")`` for a generator that releases its own Gaussian

@@ -356,6 +356,8 @@ def _check_claim(ledger: dict[str, Any], accountants: tuple[str, ...], findings:
     claimed, target = claim["epsilon"], claim["target_epsilon"]
     if target is not None and claimed is not None and claimed > target * (1 + EPSILON_TOLERANCE):
         findings.append(_finding("EPSILON_ABOVE_TARGET", "warning", f"epsilon {claimed:.4g} exceeds the target {target:.4g}"))
+    if full_batch and "analytic" not in accountants:
+        accountants = (*accountants, "analytic")  # the exact curve of an un-subsampled Gaussian release
     return _recompute(claim, claimed, accountants, findings)
 
 

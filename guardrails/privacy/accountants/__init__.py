@@ -199,10 +199,11 @@ def get_accountant(name: str) -> Accountant:
     return cls()
 
 
-# The built-in accountants register themselves on import (order: rdp, prv, pld).
+# The built-in accountants register themselves on import (order: rdp, prv, pld, analytic).
 from genguard.guardrails.privacy.accountants import rdp as _rdp  # noqa: E402,F401
 from genguard.guardrails.privacy.accountants import prv as _prv  # noqa: E402,F401
 from genguard.guardrails.privacy.accountants import pld as _pld  # noqa: E402,F401
+from genguard.guardrails.privacy.accountants import analytic as _analytic  # noqa: E402,F401
 
 __all__ = [
     "Accountant", "AccountantLimitError", "AccountantRegistry", "ENTRY_POINT_GROUP", "MAX_NOISE_MULTIPLIER", "MAX_STEPS",
