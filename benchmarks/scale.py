@@ -1,4 +1,4 @@
-"""Scale-out figures: detect/verify throughput in process vs Ray at 1, 2, ... workers, DP-SGD steps/s at 1 vs 2 processes.
+"""Scale-out figures: detect/verify/audit-reading throughput in process vs Ray at 1, 2, ... workers, DP-SGD steps/s at 1 vs 2 processes.
 
 The same files go through each engine (the per-batch function is the same
 :class:`genguard.engines.BatchTask`); Ray's start-up is timed apart from the
@@ -52,12 +52,14 @@ def _rate(n: int, t: tuple[float, float, float]) -> str:
 
 
 def _batch_rows(args, files: list[str], tagged: list[str]) -> list[tuple[str, str, str]]:
+    from genguard.commands.audit import SampleReadTask
     from genguard.commands.detect import DetectTask
     from genguard.commands.provenance import VerifyTask
     from genguard.engines import ray_session, run_batches
 
     jobs = [("detect", DetectTask, {"detector_file": None, "no_forgery": args.no_forgery}, files),
-            ("verify", VerifyTask, {"trust_anchor": None}, tagged)]
+            ("verify", VerifyTask, {"trust_anchor": None}, tagged),
+            ("audit: read samples (8x8)", SampleReadTask, {"size": (8, 8)}, files)]
     rows = []
     for name, cls, opts, paths in jobs:
         items = list(enumerate(paths))

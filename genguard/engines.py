@@ -163,6 +163,12 @@ def _ray_pass(ray: Any, task_cls: type[BatchTask], options: dict[str, Any], item
     # a batch lost past its retries is reported as undone; the others go on (the default stops the run)
     ctx.max_errored_blocks, ctx.enable_progress_bars = -1, False
     seen: set[int] = set()
+    # Ray Data logs each execution's plan (INFO) and the progress bars we turn off (WARNING) on stderr,
+    # where a command's own lines go; GENGUARD_DEBUG=1 shows them
+    data_log = logging.getLogger("ray.data")
+    saved_level = data_log.level
+    if not os.environ.get("GENGUARD_DEBUG"):
+        data_log.setLevel(logging.ERROR)
     try:
         ds = ray.data.from_items([{"index": int(i), "path": str(p)} for i, p in items], override_num_blocks=n_blocks)
         with warnings.catch_warnings():
@@ -177,6 +183,7 @@ def _ray_pass(ray: Any, task_cls: type[BatchTask], options: dict[str, Any], item
                 on_result(int(i), str(p), str(r))
     finally:
         ctx.max_errored_blocks, ctx.enable_progress_bars = saved
+        data_log.setLevel(saved_level)
     return [i for i, _ in items if i not in seen]
 
 
