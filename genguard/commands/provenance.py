@@ -39,13 +39,23 @@ def _claim_from_ledger(ledger: str | None, generator: str | None, run_id: str | 
 
 def _is_embeddable(path: Path) -> bool:
     from genguard.guardrails.provenance.manifest import sniff_format
+    from genguard.guardrails.provenance.wavfile import is_wav
 
     with open(path, "rb") as fh:
-        return sniff_format(fh.read(16)) is not None
+        head = fh.read(16)
+    return sniff_format(head) is not None or is_wav(head)
 
 
 def _wm_status(path: Path) -> str:
     from PIL import Image
+
+    from genguard.guardrails.provenance.wavfile import is_wav
+
+    with open(path, "rb") as fh:
+        if is_wav(fh.read(16)):
+            from genguard.guardrails.provenance.audio_watermark import MIN_SECONDS
+
+            return f"audio zero-bit mark (clips of {MIN_SECONDS:g} s and more)"
 
     from genguard.guardrails.provenance import MIN_WATERMARK_SIDE
 
