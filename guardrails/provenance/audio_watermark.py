@@ -5,27 +5,29 @@ Design (analysis at 16 kHz whatever the file's rate; the mark is band-limited, s
 
 * STFT with a 512-point sqrt-Hann window, hop 256 (32 ms frames, perfect reconstruction). The bins from
   300 Hz to 3.4 kHz (the telephone band: it survives 8 kHz resampling and MP3 at 64 kbit/s) are grouped
-  into N_BANDS bands. A *chip* is one band over CHIP_FRAMES frames (128 ms); N_TIME_CHIPS chips in time
-  make one period (4.1 s), which repeats over the whole clip. Each of the period's N_CHIPS chips has a
-  keyed +/-1 sign; the embedder scales the chip's STFT magnitudes by exp(+-g) (g ~ 0.1, about +-0.9 dB).
+  into N_BANDS bands. A *chip* is one band in one frame; N_TIME_CHIPS frames make one period (1.02 s),
+  which repeats over the whole clip. Each of the period's N_CHIPS chips has a keyed +/-1 sign; the
+  embedder scales the chip's STFT magnitudes by exp(+-g).
 * Informed embedding: the embedder measures the host's own statistic on each chip and raises the gain
-  of chips the host works against (at most INFORMED_MAX_GAIN x the base), then scales the whole mark
-  down to the quality budget (TARGET_SNR_DB; STOI on speech-like clips is in the README).
+  of chips the host works against (at most INFORMED_MAX_GAIN x the base); the base is then lowered
+  (bisection) until the mark meets the quality budget, TARGET_SNR_DB (20 dB; STOI of marked speech
+  against the original is in the README table).
 * Zero-bit: the mark says "a holder of this key marked this audio" and carries no payload. A 48-bit
-  payload was tried on the same chips (the image mark's convolutional code and CRC): on 60 s speech-like
-  clips it decoded on half of them before any edit and on none after MP3 at 64 kbit/s, so the run is
-  named by the signed C2PA manifest only, as for the image zero-bit mark (:mod:`.smallmark`).
+  payload was tried (the image mark's convolutional code and CRC over the same kind of chips): on 60 s
+  speech-like clips it decoded on half of them before any edit and on none after MP3 at 64 kbit/s, so
+  the run is named by the signed C2PA manifest only, as for the image zero-bit mark (:mod:`.smallmark`).
 * Detection: log band energy per frame, minus the frame's mean over bands (undoes gain and broadband
-  loudness) and minus a SMOOTH_FRAMES moving average (the slow spectral envelope), clipped to
-  +-RESIDUAL_CLIP; silent frames count zero. The residual is folded onto one period at each of
-  PERIOD_FRAMES frame offsets (a trim at the start moves the period: this is the synchronisation
-  search), giving one sum F_c per chip.
+  loudness); the statistic of a frame is its jump from the previous frame (speech and music change
+  little between 50 %-overlapping frames, the mark's keyed sign flips do), clipped to +-RESIDUAL_CLIP,
+  zero where a frame is silent. Folded onto one period at each of PERIOD_FRAMES frame offsets and
+  SUB_PHASES sub-hop phases (a trim at the start moves the period: this is the synchronisation search),
+  a chip's statistic F_c is the jump into it minus the jump out of it, summed over the repetitions.
 * Test: under "no mark with this key" the chip signs s_c are uniformly random key material, independent
-  of the audio, so at any one offset (a) each chip with F_c != 0 agrees with s_c with probability exactly
-  1/2, independently: the agreements are Binomial(n, 1/2); and (b) sum_c F_c s_c is a Rademacher sum,
-  whose tail Hoeffding's inequality bounds by exp(-t^2 / (2 sum_c F_c^2)). The sign test is the stronger
-  on speech, the correlation on steady sounds. Both tests at every offset are paid for by the union
-  bound: p = 2 * PERIOD_FRAMES * min(p_a, p_b), and a mark is declared when p <= 1e-6, so the
+  of the audio, so at any one alignment (a) each chip with F_c != 0 agrees with s_c with probability
+  exactly 1/2, independently: the agreements are Binomial(n, 1/2); and (b) sum_c F_c s_c is a Rademacher
+  sum, whose tail Hoeffding's inequality bounds by exp(-t^2 / (2 sum_c F_c^2)). The sign test is the
+  stronger on speech, the correlation on steady sounds. Both tests at every alignment are paid for by
+  the union bound: p = M_ALIGNMENTS * min(p_a, p_b), and a mark is declared when p <= 1e-6, so the
   false-positive rate per clip is at most 1e-6 by construction, whatever the audio. Silence has no
   non-zero chip, so it is never "found".
 * What a mark alone proves: that someone holding the key marked *this audio's band energies*. A mark
@@ -33,9 +35,10 @@ Design (analysis at 16 kHz whatever the file's rate; the mark is band-limited, s
   marked minus a smoothed band envelope) and imposed on another clip (the copy attack), and the
   detector would then find it. It carries no content hash and no run id; the signed C2PA manifest (a
   hash of the exact bytes) is what binds a file to a run.
-* Narrow-band sound (a steady pure tone, a slow chirp) has energy in one band only: the other bands hold
-  its window leakage, which follows the tone's own gain, so there is nothing independent to modulate
-  and such clips are marked weakly (README table); they never give a false detection.
+* Narrow-band sound (a steady pure tone, a chirp) has energy in one band at a time: the other bands hold
+  its window leakage, which follows the tone's own gain, so there is little independent to modulate; such
+  clips are marked weakly and lose the mark to MP3 and noise (README table). They never give a false
+  detection.
 """
 from __future__ import annotations
 
@@ -50,20 +53,24 @@ N_FFT = 512
 HOP = 256
 F_LO, F_HI = 300.0, 3400.0
 N_BANDS = 9
-CHIP_FRAMES = 8
-N_TIME_CHIPS = 32
-PERIOD_FRAMES = CHIP_FRAMES * N_TIME_CHIPS  # 256 frames = 4.1 s
+CHIP_FRAMES = 1
+N_TIME_CHIPS = 64
+PERIOD_FRAMES = CHIP_FRAMES * N_TIME_CHIPS  # 64 frames = 1.02 s
 N_CHIPS = N_BANDS * N_TIME_CHIPS
 #: shortest clip that is marked at all: under one second there are too few chips to pass the test
 MIN_SECONDS = 1.0
 FPR = 1e-6
 #: tests at each offset: the sign test and the linear correlation over every chip
 N_TESTS = 2
-M_ALIGNMENTS = N_TESTS * PERIOD_FRAMES
-BASE_GAIN = 0.10  # log-amplitude of a chip's modulation (about +-0.9 dB)
+#: the frame grid is searched at this many sub-hop phases too (a trim rarely cuts at a multiple of HOP, and a
+#: half-hop misalignment blurs one-frame chips)
+SUB_PHASES = 4
+M_ALIGNMENTS = N_TESTS * PERIOD_FRAMES * SUB_PHASES
+BASE_GAIN = 0.10  # log-amplitude of a chip's modulation (about +-0.9 dB) before the quality budget
 INFORMED_MAX_GAIN = 3.0
-TARGET_SNR_DB = 25.0
-SMOOTH_FRAMES = 24
+TARGET_SNR_DB = 20.0
+BUDGET_STEPS = 6
+EDGE_FRAMES = 1
 RESIDUAL_CLIP = 3.0
 #: a frame whose mid-band power is below this (about -90 dBFS per bin) counts as silent
 SILENCE_POWER = 1e-9
@@ -131,17 +138,23 @@ def band_log_energy(spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def residual(spec: np.ndarray) -> np.ndarray:
-    """The detector's per-frame, per-band statistic (independent of any key): see the module docstring."""
+    """The detector's per-frame, per-band statistic (independent of any key): the jump of log band energy
+    into each frame (mean of EDGE_FRAMES frames from it minus mean of the EDGE_FRAMES before it), after the
+    frame's mean over bands is taken off; zero where any of those frames is silent."""
     e, live = band_log_energy(spec)
     r = e - e.mean(axis=1, keepdims=True)
-    if len(r) > 1:
-        k = np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES
-        w = np.convolve(live.astype(np.float64), k, mode="same")
-        m = np.stack([np.convolve(r[:, b] * live, k, mode="same") for b in range(N_BANDS)], axis=1)
-        r = r - m / np.maximum(w, 1e-9)[:, None]
-    r = np.clip(r, -RESIDUAL_CLIP, RESIDUAL_CLIP)
-    r[~live] = 0.0
-    return r
+    n, w = r.shape[0], EDGE_FRAMES
+    out = np.zeros_like(r)
+    if n < 2 * w + 1:
+        return out
+    cs = np.concatenate([np.zeros((1, N_BANDS)), np.cumsum(r, axis=0)])
+    cl = np.concatenate([[0], np.cumsum(~live)])
+    t = np.arange(w, n - w + 1)
+    after = (cs[t + w] - cs[t]) / w
+    before = (cs[t] - cs[t - w]) / w
+    ok = (cl[t + w] - cl[t - w]) == 0
+    out[t] = np.clip(after - before, -RESIDUAL_CLIP, RESIDUAL_CLIP) * ok[:, None]
+    return out
 
 
 def fold(r: np.ndarray) -> np.ndarray:
@@ -149,22 +162,10 @@ def fold(r: np.ndarray) -> np.ndarray:
     n = r.shape[0]
     g = np.zeros((PERIOD_FRAMES, N_BANDS))
     np.add.at(g, np.arange(n) % PERIOD_FRAMES, r)
-    # circular box sum over a chip's frames: h[phi] = sum_k g[(phi + k) mod P]
-    gg = np.concatenate([g, g[:CHIP_FRAMES - 1]])
-    cs = np.concatenate([np.zeros((1, N_BANDS)), np.cumsum(gg, axis=0)])
-    h = cs[CHIP_FRAMES:CHIP_FRAMES + PERIOD_FRAMES] - cs[:PERIOD_FRAMES]
-    # offset o: chip j of the period starts at frame o + j*CHIP_FRAMES (mod P)
+    # offset o: chip j of the period starts at frame o + j*CHIP_FRAMES (mod P); its statistic is the jump up
+    # into it minus the jump up out of it (into chip j + 1)
     idx = (np.arange(PERIOD_FRAMES)[:, None] + CHIP_FRAMES * np.arange(N_TIME_CHIPS)[None, :]) % PERIOD_FRAMES
-    return h[idx]
-
-
-def fold_energy(power: np.ndarray, chip: np.ndarray) -> np.ndarray:
-    """Mid-band STFT energy of each chip of the period, summed over its repetitions: (N_TIME_CHIPS, N_BANDS)."""
-    cs = np.concatenate([np.zeros((power.shape[0], 1)), np.cumsum(power[:, _BIN_LO:_BIN_HI + 1], axis=1)], axis=1)
-    e = cs[:, _EDGES[1:] - _BIN_LO] - cs[:, _EDGES[:-1] - _BIN_LO]
-    out = np.zeros((N_TIME_CHIPS, N_BANDS))
-    np.add.at(out, chip, e)
-    return out
+    return g[idx] - g[(idx + CHIP_FRAMES) % PERIOD_FRAMES]
 
 
 class AudioWatermark:
@@ -198,18 +199,34 @@ class AudioWatermark:
         chip = (np.arange(spec.shape[0]) // CHIP_FRAMES) % N_TIME_CHIPS  # the period starts at frame 0
         s = self.signs_
         # informed embedding: the host's own folded statistic per chip, and the response to one unit of gain;
-        # a chip the host works against gets more gain (at most INFORMED_MAX_GAIN x), never less than the base
+        # a chip the host works against gets more gain (at most INFORMED_MAX_GAIN x the base), never less than
+        # the base. The quality budget (snr_db) is met by lowering the base (bisection), not by scaling the
+        # finished mark, which would undo the compensation
         host = fold(residual(spec))[0]
         unit = fold(residual(spec * np.exp(self._gains(chip, s * self.gain))))[0] - host
         resp = np.maximum(s * unit, 0.0) / self.gain
         live = resp > 1e-9
         against = np.maximum(0.0, -s * host) / np.maximum(resp, 1e-9)
-        g = np.where(live, np.clip(self.gain + against, self.gain, self.gain * INFORMED_MAX_GAIN), 0.0)
-        marked = istft(spec * np.exp(self._gains(chip, s * g)), len(m16))
-        delta = marked - m16
-        p_sig, p_mark = float(np.mean(m16 ** 2)), float(np.mean(delta ** 2))
-        if p_mark > 0 and 10 * np.log10(p_sig / p_mark) < self.snr_db:
-            delta *= np.sqrt(p_sig / p_mark * 10 ** (-self.snr_db / 10))
+        p_sig = float(np.mean(m16 ** 2))
+
+        def mark(base: float) -> tuple[np.ndarray, float]:
+            g = np.where(live, np.clip(base + against, base, base * INFORMED_MAX_GAIN), 0.0)
+            d = istft(spec * np.exp(self._gains(chip, s * g)), len(m16)) - m16
+            p_mark = float(np.mean(d ** 2))
+            return d, (10 * np.log10(p_sig / p_mark) if p_mark > 0 else np.inf)
+
+        delta, snr = mark(self.gain)
+        if snr < self.snr_db:
+            lo, hi = 0.0, self.gain
+            best = None
+            for _ in range(BUDGET_STEPS):
+                mid = 0.5 * (lo + hi)
+                d, q = mark(mid)
+                lo, hi, best = (mid, hi, d) if q >= self.snr_db else (lo, mid, best)
+            delta = best if best is not None else d * 0.0
+            p_mark = float(np.mean(delta ** 2))
+            if p_mark > 0 and 10 * np.log10(p_sig / p_mark) < self.snr_db:  # never above the budget
+                delta *= np.sqrt(p_sig / p_mark * 10 ** (-self.snr_db / 10))
         d = resample(delta, RATE, rate)[:len(mono)]
         d = np.pad(d, (0, len(mono) - len(d)))
         return (x + d) if x.ndim == 1 else (x + d[:, None])
@@ -235,24 +252,26 @@ class AudioWatermark:
         if len(mono) < rate * 0.25:
             return {"applicable": False, "found": False, "kind": self.kind,
                     "reason": f"clip of {len(mono) / rate:.2f} s is too short to carry a mark"}
-        f = fold(residual(stft(resample(mono, rate, RATE))))  # (offsets, chips, bands)
-        agree = (f * self.signs_[None] > 0).sum(axis=(1, 2))
-        n = (f != 0).sum(axis=(1, 2))
-        # Hoeffding: P[sum F s >= t] <= exp(-t^2 / (2 sum F^2)) for independent signs, whatever the F
-        t_lin = (f * self.signs_[None]).sum(axis=(1, 2))
-        q_lin = (f ** 2).sum(axis=(1, 2))
-        lp_lin = np.where(t_lin > 0, -t_lin ** 2 / (2 * np.maximum(q_lin, 1e-300)), 0.0)
-        best = (0.0, 0, "none")
-        for o in range(PERIOD_FRAMES):
-            if n[o] and agree[o] > n[o] / 2:
-                lp = _log_binom_sf_half(int(agree[o]), int(n[o]))
-                if lp < best[0]:
-                    best = (lp, o, "sign")
-            if lp_lin[o] < best[0]:
-                best = (float(lp_lin[o]), o, "correlation")
-        lp, o, test = best
+        m16 = resample(mono, rate, RATE)
+        best = (0.0, 0, "none", 0, 0, 0)
+        for ph in range(SUB_PHASES):
+            f = fold(residual(stft(m16[ph * HOP // SUB_PHASES:])))  # (offsets, chips, bands)
+            agree = (f * self.signs_[None] > 0).sum(axis=(1, 2))
+            n = (f != 0).sum(axis=(1, 2))
+            # Hoeffding: P[sum F s >= t] <= exp(-t^2 / (2 sum F^2)) for independent signs, whatever the F
+            t_lin = (f * self.signs_[None]).sum(axis=(1, 2))
+            q_lin = (f ** 2).sum(axis=(1, 2))
+            lp_lin = np.where(t_lin > 0, -t_lin ** 2 / (2 * np.maximum(q_lin, 1e-300)), 0.0)
+            for o in range(PERIOD_FRAMES):
+                if n[o] and agree[o] > n[o] / 2:
+                    lp = _log_binom_sf_half(int(agree[o]), int(n[o]))
+                    if lp < best[0]:
+                        best = (lp, o, "sign", ph, int(agree[o]), int(n[o]))
+                if lp_lin[o] < best[0]:
+                    best = (float(lp_lin[o]), o, "correlation", ph, int(agree[o]), int(n[o]))
+        lp, o, test, ph, n_agree, n_chips = best
         log_p = lp + log(M_ALIGNMENTS)
         return {"applicable": True, "found": bool(log_p <= log(FPR)), "kind": self.kind, "test": test,
-                "p_value": float(min(1.0, np.exp(log_p))), "chips": int(n[o]), "agreements": int(agree[o]),
-                "offset_s": round(o * HOP / RATE, 4), "alignments_tested": M_ALIGNMENTS,
+                "p_value": float(min(1.0, np.exp(log_p))), "chips": n_chips, "agreements": n_agree,
+                "offset_s": round((o * HOP + ph * HOP // SUB_PHASES) / RATE, 4), "alignments_tested": M_ALIGNMENTS,
                 "false_positive_rate": FPR, "payload": None}
