@@ -244,8 +244,11 @@ def _tag_wav(path: Path, dest: Path, data: bytes, claim: dict[str, Any], keys: K
         data = encode_wav(marked, wav.rate, wav.fmt, wav.bits)
     if c2pa:
         manifest = mf.build_manifest(claim, title=dest.name, parent=parent)
-        data = mf.sign_embedded(data, "wav", manifest, keys, thumbnail=False,
-                                parent_data=original if parent else None, parent_title=path.name)
+        try:
+            data = mf.sign_embedded(data, "wav", manifest, keys, thumbnail=False,
+                                    parent_data=original if parent else None, parent_title=path.name)
+        except ProvenanceError as exc:  # c2pa's own parse errors (a lying RIFF size): name the file
+            raise ProvenanceError(f"{path}: {exc}") from None
     return data
 
 
