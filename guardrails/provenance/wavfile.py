@@ -101,15 +101,13 @@ def read_wav(data: bytes, name: str = "<wav>") -> Wav:
     if block != width * channels:
         raise WavError(f"{name}: block size {block} does not match {channels} x {bits}-bit samples")
     start, n = data_span
-    frames = n // block
-    if frames == 0:
-        raise WavError(f"{name}: no audio samples")
+    frames = n // block  # may be 0: an empty clip is a WAV file, it just carries no mark
     raw = np.frombuffer(data, dtype=np.uint8, count=frames * block, offset=start)
     if tag == _FLOAT:
         x = raw.view("<f4" if bits == 32 else "<f8").astype(np.float32)
-        if not np.all(np.isfinite(x)):
+        if x.size and not np.all(np.isfinite(x)):
             raise WavError(f"{name}: float samples contain NaN or infinity")
-        if np.max(np.abs(x)) > 1e3:
+        if x.size and np.max(np.abs(x)) > 1e3:
             raise WavError(f"{name}: float samples up to {float(np.max(np.abs(x))):.3g}, far outside +/-1 full scale")
         fmt = "float"
     elif bits == 8:
