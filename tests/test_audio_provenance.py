@@ -361,3 +361,14 @@ def test_marking_check_audio(tmp_path, keys):
     pl = by[str(plain)]
     assert pl["watermark"]["status"] == "missing" and pl["signed_metadata"]["status"] == "missing"
     assert not res["passed"]
+
+
+def test_too_long_to_mark_is_refused_with_a_reason(tmp_path, keys, monkeypatch):
+    from genguard.guardrails.provenance import audio_watermark
+
+    monkeypatch.setattr(audio_watermark, "MAX_MARK_SECONDS", 2.0)
+    src = _wav(tmp_path / "long.wav", speech_like(3, 21))
+    with pytest.raises(ProvenanceError, match="long.wav: 3 s of audio is longer than the 2 s"):
+        tag_file(src, tmp_path / "t.wav", claim=CLAIM, keys=keys)
+    out = tag_file(src, tmp_path / "t.wav", claim=CLAIM, keys=keys, watermark=False)  # the manifest alone is fine
+    assert verify_file(out, keys=keys)["verdict"] == "intact"

@@ -76,6 +76,8 @@ EDGE_FRAMES = 1
 RESIDUAL_CLIP = 0.25
 #: a frame whose mid-band power is below this (about -90 dBFS per bin) counts as silent
 SILENCE_POWER = 1e-9
+#: longest clip marked in one piece (memory: the STFT of 10 min at 16 kHz is ~600 MB of complex128)
+MAX_MARK_SECONDS = 600.0
 #: detection reads at most this much of a clip (the mark repeats every period, so more adds little)
 DETECT_MAX_SECONDS = 120.0
 

@@ -290,7 +290,9 @@ def audio_robustness_of(path: str | Path, key: bytes, edits: dict | None = None)
     from genguard.guardrails.provenance.audio_watermark import AudioWatermark
     from genguard.guardrails.provenance.tagging import _decode_wav, _read
 
-    wav = _decode_wav(_read(Path(path)), str(path))
+    from genguard.guardrails.provenance.audio_watermark import DETECT_MAX_SECONDS
+
+    wav = _decode_wav(_read(Path(path)), str(path), DETECT_MAX_SECONDS)
     x, wm = wav.mono().astype(np.float64), AudioWatermark(key)
     out = {}
     for name, fn in (edits or AUDIO_EDITS).items():

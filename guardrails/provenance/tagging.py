@@ -218,11 +218,11 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
     return dest
 
 
-def _decode_wav(data: bytes, name: str):
+def _decode_wav(data: bytes, name: str, max_seconds: float | None = None):
     from genguard.guardrails.provenance.wavfile import WavError, read_wav
 
     try:
-        return read_wav(data, name)
+        return read_wav(data, name, max_seconds)
     except WavError as exc:
         raise ProvenanceError(str(exc)) from None
 
@@ -235,7 +235,12 @@ def _tag_wav(path: Path, dest: Path, data: bytes, claim: dict[str, Any], keys: K
     from genguard.guardrails.provenance.audio_watermark import AudioWatermark
     from genguard.guardrails.provenance.wavfile import encode_wav
 
+    from genguard.guardrails.provenance.audio_watermark import MAX_MARK_SECONDS
+
     wav = _decode_wav(data, str(path))
+    if watermark and wav.duration > MAX_MARK_SECONDS:
+        raise ProvenanceError(f"{path}: {wav.duration:.0f} s of audio is longer than the {MAX_MARK_SECONDS:.0f} s "
+                              "genguard marks in one piece; split it, or tag with --no-watermark")
     parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME["wav"])
     original = data
     if watermark and AudioWatermark.markable(wav.duration):
@@ -260,7 +265,9 @@ AUDIO_MARK_NOTE = ("the mark shows that a holder of this watermark key marked th
 
 def _audio_mark(data: bytes, path: Path, keys: KeyStore | None) -> dict[str, Any]:
     """The audio watermark's reading of a WAV file (raises ProvenanceError when the audio does not decode)."""
-    wav = _decode_wav(data, str(path))
+    from genguard.guardrails.provenance.audio_watermark import DETECT_MAX_SECONDS
+
+    wav = _decode_wav(data, str(path), DETECT_MAX_SECONDS)
     key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
     if key is None:
         return {"applicable": False, "reason": why}

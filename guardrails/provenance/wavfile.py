@@ -13,9 +13,9 @@ import struct
 
 import numpy as np
 
-#: Largest WAV genguard reads: 256 MB is over 2 h of 16 kHz 16-bit stereo, and keeps the float32 copy
-#: of the samples under 512 MB.
-MAX_WAV_BYTES = 256 * 1024 * 1024
+#: Largest WAV genguard reads: 128 MB is over an hour of 16 kHz 16-bit mono. Decoding makes a float32 copy
+#: of the samples (at most 4x the bytes, for 8-bit PCM), unless ``max_seconds`` limits it.
+MAX_WAV_BYTES = 128 * 1024 * 1024
 MAX_CHANNELS = 16
 #: sample rates outside this range are refused (no real recording has them; they would make resampling absurd)
 MIN_RATE, MAX_RATE = 1000, 384_000
@@ -61,8 +61,9 @@ def _chunks(data: bytes):
         p += 8 + size + (size & 1)
 
 
-def read_wav(data: bytes, name: str = "<wav>") -> Wav:
-    """Decode a WAV file's bytes; raise :class:`WavError` naming ``name`` and the problem."""
+def read_wav(data: bytes, name: str = "<wav>", max_seconds: float | None = None) -> Wav:
+    """Decode a WAV file's bytes (only the first ``max_seconds`` when given); raise :class:`WavError` naming
+    ``name`` and the problem."""
     if len(data) > MAX_WAV_BYTES:
         raise WavError(f"{name}: {len(data):,} bytes exceeds the {MAX_WAV_BYTES:,}-byte limit for a WAV file")
     if not is_wav(data):
@@ -102,6 +103,8 @@ def read_wav(data: bytes, name: str = "<wav>") -> Wav:
         raise WavError(f"{name}: block size {block} does not match {channels} x {bits}-bit samples")
     start, n = data_span
     frames = n // block  # may be 0: an empty clip is a WAV file, it just carries no mark
+    if max_seconds is not None:
+        frames = min(frames, int(max_seconds * rate))
     raw = np.frombuffer(data, dtype=np.uint8, count=frames * block, offset=start)
     if tag == _FLOAT:
         x = raw.view("<f4" if bits == 32 else "<f8").astype(np.float32)
