@@ -162,7 +162,7 @@ def register(group: click.Group) -> None:
     @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Write tagged copies here [default: tag the files in place].")
-    @click.option("--no-watermark", is_flag=True, help="Do not embed an invisible image watermark.")
+    @click.option("--no-watermark", is_flag=True, help="Do not embed an invisible watermark (image or WAV audio).")
     @click.option("--no-c2pa", is_flag=True, help="Do not attach a C2PA manifest.")
     @click.option("--cert", type=click.Path(dir_okay=False, exists=False), default=None,
                   help="Your PEM certificate chain, leaf first.")
@@ -177,7 +177,7 @@ def register(group: click.Group) -> None:
     @engine_options(resumable=False)
     def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger, json_out,
             engine, address, workers) -> int:
-        """Attach provenance: watermark images and embed a signed C2PA manifest, or write a .c2pa sidecar."""
+        """Attach provenance: watermark images and WAV audio and embed a signed C2PA manifest, or write a .c2pa sidecar."""
         check_engine_options(engine, address, workers)
 
         if bool(cert) != bool(key_file):
