@@ -99,6 +99,12 @@ def register(group: click.Group) -> None:
                      for n, s in rob["survival"].items()]
             console.print(f"robustness ({rob['n_sampled']} of {rob['n_watermarked_images']} watermarked images, "
                           f"seed {rob['seed']}): watermark survives " + "; ".join(parts), highlight=False)
+        arob = result.get("audio_robustness") or {}
+        if arob.get("n_sampled"):
+            parts = [f"{n} {s['survived']}/{s['n']} (95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f})"
+                     for n, s in arob["survival"].items()]
+            console.print(f"audio robustness ({arob['n_sampled']} of {arob['n_watermarked_clips']} marked clips, "
+                          f"seed {arob['seed']}): mark survives " + "; ".join(parts), highlight=False)
         for line in result["missing"]:
             console.print(f"missing: {line}", highlight=False, markup=False)
         console.print("sources: " + " | ".join(result["sources"]), highlight=False, markup=False)

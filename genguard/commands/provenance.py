@@ -39,13 +39,23 @@ def _claim_from_ledger(ledger: str | None, generator: str | None, run_id: str | 
 
 def _is_embeddable(path: Path) -> bool:
     from genguard.guardrails.provenance.manifest import sniff_format
+    from genguard.guardrails.provenance.wavfile import is_wav
 
     with open(path, "rb") as fh:
-        return sniff_format(fh.read(16)) is not None
+        head = fh.read(16)
+    return sniff_format(head) is not None or is_wav(head)
 
 
 def _wm_status(path: Path) -> str:
     from PIL import Image
+
+    from genguard.guardrails.provenance.wavfile import is_wav
+
+    with open(path, "rb") as fh:
+        if is_wav(fh.read(16)):
+            from genguard.guardrails.provenance.audio_watermark import MIN_SECONDS
+
+            return f"audio zero-bit mark (clips of {MIN_SECONDS:g} s and more)"
 
     from genguard.guardrails.provenance import MIN_WATERMARK_SIDE
 
@@ -152,7 +162,7 @@ def register(group: click.Group) -> None:
     @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Write tagged copies here [default: tag the files in place].")
-    @click.option("--no-watermark", is_flag=True, help="Do not embed an invisible image watermark.")
+    @click.option("--no-watermark", is_flag=True, help="Do not embed an invisible watermark (image or WAV audio).")
     @click.option("--no-c2pa", is_flag=True, help="Do not attach a C2PA manifest.")
     @click.option("--cert", type=click.Path(dir_okay=False, exists=False), default=None,
                   help="Your PEM certificate chain, leaf first.")
@@ -167,7 +177,7 @@ def register(group: click.Group) -> None:
     @engine_options(resumable=False)
     def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger, json_out,
             engine, address, workers) -> int:
-        """Attach provenance: watermark images and embed a signed C2PA manifest, or write a .c2pa sidecar."""
+        """Attach provenance: watermark images and WAV audio and embed a signed C2PA manifest, or write a .c2pa sidecar."""
         check_engine_options(engine, address, workers)
 
         if bool(cert) != bool(key_file):

@@ -345,6 +345,9 @@ def _r_stripped(f: Facts):
     if f.wm_present and f.text:
         return "stripped", (f"no manifest; genguard text watermark detected (z={f.wm['z_score']:.1f}, "
                             f"p={f.wm['p_value']:.1e}); a text watermark carries no run id")
+    if f.wm_present and isinstance(f.wm, dict) and f.wm.get("kind") == "audio zero-bit":
+        return "stripped", (f"no manifest; genguard zero-bit audio mark detected (p={f.wm['p_value']:.1e}): it shows "
+                            "this key marked the audio and carries no run id")
     if f.wm_present and isinstance(f.wm, dict) and f.wm.get("kind") == "zero-bit":
         return "stripped", (f"no manifest; genguard zero-bit mark for small images detected (p={f.wm['p_value']:.1e}): "
                             "it shows this key marked the image and carries no run id")

@@ -27,7 +27,7 @@ PARENT_LABEL = "org.genguard.parent"
 THUMBNAIL_LONG_EDGE = 256
 
 #: Formats whose manifest genguard embeds when it tags (and watermarks); everything else gets a sidecar.
-EMBEDDED_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+EMBEDDED_MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "wav": "audio/wav"}
 #: Formats whose embedded manifest is read (c2pa-python reads all of these).
 READ_MIME = {**EMBEDDED_MIME, "gif": "image/gif", "tiff": "image/tiff", "wav": "audio/wav", "avi": "video/avi",
              "mp4": "video/mp4", "mov": "video/quicktime", "heic": "image/heic", "avif": "image/avif",
@@ -242,7 +242,7 @@ def reader_context(trust_anchor_pem: str | None):
 
 def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys, thumbnail: bool = True,
                   parent_data: bytes | None = None, parent_title: str | None = None) -> bytes:
-    """Return ``data`` (a PNG/JPEG/WebP file's bytes) with the signed manifest embedded.
+    """Return ``data`` (a PNG/JPEG/WebP/WAV file's bytes) with the signed manifest embedded (a WAV gets a ``C2PA`` RIFF chunk).
 
     ``thumbnail=False`` leaves the manifest thumbnail out (the pipeline's 32x32 samples); otherwise it is a
     256-px low-quality JPEG (~10 kB; c2pa's default, 1024 px, made a 62 kB WebP 842 kB).

@@ -25,6 +25,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 DISCLAIMER = "technical check, not legal advice"
 ACT = "Regulation (EU) 2024/1689 (AI Act) Art. 50(2)"
 CODE = "Code of Practice on Transparency of AI-Generated Content (10 June 2026)"
@@ -42,7 +44,7 @@ SOURCES = (
 STATUSES = ("met", "missing", "unchecked", "not-feasible", "not-sampled")
 #: statuses that make `marking check` exit 1: the requirement is not shown to be met
 FAILING = ("missing", "unchecked")
-MODALITIES = ("image", "text", "tabular", "audio/video/other")
+MODALITIES = ("image", "text", "tabular", "audio", "audio/video/other")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,8 @@ class Line:
 
 
 def modality(path: str | Path) -> str:
-    """``image``, ``text``, ``tabular`` or ``audio/video/other``, from the magic bytes (the suffix for text/tables)."""
+    """``image``, ``text``, ``tabular``, ``audio`` (WAV) or ``audio/video/other``, from the magic bytes (the suffix for
+    text/tables)."""
     from genguard.guardrails.provenance import manifest as mf
     from genguard.guardrails.provenance.tagging import TEXT_SUFFIXES
 
@@ -108,7 +111,10 @@ def modality(path: str | Path) -> str:
             head = fh.read(64)
     except OSError:
         return "audio/video/other"
-    return "image" if mf.sniff_read_format(head, p) in _IMAGE_FORMATS else "audio/video/other"
+    fmt = mf.sniff_read_format(head, p)
+    if fmt == "wav":
+        return "audio"
+    return "image" if fmt in _IMAGE_FORMATS else "audio/video/other"
 
 
 # ---------------------------------------------------------------------------------------------- per file
@@ -164,8 +170,18 @@ def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
         return Line("watermark", "not-feasible", "genguard has no imperceptible watermark for tables; the signed "
                                                  "sidecar binds the file by hash only")
     if kind == "audio/video/other":
-        return Line("watermark", "unchecked", "genguard has no watermark detector for audio, video or documents; "
-                                              "a third-party watermark is not checked")
+        return Line("watermark", "unchecked", "genguard has no watermark detector for this audio or video format, "
+                                              "nor for documents (WAV only); a third-party watermark is not checked")
+    if kind == "audio":
+        if wm.get("found"):
+            return Line("watermark", "met", f"genguard audio zero-bit mark detected, p={wm['p_value']:.1e} ({wm.get('test')} "
+                        "test; presence only: it names no run, and can be copied onto other audio)")
+        why = str(wm.get("reason") or "")
+        if "key" in why:
+            return Line("watermark", "unchecked", f"genguard watermark not checked: {why}")
+        if "too short" in why:
+            return Line("watermark", "not-feasible", why)
+        return Line("watermark", "missing", "genguard audio mark absent" + (f" ({why})" if why else ""))
     if wm.get("found") and wm.get("kind") == "zero-bit":
         return Line("watermark", "met", f"genguard zero-bit mark detected, p={wm['p_value']:.1e} (image under "
                     f"{MIN_WATERMARK_SIDE} px: presence only, no payload, names no run)")
@@ -222,6 +238,11 @@ def check_file(path: str | Path, *, trust_anchor: str | Path | None = None, keys
     elif kind == "image":
         lines.append(Line("robustness", "missing" if wm.status != "not-feasible" else "not-feasible",
                           "no watermark; a C2PA manifest does not survive re-encoding"))
+    elif kind == "audio" and wm.status == "met":
+        lines.append(Line("robustness", "not-sampled", "robustness measured on a sample of the other clips"))
+    elif kind == "audio":
+        lines.append(Line("robustness", "missing" if wm.status != "not-feasible" else "not-feasible",
+                          "no watermark; a C2PA manifest does not survive re-encoding"))
     elif kind == "text":
         lines.append(Line("robustness", "unchecked", "the everyday-edit suite is for images; text edits are not measured"))
     elif kind == "tabular":
@@ -262,6 +283,24 @@ def robustness_of(path: str | Path, key: bytes, edits: dict | None = None) -> di
     return {name: bool(wm.detect(fn(arr))["found"]) for name, fn in (edits or EVERYDAY_EDITS).items()}
 
 
+def audio_robustness_of(path: str | Path, key: bytes, edits: dict | None = None) -> dict[str, bool]:
+    """Whether the genguard audio mark of the WAV ``path`` is still detected (at its 1e-6 test) after each edit
+    of :data:`audio_edits.AUDIO_EDITS`."""
+    from genguard.guardrails.provenance.audio_edits import AUDIO_EDITS
+    from genguard.guardrails.provenance.audio_watermark import AudioWatermark
+    from genguard.guardrails.provenance.tagging import _decode_wav, _read
+
+    from genguard.guardrails.provenance.audio_watermark import DETECT_MAX_SECONDS
+
+    wav = _decode_wav(_read(Path(path)), str(path), DETECT_MAX_SECONDS)
+    x, wm = wav.mono().astype(np.float64), AudioWatermark(key)
+    out = {}
+    for name, fn in (edits or AUDIO_EDITS).items():
+        y, rate = fn(x, wav.rate)
+        out[name] = bool(wm.detect(y, rate)["found"])
+    return out
+
+
 def _key_for(keys) -> bytes | None:
     from genguard.guardrails.provenance.tagging import _local_watermark_key
 
@@ -279,6 +318,7 @@ def check_outputs(paths: Iterable[str | Path], *, sample: int = 8, seed: int = 0
     survives every edit. The per-edit survival rate over the sample is reported with a 95 % Wilson interval.
     Never raises for a bad file: it is listed with ``error`` and counts as bad input.
     """
+    from genguard.guardrails.provenance.audio_edits import AUDIO_EDITS
     from genguard.guardrails.provenance.edits import EVERYDAY_EDITS
 
     paths = [Path(p) for p in paths]
@@ -287,38 +327,46 @@ def check_outputs(paths: Iterable[str | Path], *, sample: int = 8, seed: int = 0
         files.append(check_file(p, trust_anchor=trust_anchor, keys=keys))
         if progress is not None:
             progress(1)
-    marked = [f for f in files if f["modality"] == "image" and any(
+    rob = _robustness(files, "image", EVERYDAY_EDITS, robustness_of, sample, seed, keys)
+    rob["note"] = "every edit re-encodes the pixels without metadata, so no embedded C2PA manifest survives it"
+    arob = _robustness(files, "audio", AUDIO_EDITS, audio_robustness_of, sample, seed, keys)
+    arob["note"] = "every edit rewrites the samples without the C2PA chunk, so no embedded manifest survives it"
+    return {"disclaimer": DISCLAIMER, "sources": list(SOURCES), "files": files,
+            "by_modality": by_modality(files), "robustness": rob, "audio_robustness": arob, "passed": passed(files),
+            "missing": missing_summary(files)}
+
+
+def _robustness(files: list[dict[str, Any]], kind: str, edits: dict, measure, sample: int, seed: int,
+                keys) -> dict[str, Any]:
+    """Run ``edits`` on a seeded sample of the marked files of modality ``kind``; fill their robustness lines."""
+    marked = [f for f in files if f["modality"] == kind and any(
         ln["requirement"] == "robustness" and ln["status"] == "not-sampled" for ln in f.get("lines", []))]
     chosen = sorted(random.Random(seed).sample(range(len(marked)), min(max(0, sample), len(marked))))
     key = _key_for(keys) if chosen else None
-    survived: dict[str, list[bool]] = {name: [] for name in EVERYDAY_EDITS}
+    survived: dict[str, list[bool]] = {name: [] for name in edits}
+    what = "watermark" if kind == "image" else "audio mark"
     for i in chosen:
         f = marked[i]
+        line = next(ln for ln in f["lines"] if ln["requirement"] == "robustness")
         try:
-            res = robustness_of(f["path"], key)
+            res = measure(f["path"], key)
         except Exception as exc:  # the file changed or cannot be decoded again: say so, keep the batch
-            line = next(ln for ln in f["lines"] if ln["requirement"] == "robustness")
             line.update(status="unchecked", detail=f"robustness not measured: {str(exc).splitlines()[0]}")
             continue
         for name, ok in res.items():
             survived[name].append(ok)
         lost = [n for n, ok in res.items() if not ok]
-        line = next(ln for ln in f["lines"] if ln["requirement"] == "robustness")
         line["edits"] = res
         if lost:
-            line.update(status="missing", detail=f"watermark lost after {', '.join(lost)}; survives "
+            line.update(status="missing", detail=f"{what} lost after {', '.join(lost)}; survives "
                         f"{', '.join(n for n, ok in res.items() if ok) or 'none'}; the C2PA manifest survives none")
         else:
-            line.update(status="met", detail=f"watermark survives all {len(res)} edits "
+            line.update(status="met", detail=f"{what} survives all {len(res)} edits "
                         f"({', '.join(res)}); the C2PA manifest survives none")
-    rob = {"edits": list(EVERYDAY_EDITS), "n_sampled": len(chosen), "n_watermarked_images": len(marked),
-           "seed": seed, "test": "genguard watermark detected at its 1e-6 false-positive test",
-           "survival": {n: {"survived": sum(v), "n": len(v), "rate": (sum(v) / len(v)) if v else None,
-                            "ci95": list(wilson(sum(v), len(v))) if v else None} for n, v in survived.items()},
-           "note": "every edit re-encodes the pixels without metadata, so no embedded C2PA manifest survives it"}
-    return {"disclaimer": DISCLAIMER, "sources": list(SOURCES), "files": files,
-            "by_modality": by_modality(files), "robustness": rob, "passed": passed(files),
-            "missing": missing_summary(files)}
+    return {"edits": list(edits), "n_sampled": len(chosen), f"n_watermarked_{'images' if kind == 'image' else 'clips'}":
+            len(marked), "seed": seed, "test": f"genguard {what} detected at its 1e-6 false-positive test",
+            "survival": {n: {"survived": sum(v), "n": len(v), "rate": (sum(v) / len(v)) if v else None,
+                             "ci95": list(wilson(sum(v), len(v))) if v else None} for n, v in survived.items()}}
 
 
 def by_modality(files: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -169,6 +169,11 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
     if c2pa and keys is None:
         keys = KeyStore.load_or_create()
 
+    from genguard.guardrails.provenance import wavfile
+
+    if wavfile.is_wav(data):
+        atomic_write_bytes(dest, _tag_wav(path, dest, data, claim, keys, watermark, c2pa), mode=out_mode)
+        return dest
     if fmt is None:  # sidecar-bound file
         sidecar = None
         if c2pa:
@@ -211,6 +216,69 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
                                 parent_data=original if parent else None, parent_title=path.name)
     atomic_write_bytes(dest, data, mode=out_mode)
     return dest
+
+
+def _decode_wav(data: bytes, name: str, max_seconds: float | None = None):
+    from genguard.guardrails.provenance.wavfile import WavError, read_wav
+
+    try:
+        return read_wav(data, name, max_seconds)
+    except WavError as exc:
+        raise ProvenanceError(str(exc)) from None
+
+
+def _tag_wav(path: Path, dest: Path, data: bytes, claim: dict[str, Any], keys: KeyStore | None, watermark: bool,
+             c2pa: bool) -> bytes:
+    """The tagged bytes of a WAV file: the audio watermark (see :mod:`.audio_watermark`), then a signed C2PA
+    manifest in a ``C2PA`` chunk. Marking rewrites the samples in their own format (PCM width or float) and
+    keeps only the fmt and data chunks (LIST/INFO and other chunks are dropped)."""
+    from genguard.guardrails.provenance.audio_watermark import AudioWatermark
+    from genguard.guardrails.provenance.wavfile import encode_wav
+
+    from genguard.guardrails.provenance.audio_watermark import MAX_MARK_SECONDS
+
+    wav = _decode_wav(data, str(path))
+    if watermark and wav.duration > MAX_MARK_SECONDS:
+        raise ProvenanceError(f"{path}: {wav.duration:.0f} s of audio is longer than the {MAX_MARK_SECONDS:.0f} s "
+                              "genguard marks in one piece; split it, or tag with --no-watermark")
+    parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME["wav"])
+    original = data
+    if watermark and AudioWatermark.markable(wav.duration):
+        # the zero-bit mark names no run (nothing registered, no watermark id in the manifest)
+        marked = AudioWatermark(_watermark_key(keys)).embed(wav.samples, wav.rate)
+        data = encode_wav(marked, wav.rate, wav.fmt, wav.bits)
+    if c2pa:
+        manifest = mf.build_manifest(claim, title=dest.name, parent=parent)
+        try:
+            data = mf.sign_embedded(data, "wav", manifest, keys, thumbnail=False,
+                                    parent_data=original if parent else None, parent_title=path.name)
+        except ProvenanceError as exc:  # c2pa's own parse errors (a lying RIFF size): name the file
+            raise ProvenanceError(f"{path}: {exc}") from None
+    return data
+
+
+#: what a genguard audio mark alone shows, stated with every detection
+AUDIO_MARK_NOTE = ("the mark shows that a holder of this watermark key marked this audio's band energies; it is a "
+                   "property of the signal, not of the file, so it can be copied onto other audio (copy attack) "
+                   "and it does not show who made the clip: the signed manifest's hash binds the exact file")
+
+
+def _audio_mark(data: bytes, path: Path, keys: KeyStore | None) -> dict[str, Any]:
+    """The audio watermark's reading of a WAV file (raises ProvenanceError when the audio does not decode)."""
+    from genguard.guardrails.provenance.audio_watermark import DETECT_MAX_SECONDS
+
+    wav = _decode_wav(data, str(path), DETECT_MAX_SECONDS)
+    key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
+    if key is None:
+        return {"applicable": False, "reason": why}
+    from genguard.guardrails.provenance.audio_watermark import AudioWatermark
+
+    det = AudioWatermark(key).detect(wav.samples, wav.rate)
+    if wav.note:
+        det["file_note"] = wav.note
+    if det.get("found"):
+        det["note"] = AUDIO_MARK_NOTE
+    return det
 
 
 def _small_mark(arr, keys: KeyStore | None) -> dict[str, Any] | None:
@@ -370,6 +438,14 @@ def verify_file(path: str | os.PathLike, trust_anchor: str | os.PathLike | None 
                 rec["watermark"] = byte_watermark(key).detect_ids(byte_ids(text))
                 rec["watermark"]["kind"] = "text (byte-level green list)"
                 wm_present = bool(rec["watermark"].get("found"))
+        elif rfmt == "wav":
+            try:
+                rec["watermark"] = _audio_mark(data, path, keys)
+            except ProvenanceError as exc:
+                if man["state"] == "Missing":
+                    raise
+                rec["watermark"] = {"applicable": False, "reason": f"audio does not decode: {exc}"}
+            wm_present = bool(rec["watermark"].get("found"))
         elif fmt is None:
             rec["watermark"] = {"applicable": False, "reason": "no image watermark in this file type"
                                 + ("; bound by the signed sidecar manifest's hash" if man.get("sidecar") else "")}
