@@ -1,0 +1,48 @@
+"""Server-side sessions, disabled accounts, failed log-ins kept in the database; byte-order names on PostgreSQL.
+
+Revision ID: 0003
+Revises: 0002
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("users", sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.create_table(
+        "sessions",
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("expires_at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_sessions_user_id", "sessions", ["user_id"])
+    op.create_index("ix_sessions_expires_at", "sessions", ["expires_at"])
+    op.create_table(
+        "login_failures",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("account", sa.String(64), nullable=False),
+        sa.Column("address", sa.String(64), nullable=False),
+        sa.Column("at", sa.DateTime, nullable=False),
+    )
+    op.create_index("ix_login_failures_at", "login_failures", ["at"])
+    op.create_index("ix_login_failures_account_at", "login_failures", ["account", "at"])
+    op.create_index("ix_login_failures_address_at", "login_failures", ["address", "at"])
+    if op.get_bind().dialect.name == "postgresql":
+        # the queue's name sort in code-point order, as on SQLite, whatever the database's locale (a locale
+        # collation ignores punctuation, so '<x>.png' would sort among the x's); the index follows the column
+        op.execute('ALTER TABLE items ALTER COLUMN name TYPE varchar(255) COLLATE "C"')
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute('ALTER TABLE items ALTER COLUMN name TYPE varchar(255) COLLATE "default"')
+    op.drop_table("login_failures")
+    op.drop_table("sessions")
+    with op.batch_alter_table("users") as b:
+        b.drop_column("disabled")
