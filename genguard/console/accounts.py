@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import secrets
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from genguard.console import auth
@@ -106,10 +106,14 @@ class LoginLimiter:
     address), ``address_limit`` per address over all accounts (a spray of names) and ``account_limit`` per account
     over all addresses (a distributed guess at one password); past any of them, 429.
 
-    An attempt is written *before* its password is checked and counted with the others: of any number of
-    concurrent attempts (threads or worker processes) each sees its own row and every earlier one, so no more than
-    the limit ever reach the password check. A successful log-in deletes its (account, address) rows.
+    An attempt is counted and written in one transaction that no other attempt interleaves with (SQLite: the
+    insert holds the database's write lock until the commit; PostgreSQL: a transaction-scoped advisory lock), so
+    of any number of concurrent attempts (threads or worker processes) exactly the limit reach the password check.
+    A successful log-in deletes its (account, address) rows.
     """
+
+    #: the PostgreSQL advisory-lock key the limiter's transactions take (any fixed 64-bit number)
+    LOCK_KEY = 0x67676C6F67696E  # "gglogin"
 
     def __init__(self, sessions: sessionmaker, limit: int = 5, window_s: float = 60.0,
                  address_limit: int | None = None, account_limit: int | None = None) -> None:
@@ -126,12 +130,14 @@ class LoginLimiter:
         until one may)."""
         account, address = self._key(account, address)
         with self.sessions() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.LOCK_KEY})
             t = now()
             since = t - dt.timedelta(seconds=self.window_s)
             s.execute(delete(LoginFailure).where(LoginFailure.at <= since))
             row = LoginFailure(account=account, address=address, at=t)
             s.add(row)
-            s.commit()
+            s.flush()
             wait = 0.0
             for cond, limit in (((LoginFailure.account == account) & (LoginFailure.address == address), self.limit),
                                 (LoginFailure.address == address, self.address_limit),
@@ -139,13 +145,13 @@ class LoginLimiter:
                 q = select(LoginFailure.at).where(cond, LoginFailure.at > since, LoginFailure.id != row.id)
                 n = s.scalar(select(func.count()).select_from(q.subquery()))
                 if n >= limit:
-                    # the attempt is refused, not counted; it may go on once enough of the others leave the window
+                    # refused, and not counted: it may go on once enough of the others leave the window
                     oldest = s.scalars(q.order_by(LoginFailure.at.desc()).offset(limit - 1).limit(1)).first()
                     wait = max(wait, self.window_s - (t - oldest).total_seconds() if oldest else self.window_s)
             if wait:
-                s.delete(row)
-                s.commit()
+                s.rollback()
                 return None, max(wait, 1.0)
+            s.commit()
             return row.id, 0.0
 
     def succeeded(self, account: str, address: str) -> None:
