@@ -83,13 +83,14 @@ class Item(Base):
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
-        Index("ix_items_queue_suspicion", "queue_id", "suspicion"),
-        Index("ix_items_queue_decision", "queue_id", "decision", "suspicion"),
-        Index("ix_items_queue_verdict", "queue_id", "verdict", "suspicion"),
-        Index("ix_items_queue_assignee", "queue_id", "assignee_id", "suspicion"),
-        Index("ix_items_queue_name", "queue_id", "name"),
-        Index("ix_items_queue_probability", "queue_id", "synthetic_probability"),
-        Index("ix_items_queue_provenance", "queue_id", "provenance_verdict", "suspicion"),
+        # each ends on the id every sort ends on (a PostgreSQL index, unlike SQLite's, does not carry it)
+        Index("ix_items_queue_suspicion", "queue_id", "suspicion", "id"),
+        Index("ix_items_queue_decision", "queue_id", "decision", "suspicion", "id"),
+        Index("ix_items_queue_verdict", "queue_id", "verdict", "suspicion", "id"),
+        Index("ix_items_queue_assignee", "queue_id", "assignee_id", "suspicion", "id"),
+        Index("ix_items_queue_name", "queue_id", "name", "id"),
+        Index("ix_items_queue_probability", "queue_id", "synthetic_probability", "id"),
+        Index("ix_items_queue_provenance", "queue_id", "provenance_verdict", "suspicion", "id"),
     )
 
 
