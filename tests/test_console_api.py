@@ -92,7 +92,7 @@ def test_migrations_apply_at_start_and_key_is_private(env):
     assert con.execute("select version_num from alembic_version").fetchall() == [("0003",)]
     idx = {r[0] for r in con.execute("select name from sqlite_master where type='index'")}
     assert {"ix_items_queue_suspicion", "ix_items_queue_decision", "ix_items_queue_verdict",
-            "ix_items_queue_probability", "ix_items_queue_provenance"} <= idx
+            "ix_items_queue_probability", "ix_items_queue_provenance", "ix_items_queue_undecided"} <= idx
     con.close()
     create_app(None, tmp / "home")  # a second start on the same database is a no-op, not an error
     assert (tmp / "home" / "console-secret.key").stat().st_mode & 0o777 == 0o600
@@ -378,6 +378,35 @@ def test_concurrent_decisions_on_one_item_keep_a_consistent_audit_trail(env):
         assert chain[0][0] is None and chain[-1][1] == final
         assert all(a[1] == b[0] for a, b in zip(chain, chain[1:])), chain
     assert len([e for e in item["audit"] if e["field"] == "note"]) == 18
+
+
+def test_concurrent_first_visits_deal_one_set_of_trials(env):
+    import threading
+
+    from genguard.console.models import Trial
+
+    app, tmp = env
+    real, gen = _study_dirs(tmp)
+    boss = login(app, "boss")
+    sid = boss.post("/studies", data={"name": "s", "kind": "2afc", "real": str(real), "generated": str(gen),
+                                      "trials_per_rater": "4", "attention_checks": "1"}).json()["study"]
+    tabs = [login(app, "rat") for _ in range(6)]
+    barrier = threading.Barrier(len(tabs))
+    totals = []
+
+    def visit(c):
+        barrier.wait()
+        totals.append(c.get(f"/studies/{sid}").json()["total"])
+
+    threads = [threading.Thread(target=visit, args=(c,)) for c in tabs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert totals == [5] * 6
+    with app.state.sessions() as s:
+        positions = sorted(t.position for t in s.query(Trial).filter_by(study_id=sid))
+    assert positions == list(range(5))
 
 
 def test_text_with_nul_characters_is_refused_or_cleaned(env):

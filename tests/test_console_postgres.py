@@ -26,6 +26,7 @@ from test_console_api import (  # noqa: E402,F401  (collected again here, with t
     test_2afc_study_randomised_with_attention_checks_and_wilson_results,
     test_a_cookie_copied_before_logout_is_refused_after_it,
     test_concurrent_decisions_on_one_item_keep_a_consistent_audit_trail,
+    test_concurrent_first_visits_deal_one_set_of_trials,
     test_decisions_leave_an_audit_trail_and_export,
     test_disabling_a_user_or_changing_role_or_password_ends_their_sessions,
     test_every_post_route_needs_the_sessions_csrf_token, test_files_are_served_only_by_item_id,
@@ -139,7 +140,8 @@ def test_migrations_build_the_schema_on_an_empty_postgresql_database(pg_url, tmp
             "trials", "alembic_version"} <= set(insp.get_table_names())
     idx = {i["name"]: i["column_names"] for i in insp.get_indexes("items")}
     assert {"ix_items_queue_suspicion", "ix_items_queue_decision", "ix_items_queue_verdict",
-            "ix_items_queue_probability", "ix_items_queue_provenance", "ix_items_queue_name"} <= set(idx)
+            "ix_items_queue_probability", "ix_items_queue_provenance", "ix_items_queue_name",
+            "ix_items_queue_undecided"} <= set(idx)
     # a PostgreSQL index does not carry the id by itself: the sort indexes end on it, so a page's ids come
     # from the index alone (an index-only scan) however deep the page
     assert all(cols[-1] == "id" for name, cols in idx.items() if name.startswith("ix_items_queue_")), idx

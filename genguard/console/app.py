@@ -222,8 +222,11 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             raise HTTPException(403, "missing or wrong CSRF token")
 
     def current_user(request: Request, db: Session = Depends(get_db)) -> User:
-        uid = session_uid(request)
-        user = db.get(User, uid) if uid else None
+        if request.state.uid is None:  # not looked up yet (a GET): one query on the request's own connection
+            user = accounts.session_user(db, request.state.sid)
+            request.state.uid = user.id if user else 0
+        else:
+            user = db.get(User, request.state.uid) if request.state.uid else None
         if user is None:
             if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
                 raise LoginRequired()

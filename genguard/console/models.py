@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ROLES = ("admin", "reviewer", "rater")
@@ -91,6 +91,8 @@ class Item(Base):
         Index("ix_items_queue_name", "queue_id", "name", "id"),
         Index("ix_items_queue_probability", "queue_id", "synthetic_probability", "id"),
         Index("ix_items_queue_provenance", "queue_id", "provenance_verdict", "suspicion", "id"),
+        Index("ix_items_queue_undecided", "queue_id", "suspicion", "id", postgresql_where=text("decision IS NULL"),
+              sqlite_where=text("decision IS NULL")),
     )
 
 
