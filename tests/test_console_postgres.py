@@ -179,13 +179,20 @@ def test_times_are_utc_whatever_the_servers_time_zone(env):
         assert conn.exec_driver_sql("show timezone").scalar() == "Pacific/Chatham"
 
 
-def test_the_console_command_migrates_a_postgresql_url(pg_url, tmp_path):
-    import sys
+def test_the_console_command_migrates_a_postgresql_url(pg_url, tmp_path, monkeypatch, capsys):
+    from genguard.cli import main
 
-    env = {"GENGUARD_HOME": str(tmp_path / "h"), "GENGUARD_CONSOLE_PASSWORD": "a-long-password",
-           "PATH": "/usr/bin:/bin"}
-    p = subprocess.run([sys.executable, "-m", "genguard", "console", "--db", pg_url, "--create-admin", "root1",
-                        "--no-serve"], capture_output=True, text=True, timeout=120, env=env)
-    assert p.returncode == 0, p.stderr
-    assert "created admin root1" in p.stdout and "postgresql+psycopg://postgres@127.0.0.1" in p.stdout
+    monkeypatch.setenv("GENGUARD_HOME", str(tmp_path / "h"))
+    monkeypatch.setenv("GENGUARD_CONSOLE_PASSWORD", "a-long-password")
+    with pytest.raises(SystemExit) as e:
+        main(["console", "--db", pg_url, "--create-admin", "root1", "--no-serve"])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert "created admin root1" in out.out and "postgresql+psycopg://postgres@127.0.0.1" in out.out
     assert not (tmp_path / "h" / "console.sqlite3").exists()
+    with pytest.raises(SystemExit) as e:  # an unreachable server: one line naming the database, exit 2
+        main(["console", "--db", pg_url.replace("postgres@", "postgres:s3cret-pw@").rsplit("/", 1)[0] + "/no_such_db",
+              "--no-serve"])
+    out = capsys.readouterr()
+    assert e.value.code == 2 and out.err.count("\n") == 1 and "no_such_db" in out.err
+    assert "s3cret-pw" not in out.err and "***" in out.err  # a password in the URL is never printed
