@@ -89,10 +89,10 @@ def test_migrations_apply_at_start_and_key_is_private(env):
     app, tmp = env
     db = tmp / "home" / "console.sqlite3"
     con = sqlite3.connect(db)
-    assert con.execute("select version_num from alembic_version").fetchall() == [("0002",)]
+    assert con.execute("select version_num from alembic_version").fetchall() == [("0003",)]
     idx = {r[0] for r in con.execute("select name from sqlite_master where type='index'")}
     assert {"ix_items_queue_suspicion", "ix_items_queue_decision", "ix_items_queue_verdict",
-            "ix_items_queue_probability", "ix_items_queue_provenance"} <= idx
+            "ix_items_queue_probability", "ix_items_queue_provenance", "ix_items_queue_undecided"} <= idx
     con.close()
     create_app(None, tmp / "home")  # a second start on the same database is a no-op, not an error
     assert (tmp / "home" / "console-secret.key").stat().st_mode & 0o777 == 0o600
@@ -102,24 +102,49 @@ def test_migrations_apply_at_start_and_key_is_private(env):
     assert all(h.startswith("scrypt$") and "password" not in h for h in hashes)
 
 
-def test_an_older_schema_is_upgraded_in_place_keeping_its_data(tmp_path):
+def _migrate_to(url, revision):
     from alembic import command
     from alembic.config import Config
 
     from genguard.console import db as dbm
 
-    engine = dbm.make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    engine = dbm.make_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(dbm.MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-        conn.exec_driver_sql("insert into users (name, role, password_hash, created_at) "
-                             "values ('old', 'admin', 'scrypt$x', '2026-01-01')")
-    app = create_app(f"sqlite:///{tmp_path / 'old.sqlite3'}", tmp_path / "home")
-    con = sqlite3.connect(tmp_path / "old.sqlite3")
-    assert con.execute("select version_num from alembic_version").fetchall() == [("0002",)]
-    assert con.execute("select name from users").fetchall() == [("old",)]
+        command.upgrade(cfg, revision)
+    return engine
+
+
+def check_upgrade_keeps_data(url, home):
+    """A database made by the revisions before server-side sessions, with a user and a decided item in it, is
+    upgraded in place: the user logs in with the old password, the item keeps its decision."""
+    from genguard.console import auth
+
+    engine = _migrate_to(url, "0002")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("insert into users (name, role, password_hash, created_at) values "
+                             f"('old', 'admin', '{auth.hash_password('old-password', n=FAST_N)}', '2026-01-01')")
+        conn.exec_driver_sql("insert into queues (name, source, created_by, created_at) "
+                             "values ('q', '/x', 1, '2026-01-01')")
+        conn.exec_driver_sql("insert into items (queue_id, path, name, provenance_verdict, suspicion, evidence, "
+                             "decision, decided_by) values (1, '/x/a.png', 'a.png', 'untagged', 2.5, '{}', "
+                             "'edited', 1)")
+    engine.dispose()
+    app = create_app(url, home)
+    with app.state.engine.connect() as conn:
+        assert conn.exec_driver_sql("select version_num from alembic_version").fetchall() == [("0003",)]
+        assert conn.exec_driver_sql("select name, disabled from users").fetchall() == [("old", False)]
+    c = login(app, "old")
+    item = c.get("/queues/1").json()["items"]
+    assert [(i["name"], i["decision"]) for i in item] == [("a.png", "edited")]
+    return app
+
+
+def test_an_older_schema_is_upgraded_in_place_keeping_its_data(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    app = check_upgrade_keeps_data(url, tmp_path / "home")
     assert not (tmp_path / "home" / "console.sqlite3").exists()  # --db given: the default file is never made
     assert app.state.engine.url.database.endswith("old.sqlite3")
 
@@ -135,8 +160,11 @@ def test_login_cookie_flags_rotation_and_rate_limit(env):
     set_cookie = r.headers["set-cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie.replace("Strict", "strict")
     assert c.cookies.get("gg_session") != anon_cookie  # a fresh session id at log-in (no fixation)
-    # a forged cookie (uid changed, old signature) is not a session
-    forged = TestClient(app, cookies={"gg_session": anon_cookie.replace(":0|", ":1|")})
+    # a cookie whose token was altered (signature no longer matches) is not a session
+    live = c.cookies.get("gg_session")
+    assert TestClient(app, cookies={"gg_session": live}).get("/api/me").status_code == 200
+    token, rest = live.split("|", 1)
+    forged = TestClient(app, cookies={"gg_session": token[:-1] + ("A" if token[-1] != "A" else "B") + "|" + rest})
     assert forged.get("/api/me").status_code == 401
 
     bad = TestClient(app)
@@ -159,13 +187,253 @@ def test_login_cookie_flags_rotation_and_rate_limit(env):
                     headers={"Accept": "application/json"}).status_code == 200
 
 
+def _signed(app, value):
+    from genguard.console import auth
+
+    return auth.Signer(auth.load_secret(app.state.home / "console-secret.key")).sign(value)
+
+
+def test_a_cookie_copied_before_logout_is_refused_after_it(env):
+    import hashlib
+
+    from genguard.console.models import LoginSession
+
+    app, _ = env
+    c = login(app, "rev")
+    cookie, csrf = c.cookies.get("gg_session"), c.headers["X-CSRF-Token"]
+    token = cookie.split("|", 1)[0]
+    thief = TestClient(app, cookies={"gg_session": cookie}, headers={"Accept": "application/json",
+                                                                      "X-CSRF-Token": csrf})
+    assert thief.get("/api/me").json()["user"] == "rev"
+    with app.state.sessions() as s:  # the database keeps the token's hash only
+        stored = [r.token_hash for r in s.query(LoginSession)]
+    assert hashlib.sha256(token.encode()).hexdigest() in stored and token not in stored
+    # a stolen database is no session either, even with the signing key: the hash is not the token
+    leaked = TestClient(app, cookies={"gg_session": _signed(app, stored[0])})
+    assert leaked.get("/api/me").status_code == 401
+
+    assert c.post("/logout", follow_redirects=False).status_code == 303
+    assert thief.get("/api/me").status_code == 401
+    assert thief.get("/queues/1").status_code == 401
+    r = thief.post("/items/1/decision", data={"decision": "generated"})
+    assert r.status_code == 403  # not a session any more: not even its CSRF token passes
+    with app.state.sessions() as s:
+        assert s.query(LoginSession).count() == 0
+
+    # an expired session is refused too, whatever the cookie's own age says
+    c2 = login(app, "rev")
+    assert c2.get("/api/me").status_code == 200
+    import datetime as dt
+
+    with app.state.sessions() as s:
+        for row in s.query(LoginSession):
+            row.expires_at = row.created_at - dt.timedelta(seconds=1)
+        s.commit()
+    assert c2.get("/api/me").status_code == 401
+
+
+def _uid(app, name):
+    from genguard.console.models import User
+
+    with app.state.sessions() as s:
+        return s.query(User).filter_by(name=name).one().id
+
+
+def test_disabling_a_user_or_changing_role_or_password_ends_their_sessions(env):
+    app, _ = env
+    boss = login(app, "boss")
+    rev = login(app, "rev")
+    assert rev.get("/api/me").status_code == 200
+    r = boss.post(f"/admin/users/{_uid(app, 'rev')}", data={"disabled": "1"})
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    assert rev.get("/api/me").status_code == 401  # the live session of a disabled user is refused
+    assert rev.post("/items/1/decision", data={"decision": "generated"}).status_code == 403
+    c = TestClient(app)
+    tok = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+    r = c.post("/login", data={"username": "rev", "password": "rev-password", "csrf": tok},
+               headers={"Accept": "application/json"})
+    assert r.status_code == 401 and r.json()["error"] == "wrong user name or password"  # nothing tells it apart
+    boss.post(f"/admin/users/{_uid(app, 'rev')}", data={"disabled": "0"})
+    assert login(app, "rev").get("/api/me").json()["role"] == "reviewer"
+
+    rev2 = login(app, "rev2")
+    assert boss.post(f"/admin/users/{_uid(app, 'rev2')}", json={"role": "rater"}).json()["role"] == "rater"
+    assert rev2.get("/api/me").status_code == 401  # a demoted reviewer's session does not keep the old role
+    assert login(app, "rev2").get("/queues/1").status_code == 403
+
+    rat = login(app, "rat")
+    assert boss.post(f"/admin/users/{_uid(app, 'rat')}", data={"password": "short"}).status_code == 400
+    assert rat.get("/api/me").status_code == 200  # a refused change changes nothing
+    boss.post(f"/admin/users/{_uid(app, 'rat')}", data={"password": "a-new-password"})
+    assert rat.get("/api/me").status_code == 401
+    login(app, "rat", "a-new-password")
+
+    # a user's own password change ends their other sessions and renews the one that made it
+    here, there = login(app, "rat2"), login(app, "rat2")
+    assert here.post("/account/password", data={"current": "wrong", "password": "x" * 12}).status_code == 403
+    r = here.post("/account/password", data={"current": "rat2-password", "password": "rat2-new-password"})
+    assert r.status_code == 200
+    here.headers["X-CSRF-Token"] = r.json()["csrf"]
+    assert here.get("/api/me").json()["user"] == "rat2" and there.get("/api/me").status_code == 401
+    login(app, "rat2", "rat2-new-password")
+    # an admin cannot lock themselves out; another admin's account is out of a non-admin's reach
+    r = boss.post(f"/admin/users/{_uid(app, 'boss')}", data={"disabled": "1"})
+    assert r.status_code == 400 and boss.get("/api/me").status_code == 200
+    assert login(app, "rev").post(f"/admin/users/{_uid(app, 'boss')}", data={"disabled": "1"}).status_code == 403
+    assert boss.post("/admin/users/999", data={"disabled": "1"}).status_code == 404
+
+
+def _db_url(app):
+    return app.state.engine.url.render_as_string(hide_password=False)
+
+
+def _fail_logins(app, name, k):
+    c = TestClient(app)
+    tok = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+    return [c.post("/login", data={"username": name, "password": "wrong", "csrf": tok}).status_code
+            for _ in range(k)], c, tok
+
+
+def test_the_login_limit_survives_a_restart_and_holds_across_workers(env):
+    import datetime as dt
+    import threading
+
+    from genguard.console.models import LoginFailure
+
+    app, tmp = env
+    codes, _, _ = _fail_logins(app, "rev", 3)
+    assert codes == [401] * 3
+    # a restart (a new app on the same database) keeps the count: 2 more failures reach the limit of 5
+    restarted = create_app(_db_url(app), tmp / "home")
+    codes, c, tok = _fail_logins(restarted, "REV", 3)  # the account name as typed, case folded
+    assert codes == [401, 401, 429]
+    # a second worker process shares it as well
+    worker = create_app(_db_url(app), tmp / "home")
+    w = TestClient(worker, cookies=c.cookies)
+    r = w.post("/login", data={"username": "rev", "password": "rev-password", "csrf": tok})
+    assert r.status_code == 429 and 50 <= int(r.headers["Retry-After"]) <= 61
+    # a sliding window: once the failures are older than the window, the right password works
+    with app.state.sessions() as s:
+        for row in s.query(LoginFailure):
+            row.at -= dt.timedelta(seconds=61)
+        s.commit()
+    r = w.post("/login", data={"username": "rev", "password": "rev-password", "csrf": tok},
+               headers={"Accept": "application/json"})
+    assert r.status_code == 200
+
+    lim = app.state.limiter
+    # a spray of names from one address: 20 per window (4 x the per-account limit), then that address waits
+    assert all(lim.attempt(f"name{i}", "10.0.0.9")[0] for i in range(20))
+    assert lim.attempt("name-new", "10.0.0.9") == (None, pytest.approx(60, abs=2))
+    assert lim.attempt("name-new", "10.0.0.10")[0]  # another address is not held back
+    # a guess at one account from many addresses: 20 per window over all addresses
+    assert all(lim.attempt("boss", f"10.1.0.{i}")[0] for i in range(20))
+    assert lim.attempt("boss", "10.2.0.1")[0] is None
+    # of concurrent attempts (threads standing for workers) exactly the limit reach the password check
+    got = []
+    barrier = threading.Barrier(12)
+
+    def attempt():
+        barrier.wait()
+        got.append(lim.attempt("rat", "10.3.0.1")[0])
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(g is not None for g in got) == 5
+
+
+def test_concurrent_decisions_on_one_item_keep_a_consistent_audit_trail(env):
+    import threading
+
+    app, tmp = env
+    boss = login(app, "boss")
+    qid = import_json(boss, detect_json(tmp))
+    iid = boss.get(f"/queues/{qid}").json()["items"][0]["id"]
+    clients = [login(app, n) for n in ("boss", "rev", "rev2")]
+    barrier = threading.Barrier(6)
+    codes = []
+
+    def decide(k):
+        c = clients[k % 3]
+        barrier.wait()
+        for j in range(3):
+            r = c.post(f"/items/{iid}/decision", data={"decision": DECISIONS[(k + j) % 4], "note": f"n{k}-{j}"})
+            codes.append(r.status_code)
+
+    from genguard.console.models import DECISIONS
+
+    threads = [threading.Thread(target=decide, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200] * 18
+    item = boss.get(f"/items/{iid}").json()
+    for field, final in (("decision", item["decision"]), ("note", item["note"])):
+        chain = [(e["from"], e["to"]) for e in item["audit"] if e["field"] == field]
+        # each event's old value is the previous event's new value: no decision was lost or replaced unseen
+        assert chain[0][0] is None and chain[-1][1] == final
+        assert all(a[1] == b[0] for a, b in zip(chain, chain[1:])), chain
+    assert len([e for e in item["audit"] if e["field"] == "note"]) == 18
+
+
+def test_concurrent_first_visits_deal_one_set_of_trials(env):
+    import threading
+
+    from genguard.console.models import Trial
+
+    app, tmp = env
+    real, gen = _study_dirs(tmp)
+    boss = login(app, "boss")
+    sid = boss.post("/studies", data={"name": "s", "kind": "2afc", "real": str(real), "generated": str(gen),
+                                      "trials_per_rater": "4", "attention_checks": "1"}).json()["study"]
+    tabs = [login(app, "rat") for _ in range(6)]
+    barrier = threading.Barrier(len(tabs))
+    totals = []
+
+    def visit(c):
+        barrier.wait()
+        totals.append(c.get(f"/studies/{sid}").json()["total"])
+
+    threads = [threading.Thread(target=visit, args=(c,)) for c in tabs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert totals == [5] * 6
+    with app.state.sessions() as s:
+        positions = sorted(t.position for t in s.query(Trial).filter_by(study_id=sid))
+    assert positions == list(range(5))
+
+
+def test_text_with_nul_characters_is_refused_or_cleaned(env):
+    app, tmp = env
+    boss = login(app, "boss")
+    qid = import_json(boss, detect_json(tmp))
+    r = boss.post("/items/1/decision", data={"decision": "generated", "note": "a\x00b"})
+    assert r.status_code == 400 and "NUL" in r.text
+    assert boss.get(f"/queues/{qid}", params={"verdict": "x\x00"}).status_code == 400
+    c = TestClient(app)
+    tok = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+    assert c.post("/login", data={"username": "boss\x00", "password": "x", "csrf": tok}).status_code == 400
+    # a result JSON's "\u0000" in a path reaches no column (the evidence keeps it, escaped)
+    (tmp / "nul.json").write_text(json.dumps([{"path": "a\u0000b.png", "provenance": {"verdict": "x\u0000"}}]))
+    q2 = import_json(boss, tmp / "nul.json")
+    item = boss.get(f"/queues/{q2}").json()["items"][0]
+    assert item["name"] == "a\ufffdb.png" and item["provenance_verdict"] == "x\ufffd"
+    assert boss.get(f"/items/{item['id']}").json()["evidence"]["path"] == "a\x00b.png"
+
+
 def test_every_post_route_needs_the_sessions_csrf_token(env):
     app, tmp = env
     c = login(app, "boss")
     other = login(app, "rev")
     posts = [r.path for r in app.routes if "POST" in getattr(r, "methods", set())]
     assert {"/login", "/logout", "/queues", "/items/{iid}/decision", "/queues/{qid}/assign", "/admin/users",
-            "/studies", "/studies/{sid}/trials/{tid}"} <= set(posts)
+            "/admin/users/{uid}", "/account/password", "/studies", "/studies/{sid}/trials/{tid}"} <= set(posts)
     for path in posts:
         url = re.sub(r"\{[^}]+\}", "1", path)
         for token in (None, other.headers["X-CSRF-Token"], "x"):

@@ -177,3 +177,24 @@ def test_login_form_rejects_a_wrong_password_visibly(browser, site):
     page.goto(f"{url}/queues/{qid}")
     assert re.search(r"/login\?next=", page.url)
     page.close()
+
+
+def test_log_out_in_the_browser_ends_the_session_for_a_copied_cookie(browser, site):
+    app, url, qid, tmp = site
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    _login(page, url, "rev")
+    page.goto(f"{url}/queues/{qid}")
+    assert "/login" not in page.url
+    copied = ctx.cookies()
+    assert [c["name"] for c in copied] == ["gg_session"] and copied[0]["httpOnly"]
+    page.click("header form button")  # log out
+    page.wait_for_load_state()
+    assert page.url.startswith(url + "/login")
+    thief = browser.new_context()
+    thief.add_cookies(copied)
+    other = thief.new_page()
+    other.goto(f"{url}/queues/{qid}")
+    assert re.search(r"/login\?next=", other.url)  # the cookie from before the log-out is no session
+    thief.close()
+    ctx.close()

@@ -7,6 +7,19 @@ import os
 import click
 
 
+def _shown(db_url: str | None) -> str:
+    """The URL as it may be printed: a password in it is masked."""
+    if not db_url:
+        return "(default)"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(db_url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(unparsable URL)"
+
+
 @click.command("console")
 @click.option("--db", "db_url", default=None, metavar="URL",
               help="SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/genguard "
@@ -37,7 +50,7 @@ def console_cmd(db_url: str | None, host: str, port: int, create_admin: str | No
     try:
         app = create_app(db_url)
     except (SQLAlchemyError, ValueError) as exc:  # a bad URL or an unreachable database: one line, exit 2
-        raise InputError(f"database {db_url or '(default)'}: {str(exc).splitlines()[0][:300]}") from None
+        raise InputError(f"database {_shown(db_url)}: {str(exc).splitlines()[0][:300]}") from None
     if create_admin:
         password = os.environ.get("GENGUARD_CONSOLE_PASSWORD") or getpass.getpass(f"password for {create_admin}: ")
         with app.state.sessions() as s:

@@ -14,10 +14,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy import func, literal, select, tuple_, update
 from sqlalchemy.orm import Session, defer
+from starlette.concurrency import run_in_threadpool
 
-from genguard.console import auth, db as dbm
+from genguard.console import accounts, auth, db as dbm
+from genguard.console.accounts import create_user
 from genguard.console.models import DECISIONS, ROLES, AuditEvent, Item, Queue, Stimulus, Study, Trial, User, now
 
 HERE = Path(__file__).resolve().parent
@@ -40,21 +42,15 @@ class LoginRequired(Exception):
     pass
 
 
-def create_user(session: Session, name: str, role: str, password: str, n: int = auth.SCRYPT_N) -> User:
-    """Add a user (``role`` one of admin, reviewer, rater) with a scrypt password hash."""
-    name = name.strip()
-    if role not in ROLES:
-        raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
-    if not name or len(name) > 64 or any(c.isspace() for c in name):
-        raise ValueError(f"user name {name!r}: 1-64 characters, no spaces")
-    if len(password) < 8:
-        raise ValueError("password: at least 8 characters")
-    if session.scalar(select(User.id).where(User.name == name)):
-        raise ValueError(f"user {name!r} exists")
-    user = User(name=name, role=role, password_hash=auth.hash_password(password, n=n))
-    session.add(user)
-    session.commit()
-    return user
+def _has_nul(v: Any) -> bool:
+    """Whether a form or JSON value carries a NUL character (refused: PostgreSQL's text cannot store one)."""
+    if isinstance(v, str):
+        return "\x00" in v
+    if isinstance(v, (list, tuple)):
+        return any(_has_nul(x) for x in v)
+    if isinstance(v, dict):
+        return any(_has_nul(k) or _has_nul(x) for k, x in v.items())
+    return False
 
 
 def _local_path(target: str) -> str:
@@ -157,30 +153,32 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     dbm.upgrade(engine)
     Sessions = dbm.session_factory(engine)
     signer = auth.Signer(auth.load_secret(home / "console-secret.key"))
-    limiter = auth.LoginLimiter(login_limit, login_window_s)
+    limiter = accounts.LoginLimiter(Sessions, login_limit, login_window_s)
     templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescape on for .html (select_autoescape)
     templates.env.autoescape = True
     templates.env.filters["num"] = _fmt_num
     import_lock = threading.Lock()
 
     app = FastAPI(title="genguard console", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine, app.state.sessions, app.state.home = engine, Sessions, home
+    app.state.engine, app.state.sessions, app.state.home, app.state.limiter = engine, Sessions, home, limiter
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
-    # ---- sessions: a signed cookie "sid:uid"; every client (logged in or not) has a sid, the CSRF key
+    # ---- sessions: every client (logged in or not) has a random token in a signed cookie, the key of its CSRF
+    # tokens; a token is a logged-in session only while the sessions table holds its hash (log-out deletes it)
     @app.middleware("http")
     async def session_mw(request: Request, call_next):
-        raw = signer.unsign(request.cookies.get(COOKIE))
-        sid, uid = (raw.split(":", 1) if raw and ":" in raw else (None, "0"))
-        fresh = sid is None
+        token = signer.unsign(request.cookies.get(COOKIE))
+        fresh = token is None
         if fresh:
-            sid, uid = secrets.token_urlsafe(18), "0"
-        request.state.sid, request.state.uid = sid, int(uid) if uid.isdigit() else 0
-        request.state.set_session = (sid, request.state.uid) if fresh else None
-        response = await call_next(request)
+            token = secrets.token_urlsafe(32)
+        request.state.sid, request.state.uid = token, None  # uid: looked up when a route needs it
+        request.state.set_session = token if fresh else None
+        if any(_has_nul(k) or _has_nul(v) for k, v in request.query_params.multi_items()):
+            response: Response = JSONResponse({"error": "query parameters may not contain NUL characters"}, 400)
+        else:
+            response = await call_next(request)
         if request.state.set_session is not None:
-            s, u = request.state.set_session
-            response.set_cookie(COOKIE, signer.sign(f"{s}:{u}"), httponly=True, samesite="strict",
+            response.set_cookie(COOKIE, signer.sign(request.state.set_session), httponly=True, samesite="strict",
                                 secure=secure_cookie, max_age=signer.max_age_s, path="/")
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -194,12 +192,20 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         with Sessions() as s:
             yield s
 
+    def session_uid(request: Request) -> int:
+        """The logged-in user's id for this request's session token, 0 when none (looked up once per request)."""
+        if request.state.uid is None:
+            with Sessions() as s:
+                u = accounts.session_user(s, request.state.sid)
+                request.state.uid = u.id if u else 0
+        return request.state.uid
+
     async def csrf_guard(request: Request) -> None:
         """Every state-changing request carries the session's CSRF token (form field or X-CSRF-Token header)."""
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return
         # refuse before reading a body: nobody but a log-in posts without a session, and only an import is big
-        if not request.state.uid and request.url.path != "/login":
+        if request.url.path != "/login" and not await run_in_threadpool(session_uid, request):
             raise HTTPException(403, "missing or wrong CSRF token (log in first)")
         limit = MAX_UPLOAD_BYTES if request.url.path == "/queues" else MAX_BODY_BYTES
         try:
@@ -216,7 +222,11 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             raise HTTPException(403, "missing or wrong CSRF token")
 
     def current_user(request: Request, db: Session = Depends(get_db)) -> User:
-        user = db.get(User, request.state.uid) if request.state.uid else None
+        if request.state.uid is None:  # not looked up yet (a GET): one query on the request's own connection
+            user = accounts.session_user(db, request.state.sid)
+            request.state.uid = user.id if user else 0
+        else:
+            user = db.get(User, request.state.uid) if request.state.uid else None
         if user is None:
             if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
                 raise LoginRequired()
@@ -256,8 +266,11 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                 raise HTTPException(400, "body is not JSON") from None
             if not isinstance(body, dict):
                 raise HTTPException(400, "body must be a JSON object")
-            return body
-        return dict(await request.form())
+        else:
+            body = dict(await request.form())
+        if _has_nul(body):
+            raise HTTPException(400, "text fields may not contain NUL characters")
+        return body
 
     guarded = [Depends(csrf_guard)]
 
@@ -271,29 +284,59 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         name, password = str(f.get("username", ""))[:64], str(f.get("password", ""))[:1024]
         nxt = _local_path(str(f.get("next") or "/"))
         ip = _client_ip(request)
-        wait = limiter.blocked(name, ip)
+        _, wait = limiter.attempt(name, ip)
         if wait:
             return JSONResponse({"error": f"too many failed log-ins; try again in {wait:.0f} s"}, status_code=429,
                                 headers={"Retry-After": str(int(wait) + 1)})
         user = db.scalar(select(User).where(User.name == name))
         ok = auth.verify_password(password, user.password_hash) if user else (auth.dummy_verify(password) or False)
-        if not ok:
-            limiter.fail(name, ip)
+        if not ok or user.disabled:  # a disabled account reads as a wrong password: nothing tells them apart
             if wants_json(request):
                 return JSONResponse({"error": "wrong user name or password"}, status_code=401)
             return render(request, "login.html", None, status=401, next=nxt, error="wrong user name or password")
-        limiter.reset(name, ip)
-        # a new sid at log-in: a session id planted before log-in (fixation) is worth nothing after it
-        request.state.sid = secrets.token_urlsafe(18)
-        request.state.set_session = (request.state.sid, user.id)
+        limiter.succeeded(name, ip)
+        # a new token at log-in: a token planted before log-in (fixation) is worth nothing after it
+        accounts.end_session(db, request.state.sid)
+        request.state.sid = request.state.set_session = accounts.start_session(db, user, signer.max_age_s)
         if wants_json(request):
             return JSONResponse({"user": user.name, "role": user.role, "csrf": signer.csrf(request.state.sid)})
         return RedirectResponse(nxt, status_code=303)
 
     @app.post("/logout", dependencies=guarded)
-    def logout(request: Request):
-        request.state.set_session = (secrets.token_urlsafe(18), 0)
+    def logout(request: Request, db: Session = Depends(get_db)):
+        accounts.end_session(db, request.state.sid)  # a copy of the old cookie is refused from now on
+        request.state.set_session = secrets.token_urlsafe(32)
         return RedirectResponse("/login", status_code=303)
+
+    @app.get("/account", response_class=HTMLResponse)
+    def account_page(request: Request, user: User = Depends(anyone)):
+        return render(request, "account.html", user, error=request.query_params.get("error"),
+                      done=request.query_params.get("done"))
+
+    @app.post("/account/password", dependencies=guarded)
+    def change_password(request: Request, user: User = Depends(anyone), db: Session = Depends(get_db),
+                        f: dict = Depends(form)):
+        """A new password (the current one first): every session of the account ends, this client gets a new one."""
+        def refuse(msg: str, status: int):
+            if wants_json(request):
+                return JSONResponse({"error": msg}, status_code=status)
+            return RedirectResponse("/account?" + urlencode({"error": msg}), status_code=303)
+
+        ip = _client_ip(request)
+        _, wait = limiter.attempt(user.name, ip)  # a stolen session cannot guess the password here either
+        if wait:
+            return refuse(f"too many failed attempts; try again in {wait:.0f} s", 429)
+        if not auth.verify_password(str(f.get("current", ""))[:1024], user.password_hash):
+            return refuse("the current password is wrong", 403)
+        limiter.succeeded(user.name, ip)
+        try:
+            accounts.update_user(db, user, password=str(f.get("password", ""))[:1024])
+        except ValueError as exc:
+            return refuse(str(exc), 400)
+        request.state.sid = request.state.set_session = accounts.start_session(db, user, signer.max_age_s)
+        if wants_json(request):
+            return {"user": user.name, "csrf": signer.csrf(request.state.sid)}
+        return RedirectResponse("/account?done=1", status_code=303)
 
     @app.get("/api/me")
     def me(request: Request, user: User = Depends(anyone)):
@@ -416,7 +459,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             ids = [int(x) for x in ids][:10_000]
         except (TypeError, ValueError):
             raise HTTPException(400, "items: item ids are integers") from None
-        items = db.scalars(select(Item).where(Item.queue_id == qid, Item.id.in_(ids))).all()
+        items = db.scalars(select(Item).where(Item.queue_id == qid, Item.id.in_(ids)).order_by(Item.id)
+                           .with_for_update()).all()
         names = {u.id: u.name for u in db.scalars(select(User))}
         for it in items:
             new = target.id if target else None
@@ -468,8 +512,10 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                             headers={"Content-Disposition": f'attachment; filename="queue-{q.id}-decisions.json"'})
 
     # ---- items
-    def get_item(db: Session, iid: int) -> Item:
-        it = db.get(Item, iid)
+    def get_item(db: Session, iid: int, lock: bool = False) -> Item:
+        # ``lock``: SELECT ... FOR UPDATE where the database has it (PostgreSQL): of two reviewers deciding one
+        # item at once the second waits for the first
+        it = db.get(Item, iid, with_for_update=lock or None)
         if it is None:
             raise HTTPException(404, "no such item")
         return it
@@ -517,21 +563,36 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     @app.post("/items/{iid}/decision", dependencies=guarded)
     def decide(request: Request, iid: int, user: User = Depends(reviewer), db: Session = Depends(get_db),
                f: dict = Depends(form)):
-        it = get_item(db, iid)
-        if user.role != "admin" and it.assignee_id not in (None, user.id):
-            raise HTTPException(403, "this item is assigned to another reviewer")
         decision = f.get("decision")
         if decision not in DECISIONS:
             raise HTTPException(400, f"decision: one of {', '.join(DECISIONS)}")
         note = f.get("note")
         note = None if note in (None, "") else str(note)[:10_000]
-        if it.decision != decision:
-            db.add(AuditEvent(item_id=it.id, user_id=user.id, field="decision", old=it.decision, new=decision))
-        if "note" in f and (it.note or None) != note:
-            db.add(AuditEvent(item_id=it.id, user_id=user.id, field="note", old=it.note, new=note))
-            it.note = note
-        it.decision, it.decided_by, it.decided_at = decision, user.id, now()
+        for _ in range(20):
+            it = get_item(db, iid, lock=True)
+            if user.role != "admin" and it.assignee_id not in (None, user.id):
+                raise HTTPException(403, "this item is assigned to another reviewer")
+            old_decision, old_note = it.decision, it.note
+            new_note = note if "note" in f else old_note
+            # compare-and-set on what was read: a decision made meanwhile by another reviewer (SQLite has no row
+            # lock) makes this update match no row, and the loop reads again, so every audit event's old value is
+            # the decision it really replaced
+            done = db.execute(update(Item).where(Item.id == iid, Item.decision.is_not_distinct_from(old_decision),
+                                                 Item.note.is_not_distinct_from(old_note))
+                              .values(decision=decision, note=new_note, decided_by=user.id, decided_at=now())
+                              .execution_options(synchronize_session=False)).rowcount
+            if done == 1:
+                break
+            db.rollback()
+            db.expire_all()
+        else:
+            raise HTTPException(409, "the item kept changing while being decided; try again")
+        if old_decision != decision:
+            db.add(AuditEvent(item_id=iid, user_id=user.id, field="decision", old=old_decision, new=decision))
+        if (old_note or None) != new_note:
+            db.add(AuditEvent(item_id=iid, user_id=user.id, field="note", old=old_note, new=new_note))
         db.commit()
+        db.refresh(it)
         nxt = next_item(db, it)
         if wants_json(request):
             return {"id": it.id, "decision": it.decision, "next": nxt.id if nxt else None}
@@ -553,6 +614,31 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             return RedirectResponse("/admin/users?" + urlencode({"error": str(exc)}), status_code=303)
         if wants_json(request):
             return {"id": u.id, "user": u.name, "role": u.role}
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.post("/admin/users/{uid}", dependencies=guarded)
+    def edit_user(request: Request, uid: int, user: User = Depends(admin), db: Session = Depends(get_db),
+                  f: dict = Depends(form)):
+        """Change a user's role, password or disabled flag; any change ends that user's sessions."""
+        target = db.get(User, uid)
+        if target is None:
+            raise HTTPException(404, "no such user")
+        disabled = f.get("disabled")
+        if disabled is not None:
+            disabled = str(disabled).lower() in ("1", "true", "on", "yes")
+        role_ = str(f["role"]) if f.get("role") else None
+        try:
+            if target.id == user.id and (disabled or (role_ not in (None, "admin"))):
+                raise ValueError("an admin cannot disable or demote their own account (ask another admin)")
+            accounts.update_user(db, target, role=role_, password=str(f["password"]) if f.get("password") else None,
+                                 disabled=disabled)
+        except ValueError as exc:
+            db.rollback()
+            if wants_json(request):
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return RedirectResponse("/admin/users?" + urlencode({"error": str(exc)}), status_code=303)
+        if wants_json(request):
+            return {"id": target.id, "user": target.name, "role": target.role, "disabled": target.disabled}
         return RedirectResponse("/admin/users", status_code=303)
 
     # ---- studies

@@ -1,4 +1,4 @@
-"""Accounts and sessions: scrypt password hashes, a signed session cookie, CSRF tokens and login rate limits."""
+"""Credentials: scrypt password hashes, the cookie-signing key, signed cookie values and CSRF tokens."""
 from __future__ import annotations
 
 import base64
@@ -6,9 +6,7 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
 import time
-from collections import defaultdict, deque
 from pathlib import Path
 
 # scrypt with N=2**15, r=8 (32 MiB per hash): memory-hard, as OWASP's password-storage guidance asks.
@@ -98,35 +96,3 @@ class Signer:
 
     def check_csrf(self, sid: str, token: str | None) -> bool:
         return bool(token) and hmac.compare_digest(str(token), self.csrf(sid))
-
-
-class LoginLimiter:
-    """At most ``limit`` failed log-ins per (user, client address) in a sliding ``window_s``; then 429."""
-
-    def __init__(self, limit: int = 5, window_s: float = 60.0) -> None:
-        self.limit, self.window_s = limit, window_s
-        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def _trim(self, key: tuple[str, str], t: float) -> deque[float]:
-        q = self._fails[key]
-        while q and t - q[0] > self.window_s:
-            q.popleft()
-        return q
-
-    def blocked(self, user: str, ip: str) -> float:
-        """Seconds until the next attempt is allowed (0 when allowed)."""
-        t = time.monotonic()
-        with self._lock:
-            q = self._trim((user.lower(), ip), t)
-            return max(0.0, self.window_s - (t - q[0])) if len(q) >= self.limit else 0.0
-
-    def fail(self, user: str, ip: str) -> None:
-        with self._lock:
-            self._fails[(user.lower(), ip)].append(time.monotonic())
-            if len(self._fails) > 100_000:  # bounded memory under a spray of names
-                self._fails.clear()
-
-    def reset(self, user: str, ip: str) -> None:
-        with self._lock:
-            self._fails.pop((user.lower(), ip), None)

@@ -49,9 +49,14 @@ def _item(queue_id: int, entry: dict[str, Any], base: Path | None) -> Item:
     verdict = entry.get("verdict")
     from genguard.detectors._io import json_safe
 
-    return Item(queue_id=queue_id, path=str(p), name=p.name[:255] or "?",
-                overlay_path=overlay if isinstance(overlay, str) else None, provenance_verdict=pv,
-                verdict=str(verdict)[:32] if verdict is not None else None, synthetic_probability=prob,
+    from genguard.console.accounts import clean_text
+
+    # the columns take text without NUL (a JSON's "\u0000" would fail a PostgreSQL insert); the evidence JSON
+    # keeps the entry as it was, NUL escaped
+    return Item(queue_id=queue_id, path=clean_text(p, 100_000), name=clean_text(p.name, 255) or "?",
+                overlay_path=clean_text(overlay, 100_000) if isinstance(overlay, str) else None,
+                provenance_verdict=clean_text(pv, 32),
+                verdict=clean_text(verdict, 32) if verdict is not None else None, synthetic_probability=prob,
                 suspicion=suspicion(pv, prob), evidence=json.dumps(json_safe(entry), allow_nan=False))
 
 

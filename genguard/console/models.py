@@ -1,9 +1,10 @@
-"""The console's database tables (SQLAlchemy 2): users, review queues and items, the audit trail, studies."""
+"""The console's database tables (SQLAlchemy 2): users and their sessions, failed log-ins, review queues and items,
+the audit trail, studies."""
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, DateTime
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ROLES = ("admin", "reviewer", "rater")
@@ -25,6 +26,31 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)
+    #: a disabled account cannot log in and its sessions are ended
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), nullable=False)
+
+
+class LoginSession(Base):
+    """A logged-in session. The cookie carries a random token; only its SHA-256 is stored, so a copy of the
+    database (a backup, a read-only leak) holds no live session."""
+    __tablename__ = "sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, index=True)
+
+
+class LoginFailure(Base):
+    """One failed (or in-flight) log-in attempt: the login limiter counts these in a sliding window, so the limit
+    holds across restarts and across worker processes sharing the database."""
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), nullable=False)  # the name as typed, lower-cased
+    address: Mapped[str] = mapped_column(String(64), nullable=False)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, index=True)
+
+    __table_args__ = (Index("ix_login_failures_account_at", "account", "at"),
+                      Index("ix_login_failures_address_at", "address", "at"))
 
 
 class Queue(Base):
@@ -57,13 +83,16 @@ class Item(Base):
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
-        Index("ix_items_queue_suspicion", "queue_id", "suspicion"),
-        Index("ix_items_queue_decision", "queue_id", "decision", "suspicion"),
-        Index("ix_items_queue_verdict", "queue_id", "verdict", "suspicion"),
-        Index("ix_items_queue_assignee", "queue_id", "assignee_id", "suspicion"),
-        Index("ix_items_queue_name", "queue_id", "name"),
-        Index("ix_items_queue_probability", "queue_id", "synthetic_probability"),
-        Index("ix_items_queue_provenance", "queue_id", "provenance_verdict", "suspicion"),
+        # each ends on the id every sort ends on (a PostgreSQL index, unlike SQLite's, does not carry it)
+        Index("ix_items_queue_suspicion", "queue_id", "suspicion", "id"),
+        Index("ix_items_queue_decision", "queue_id", "decision", "suspicion", "id"),
+        Index("ix_items_queue_verdict", "queue_id", "verdict", "suspicion", "id"),
+        Index("ix_items_queue_assignee", "queue_id", "assignee_id", "suspicion", "id"),
+        Index("ix_items_queue_name", "queue_id", "name", "id"),
+        Index("ix_items_queue_probability", "queue_id", "synthetic_probability", "id"),
+        Index("ix_items_queue_provenance", "queue_id", "provenance_verdict", "suspicion", "id"),
+        Index("ix_items_queue_undecided", "queue_id", "suspicion", "id", postgresql_where=text("decision IS NULL"),
+              sqlite_where=text("decision IS NULL")),
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from genguard.console.models import Stimulus, Study, Trial, User, now
@@ -85,7 +85,14 @@ def create_study(db: Session, name: str, kind: str, real: Path | None, generated
 def ensure_trials(db: Session, study: Study, rater: User) -> None:
     """Give a rater their trials on first visit, in an order drawn from the OS's randomness (not reproducible
     by a rater, so order and side cannot be learnt); attention checks at random positions."""
-    if db.scalar(select(Trial.id).where(Trial.study_id == study.id, Trial.rater_id == rater.id).limit(1)):
+    dealt = select(Trial.id).where(Trial.study_id == study.id, Trial.rater_id == rater.id).limit(1)
+    if db.scalar(dealt):
+        return
+    # two first visits at once (two tabs) must not deal two sets: a no-op write to the rater's row serialises
+    # them (a row lock on PostgreSQL, the write lock on SQLite), and the second then sees the first's trials
+    db.execute(update(User).where(User.id == rater.id).values(name=User.name))
+    if db.scalar(dealt):
+        db.commit()
         return
     cfg = json.loads(study.config)
     rng = np.random.default_rng(secrets.randbits(128))
