@@ -54,10 +54,17 @@ N_PILOT = 64
 N_PAYLOAD = 48
 #: content-binding bits carried after the payload: a keyed sign hash of the coarse DCT of the image the
 #: mark was embedded in, so a mark transplanted onto other content (the copy attack) no longer matches
-N_BIND = 16
-#: at most this many of the N_BIND bits may differ for the mark to count as bound to the content seen;
-#: an unrelated image (independent fair-coin bits) passes with P[Binom(16, 1/2) <= 3] = 697/65536 ~ 1.1%
-BIND_MAX_MISMATCH = 3
+N_BIND = 32
+#: the binding test's level: a mark counts as bound to the content seen when the exact conditional
+#: p-value of the agreement between its carried hash and the content's soft hash is at most this (see
+#: binding_p_value); it is the chance that an unrelated image binds, if the victim's hash bits are fair coins
+BIND_P = 1e-6
+#: the content hash is taken on the central square of this share of the image's shorter side (in the
+#: mark's frame): rotations up to 5 degrees and padding leave it inside the original content
+BIND_REGION = 0.7
+#: the low DCT block the hash projects (DC dropped), each coefficient weighted by its radial frequency
+#: (natural images' amplitude spectra fall as 1/f, so this makes the coefficients comparable)
+BIND_DCT = 6
 FPR = 1e-6
 #: the 8 symmetries of the square tile (rotations by 90 degrees, with and without a transpose): the
 #: detector reads the folded tile in each, so 90-degree rotations and flips cost 8 small FFTs
@@ -94,7 +101,10 @@ AFFINE_CROP = 512
 #: informed embedding (see ImageWatermark.embed): the share of the linear response estimate that the
 #: detector sees, and the largest amplitude gain given to a bit the host image works against
 INFORMED_RESPONSE = 0.5
-INFORMED_MAX_GAIN = 3.0
+INFORMED_MAX_GAIN = 2.0
+#: a bit is boosted only while host + mark stays under this share of its group's median response: the
+#: bits the host works against most, no more than needed (see ImageWatermark.embed)
+INFORMED_TARGET = 0.9
 
 
 def crc8(bits: np.ndarray) -> np.ndarray:
@@ -185,6 +195,49 @@ def _log_binom_cdf_half(k: int, n: int) -> float:
     return log(sum(comb(n, i) for i in range(k + 1))) - n * log(2.0)
 
 
+def _signed_sums(a: np.ndarray) -> np.ndarray:
+    """All 2**len(a) sums of +-a_i, sorted."""
+    n = len(a)
+    signs = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0
+    return np.sort(signs @ a)
+
+
+def binding_p_value(features: np.ndarray, carried: np.ndarray) -> float:
+    """Exact p-value of the agreement between a content's soft hash ``features`` and the hash bits a mark
+    ``carried``: P[sum_i eps_i |f_i| >= sum_i (2 b_i - 1) f_i] for independent fair signs eps_i.
+
+    If the carried bits are independent fair coins, independent of the content seen (a mark lifted from
+    unrelated content), the signs (2 b_i - 1) sign(f_i) are exactly such eps, whatever the content: the
+    test is conditional on |f|, so a genuine hash that flips only its weakest bits still binds, while the
+    chance that unrelated content binds at level t is at most t. Ties count against binding. Computed by
+    meeting in the middle (two halves of 2**16 sums each)."""
+    f = np.abs(np.asarray(features, dtype=np.float64))
+    obs = float(np.sum((2.0 * np.asarray(carried, dtype=np.float64) - 1.0) * np.sign(features) * f))
+    h = len(f) // 2
+    lo, hi = _signed_sums(f[:h]), _signed_sums(f[h:])
+    tol = 1e-9 * (float(f.sum()) + 1.0)
+    count = int(np.sum(len(hi) - np.searchsorted(hi, obs - lo - tol, side="left")))
+    return count / float(len(lo) * len(hi))
+
+
+def content_box(y: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a luminance image without its flat borders (screenshot-style padding:
+    rows and columns at the edges whose smoothed values span at most 3 grey levels); the whole image when
+    nothing is flat or too little would remain. The smoothing takes the mark itself out of the test, so the
+    embedder (unmarked) and the detector (marked) trim the same borders."""
+    b = _gauss(np.asarray(y, np.float32), 2.0)
+    h, w = b.shape
+    rows = (b.max(axis=1) - b.min(axis=1)) > 3.0
+    cols = (b.max(axis=0) - b.min(axis=0)) > 3.0
+    if not rows.any() or not cols.any():
+        return 0, h, 0, w
+    t, bt = int(np.argmax(rows)), h - int(np.argmax(rows[::-1]))
+    lf, rt = int(np.argmax(cols)), w - int(np.argmax(cols[::-1]))
+    if (bt - t) < 0.5 * h or (rt - lf) < 0.5 * w:
+        return 0, h, 0, w
+    return t, bt, lf, rt
+
+
 def with_channels(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """A copy of the uint8 image ``a`` whose colour (or grey) channels are the marked (H, W, 3|1) ``out``;
     an alpha channel is kept as it was."""
@@ -205,7 +258,7 @@ class ImageWatermark:
 
     false_positive_rate = FPR
 
-    def __init__(self, key: bytes, psnr: float = 39.0, informed: bool = False) -> None:
+    def __init__(self, key: bytes, psnr: float = 39.0, informed: bool = True) -> None:
         if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
             raise ValueError("watermark key must be at least 16 bytes")
         self.psnr = float(psnr)
@@ -220,7 +273,10 @@ class ImageWatermark:
         self.role_[perm[:half]] = np.arange(half) % N_PILOT
         self.role_[perm[half:]] = N_PILOT + np.arange(n - half) % N_CODED
         self.pilot_ = rng.integers(0, 2, size=N_PILOT)
-        self.bind_proj_ = rng.standard_normal((N_BIND, 63))  # keyed projections of the 8x8 low DCT block (no DC)
+        # keyed orthonormal projections of the whitened low DCT block: for isotropic features the N_BIND
+        # projections are independent, so the hash bits of unrelated images behave as independent coins
+        q, _ = np.linalg.qr(rng.standard_normal((BIND_DCT * BIND_DCT - 1, N_BIND)))
+        self.bind_proj_ = q.T.astype(np.float64)
         pilot_chips = self.role_ < N_PILOT
         chip_pilot = np.where(pilot_chips, self.sign_ * (2.0 * self.pilot_[np.minimum(self.role_, N_PILOT - 1)] - 1), 0.0)
         self.pilot_template_ = self._render(chip_pilot.astype(np.float32))
@@ -237,16 +293,28 @@ class ImageWatermark:
         big = cv2.GaussianBlur(big, (5, 5), CHIP_BLUR)
         return big[TILE:2 * TILE, TILE:2 * TILE].copy()
 
-    def content_hash(self, y: np.ndarray) -> np.ndarray:
-        """N_BIND keyed bits of a luminance image: signs of keyed projections of the 8x8 lowest DCT
-        coefficients (DC dropped, each divided by the block's RMS) of the image shrunk to 32x32. Stable
-        under compression, mild blur, noise, brightness and resizing; a crop, padding or other content changes it."""
+    def content_features(self, y: np.ndarray, side: float | None = None) -> np.ndarray:
+        """N_BIND keyed soft values of a luminance image (their signs are the content hash): keyed
+        orthonormal projections of the BIND_DCT x BIND_DCT lowest DCT coefficients (DC dropped, each times
+        its radial frequency, the vector scaled to unit RMS) of the central square of side
+        BIND_REGION * ``side`` (default the shorter side), shrunk to 32x32. Stable under compression, blur,
+        noise, brightness, resizing and (in the mark's frame) rotation; a crop or other content changes it."""
         import cv2
 
-        small = cv2.resize(np.asarray(y, np.float32), (32, 32), interpolation=cv2.INTER_AREA)
-        d = cv2.dct(small)[:8, :8].ravel()[1:]
-        d = d / (np.sqrt(np.mean(d ** 2)) + 1e-6)
-        return (self.bind_proj_ @ d > 0).astype(np.int64)
+        y = np.asarray(y, np.float32)
+        h, w = y.shape
+        c = max(8, int(round(BIND_REGION * (min(h, w) if side is None else side))))
+        c = min(c, h, w)
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        small = cv2.resize(np.ascontiguousarray(y[y0:y0 + c, x0:x0 + c]), (32, 32), interpolation=cv2.INTER_AREA)
+        u = np.arange(BIND_DCT)
+        d = (cv2.dct(small)[:BIND_DCT, :BIND_DCT] * np.hypot(u[:, None], u[None, :])).ravel()[1:]
+        d = d / (np.sqrt(np.mean(d.astype(np.float64) ** 2)) + 1e-6)
+        return self.bind_proj_ @ d
+
+    def content_hash(self, y: np.ndarray, side: float | None = None) -> np.ndarray:
+        """The N_BIND-bit content hash the mark carries: signs of :meth:`content_features`."""
+        return (self.content_features(y, side) > 0).astype(np.int64)
 
     def _all_bits(self, payload_bits: np.ndarray, bind_bits: np.ndarray | None = None) -> np.ndarray:
         """The N_PILOT pilot bits followed by the N_CODED coded bits (payload, content hash, CRC-8)."""
@@ -280,7 +348,11 @@ class ImageWatermark:
 
         h, w = a.shape[:2]
         y = _luma(a)
-        pay, bind = self._bits(payload), self.content_hash(y)
+        # the hash is taken where the detector will take it: on the central DETECT_MAX_SIDE crop it reads
+        ch, cw = min(h, DETECT_MAX_SIDE), min(w, DETECT_MAX_SIDE)
+        yc = y[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+        t, b, lf, rt = content_box(yc)
+        pay, bind = self._bits(payload), self.content_hash(yc[t:b, lf:rt])
         reps = (-(-h // TILE), -(-w // TILE))
         pat = self._tile(pay, bind)
         hp = y - _gauss(y, 1.5)
@@ -311,7 +383,8 @@ class ImageWatermark:
             resp = resp * s0 * INFORMED_RESPONSE
             # each group of bits (pilots, coded bits: different numbers of chips) towards its own typical response
             tau = np.where(np.arange(resp.size) < N_PILOT, np.median(resp[:N_PILOT]), np.median(resp[N_PILOT:]))
-            pat = self._tile(pay, bind, np.clip((tau - host) / np.maximum(resp, 1e-9), 1.0, INFORMED_MAX_GAIN))
+            gain = np.clip((INFORMED_TARGET * tau - host) / np.maximum(resp, 1e-9), 1.0, INFORMED_MAX_GAIN)
+            pat = self._tile(pay, bind, gain)
         delta = mask * np.tile(pat, reps)[:h, :w]
         base = (a[..., :3] if a.ndim == 3 else a[..., None]).astype(np.float32)
         d3 = delta[..., None]  # broadcast over the colour channels
@@ -711,13 +784,25 @@ class ImageWatermark:
         if log_p <= np.log(FPR) and best["crc_ok"]:
             # the content hash is taken in the mark's own frame: resample back through the estimated map
             # and undo the tile symmetry, so rotations, flips and resizes keep the binding
-            yt = y if np.allclose(best["affine"], np.eye(2)) else self._tile_frame(y, best["affine"])[0]
+            A = best["affine"]
+            yt = y if np.allclose(A, np.eye(2)) else self._tile_frame(y, A)[0]
+            # the content's sides (flat padding trimmed) measured in the mark's frame: the region the
+            # embedder hashed, up to a crop; its centre mapped into the frame (whose centre is the image's)
+            t, b, lf, rt = content_box(y)
+            Ai = np.linalg.inv(A)
+            side = min(np.hypot(*(Ai @ [rt - lf, 0.0])), np.hypot(*(Ai @ [0.0, b - t])))
+            shift = Ai @ [(lf + rt - y.shape[1]) / 2.0, (t + b - y.shape[0]) / 2.0]
+            h2, w2 = yt.shape
+            c = min(int(round(BIND_REGION * side)), h2, w2)
+            cy = int(np.clip(round((h2 - c) / 2 + shift[1]), 0, h2 - c))
+            cx = int(np.clip(round((w2 - c) / 2 + shift[0]), 0, w2 - c))
+            sq = yt[cy:cy + c, cx:cx + c]
             k = best["symmetry"]
-            seen = self.content_hash(np.rot90(yt.T if k >= 4 else yt, k % 4))
-            mism = int(np.sum(seen != best["bind"]))
-            binding = {"bound": mism <= BIND_MAX_MISMATCH, "mismatches": mism, "bits": N_BIND,
-                       "max_mismatches": BIND_MAX_MISMATCH,
-                       "chance_if_unrelated": float(sum(comb(N_BIND, i) for i in range(BIND_MAX_MISMATCH + 1)) / 2 ** N_BIND)}
+            feats = self.content_features(np.rot90(sq.T if k >= 4 else sq, k % 4), side=c / BIND_REGION)
+            bp = binding_p_value(feats, best["bind"])
+            binding = {"bound": bool(bp <= BIND_P), "p_value": bp, "level": BIND_P, "bits": N_BIND,
+                       "mismatches": int(np.sum((feats > 0).astype(np.int64) != best["bind"])),
+                       "chance_if_unrelated": BIND_P}
         p = float(min(1.0, np.exp(log_p)))
         found = bool(log_p <= np.log(FPR))
         tried = M_ALIGNMENTS
