@@ -65,6 +65,9 @@ BIND_REGION = 0.7
 #: the low DCT block the hash projects (DC dropped), each coefficient weighted by its radial frequency
 #: (natural images' amplitude spectra fall as 1/f, so this makes the coefficients comparable)
 BIND_DCT = 6
+#: side shares of the original a centred crop may have kept: the binding test tries the square each implies
+#: and multiplies its best p-value by their number (a union bound, paid whether or not the image was cropped)
+BIND_CROP_SHARES = (1.0, 0.9, 0.8, 0.7)
 FPR = 1e-6
 #: the 8 symmetries of the square tile (rotations by 90 degrees, with and without a transpose): the
 #: detector reads the folded tile in each, so 90-degree rotations and flips cost 8 small FFTs
@@ -793,13 +796,22 @@ class ImageWatermark:
             side = min(np.hypot(*(Ai @ [rt - lf, 0.0])), np.hypot(*(Ai @ [0.0, b - t])))
             shift = Ai @ [(lf + rt - y.shape[1]) / 2.0, (t + b - y.shape[0]) / 2.0]
             h2, w2 = yt.shape
-            c = min(int(round(BIND_REGION * side)), h2, w2)
-            cy = int(np.clip(round((h2 - c) / 2 + shift[1]), 0, h2 - c))
-            cx = int(np.clip(round((w2 - c) / 2 + shift[0]), 0, w2 - c))
-            sq = yt[cy:cy + c, cx:cx + c]
             k = best["symmetry"]
-            feats = self.content_features(np.rot90(sq.T if k >= 4 else sq, k % 4), side=c / BIND_REGION)
-            bp = binding_p_value(feats, best["bind"])
+            bp, feats = np.inf, None
+            # a centred crop keeps the embedder's square but shrinks the sides it was measured from: each
+            # hypothesis "the content seen is share r of the original's side" is tested, and paid for
+            for r_share in BIND_CROP_SHARES:
+                c = min(int(round(BIND_REGION * side / r_share)), h2, w2)
+                cy = int(np.clip(round((h2 - c) / 2 + shift[1]), 0, h2 - c))
+                cx = int(np.clip(round((w2 - c) / 2 + shift[0]), 0, w2 - c))
+                sq = yt[cy:cy + c, cx:cx + c]
+                f = self.content_features(np.rot90(sq.T if k >= 4 else sq, k % 4), side=c / BIND_REGION)
+                p_r = binding_p_value(f, best["bind"])
+                if p_r < bp:
+                    bp, feats = p_r, f
+                if c >= min(h2, w2):
+                    break  # larger hypotheses give the same square
+            bp = min(1.0, bp * len(BIND_CROP_SHARES))
             binding = {"bound": bool(bp <= BIND_P), "p_value": bp, "level": BIND_P, "bits": N_BIND,
                        "mismatches": int(np.sum((feats > 0).astype(np.int64) != best["bind"])),
                        "chance_if_unrelated": BIND_P}
