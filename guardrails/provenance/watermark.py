@@ -104,7 +104,7 @@ AFFINE_CROP = 512
 #: informed embedding (see ImageWatermark.embed): the share of the linear response estimate that the
 #: detector sees, and the largest amplitude gain given to a bit the host image works against
 INFORMED_RESPONSE = 0.5
-INFORMED_MAX_GAIN = 2.0
+INFORMED_MAX_GAIN = 2.5
 #: a bit is boosted only while host + mark stays under this share of its group's median response: the
 #: bits the host works against most, no more than needed (see ImageWatermark.embed)
 INFORMED_TARGET = 0.9
