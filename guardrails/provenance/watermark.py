@@ -1,11 +1,11 @@
-"""Keyed invisible image watermark: a 48-bit payload plus a 16-bit content hash in a periodic spread-spectrum luminance tile, with a binomial detection test.
+"""Keyed invisible image watermark: a 48-bit payload plus a 32-bit content hash in a periodic spread-spectrum luminance tile, with a binomial detection test.
 
 Design (written here rather than taken from ``invisible-watermark`` because that library's
 dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/watermark.py``):
 
 * A keyed 96x96 tile of 32x32 chips (3 px each, lightly smoothed). 3/8 of the chips carry 64 keyed
-  *pilot* bits; the rest carry the 48-bit payload, a 16-bit content hash and a CRC-8, convolutionally
-  encoded (rate 1/2, K=7) into 156 coded bits, each spread over ~4 chips per tile and over every tile,
+  *pilot* bits; the rest carry the 48-bit payload, a 32-bit content hash and a CRC-8, convolutionally
+  encoded (rate 1/2, K=7) into 188 coded bits, each spread over ~3.4 chips per tile and over every tile,
   soft-decoded with Viterbi. Every chip has a keyed +/-1 spreading sign.
 * The tile is repeated over the whole image and added to the luminance, scaled by a local-activity
   mask (stronger in texture, weaker in flat areas) and globally to a target PSNR (default 39 dB, so
@@ -29,14 +29,17 @@ dwtDct/dwtDctSvd do not survive resizing or cropping at all, see ``benchmarks/wa
   the factor 2 pays for using it). A watermark is declared when p <= 1e-6, which bounds the
   false-positive rate per image at 1e-6 by construction. The payload is reported only when the CRC matches.
 * Content binding (against the copy attack: a mark estimated from one tagged image, e.g. as the image
-  minus its median-filtered copy, and added to other content). The embedder computes a keyed 16-bit
-  sign hash of the coarse DCT of the host image (:meth:`ImageWatermark.content_hash`) and carries it in
-  the mark; the detector recomputes it on the image it sees, brought back into the mark's frame (the
-  estimated map and symmetry undone), and calls the mark *bound* when at most BIND_MAX_MISMATCH bits
-  differ. A transplanted mark carries the victim's hash; unrelated content matches it by chance with
-  probability P[Binom(16, 1/2) <= 3] ~ 1.1% (if the hash bits of unrelated images behave as fair coins,
-  which is an assumption, not a guarantee). Crops and padding change the coarse content too, so a
-  heavily cropped or padded genuine image can read as unbound: the binding is evidence, not proof.
+  minus its median-filtered copy, and added to other content). The embedder carries a keyed 32-bit sign
+  hash of the host (:meth:`ImageWatermark.content_features`: orthonormal keyed projections of the
+  frequency-weighted low DCT of the central square, flat padding trimmed); the detector recomputes the
+  soft values f on the image it sees, brought back into the mark's frame (map and symmetry undone), and
+  tests the agreement S = sum (2 b_i - 1) f_i against its exact conditional null (:func:`binding_p_value`:
+  independent fair signs on |f|), trying the squares that centred crops to 90/80/70 % of the side imply
+  and paying 4x for them. The mark is *bound* when that p-value is at most BIND_P = 1e-6. A transplanted
+  mark carries the victim's hash; if those bits are fair coins independent of the new content (measured
+  on 2,000 unrelated crop pairs: the p-values are close to uniform), unrelated content binds with
+  probability at most 1e-6. An off-centre crop to half the area loses the square the embedder hashed, so
+  such a genuine image reads as unbound: the binding is fail-safe (it names no run), not proof.
 """
 from __future__ import annotations
 
@@ -90,7 +93,7 @@ M_ALIGNMENTS = TILE * TILE * (N_DIHEDRAL * (1 + N_AFFINE_CANDIDATES) + N_SCALE_C
 _K = 7
 _G = (0o133, 0o171)
 N_CRC = 8  # CRC-8 (polynomial 0x07) over the payload: says whether the decoded payload can be trusted
-N_CODED = 2 * (N_PAYLOAD + N_BIND + N_CRC + _K - 1)  # 156 coded bits
+N_CODED = 2 * (N_PAYLOAD + N_BIND + N_CRC + _K - 1)  # 188 coded bits
 PILOT_SHARE = 3 / 8  # of the chips; the rest carry the coded payload
 #: Detection reads at most a central DETECT_MAX_SIDE x DETECT_MAX_SIDE crop. The tile repeats over the
 #: whole image and the pilot correlation finds the crop's offset, so a crop carries the same watermark;
@@ -199,10 +202,12 @@ def _log_binom_cdf_half(k: int, n: int) -> float:
 
 
 def _signed_sums(a: np.ndarray) -> np.ndarray:
-    """All 2**len(a) sums of +-a_i, sorted."""
-    n = len(a)
-    signs = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0
-    return np.sort(signs @ a)
+    """All 2**len(a) sums of +-a_i, sorted: doubled one weight at a time, each step a merge of two sorted
+    runs (the stable sort finds the runs), so linear per step."""
+    out = np.zeros(1)
+    for v in np.asarray(a, dtype=np.float64):
+        out = np.sort(np.concatenate([out - v, out + v]), kind="stable")
+    return out
 
 
 def binding_p_value(features: np.ndarray, carried: np.ndarray) -> float:
@@ -226,12 +231,19 @@ def binding_p_value(features: np.ndarray, carried: np.ndarray) -> float:
 def content_box(y: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of a luminance image without its flat borders (screenshot-style padding:
     rows and columns at the edges whose smoothed values span at most 3 grey levels); the whole image when
-    nothing is flat or too little would remain. The smoothing takes the mark itself out of the test, so the
-    embedder (unmarked) and the detector (marked) trim the same borders."""
-    b = _gauss(np.asarray(y, np.float32), 2.0)
-    h, w = b.shape
-    rows = (b.max(axis=1) - b.min(axis=1)) > 3.0
-    cols = (b.max(axis=0) - b.min(axis=0)) > 3.0
+    nothing is flat or too little would remain. The test runs on a 4x area-reduced, smoothed copy (cheap,
+    and the mark averages out of it), so the embedder (unmarked) and the detector (marked) trim alike."""
+    import cv2
+
+    y = np.asarray(y, np.float32)
+    h, w = y.shape
+    sb = _gauss(cv2.resize(y, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA), 1.0)
+
+    def busy(spread: np.ndarray, n: int) -> np.ndarray:
+        full = np.repeat(spread > 3.0, 4)
+        return np.pad(full, (0, max(0, n - len(full))), mode="edge")[:n]
+
+    rows, cols = busy(np.ptp(sb, axis=1), h), busy(np.ptp(sb, axis=0), w)
     if not rows.any() or not cols.any():
         return 0, h, 0, w
     t, bt = int(np.argmax(rows)), h - int(np.argmax(rows[::-1]))
@@ -256,7 +268,8 @@ class ImageWatermark:
     """Embed / detect a 48-bit payload with a secret ``key`` (bytes).
 
     ``psnr`` is the target peak signal-to-noise ratio of the embedding (dB). ``informed``: informed
-    embedding (see :meth:`embed`; off by default, it costs the geometric resynchronisation margin).
+    embedding (see :meth:`embed`; on by default: it keeps the payload of ~99 keys in 100 through JPEG 75 on a
+    288-px photo, against ~90 without).
     """
 
     false_positive_rate = FPR
@@ -370,10 +383,11 @@ class ImageWatermark:
             # the blur width), and the bits the host works against get up to INFORMED_MAX_GAIN x the amplitude,
             # so that host + mark reaches the typical mark response of their group; the PSNR scaling below
             # pays for it out of every bit. The false-positive test is untouched: it concerns unmarked images.
-            # Off by default: boosting exactly the bits the host opposes anti-correlates the mark with the
+            # Only bits below INFORMED_TARGET of their group's typical response are boosted, by at most
+            # INFORMED_MAX_GAIN: boosting exactly the bits the host opposes anti-correlates the mark with the
             # host, and that inner product is subtracted from the autocorrelation peaks the geometric
-            # resynchronisation looks for (measured: a 320x400 crop rotated 2 degrees + JPEG 75 is no longer
-            # found), so it trades geometry for JPEG robustness at unit scale.
+            # resynchronisation looks for (measured on a 320x400 crop over 30 keys, rotated 3 degrees + JPEG
+            # 75: found 29/30 with these limits, 21/30 when every bit is raised to the median by up to 3x).
             loc = act + 1.0
             d = 2.0 * self._all_bits(pay, bind) - 1.0
             host = self._chips(self._fold(np.clip(hp / loc, -3.0, 3.0))) * d
@@ -809,8 +823,9 @@ class ImageWatermark:
                 p_r = binding_p_value(f, best["bind"])
                 if p_r < bp:
                     bp, feats = p_r, f
-                if c >= min(h2, w2):
-                    break  # larger hypotheses give the same square
+                if bp * len(BIND_CROP_SHARES) <= BIND_P or c >= min(h2, w2):
+                    # bound already (the reported p stays an upper bound), or larger hypotheses give this square
+                    break
             bp = min(1.0, bp * len(BIND_CROP_SHARES))
             binding = {"bound": bool(bp <= BIND_P), "p_value": bp, "level": BIND_P, "bits": N_BIND,
                        "mismatches": int(np.sum((feats > 0).astype(np.int64) != best["bind"])),
