@@ -422,13 +422,19 @@ def test_copy_attack_does_not_frame_the_run(tmp_path, keys, photo):
         results.append(verify_file(forged))
     assert sum(bool(r["watermark"].get("found")) for r in results) >= 2  # the transplant itself works
     found = [r for r in results if r["watermark"].get("found")]
+    # a transplant can also be detected with an unreadable payload (CRC fails: nothing to bind, nothing
+    # named); measured over 40 fresh keys, 119 of the 120 transplants read their payload
+    readable = [r for r in found if r["watermark"]["payload"] is not None]
+    assert readable
     for r in found:
         wm = r["watermark"]
-        assert wm["content_binding"]["bound"] is False and wm["content_binding"]["p_value"] > 1e-6, wm["content_binding"]
         assert wm["p_value"] <= 1e-6
+        assert r["run_id"] is None and r["generator"] is None and not wm.get("names")
+    for r in readable:
+        wm = r["watermark"]
+        assert wm["content_binding"]["bound"] is False and wm["content_binding"]["p_value"] > 1e-6, wm["content_binding"]
         assert "copy attack" in wm["note"] and "copy attack" in r["reason"]
-        assert r["verdict"] == "stripped" and r["run_id"] is None and r["generator"] is None
-        assert not wm.get("names")
+        assert r["verdict"] == "stripped"
     # the genuine tagged image, stripped of its manifest, still names the run
     resaved = tmp_path / "resaved.png"
     Image.open(tagged).save(resaved)
