@@ -83,6 +83,87 @@ def test_watermark_survives_everyday_edits(photo, attack):
     d = wm.detect(x)
     assert d["found"], d
     assert d["payload"] == PAYLOAD.hex()
+    assert d["content_binding"]["bound"], d["content_binding"]
+
+
+def test_every_key_keeps_its_payload_under_jpeg75():
+    """20 keys on a 288-px photo under JPEG 75 (PIL defaults, 4:2:0): at most one may fail to read its
+    payload bound to the content (the benchmark measures 1 of 100 keys). Without informed embedding 4 of
+    these 20 keys lose it (the host image works against a few of their pilot or coded bits in every tile)."""
+    import hashlib
+
+    from skimage import data
+
+    from genguard.guardrails.provenance.edits import EVERYDAY_EDITS
+
+    raw = np.asarray(Image.fromarray(data.astronaut()).resize((288, 288)))
+    lost = []
+    for i in range(20):
+        wm = ImageWatermark(hashlib.sha256(b"k%d" % i).digest())
+        payload = hashlib.sha256(b"p%d" % i).digest()[:6]
+        d = wm.detect(EVERYDAY_EDITS["jpeg75"](wm.embed(raw, payload)))
+        if not (d["found"] and d["payload"] == payload.hex() and d["content_binding"]["bound"]):
+            lost.append(i)
+    assert len(lost) <= 1, lost
+
+
+def test_binding_p_value_is_exact():
+    """The meet-in-the-middle count equals brute-force enumeration of the sign patterns."""
+    from itertools import product
+
+    from genguard.guardrails.provenance.watermark import binding_p_value
+
+    rng = np.random.default_rng(3)
+    for n in (6, 9):
+        f = rng.standard_normal(n)
+        for _ in range(5):
+            b = rng.integers(0, 2, n)
+            obs = np.sum((2 * b - 1) * f)
+            brute = np.mean([np.dot(e, np.abs(f)) >= obs - 1e-12 for e in product((-1, 1), repeat=n)])
+            assert binding_p_value(f, b) == pytest.approx(brute, abs=1e-12)
+    f = rng.standard_normal(32)
+    assert binding_p_value(f, (f > 0).astype(int)) == pytest.approx(2.0 ** -32)  # full agreement: 1 pattern of 2**32
+    assert binding_p_value(f, (f < 0).astype(int)) == 1.0
+
+
+def test_unrelated_content_does_not_bind_by_chance():
+    """The hash a mark carries for a crop of one photo, tested against crops of other photos (what a
+    transplanted mark meets), over 4 keys: the p-values behave like the exact null says (none at the 1e-6
+    level among 160 pairs, whose chance is < 1.6e-4, and not many more small ones than uniform: at most 6
+    at <= 0.01, where uniform gives 1.6 on average and P[Binom(160, 0.01) > 6] < 2e-3); the deterministic
+    seed makes the outcome fixed, the bound says why it is not luck. The benchmark runs 2,000 pairs."""
+    import hashlib
+
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    from genguard.guardrails.provenance.watermark import BIND_P, _luma, binding_p_value, content_box
+
+    pool = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.camera(), data.immunohistochemistry(),
+            data.brick(), data.grass()] + list(load_sample_images().images)
+    rng = np.random.default_rng(11)
+
+    def crop():
+        i = int(rng.integers(len(pool)))
+        a = pool[i]
+        h, w = a.shape[:2]
+        ph, pw = int(rng.integers(256, min(h, 512) + 1)), int(rng.integers(256, min(w, 512) + 1))
+        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        lum = _luma(a[y:y + ph, x:x + pw])
+        t, b, lf, rt = content_box(lum)
+        return i, lum[t:b, lf:rt]
+
+    ps = []
+    for k in range(4):
+        wm = ImageWatermark(hashlib.sha256(b"null-%d" % k).digest())
+        for _ in range(40):
+            (i, a), (j, b) = crop(), crop()
+            while j == i:
+                j, b = crop()
+            ps.append(binding_p_value(wm.content_features(b), wm.content_hash(a)))
+    ps = np.array(ps)
+    assert ps.min() > BIND_P and np.sum(ps <= 0.01) <= 6, (ps.min(), np.sum(ps <= 0.01))
+    assert np.sum(ps <= 0.5) >= 50  # the p-values are not all pushed to 1 either (a broken test could be)
 
 
 def test_no_false_detection_without_watermark_or_with_another_key(photo):
@@ -318,9 +399,9 @@ def test_copy_attack_does_not_frame_the_run(tmp_path, keys, photo):
     """One tagged image minus its median-filtered copy, added to unrelated photos: the mark transplants
     (it is detected), but its content hash does not match the new content, so verify names no run.
 
-    The binding tolerates 3 of 16 hash bits, so an unrelated photo's hash agrees by chance with
-    probability about 1.1% for a fresh key (README): three targets, at most one may bind (a chance of
-    about 0.04% for a correct binding; every one binds if the binding is broken)."""
+    The binding test's level is 1e-6: an unrelated photo binds by chance with probability at most 1e-6
+    for a fresh key (an exact conditional test, if the victim's 32 hash bits are fair coins; README), so
+    none of the three targets may bind (a chance of at most 3e-6 that a correct binding fails this test)."""
     from skimage import data
 
     src = tmp_path / "victim.png"
@@ -334,15 +415,20 @@ def test_copy_attack_does_not_frame_the_run(tmp_path, keys, photo):
         Image.fromarray(_copy_attack(marked, target)).save(forged)
         results.append(verify_file(forged))
     assert sum(bool(r["watermark"].get("found")) for r in results) >= 2  # the transplant itself works
-    unbound = [r for r in results if r["watermark"].get("found")
-               and r["watermark"]["content_binding"]["bound"] is False]
-    assert len(unbound) >= len([r for r in results if r["watermark"].get("found")]) - 1 and unbound
-    for r in unbound:
+    found = [r for r in results if r["watermark"].get("found")]
+    # a transplant can also be detected with an unreadable payload (CRC fails: nothing to bind, nothing
+    # named); measured over 40 fresh keys, 119 of the 120 transplants read their payload
+    readable = [r for r in found if r["watermark"]["payload"] is not None]
+    assert readable
+    for r in found:
         wm = r["watermark"]
-        assert wm["p_value"] <= 1e-6 and wm["content_binding"]["mismatches"] > 3
+        assert wm["p_value"] <= 1e-6
+        assert r["run_id"] is None and r["generator"] is None and not wm.get("names")
+    for r in readable:
+        wm = r["watermark"]
+        assert wm["content_binding"]["bound"] is False and wm["content_binding"]["p_value"] > 1e-6, wm["content_binding"]
         assert "copy attack" in wm["note"] and "copy attack" in r["reason"]
-        assert r["verdict"] == "stripped" and r["run_id"] is None and r["generator"] is None
-        assert not wm.get("names")
+        assert r["verdict"] == "stripped"
     # the genuine tagged image, stripped of its manifest, still names the run
     resaved = tmp_path / "resaved.png"
     Image.open(tagged).save(resaved)
