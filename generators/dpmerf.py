@@ -98,7 +98,7 @@ class DPMERF(ImageMixin, Generator):
 
     def __init__(self, n_features: int = 2000, bandwidth: float | None = None, epsilon: float | None = None,
                  delta: float | None = None, accountant: str = "rdp", latent_dim: int = 16, hidden: int = 256,
-                 steps: int = 2000, batch_size: int = 500, lr: float = 1e-3, stop_at_noise: float | None = 1.0,
+                 steps: int = 2000, batch_size: int = 500, lr: float = 1e-3, stop_at_noise: float | None = None,
                  count_weight: float = 0.3, seed: int = 0) -> None:
         self.n_features = n_features
         self.bandwidth = bandwidth
