@@ -590,16 +590,19 @@ DEFAULT_DETECTOR = Path(__file__).with_name("default_detector.safetensors")
 
 
 def load_default() -> Detector:
-    """The shipped default detector (118 KB ensemble).
+    """The shipped default detector (a five-member ensemble: spectral, dct, noise, npr, surprise).
 
     Trained by benchmarks/train_default_detector.py on 64x64 luma patches of
-    the scikit-image / scikit-learn sample photos (real) against four small
-    reference generator families trained on the same patches: the MLP VAE of
-    generators/, a PCA+GMM patch model, a transposed-convolution decoder and a
-    resize-convolution decoder. It will not generalise to diffusion models,
-    modern GANs or anything trained on large natural-image data; treat its
-    probabilities as meaningful only for such reference families, and train
-    your own with ``genguard detector train`` for real use.
+    the photos scikit-image, scikit-learn and matplotlib ship (real) against
+    ten small generator families made there (conv decoders with transposed
+    convolution, nearest/bilinear/bicubic resize-convolution and pixel
+    shuffle, a one-step diffusion denoiser, an untrained invertible flow, a
+    block VAE, a linear autoregressive sampler, PCA+GMM), most of them
+    reconstructing the real patches so content is no cue, every fake in its
+    real twin's random format. Its inconclusive band is set on patches kept
+    out of fitting. It has never seen a large modern generator: a low score
+    is no evidence of authenticity, and ``genguard detector train`` on your
+    generators' outputs beats it on those generators.
     """
     if not DEFAULT_DETECTOR.is_file():
         raise DetectorError(f"{DEFAULT_DETECTOR}: the default detector is missing; run benchmarks/train_default_detector.py "
