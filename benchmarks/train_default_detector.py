@@ -56,11 +56,13 @@ def band_from(p_real: np.ndarray, p_fake: np.ndarray) -> tuple[float, float]:
 
 
 def write_folder(data: dict, out: Path) -> None:
-    """test/real/ and test/fake/<family>/ PNG folders (held-out photos only), for `genguard detector eval`."""
+    """test/real/ and test/fake/<family>/ PNG folders (held-out photos, training families only), for
+    `genguard detector eval` and benchmarks/detector_targets.py."""
+    import detector_families as F
     from genguard.detectors._io import write_png
 
     fam, split = data["family"], data["split"]
-    for i in np.nonzero(split == "test")[0]:
+    for i in np.nonzero((split == "test") & np.isin(fam, ["real", *F.FAMILIES]))[0]:
         f = str(fam[i])
         sub = out / "test" / ("real" if f == "real" else Path("fake") / f)
         write_png(sub / f"{f}_{i:05d}.png", data["x"][i])
