@@ -69,6 +69,21 @@ def npr_residual(tiles: np.ndarray) -> np.ndarray:
     return t - up
 
 
+def _median3x3(t: np.ndarray) -> np.ndarray:
+    """Exact median of each interior pixel's 3x3 neighbourhood, (n, h-2, w-2), by a min/max selection network."""
+    h, w = t.shape[1:]
+    v = [t[:, dy:h - 2 + dy, dx:w - 2 + dx] for dy in range(3) for dx in range(3)]
+
+    def s(a: int, b: int) -> None:
+        v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
+
+    # Paeth's 19-exchange median-of-9 network (median ends in v[4])
+    for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+                 (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
+        s(a, b)
+    return v[4]
+
+
 def _log(x: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(x, 1e-8))
 
@@ -84,12 +99,9 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
       diagonal sub-lattices of a Bayer pattern; NPR energy;
     * lag-1 and lag-2 autocorrelation of r.
     """
-    from scipy.ndimage import median_filter
-
     t = tiles.astype(np.float32)
     n, p, _ = t.shape
-    med = median_filter(t, size=(1, 3, 3), mode="reflect")
-    r = (t - med)[:, 2:-2, 2:-2]
+    r = t[:, 2:-2, 2:-2] - _median3x3(t)[:, 1:-1, 1:-1]
     rf = r.reshape(n, -1)
     sd = rf.std(axis=1) + 1e-6
     z = (rf - rf.mean(axis=1, keepdims=True)) / sd[:, None]
@@ -106,12 +118,15 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
     feats.append(_log(np.quantile(blocks, [0.05, 0.25, 0.5, 0.9], axis=1).T + 1e-7))
 
     m = r.shape[1]
-    R = np.abs(np.fft.fft2(r - r.mean(axis=(1, 2), keepdims=True))) ** 2
-    tot = R.reshape(n, -1).sum(axis=1) + 1e-12
+    rc0 = r - r.mean(axis=(1, 2), keepdims=True)
+    # Parseval: the whole power spectrum sums to m*m times the energy, so only 8 DFT bins are computed
+    tot = (rc0.astype(np.float64) ** 2).reshape(n, -1).sum(axis=1) * m * m + 1e-12
     h = m // 2
     per = []
+    k = np.arange(m)
     for (fy, fx) in ((h, 0), (0, h), (h, h), (m // 4, 0), (0, m // 4), (m // 4, m // 4), (m // 8, 0), (0, m // 8)):
-        per.append(R[:, fy, fx] / tot * m * m)
+        ey, ex = np.exp(-2j * np.pi * fy * k / m), np.exp(-2j * np.pi * fx * k / m)
+        per.append(np.abs(np.einsum("nyx,y,x->n", rc0, ey, ex, optimize=True)) ** 2 / tot * m * m)
     feats.append(_log(np.stack(per, axis=1) + 1e-6))
 
     # Bayer-style lattice interpolation error: predict each pixel from its 4 neighbours
