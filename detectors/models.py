@@ -80,8 +80,9 @@ class SurpriseTileModel:
         self.C, self.seed = C, seed
 
     def features(self, tiles: np.ndarray) -> np.ndarray:
-        return np.concatenate([surprise_features(tiles[i:i + 1024], self.w_, self.edges_, self.scales_)
-                               for i in range(0, len(tiles), 1024)])
+        # chunks of 64 tiles keep the (n, 62, 61, 6) neighbour stack in cache
+        return np.concatenate([surprise_features(tiles[i:i + 64], self.w_, self.edges_, self.scales_)
+                               for i in range(0, len(tiles), 64)])
 
     def fit(self, tiles: np.ndarray, y: np.ndarray, progress: bool = False) -> "SurpriseTileModel":
         from sklearn.linear_model import LogisticRegression
