@@ -15,7 +15,7 @@ nearest        same, decoder: nearest x2 resize + 3x3 conv                      
 bilinear       same, decoder: bilinear x2 resize + 3x3 conv                                yes
 bicubic        same, decoder: bicubic x2 resize + 3x3 conv                                 yes
 pixelshuffle   same, decoder: 3x3 conv to 4C channels + PixelShuffle(2)                    yes
-diffusion      small denoiser with skips (nearest up-sampling), one DDIM step from t~0.2    yes
+diffusion      small denoiser with skips (nearest up-sampling), one DDIM step, noise sd 0.35 yes
 flow           untrained invertible flow (squeeze + affine couplings + 1x1 mixing),         yes
                latent perturbed at temperature 0.04, then inverted
 vae            8x8-block MLP VAE (16-d latent), reconstruction from a posterior draw        yes
