@@ -137,6 +137,32 @@ def leave_one_generator_out(make: Callable[[], Any], real: Sequence[np.ndarray],
     return {"per_generator": per, "mean_auc": float(np.mean(aucs)), "min_auc": float(np.min(aucs))}
 
 
+def leave_one_family_out_splits(family: Sequence[str], split: Sequence[str], real: str = "real",
+                                exclude: Sequence[str] = ()):
+    """Yield ``(held_out, train_idx, test_idx)`` for each fake family, leaving it out of training entirely.
+
+    ``family`` names each image's family (``real`` for photographs), ``split`` says ``train`` or ``test``
+    (test images must come from photos kept out of training, fakes included, since content-aligned fakes
+    are reconstructions of photos). Training: train-split real images and train-split fakes of every
+    other family; test: test-split real images and test-split fakes of the held-out family only.
+    Families in ``exclude`` (check sets) are never trained on nor held out here.
+    """
+    family, split = np.asarray(family), np.asarray(split)
+    if family.shape != split.shape:
+        raise DetectorError(f"family and split differ in length ({family.shape} vs {split.shape})")
+    bad = sorted(set(split.tolist()) - {"train", "test"})
+    if bad:
+        raise DetectorError(f"split must be 'train' or 'test', got {bad[:3]}")
+    names = sorted(set(family.tolist()) - {real} - set(exclude))
+    if len(names) < 2:
+        raise DetectorError("leave-one-family-out needs at least two fake families")
+    usable = ~np.isin(family, list(exclude))
+    for held in names:
+        train = np.nonzero(usable & (split == "train") & (family != held))[0]
+        test = np.nonzero((split == "test") & ((family == real) | (family == held)))[0]
+        yield held, train, test
+
+
 def format_table(results: dict[str, Any], title: str = "") -> str:
     """A plain-text table: one row per condition, each metric as value [lo, hi]."""
     lines = [title] if title else []

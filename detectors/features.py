@@ -69,6 +69,21 @@ def npr_residual(tiles: np.ndarray) -> np.ndarray:
     return t - up
 
 
+def _median3x3(t: np.ndarray) -> np.ndarray:
+    """Exact median of each interior pixel's 3x3 neighbourhood, (n, h-2, w-2), by a min/max selection network."""
+    h, w = t.shape[1:]
+    v = [t[:, dy:h - 2 + dy, dx:w - 2 + dx] for dy in range(3) for dx in range(3)]
+
+    def s(a: int, b: int) -> None:
+        v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
+
+    # Paeth's 19-exchange median-of-9 network (median ends in v[4])
+    for a, b in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+                 (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
+        s(a, b)
+    return v[4]
+
+
 def _log(x: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(x, 1e-8))
 
@@ -84,12 +99,11 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
       diagonal sub-lattices of a Bayer pattern; NPR energy;
     * lag-1 and lag-2 autocorrelation of r.
     """
-    from scipy.ndimage import median_filter
-
+    if len(tiles) > 64:  # per-tile features: chunks small enough to stay in cache are ~1.5x faster
+        return np.concatenate([noise_features(tiles[i:i + 64]) for i in range(0, len(tiles), 64)])
     t = tiles.astype(np.float32)
     n, p, _ = t.shape
-    med = median_filter(t, size=(1, 3, 3), mode="reflect")
-    r = (t - med)[:, 2:-2, 2:-2]
+    r = t[:, 2:-2, 2:-2] - _median3x3(t)[:, 1:-1, 1:-1]
     rf = r.reshape(n, -1)
     sd = rf.std(axis=1) + 1e-6
     z = (rf - rf.mean(axis=1, keepdims=True)) / sd[:, None]
@@ -106,12 +120,15 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
     feats.append(_log(np.quantile(blocks, [0.05, 0.25, 0.5, 0.9], axis=1).T + 1e-7))
 
     m = r.shape[1]
-    R = np.abs(np.fft.fft2(r - r.mean(axis=(1, 2), keepdims=True))) ** 2
-    tot = R.reshape(n, -1).sum(axis=1) + 1e-12
+    rc0 = r - r.mean(axis=(1, 2), keepdims=True)
+    # Parseval: the whole power spectrum sums to m*m times the energy, so only 8 DFT bins are computed
+    tot = (rc0.astype(np.float64) ** 2).reshape(n, -1).sum(axis=1) * m * m + 1e-12
     h = m // 2
     per = []
+    k = np.arange(m)
     for (fy, fx) in ((h, 0), (0, h), (h, h), (m // 4, 0), (0, m // 4), (m // 4, m // 4), (m // 8, 0), (0, m // 8)):
-        per.append(R[:, fy, fx] / tot * m * m)
+        ey, ex = np.exp(-2j * np.pi * fy * k / m), np.exp(-2j * np.pi * fx * k / m)
+        per.append(np.abs(np.einsum("nyx,y,x->n", rc0, ey, ex, optimize=True)) ** 2 / tot * m * m)
     feats.append(_log(np.stack(per, axis=1) + 1e-6))
 
     # Bayer-style lattice interpolation error: predict each pixel from its 4 neighbours
@@ -137,3 +154,59 @@ def noise_features(tiles: np.ndarray) -> np.ndarray:
 
 
 FEATURES = {"spectral": spectral_features, "dct": dct_features, "noise": noise_features}
+
+
+# --------------------------------------------------------------------------------------
+# real-only density model (ZED-style coding surprise)
+# --------------------------------------------------------------------------------------
+#: causal neighbours of a pixel (raster order): W, N, NW, NE, WW, NN
+CAUSAL_OFFSETS = ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0))
+
+
+def causal_context(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixels, neighbours, activity) of every interior pixel of [0, 1] tiles, in 0-255 grey levels;
+    activity = |W-NW|+|N-NW|+|N-NE|."""
+    t = tiles.astype(np.float32) * 255.0
+    n, h, w = t.shape
+    target = t[:, 2:, 2:w - 1]
+    nb = np.stack([t[:, 2 + dy:h + dy, 2 + dx:w - 1 + dx] for dy, dx in CAUSAL_OFFSETS], axis=-1)
+    act = np.abs(nb[..., 0] - nb[..., 2]) + np.abs(nb[..., 1] - nb[..., 2]) + np.abs(nb[..., 1] - nb[..., 3])
+    return target, nb, act
+
+
+def surprise_features(tiles: np.ndarray, weights: np.ndarray, edges: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Per-tile coding surprise under a causal Laplace model fitted on real tiles only (ZED, Cozzolino et al. 2024).
+
+    Each pixel's prediction residual e costs log(2b) + |e|/b nats under a
+    Laplace law whose scale b depends on the local activity bin; its expected
+    cost is 1 + log(2b), so the surprise |e|/b - 1 has mean ~0 on real photos.
+    Features: mean and spread of the surprise, the mean surprise in four
+    activity groups (flat to busy), the mean coding cost and the share of
+    exact predictions (smooth generators make many).
+    """
+    target, nb, act = causal_context(tiles)
+    pred = nb @ weights[:-1] + weights[-1]
+    e = np.abs(target - pred)
+    k = np.clip(np.searchsorted(edges, act), 0, len(scales) - 1)
+    b = scales[k]
+    s = (e / b - 1.0).reshape(len(tiles), -1)
+    cost = (np.log(2 * b) + e / b).reshape(len(tiles), -1)
+    kk = k.reshape(len(tiles), -1) * 4 // len(scales)
+    groups = []
+    for g in range(4):
+        m = kk == g
+        groups.append(np.where(m.any(axis=1), (s * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1), 0.0))
+    feats = [s.mean(axis=1), s.std(axis=1), *groups, cost.mean(axis=1), (e.reshape(len(tiles), -1) < 0.5).mean(axis=1)]
+    return np.nan_to_num(np.stack(feats, axis=1).astype(np.float32))
+
+
+def fit_surprise_model(real_tiles: np.ndarray, n_bins: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares causal predictor, activity-bin edges and per-bin Laplace scales, from real tiles only."""
+    target, nb, act = causal_context(real_tiles)
+    A = np.concatenate([nb.reshape(-1, nb.shape[-1]), np.ones((target.size, 1), np.float32)], axis=1).astype(np.float64)
+    w, *_ = np.linalg.lstsq(A, target.reshape(-1).astype(np.float64), rcond=None)
+    e = np.abs(target.reshape(-1) - A @ w)
+    edges = np.quantile(act.reshape(-1), np.linspace(0, 1, n_bins + 1)[1:-1])
+    k = np.clip(np.searchsorted(edges, act.reshape(-1)), 0, n_bins - 1)
+    scales = np.array([max(float(e[k == i].mean()) if (k == i).any() else 1.0, 0.5) for i in range(n_bins)])
+    return w.astype(np.float32), edges.astype(np.float32), scales.astype(np.float32)

@@ -320,7 +320,7 @@ history (strongest over its ingredients). The verdict fuses every signal — the
 watermarks, generator metadata, the pixel detector and the forgery analyses that discriminate — into
 <b>generated</b>, <b>edited</b>, <b>no evidence found</b> or <b>inconclusive</b>, with its reasons; none of them is
 "authentic": finding nothing is not proof. The synthetic probability comes from a calibrated detector with an inconclusive band;
-the default detector knows only small reference generators and does not transfer to others. Forgery scores are
+the default detector knows only ten small generator families made here and has never seen a large modern generator. Forgery scores are
 calibrated on untouched photos: a score of 0.97 means 3% of untouched photos (crops of shipped photos, PNG and JPEG)
 score at least as high on that method; a method is flagged at 5% or less, and a method that cannot tell planted
 forgeries from untouched photos is shown as "not evidence" whatever its score. Most suspicious files come first.</p>

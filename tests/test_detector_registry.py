@@ -93,7 +93,7 @@ def test_cli_kind_choices_are_the_registry(brightness):
     assert "brightness" in _kinds() and "mean brightness" in _kind_help()
 
 
-def test_shipped_detector_loads_with_its_four_members():
+def test_shipped_detector_loads_with_its_five_members():
     det = models.load_default()
-    assert det.member_names() == ("spectral", "dct", "noise", "npr")
+    assert det.member_names() == ("spectral", "dct", "noise", "npr", "surprise")
     assert json.dumps(det.get_params())  # plain parameters

@@ -139,8 +139,9 @@ def detect(paths: tuple[Path, ...], json_out: Path | None, heatmaps: Path | None
     local_task = DetectTask(**options)  # a bad --detector file fails here, before any worker starts
     _note_pretrained(getattr(local_task, "det", None))
     if detector_file is None:
-        _err("note: using the default detector, trained only on small reference generators "
-             "(see benchmarks/train_default_detector.py); its verdicts do not transfer to other generators")
+        _err("note: using the default detector, trained only on ten small generator families made here "
+             "(see benchmarks/train_default_detector.py); it has never seen a large modern generator, "
+             "and a low score is no evidence of authenticity")
     files = (list_images(paths) if paths else []) + listed  # a listed file that is missing is its own error entry
     if not files:
         raise DetectorError(f"{', '.join(map(str, paths))}: no images found")
