@@ -256,6 +256,12 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
     def wants_json(request: Request) -> bool:
         return "application/json" in request.headers.get("accept", "")
 
+    def refused(request: Request, exc: Exception, back: str):
+        """A form that could not be carried out: 400 with the reason for the API, back to ``back`` with it shown."""
+        if wants_json(request):
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return RedirectResponse(f"{back}?" + urlencode({"error": str(exc)}), status_code=303)
+
     async def form(request: Request) -> dict[str, Any]:
         """The request body (form or JSON object), parsed on the event loop; the endpoints that take it are plain
         functions, so FastAPI runs them in its thread pool and a slow hash or import never stalls other requests."""
@@ -380,9 +386,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                                   forgery=forgery)
             except QueueImportError as exc:
                 db.rollback()
-                if wants_json(request):
-                    return JSONResponse({"error": str(exc)}, status_code=400)
-                return RedirectResponse("/?" + urlencode({"error": str(exc)}), status_code=303)
+                return refused(request, exc, "/")
         n = db.scalar(select(func.count(Item.id)).where(Item.queue_id == q.id))
         if wants_json(request):
             return {"queue": q.id, "items": n}
@@ -609,9 +613,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         try:
             u = create_user(db, str(f.get("username", "")), str(f.get("role", "")), str(f.get("password", "")))
         except ValueError as exc:
-            if wants_json(request):
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            return RedirectResponse("/admin/users?" + urlencode({"error": str(exc)}), status_code=303)
+            return refused(request, exc, "/admin/users")
         if wants_json(request):
             return {"id": u.id, "user": u.name, "role": u.role}
         return RedirectResponse("/admin/users", status_code=303)
@@ -634,9 +636,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                                  disabled=disabled)
         except ValueError as exc:
             db.rollback()
-            if wants_json(request):
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            return RedirectResponse("/admin/users?" + urlencode({"error": str(exc)}), status_code=303)
+            return refused(request, exc, "/admin/users")
         if wants_json(request):
             return {"id": target.id, "user": target.name, "role": target.role, "disabled": target.disabled}
         return RedirectResponse("/admin/users", status_code=303)
@@ -660,9 +660,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                                 int(f.get("attention_checks") or 2), gates=_gates_field(f.get("gates")))
         except (st.StudyError, ValueError) as exc:
             db.rollback()
-            if wants_json(request):
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            return RedirectResponse("/?" + urlencode({"error": str(exc)}), status_code=303)
+            return refused(request, exc, "/")
         if wants_json(request):
             return {"study": s.id}
         return RedirectResponse("/", status_code=303)

@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from genguard.guardrails.provenance.smallmark import _log_binom_sf_half  # the same exact sign-test tail
+
 RATE = 16000
 N_FFT = 512
 HOP = 256
@@ -87,15 +89,6 @@ _EDGES = np.linspace(_BIN_LO, _BIN_HI + 1, N_BANDS + 1).round().astype(int)
 _WINDOW = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)
 
 
-def _log_binom_sf_half(k: int, n: int) -> float:
-    """log P[Binom(n, 1/2) >= k], exact to double precision."""
-    if k <= 0:
-        return 0.0
-    if k > n:
-        return -np.inf
-    from scipy.stats import binom
-
-    return float(binom.logsf(k - 1, n, 0.5))
 
 
 def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
