@@ -132,7 +132,8 @@ class ClipClassifier:
 
 
 def stoi_scores(reference: Any, degraded: Any, rate: int) -> np.ndarray:
-    """STOI (pystoi, Taal et al. 2011) of each degraded clip against its reference clip, at ``rate`` Hz."""
+    """STOI (pystoi, Taal et al. 2011) of each degraded clip against its reference clip, at ``rate`` Hz; NaN where
+    the reference has too little speech for STOI's 384 ms analysis segments."""
     try:
         from pystoi import stoi
     except ImportError as exc:
@@ -141,7 +142,17 @@ def stoi_scores(reference: Any, degraded: Any, rate: int) -> np.ndarray:
     deg = np.asarray(degraded, dtype=np.float64)
     if ref.shape != deg.shape or ref.ndim != 2:
         raise AuditError(f"STOI: reference {ref.shape} and degraded {deg.shape} clips must both be (n, samples)")
-    return np.array([stoi(r, d, rate, extended=False) for r, d in zip(ref, deg)], dtype=np.float64)
+    import warnings
+
+    out = np.empty(len(ref))
+    for i, (r, d) in enumerate(zip(ref, deg)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out[i] = stoi(r, d, rate, extended=False)
+        # pystoi warns and returns 1e-5 when too few frames are left after removing silence: undefined, not 0
+        if any("STFT frames" in str(w.message) for w in caught):
+            out[i] = np.nan
+    return out
 
 
 def bootstrap_mean(values: np.ndarray, alpha: float = 0.05, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -156,8 +167,8 @@ def reconstruction_scores(originals: Any, reconstructions: Any, rate: int, alpha
                           seed: int = 0) -> dict[str, Any]:
     """MSE and STOI of reconstructions against their originals (means with bootstrap intervals).
 
-    STOI is undefined where the original is silent throughout (pystoi then warns and returns 1e-5): such
-    clips are left out of STOI and counted.
+    STOI is undefined where the original is silent or holds too little speech (pystoi then warns and returns
+    1e-5): such clips are left out of STOI and counted.
     """
     o = np.asarray(originals, dtype=np.float64)
     r = np.asarray(reconstructions, dtype=np.float64)
@@ -169,12 +180,14 @@ def reconstruction_scores(originals: Any, reconstructions: Any, rate: int, alpha
     audible = np.abs(o).max(axis=1) > 1e-3
     out: dict[str, Any] = {"mse": {"value": float(mse.mean()), "ci": list(bootstrap_mean(mse, alpha, seed=seed)),
                                    "n": int(len(o))}}
-    if audible.sum() >= 2:
-        s = stoi_scores(o[audible], r[audible], rate)
+    s = stoi_scores(o[audible], r[audible], rate) if audible.any() else np.zeros(0)
+    ok = np.isfinite(s)
+    if ok.sum() >= 2:
+        s = s[ok]
         out["stoi"] = {"value": float(s.mean()), "ci": list(bootstrap_mean(s, alpha, seed=seed)), "n": int(len(s)),
-                       "silent_left_out": int((~audible).sum())}
+                       "silent_left_out": int((~audible).sum()), "too_little_speech_left_out": int((~ok).sum())}
     else:
-        from genguard.audits.sections import missing, Reason
+        from genguard.audits.sections import Reason, missing
 
-        out["stoi"] = missing(Reason.TOO_FEW_SAMPLES, "fewer than two audible originals")
+        out["stoi"] = missing(Reason.TOO_FEW_SAMPLES, "fewer than two originals with enough speech for STOI")
     return out

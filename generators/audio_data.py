@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ VOICES = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbcl
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2")
 RATE_RANGE = (120, 220)       # words per minute
 PITCH_RANGE = (20, 80)        # eSpeak's 0..100 pitch scale
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Largest WAV file read (bytes): 64 MiB is over 30 min of 16 kHz 16-bit mono.
 MAX_WAV_BYTES = 64 * 1024 * 1024
@@ -97,8 +98,15 @@ class _ESpeak:
         lib.espeak_SetSynthCallback(self._callback)
         self._lib = lib
 
+    def reseed(self, seed: int) -> None:
+        """Seed the randomness the synthesiser draws (breathiness noise through libc ``rand``, which the library
+        seeds from the clock when it initialises)."""
+        self._ct.CDLL(None).srand(self._ct.c_uint(seed))
+        if hasattr(self._lib, "espeak_ng_SetRandSeed"):
+            self._lib.espeak_ng_SetRandSeed(self._ct.c_long(seed))
+
     def say(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int = 50) -> np.ndarray:
-        """``text`` spoken by ``voice`` as float32 in [-1, 1] at :attr:`rate` Hz."""
+        """``text`` spoken by ``voice`` as float32 in [-1, 1] at :attr:`rate` Hz (see :func:`_say_forked`)."""
         lib = self._lib
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise GeneratorError(f"eSpeak NG has no voice {voice!r} in its bundled data")
@@ -111,6 +119,69 @@ class _ESpeak:
         if rc != 0 or not self._chunks:
             raise GeneratorError(f"eSpeak NG could not say {text!r} with voice {voice!r} (code {rc})")
         return np.concatenate(self._chunks).astype(np.float32) / 32768.0
+
+
+def _say_forked(eng: _ESpeak, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+    """``eng.say`` in a forked child, so every utterance starts from the same synthesiser state.
+
+    eSpeak NG carries state from one utterance to the next (the same call twice gives different samples), and
+    it is not reset by espeak_Terminate/espeak_Initialize in the same process; a child forked from a process
+    that has only initialised the library always starts from the freshly initialised state.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: synthesise, write the raw float32 samples, exit without running any cleanup
+        code = 0
+        try:
+            os.close(r)
+            eng.reseed(0)
+            x = eng.say(text, voice, rate, pitch)
+            with os.fdopen(w, "wb") as fh:
+                fh.write(x.astype("<f4").tobytes())
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        raise GeneratorError(f"eSpeak NG could not say {text!r} with voice {voice!r}")
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def _worker_main() -> None:
+    """Entry of the synthesis subprocess: JSON jobs on stdin, an .npz of the clips on stdout."""
+    import json
+    import sys
+
+    jobs = json.loads(sys.stdin.buffer.read())
+    eng = _ESpeak()
+    clips = [_say_forked(eng, str(t), str(v), int(r), int(p)) for t, v, r, p in jobs]
+    buf = io.BytesIO()
+    np.savez(buf, rate=np.int64(eng.rate), lengths=np.array([len(c) for c in clips], dtype=np.int64),
+             samples=np.concatenate(clips) if clips else np.zeros(0, dtype=np.float32))
+    sys.stdout.buffer.write(buf.getvalue())
+    sys.stdout.buffer.flush()
+
+
+def _synthesise(jobs: list[tuple[str, str, int, int]]) -> tuple[list[np.ndarray], int]:
+    """The utterances of ``jobs`` (text, voice, rate, pitch), each from the library's initial state: a fresh
+    small Python process initialises eSpeak NG and forks once per utterance (:func:`_say_forked`)."""
+    import json
+    import subprocess
+    import sys
+
+    if not hasattr(os, "fork"):
+        raise GeneratorError("synthesising the spoken digits reproducibly needs os.fork (Linux or macOS)")
+    proc = subprocess.run([sys.executable, "-c", "from genguard.generators.audio_data import _worker_main; "
+                           "_worker_main()"], input=json.dumps(jobs).encode(), capture_output=True, timeout=600)
+    if proc.returncode != 0:
+        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+        raise GeneratorError(f"synthesising the spoken digits failed: {last}")
+    with np.load(io.BytesIO(proc.stdout), allow_pickle=False) as z:
+        rate, lengths, samples = int(z["rate"]), z["lengths"], z["samples"]
+    return list(np.split(samples.astype(np.float32), np.cumsum(lengths)[:-1])), rate
 
 
 def _engine() -> _ESpeak:
@@ -151,24 +222,27 @@ def synthesise_digits(per_class: int = DEFAULT_PER_CLASS, seed: int = DEFAULT_SE
         raise GeneratorError(f"per_class must lie in [1, 1000], got {per_class}")
     rng = np.random.default_rng(seed)
     n_out = int(SAMPLE_RATE * CLIP_SECONDS)
-    clips, labels, settings = [], [], []
+    jobs, labels, settings = [], [], []
+    for digit, word in enumerate(DIGIT_WORDS):
+        for _ in range(per_class):
+            voice = str(rng.choice(VOICES))
+            variant = str(rng.choice(VARIANTS))
+            name = f"{voice}+{variant}" if variant else voice
+            rate = int(rng.integers(*RATE_RANGE))
+            pitch = int(rng.integers(*PITCH_RANGE))
+            gain = float(rng.uniform(0.5, 0.95))
+            jobs.append((word, name, rate, pitch))
+            labels.append(digit)
+            settings.append({"voice": name, "rate": rate, "pitch": pitch, "gain": round(gain, 4)})
     with _LOCK:
-        eng = _engine()
-        for digit, word in enumerate(DIGIT_WORDS):
-            for _ in range(per_class):
-                voice = str(rng.choice(VOICES))
-                variant = str(rng.choice(VARIANTS))
-                name = f"{voice}+{variant}" if variant else voice
-                rate = int(rng.integers(*RATE_RANGE))
-                pitch = int(rng.integers(*PITCH_RANGE))
-                gain = float(rng.uniform(0.5, 0.95))
-                x = _trim_silence(resample(eng.say(word, name, rate, pitch), eng.rate, SAMPLE_RATE))
-                x = x / max(float(np.abs(x).max()), 1e-6) * gain
-                slack = max(0, n_out - len(x))
-                offset = int(rng.integers(0, slack // 2 + 1))  # starts within the first half of the free time
-                clips.append(fit_length(x, n_out, offset))
-                labels.append(digit)
-                settings.append({"voice": name, "rate": rate, "pitch": pitch, "gain": round(gain, 4)})
+        spoken, engine_rate = _synthesise(jobs)
+    clips = []
+    for x, s in zip(spoken, settings):
+        x = _trim_silence(resample(x, engine_rate, SAMPLE_RATE))
+        x = x / max(float(np.abs(x).max()), 1e-6) * s["gain"]
+        slack = max(0, n_out - len(x))
+        offset = int(rng.integers(0, slack // 2 + 1))  # starts within the first half of the free time
+        clips.append(fit_length(x, n_out, offset))
     return np.stack(clips), np.asarray(labels, dtype=np.int64), settings
 
 
@@ -197,7 +271,7 @@ def load_spoken_digits(per_class: int = DEFAULT_PER_CLASS, seed: int = DEFAULT_S
                 x = y = None
             elif not np.isfinite(x).all() or np.abs(x).max() > 1.0 or y.min() < 0 or y.max() > 9:
                 x = y = None
-        except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt, never trusted
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged cache is rebuilt, never trusted
             x = y = None
     if x is None:
         x, y, _ = synthesise_digits(per_class, seed)

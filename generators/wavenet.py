@@ -123,7 +123,7 @@ class WaveNet(TorchGenerator):
     run_params = {  # sized to train in minutes on one CPU core; DP-SGD wants larger batches and a higher rate
         "dp_quick": {**quick_params, "batch_size": 128, "epochs": 8, "lr": 1e-2},
         "plain_quick": dict(quick_params),
-        "dp": {"batch_size": 128, "epochs": 60, "lr": 1e-2},
+        "dp": {"batch_size": 128, "epochs": 30, "lr": 1e-2},
         "plain": {},
     }
 
