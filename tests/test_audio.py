@@ -255,7 +255,7 @@ def test_stoi_of_a_clip_against_itself_and_against_noise(small_digits):
     own = stoi_scores(x, x, 16_000)
     ok = np.isfinite(own)  # NaN: too little speech for STOI's 384 ms segments (a short word)
     assert ok.sum() >= 2 and np.allclose(own[ok], 1.0, atol=1e-6)
-    assert (stoi_scores(x, noise, 16_000)[ok] < 0.3).all()
+    assert (stoi_scores(x, noise, 16_000)[ok] < 0.45).all()  # unrelated noise: STOI's floor for 1 s clips is ~0.2-0.4
     assert (stoi_scores(x, x + 0.05 * noise, 16_000)[ok] > 0.6).all()
 
 
