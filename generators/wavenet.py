@@ -102,7 +102,8 @@ class WaveNet(TorchGenerator):
     ``dilation_cycle`` layers); the class embedding is added in every block.
 
     Training: each record is one clip; each step scores a window of ``crop``
-    positions of it at a random place (the clip is padded on the left with
+    positions of it at a place that moves every epoch (a hash of the record
+    and the epoch; the clip is padded on the left with
     silence for one receptive field, so every scored position sees a full
     context) and the record's loss is the mean cross-entropy over the window.
     One clip is one record, hence the privacy unit of DP-SGD. The whole
@@ -182,7 +183,13 @@ class WaveNet(TorchGenerator):
         self._check_settings()
         self.model_, self.dilations_ = _build_modules(self.n_classes_, self.channels, self.hidden, self.n_layers,
                                                       self.dilation_cycle)
-        self._crops = torch.Generator().manual_seed(self.seed + 1)
+        g = torch.Generator().manual_seed(self.seed + 1)
+        # window positions: a fixed hash of the record's codes and the epoch (see batch_loss)
+        self._crop_key = torch.randint(1, 1 << 20, (self.clip_samples,), generator=g, dtype=torch.long)
+        self._epoch = 0
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self._epoch = epoch + 1
 
     def _extra_state(self) -> dict[str, Any]:
         return {"n_classes_": self.n_classes_, "class_names_": self.class_names_, "data_rate_": self.data_rate_}
@@ -216,8 +223,11 @@ class WaveNet(TorchGenerator):
         pad = self.receptive_field
         n = codes.shape[1] - pad  # clip samples
         crop = min(self.crop, n)
-        # window [start, start + crop) of the clip, scored with one receptive field of context before it
-        start = torch.randint(0, n - crop + 1, (len(codes),), generator=self._crops)
+        # window [start, start + crop) of the clip, scored with one receptive field of context before it. The
+        # start is a function of the record and the epoch only: a record's loss is the same wherever it is
+        # batched (the private trainer's probe compares a record alone and repeated), and moves every epoch.
+        key = (codes[:, pad:] * self._crop_key[None, :n]).sum(dim=1) + self._epoch * 1_000_003
+        start = torch.remainder(key * 2_654_435_761, n - crop + 1)
         offsets = torch.arange(pad + crop)[None, :] + start[:, None]  # positions in the padded clip
         window = torch.gather(codes, 1, offsets)
         logits = self.model_(window[:, :-1], y)[:, pad - 1:]  # predictions of window[:, pad:]
