@@ -34,16 +34,19 @@ class GeneratorSection(AuditSection):
     def compute(self, ctx: AuditContext) -> dict[str, Any]:
         out: dict[str, Any] = dict(ctx.inputs.get("generator_info") or {})
         s = ctx.samples
-        if ctx.modality == "image":
+        if ctx.modality in ("image", "audio"):
             out.setdefault("name", s.metadata.get("generator"))
             out["n_samples"] = len(s)
             out["modality"] = s.modality
             out["conditions"] = sorted(s.conditions)
             if "seed" not in out and s.metadata.get("seed") is not None:
                 out["seed"] = s.metadata.get("seed")
+            if ctx.modality == "audio":
+                out["sample_rate"] = s.metadata.get("sample_rate")
             outside = ctx.inputs.get("outside_share", 0.0)
             if outside > 0:
-                out["warnings"] = [f"{outside:.2%} of pixel values lay outside [0, 1] and were clipped"]
+                what = "pixel values lay outside [0, 1]" if ctx.modality == "image" else "audio samples lay outside [-1, 1]"
+                out["warnings"] = [f"{outside:.2%} of {what} and were clipped"]
         else:
             out.update({"n_samples": len(ctx.items), "modality": ctx.modality})
         return out
@@ -106,6 +109,19 @@ class PrivacySection(AuditSection):
                 evidence = with_membership_inference(evidence, *_standardised_rows(ctx), ctx.seed)
             except (ValueError, KeyError) as exc:  # a non-numeric column: no distances between rows
                 evidence = {"membership_inference": missing(Reason.NOT_NUMERIC, str(exc)), **dict(evidence or {})}
+        elif ctx.modality == "audio":
+            from genguard.audits.audio_sections import audio_privacy_features
+
+            feats = audio_privacy_features(ctx)
+            if feats is None:
+                evidence = {"membership_inference": missing(Reason.NO_LABELS, "no labels to train the audit's clip "
+                                                            "classifier, whose features the attacks compare"),
+                            **dict(evidence or {})}
+            else:
+                evidence = with_membership_inference(evidence, *feats, ctx.seed)
+                mi = evidence.get("membership_inference")
+                if isinstance(mi, dict) and mi.get("value", 0) is not None:
+                    mi["feature_space"] = "the audit's log-mel CNN features of the clips"
         else:
             evidence = {"membership_inference": missing(
                 Reason.NOT_APPLICABLE_MODALITY, "the sample-only attacks compare numeric vectors; texts have no such "

@@ -68,7 +68,7 @@ def _defaults(modality: str) -> dict[str, dict[str, float]]:
 
 #: The default gates of each modality when the policy states none: derived from the registered audit
 #: sections (each section declares its gates); a snapshot of the built-in ones. See the README for each threshold.
-DEFAULT_GATES: dict[str, dict[str, dict[str, float]]] = {m: _defaults(m) for m in ("image", "text", "tabular")}
+DEFAULT_GATES: dict[str, dict[str, dict[str, float]]] = {m: _defaults(m) for m in ("image", "text", "tabular", "audio")}
 DEFAULT_POLICY["gates"] = copy.deepcopy(DEFAULT_GATES["image"])
 
 def gate_ranges() -> dict[str, tuple[float, float]]:

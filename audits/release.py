@@ -157,8 +157,11 @@ class ReleaseAudit:
             return self.run_tabular(samples.data, train.x, holdout.x,
                                     group=group or next(iter(train.groups), None),
                                     target=target or train.metadata.get("target"), **common)
+        if samples.modality == "audio":
+            return self.run_audio(samples, train, holdout, reconstructions=reconstructions, **common)
         if samples.modality != "image":
-            raise AuditError(f"no audit sections for {samples.modality} samples (image, text and tabular are audited)")
+            raise AuditError(f"no audit sections for {samples.modality} samples (image, text, tabular and audio "
+                             "are audited)")
         x = np.asarray(samples.data, dtype=np.float32)
         if x.shape[1:] != train.x.shape[1:]:
             raise AuditError(f"samples have shape {x.shape[1:]} but the reference images {train.x.shape[1:]}")
@@ -173,6 +176,50 @@ class ReleaseAudit:
         ctx.items = x
         ctx.artefacts.update({"samples": x, "train": train.x, "names": samples.metadata.get("files")})
         return self._run_sections(ctx, "auditing", progress)
+
+    def run_audio(self, samples: Any, train: Any, holdout: Any = None, *, reconstructions: Any = None,
+                  reconstruction_note: str | None = None, ledger: Mapping[str, Any] | None = None,
+                  generator_info: Mapping[str, Any] | None = None, provenance: Any = None, detection: Any = None,
+                  privacy_evidence: Mapping[str, Any] | None = None, marking: Mapping[str, Any] | None = None,
+                  progress: bool = True, human: Mapping[str, Any] | None = None) -> AuditReport:
+        """Release audit of generated clips (``Samples`` of audio) against real train/holdout clips.
+
+        Everything is compared at the samples' ``sample_rate``: the real clips are resampled to it and cut or
+        padded to the generated length. ``reconstructions`` = (originals, reconstructions) at that rate give
+        MSE and STOI."""
+        from genguard.generators.audio_data import fit_length, resample
+        from genguard.generators.base import Dataset
+
+        rate = samples.metadata.get("sample_rate")
+        if not isinstance(rate, int) or isinstance(rate, bool) or not 1_000 <= rate <= 384_000:
+            raise AuditError(f"audio samples need metadata['sample_rate'] in Hz, got {rate!r}")
+        x = np.asarray(samples.data, dtype=np.float32)
+        if x.ndim != 2:
+            raise AuditError(f"audio samples must be (n, samples) mono clips, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise AuditError("audio samples contain NaN or infinite values")
+        outside = float(np.mean(np.abs(x) > 1.0))
+        x = np.clip(x, -1.0, 1.0)
+
+        def at_rate(ds: Any) -> Any:
+            if ds is None:
+                return None
+            r = resample(ds.x, int(ds.metadata["sample_rate"]), rate)
+            if r.shape[1] != x.shape[1]:
+                r = np.stack([fit_length(c, x.shape[1]) for c in r])
+            return Dataset(x=np.clip(r, -1.0, 1.0), modality="audio", name=ds.name, groups=dict(ds.groups),
+                           group_names=dict(ds.group_names), metadata={**ds.metadata, "sample_rate": rate})
+
+        policy = load_policy(self.policy, modality="audio")
+        ctx = AuditContext(modality="audio", samples=samples, train=at_rate(train), holdout=at_rate(holdout),
+                           policy=policy, seed=self.seed,
+                           inputs=dict(ledger=ledger, generator_info=generator_info, provenance=provenance,
+                                       detection=detection, privacy_evidence=privacy_evidence, marking=marking,
+                                       progress=progress, human=human, reconstructions=reconstructions,
+                                       reconstruction_note=reconstruction_note, sample_rate=rate,
+                                       outside_share=outside))
+        ctx.items = x
+        return self._run_sections(ctx, "auditing audio", progress)
 
     def run_tabular(self, synthetic: Any, train: Any, holdout: Any, *, group: str | None = None, target: str | None = None,
                     ledger: Mapping[str, Any] | None = None, generator_info: Mapping[str, Any] | None = None,

@@ -35,7 +35,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 from genguard.audits import AuditError
 
-MODALITIES = ("image", "text", "tabular")
+MODALITIES = ("image", "text", "tabular", "audio")
 
 
 class Reason(str, enum.Enum):
@@ -203,7 +203,7 @@ def unregister_section(name: str) -> None:
 
 
 _BUILTIN_MODULES = ("genguard.audits.builtin_sections", "genguard.audits.text_diversity",
-                    "genguard.audits.human_section")
+                    "genguard.audits.human_section", "genguard.audits.audio_sections")
 
 
 #: Entry-point group through which an installed package adds audit sections: each entry point names a
@@ -219,6 +219,7 @@ def _load_builtin() -> None:
     from genguard.audits import builtin_sections  # noqa: F401 - registers the built-in sections
     from genguard.audits import text_diversity  # noqa: F401
     from genguard.audits import human_section  # noqa: F401
+    from genguard.audits import audio_sections  # noqa: F401
 
     if _entry_points_loaded:
         return

@@ -29,7 +29,7 @@ from genguard.generators._io import (
     atomic_write_bytes, atomic_write_json, check_regular_file, jsonable, read_json_checked,
 )
 
-MODALITIES = ("image", "text", "tabular", "sequence")
+MODALITIES = ("image", "text", "tabular", "sequence", "audio")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -60,7 +60,8 @@ class Dataset:
 
     ``x`` holds the items: images as float32 ``(n, H, W)`` or ``(n, H, W, C)`` in
     [0, 1]; tables as a ``pandas.DataFrame``; text as a list of strings;
-    sequences as a list of integer arrays. ``groups`` maps an attribute name to
+    sequences as a list of integer arrays; audio as float32 ``(n, samples)`` in
+    [-1, 1], mono, at ``metadata["sample_rate"]`` Hz. ``groups`` maps an attribute name to
     one integer code per item (for the digits: ``{"label": digit}``) and
     ``group_names`` maps the same attribute to the names of its codes.
     """
@@ -92,13 +93,26 @@ class Dataset:
             if x.min() < 0 or x.max() > 1:
                 raise GeneratorError(f"images in {self.name!r} must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}]")
             self.x = x.astype(np.float32, copy=False)
+        elif self.modality == "audio":
+            x = np.asarray(self.x)
+            if x.ndim != 2:
+                raise GeneratorError(f"audio in {self.name!r} must be (n, samples) mono clips, got shape {x.shape}")
+            if not np.isfinite(x).all():
+                raise GeneratorError(f"audio in {self.name!r} contains NaN or infinite values")
+            if np.abs(x).max() > 1:
+                raise GeneratorError(f"audio in {self.name!r} must lie in [-1, 1], got peak {np.abs(x).max():.3g}")
+            rate = self.metadata.get("sample_rate")
+            if not isinstance(rate, int) or isinstance(rate, bool) or not 1_000 <= rate <= 384_000:
+                raise GeneratorError(f"audio in {self.name!r} needs metadata['sample_rate'] in Hz (1000..384000), "
+                                     f"got {rate!r}")
+            self.x = x.astype(np.float32, copy=False)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def subset(self, idx: np.ndarray, name: str | None = None) -> "Dataset":
         idx = np.asarray(idx)
-        if self.modality in ("image",):
+        if self.modality in ("image", "audio"):
             x = self.x[idx]
         elif self.modality == "tabular":
             x = self.x.iloc[idx].reset_index(drop=True)

@@ -1,4 +1,4 @@
-"""Embedded data sets (digits, diabetes, Python's documentation text) and reading/writing user files.
+"""Embedded data sets (digits, diabetes, Python's documentation text, spoken digits) and reading/writing user files.
 
 Everything here ships with an installed package — scikit-learn's digits and
 diabetes data, the ``pydoc_data`` topics of CPython — so nothing is downloaded.
@@ -26,7 +26,7 @@ MAX_PIXELS = 100_000_000
 #: so a person can look at them; reading them back reverses it exactly.
 DIGITS_PIXEL_SCALE = 4
 
-EMBEDDED = ("digits", "diabetes", "pydoc")
+EMBEDDED = ("digits", "diabetes", "pydoc", "spoken_digits")
 
 
 def _stratified_split(labels: np.ndarray, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +86,10 @@ def load_pydoc_text(min_chars: int = 200) -> Dataset:
 
 
 def load_embedded(name: str) -> Dataset:
-    loaders = {"digits": load_digits, "diabetes": load_diabetes, "pydoc": load_pydoc_text}
+    from genguard.generators.audio_data import load_spoken_digits
+
+    loaders = {"digits": load_digits, "diabetes": load_diabetes, "pydoc": load_pydoc_text,
+               "spoken_digits": load_spoken_digits}
     if name not in loaders:
         raise GeneratorError(f"unknown data set {name!r}; embedded ones are {', '.join(EMBEDDED)}, or give a folder")
     return loaders[name]()
@@ -211,7 +214,15 @@ def load_data(name_or_path: str, modality_hint: str | None = None) -> Dataset:
         if not texts:
             raise GeneratorError(f"{path}: no text found")
         return Dataset(x=texts, modality="text", name=path.stem, metadata={"source": str(path)})
+    from genguard.generators.audio_data import is_wav_folder, load_wav_folder
+
+    if modality_hint == "audio" or (modality_hint is None and is_wav_folder(path) and not _has_images(path)):
+        return load_wav_folder(path)
     return load_image_folder(path)
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*") if p.is_file())
 
 
 # --------------------------------------------------------------------------------------
@@ -231,7 +242,7 @@ def image_to_png_bytes(img: np.ndarray, scale: int = 1) -> bytes:
 
 
 def write_samples(samples: Samples, out_dir: str | os.PathLike, prefix: str = "sample") -> list[Path]:
-    """Write samples as files (images PNG, text .txt, tables one CSV); returns the paths written."""
+    """Write samples as files (images PNG, audio 16-bit WAV, text .txt, tables one CSV); returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -244,6 +255,15 @@ def write_samples(samples: Samples, out_dir: str | os.PathLike, prefix: str = "s
             p = out / f"{prefix}_{i:0{width}d}{tag}.png"
             atomic_write_bytes(p, image_to_png_bytes(img, scale))
             paths.append(p)
+    elif samples.modality == "audio":
+        from genguard.generators.audio_data import write_wav
+
+        rate = int(samples.metadata["sample_rate"])
+        labels = samples.conditions.get("label")
+        width = max(4, len(str(len(samples))))
+        for i, clip in enumerate(samples.data):
+            tag = f"_label{int(labels[i])}" if labels is not None else ""
+            paths.append(write_wav(out / f"{prefix}_{i:0{width}d}{tag}.wav", clip, rate))
     elif samples.modality == "text":
         width = max(4, len(str(len(samples))))
         for i, text in enumerate(samples.data):

@@ -308,7 +308,11 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
     from genguard.audits.sections import Reason, missing
 
     generate = None
-    if samples.modality == "image":
+    if samples.modality == "audio":
+        detection = missing(Reason.NOT_APPLICABLE_MODALITY, "genguard's synthetic-media detectors are image "
+                                                            "detectors; there is no audio detector")
+        common["detection"] = detection
+    elif samples.modality == "image":
         detection = missing(Reason.TOO_SMALL,
                             "samples are 8x8 digits: too small for the synthetic-image detectors, which need "
                             "natural images of at least 32x32 pixels")
@@ -319,11 +323,33 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
             from genguard.audits.text_bias import as_text_generator
 
             generate = as_text_generator(gen, seed=cfg.seed)
-    report = audit.run(samples, train, holdout, detection=detection, generate=generate, **common)
+    if samples.modality == "audio":
+        report = audit.run_audio(samples, train, holdout, **audio_reconstructions(gen, holdout), **common)
+    else:
+        report = audit.run(samples, train, holdout, detection=detection, generate=generate, **common)
     report.write(cfg.out)
     timings["audit_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return RunResult(out=cfg.out, report=report, ledger=ledger, timings=timings)
+
+
+def audio_reconstructions(gen: Generator, holdout: Dataset, limit: int = 40) -> dict[str, Any]:
+    """``reconstructions`` for the audio audit: the first ``limit`` holdout clips at the generator's rate and the
+    generator's teacher-forced predictions of them (``reconstruct``), or nothing when it has none."""
+    if not hasattr(gen, "reconstruct") or "label" not in holdout.groups:
+        return {}
+    from genguard.generators.audio_data import fit_length, resample
+
+    x, y = holdout.x[:limit], holdout.groups["label"][:limit]
+    rate = int(gen.sample_rate)
+    orig = resample(x, int(holdout.metadata["sample_rate"]), rate)
+    rec = gen.reconstruct(x, int(holdout.metadata["sample_rate"]), y)
+    orig = np.stack([fit_length(c, rec.shape[1]) for c in orig])
+    return {"reconstructions": (orig, rec),
+            "reconstruction_note": (f"{len(rec)} real holdout clips against the generator's teacher-forced "
+                                    "predictions of them (each sample predicted from the true samples before it; "
+                                    "expected amplitude of the predicted 256-level mu-law distribution), at "
+                                    f"{rate} Hz")}
 
 
 def privacy_evidence_step(model_dir: Path) -> dict[str, Any]:

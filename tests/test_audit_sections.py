@@ -33,7 +33,7 @@ def test_register_section_checks_the_class():
     with pytest.raises(AuditError, match="name and key"):
         register_section(type("NoName", (AuditSection,), {}))
     with pytest.raises(AuditError, match="modalities"):
-        register_section(type("Odd", (AuditSection,), {"name": "odd", "key": "odd", "modalities": ("audio",)}))
+        register_section(type("Odd", (AuditSection,), {"name": "odd", "key": "odd", "modalities": ("video",)}))
     with pytest.raises(AuditError, match="already registered"):
         register_section(type("Dup", (AuditSection,), {"name": "privacy", "key": "privacy"}))
     with pytest.raises(AuditError, match="AuditSection"):

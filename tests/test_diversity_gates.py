@@ -41,8 +41,9 @@ def test_each_modality_has_its_default_gates():
     # a policy that states gates replaces the defaults whatever the modality
     assert load_policy({"gates": {"privacy.epsilon": {"max": 1}}}, modality="text")["gates"] == {
         "privacy.epsilon": {"max": 1}}
+    assert {"fidelity.tstr", "bias.flagged_count"} <= set(load_policy(None, modality="audio")["gates"])
     with pytest.raises(AuditError, match="modality"):
-        load_policy(None, modality="audio")
+        load_policy(None, modality="video")
     with pytest.raises(AuditError, match="must be in"):
         load_policy({"gates": {"fidelity.pairs.mean_excess": {"max": -0.1}}}, modality="tabular")
 
