@@ -43,8 +43,9 @@ def marking_section(paths: Iterable[str | Path], *, max_files: int = MAX_FILES, 
         "requirements": share,
         "by_modality": res["by_modality"],
         "robustness": res["robustness"],
+        "audio_robustness": res.get("audio_robustness"),
         "missing": res["missing"],
         "files": res["files"],
         "method": "genguard.guardrails.provenance.marking.check_outputs (C2PA read by c2pa-python offline, "
-                  "watermarks with the local key, everyday-edit suite on a sample of watermarked images)",
+                  "watermarks with the local key, everyday-edit suite on a sample of watermarked images and clips)",
     }

@@ -372,3 +372,11 @@ def test_too_long_to_mark_is_refused_with_a_reason(tmp_path, keys, monkeypatch):
         tag_file(src, tmp_path / "t.wav", claim=CLAIM, keys=keys)
     out = tag_file(src, tmp_path / "t.wav", claim=CLAIM, keys=keys, watermark=False)  # the manifest alone is fine
     assert verify_file(out, keys=keys)["verdict"] == "intact"
+
+
+def test_the_reports_marking_section_keeps_the_audio_robustness(tmp_path, keys):
+    from genguard.audits.marking import marking_section
+
+    t = tag_file(_wav(tmp_path / "a.wav", speech_like(4, 21)), tmp_path / "t.wav", claim=CLAIM, keys=keys)
+    sec = marking_section([t], keys=keys, sample=1)
+    assert sec["audio_robustness"]["n_sampled"] == 1  # the release report shows the clips' edit suite too
