@@ -68,7 +68,9 @@ def test_run_quick_writes_everything(quick_run):
     # the report carries the independent checks: ledger re-verified, ε recomputed, membership inference
     check = report["privacy"]["verification"]
     assert check["consistent"] is True
-    assert set(check["recomputed"]) == {"prv", "pld"} and max(check["recomputed"].values()) <= 8.0 * 1.01
+    assert set(check["recomputed"]) == {"prv", "pld", "analytic"}  # a full-batch release: its exact curve too
+    assert max(check["recomputed"].values()) <= 8.0 * 1.01
+    assert check["recomputed"]["analytic"] <= check["recomputed"]["pld"] * (1 + 1e-9)
     assert 0.0 <= report["privacy"]["membership_inference"]["max_auc"] <= 1.0
     # a section that was not computed is present with a null value and a reason
     assert report["detection"]["value"] is None and report["detection"]["reason"]
