@@ -33,47 +33,18 @@ VOICES = ["en", "en-us", "en-gb-x-rp", "de", "fr"]
 
 
 class ESpeak:
-    """Minimal synchronous eSpeak NG synthesiser through ctypes (libespeak-ng from the espeakng-loader wheel)."""
+    """eSpeak NG speech at the benchmark's rate: the synthesiser of the spoken-digit data set, resampled."""
 
     def __init__(self) -> None:
-        import ctypes
+        from genguard.generators.audio_data import _ESpeak
 
-        import espeakng_loader
-
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        self.rate = lib.espeak_Initialize(0x0002, 0, espeakng_loader.get_data_path().encode(), 0)  # synchronous
-        if self.rate <= 0:
-            raise RuntimeError("espeak_Initialize failed")
-        self.chunks: list[np.ndarray] = []
-        cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-        def collect(wav, n, events):
-            if n > 0 and wav:
-                self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-            return 0
-
-        self._cb = cb(collect)
-        lib.espeak_SetSynthCallback(self._cb)
-        self.lib = lib
+        self.engine = _ESpeak()
+        self.rate = self.engine.rate
 
     def say(self, text: str, voice: str, wpm: int, pitch: int) -> np.ndarray:
-        self.chunks = []
-        self.lib.espeak_SetVoiceByName(voice.encode())
-        self.lib.espeak_SetParameter(1, wpm, 0)  # espeakRATE
-        self.lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
-        data = text.encode() + b"\0"
-        self.lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None)
-        self.lib.espeak_Synchronize()
-        x = np.concatenate(self.chunks).astype(np.float64) / 32768.0 if self.chunks else np.zeros(1)
         from genguard.guardrails.provenance.audio_watermark import resample
 
-        return resample(x, self.rate, RATE)
+        return resample(self.engine.say(text, voice, wpm, pitch).astype(np.float64), self.rate, RATE)
 
 
 def fit(x: np.ndarray, n: int) -> np.ndarray:

@@ -138,7 +138,7 @@ def _say_forked(eng: _ESpeak, text: str, voice: str, rate: int, pitch: int) -> n
             x = eng.say(text, voice, rate, pitch)
             with os.fdopen(w, "wb") as fh:
                 fh.write(x.astype("<f4").tobytes())
-        except BaseException:
+        except BaseException:  # the forked child must never return into the parent's code, whatever it hit
             code = 1
         os._exit(code)
     os.close(w)
