@@ -33,8 +33,13 @@ def test_watermarked_text_is_found_and_human_text_is_not(text_model, tmp_path):
     rec = verify_file(paths[0])
     assert rec["manifest"]["state"] == "Missing" and rec["verdict"] == "stripped", rec
     assert rec["watermark"]["p_value"] <= rec["watermark"]["p_threshold"]
-    # another key sees no watermark in the same text
-    other = byte_watermark(b"k" * 32)
+    # another (independent, secret) key sees no watermark in the same text. The false-positive rate is over the
+    # key's draw: a fixed public key such as b"k" * 32 is not one, since one model's texts share its preferred
+    # byte pairs, whose greenness under a fixed key is one draw for all of them (measured: p < 0.05 for 13% of
+    # 480 such texts under b"k" * 32, 6% under a fresh key per text)
+    import os
+
+    other = byte_watermark(os.urandom(32))
     assert not other.detect_ids(byte_ids(marked.data[0]))["found"]
 
 
