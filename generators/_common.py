@@ -27,6 +27,17 @@ def check_n(n: Any) -> int:
     return int(n)
 
 
+def sample_labels(name: str, n: int, label: Any, conditions: Mapping[str, Any], n_classes: int) -> np.ndarray:
+    """The class of each of ``n`` samples of a generator conditioned on ``label`` alone: as asked, or balanced."""
+    if conditions:
+        raise GeneratorError(f"{name} takes only the condition 'label', got {sorted(conditions)}")
+    n = check_n(n)
+    labels = as_int_array(label, n, n_classes)
+    if labels is None:
+        labels = np.arange(n, dtype=np.int64) % n_classes
+    return labels
+
+
 class ImageMixin:
     """Shape/label bookkeeping of the class-conditional grey-image generators (digits)."""
 
@@ -60,13 +71,7 @@ class ImageMixin:
                 "pixel_scale_": self.pixel_scale_, "levels_": self.levels_}
 
     def _sample_labels(self, n: int, label: Any, conditions: Mapping[str, Any]) -> np.ndarray:
-        if conditions:
-            raise GeneratorError(f"{self.name} takes only the condition 'label', got {sorted(conditions)}")
-        n = check_n(n)
-        labels = as_int_array(label, n, self.n_classes_)
-        if labels is None:
-            labels = np.arange(n, dtype=np.int64) % self.n_classes_
-        return labels
+        return sample_labels(self.name, n, label, conditions, self.n_classes_)
 
     def _condition_codes(self, n: int, seed: int | None, label: Any, conditions: Mapping[str, Any]) -> np.ndarray:
         """Class codes to sample for a generator fitted on images (the ``label`` condition, balanced by

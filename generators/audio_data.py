@@ -131,16 +131,16 @@ def _say_forked(eng: _ESpeak, text: str, voice: str, rate: int, pitch: int) -> n
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: synthesise, write the raw float32 samples, exit without running any cleanup
-        code = 0
+        code = 1  # unless the samples were written: the parent sees the failure in the exit status
         try:
             os.close(r)
             eng.reseed(0)
             x = eng.say(text, voice, rate, pitch)
             with os.fdopen(w, "wb") as fh:
                 fh.write(x.astype("<f4").tobytes())
-        except BaseException:  # the forked child must never return into the parent's code, whatever it hit
-            code = 1
-        os._exit(code)
+            code = 0
+        finally:  # the forked child never returns into the parent's code, whatever it hit
+            os._exit(code)
     os.close(w)
     with os.fdopen(r, "rb") as fh:
         data = fh.read()

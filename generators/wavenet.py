@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from genguard.generators._common import check_n
+from genguard.generators._common import sample_labels
 from genguard.generators.base import Dataset, GeneratorError, Samples, TorchGenerator, as_int_array, unwrap_module
 from genguard.generators.registry import register
 
@@ -269,12 +269,8 @@ class WaveNet(TorchGenerator):
         import torch
 
         self.check_is_fitted()
-        if conditions:
-            raise GeneratorError(f"wavenet takes only the condition 'label', got {sorted(conditions)}")
-        n = check_n(n)
-        labels = as_int_array(label, n, self.n_classes_)
-        if labels is None:
-            labels = np.arange(n, dtype=np.int64) % self.n_classes_
+        labels = sample_labels(self.name, n, label, conditions, self.n_classes_)
+        n = len(labels)
         g = torch.Generator().manual_seed(int(seed if seed is not None else self.seed))
         out = [self._sample_batch(labels[s:s + 256], g) for s in range(0, n, 256)]
         clips = mu_law_decode(np.concatenate(out))
