@@ -179,13 +179,39 @@ class NPRTileModel:
         self.net_.eval()
         return self
 
+    def _inference_net(self):
+        """The network for scoring: each batch norm folded into its convolution (eval statistics, so the same
+        function to float rounding) and channels-last memory, built once per fitted network."""
+        import torch
+        from torch import nn
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        cached = getattr(self, "_scoring", None)
+        if cached is not None and cached[0] is self.net_:
+            return cached[1]
+        self.net_.eval()
+        layers, out = list(self.net_), []
+        while layers:
+            layer = layers.pop(0)
+            if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
+                layer = fuse_conv_bn_eval(layer, layers.pop(0))
+            out.append(layer)
+        net = nn.Sequential(*out).eval().to(memory_format=torch.channels_last)
+        self._scoring = (self.net_, net)
+        return net
+
+    #: Tiles per forward pass when scoring: a 64-tile batch keeps the small convolutions' activations in cache
+    #: (about 5x faster per tile on one core than batches of 512; benchmarks/detector_generalisation.py).
+    SCORING_BATCH = 64
+
     def logits(self, tiles: np.ndarray) -> np.ndarray:
         import torch
 
-        out = []
+        net, b, out = self._inference_net(), self.SCORING_BATCH, []
         with torch.no_grad():
-            for i in range(0, len(tiles), 512):
-                out.append(self.net_(self._inputs(tiles[i:i + 512])).squeeze(1).numpy())
+            for i in range(0, len(tiles), b):
+                x = self._inputs(tiles[i:i + b]).contiguous(memory_format=torch.channels_last)
+                out.append(net(x).squeeze(1).numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -148,3 +148,47 @@ def test_augmentation_keeps_format_from_deciding(train_test):
     # test: the reverse (fakes JPEG, reals lossless); a format-learner would invert its ranking
     p = det.predict_proba(treal + [jpeg_roundtrip(f, 85) for f in tfake])
     assert roc_auc_score([0] * len(treal) + [1] * len(tfake), p) >= 0.8
+
+
+def test_npr_scoring_path_equals_the_trained_network(train_test):
+    """Scoring folds each batch norm into its convolution and runs 64-tile channels-last batches; the logits
+    must be the trained network's own eval-mode outputs, and a refit must not reuse the old folded network."""
+    import torch
+
+    from genguard.detectors.models import NPRTileModel
+
+    rng = np.random.default_rng(3)
+    tiles = rng.random((150, 64, 64)).astype(np.float32)
+    y = (np.arange(150) % 2).astype(float)
+    tiles[y == 1] = np.repeat(np.repeat(tiles[y == 1][:, ::2, ::2], 2, 1), 2, 2)
+    m = NPRTileModel(epochs=1, seed=0).fit(tiles, y)
+    with torch.no_grad():
+        ref = m.net_.eval()(m._inputs(tiles)).squeeze(1).numpy()
+    assert np.abs(m.logits(tiles) - ref).max() < 1e-4
+    m2 = NPRTileModel(epochs=1, seed=1).fit(tiles, y)
+    m.net_ = m2.net_  # a new network under the same model object
+    assert np.abs(m.logits(tiles) - m2.logits(tiles)).max() < 1e-5
+    assert np.abs(m.logits(tiles) - ref).max() > 1e-3
+
+
+def test_noise_features_match_their_definitions():
+    """The vectorised noise statistics equal a direct reading of their definitions (skewness, kurtosis and
+    lag-1 autocorrelation of the median-filter residual) on photo tiles and on noise."""
+    from scipy import ndimage, stats
+    from skimage import data
+
+    from genguard.detectors.features import noise_features
+
+    g = data.camera().astype(np.float32) / 255.0
+    rng = np.random.default_rng(0)
+    tiles = np.stack([g[y:y + 64, x:x + 64] for y, x in rng.integers(0, 440, (6, 2))]
+                     + [rng.random((64, 64)).astype(np.float32)])
+    f = noise_features(tiles)
+    for t, row in zip(tiles, f):
+        r = (t - ndimage.median_filter(t, size=3))[2:-2, 2:-2].astype(np.float64)
+        z = r.ravel()
+        assert row[1] == pytest.approx(stats.skew(z), rel=3e-3, abs=1e-3)  # float32 sums
+        assert row[2] == pytest.approx(np.log(stats.kurtosis(z, fisher=False)), rel=3e-3)
+        rc = r - r.mean()
+        lag1 = (rc[:, 1:] * rc[:, :-1]).mean() / (rc ** 2).mean()
+        assert row[21] == pytest.approx(lag1, abs=1e-3)
