@@ -32,7 +32,17 @@ def mu_law_decode(codes: Any) -> np.ndarray:
     return (np.sign(f) * np.expm1(np.abs(f) * np.log1p(MU)) / MU).astype(np.float32)
 
 
-def _build_modules(n_classes: int, channels: int, hidden: int, n_layers: int, dilation_cycle: int):
+def position_features(positions: Any, clip_samples: int, k: int) -> np.ndarray:
+    """Features of where in the clip a predicted sample lies: u = position / clip length, then sin and cos of
+    pi*j*u for j = 1..k (periods down to 2/k of the clip), (..., 1 + 2k) float32. The receptive field is a few
+    milliseconds, far shorter than a word; these tell every block which part of the word it is producing."""
+    u = np.asarray(positions, dtype=np.float64)[..., None] / float(clip_samples)
+    j = np.arange(1, k + 1, dtype=np.float64)
+    return np.concatenate([u, np.sin(np.pi * j * u), np.cos(np.pi * j * u)], axis=-1).astype(np.float32)
+
+
+def _build_modules(n_classes: int, channels: int, hidden: int, n_layers: int, dilation_cycle: int,
+                   n_position: int = 0):
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -68,6 +78,7 @@ def _build_modules(n_classes: int, channels: int, hidden: int, n_layers: int, di
             super().__init__()
             self.embed = nn.Embedding(LEVELS, channels)
             self.cond = nn.Embedding(n_classes, n_layers * 2 * channels)
+            self.position = nn.Linear(n_position, n_layers * 2 * channels) if n_position else None
             self.blocks = nn.ModuleList([Block(d) for d in dilations])
             self.head1 = nn.Linear(hidden, hidden)
             self.head2 = nn.Linear(hidden, LEVELS)
@@ -75,15 +86,25 @@ def _build_modules(n_classes: int, channels: int, hidden: int, n_layers: int, di
         def conditions(self, y: torch.Tensor) -> list[torch.Tensor]:
             return list(self.cond(y).chunk(n_layers, dim=-1))
 
+        def position_conditions(self, feats: torch.Tensor) -> list[torch.Tensor]:
+            """Per-layer additive terms (..., 2C) of the position features (..., n_position)."""
+            return list(self.position(feats).chunk(n_layers, dim=-1))
+
         def head(self, skip: torch.Tensor) -> torch.Tensor:
             return self.head2(torch.relu(self.head1(torch.relu(skip))))
 
-        def forward(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            """Logits (B, L, 256) of the code at each position given the codes ``inputs`` (B, L) before it."""
+        def forward(self, inputs: torch.Tensor, y: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+            """Logits (B, L, 256) of the code at each position given the codes ``inputs`` (B, L) before it;
+            ``pos`` (B, L, n_position): the position features of the sample each input predicts."""
             h = self.embed(inputs)
+            conds = [c[:, None, :] for c in self.conditions(y)]
+            if self.position is not None:
+                if pos is None:
+                    raise ValueError("this WaveNet is conditioned on position: pass pos")
+                conds = [c + p for c, p in zip(conds, self.position_conditions(pos))]
             skip = 0.0
-            for block, c in zip(self.blocks, self.conditions(y)):
-                h, s = block(h, c[:, None, :])
+            for block, c in zip(self.blocks, conds):
+                h, s = block(h, c)
                 skip = skip + s
             return self.head(skip)
 
@@ -130,7 +151,8 @@ class WaveNet(TorchGenerator):
 
     def __init__(self, sample_rate: int = 8000, clip_seconds: float = 1.0, channels: int = 24, hidden: int = 48,
                  n_layers: int = 8, dilation_cycle: int = 8, crop: int = 256, temperature: float = 1.0,
-                 epochs: int = 30, batch_size: int = 32, lr: float = 2e-3, seed: int = 0) -> None:
+                 position_features: int = 16, epochs: int = 30, batch_size: int = 32, lr: float = 2e-3,
+                 seed: int = 0) -> None:
         self.sample_rate = sample_rate
         self.clip_seconds = clip_seconds
         self.channels = channels
@@ -139,6 +161,7 @@ class WaveNet(TorchGenerator):
         self.dilation_cycle = dilation_cycle
         self.crop = crop
         self.temperature = temperature
+        self.position_features = position_features
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -153,6 +176,8 @@ class WaveNet(TorchGenerator):
         if not (1 <= self.n_layers <= MAX_LAYERS) or not (1 <= self.dilation_cycle <= MAX_DILATION_CYCLE):
             raise GeneratorError(f"wavenet: n_layers must lie in [1, {MAX_LAYERS}] and dilation_cycle in "
                                  f"[1, {MAX_DILATION_CYCLE}], got {self.n_layers} and {self.dilation_cycle}")
+        if not (0 <= self.position_features <= 64):
+            raise GeneratorError(f"wavenet: position_features must lie in [0, 64], got {self.position_features}")
         if self.crop < 1 or not (self.temperature > 0):
             raise GeneratorError("wavenet: crop must be >= 1 and temperature > 0")
 
@@ -181,8 +206,9 @@ class WaveNet(TorchGenerator):
         import torch
 
         self._check_settings()
+        n_position = 1 + 2 * self.position_features if self.position_features else 0
         self.model_, self.dilations_ = _build_modules(self.n_classes_, self.channels, self.hidden, self.n_layers,
-                                                      self.dilation_cycle)
+                                                      self.dilation_cycle, n_position)
         g = torch.Generator().manual_seed(self.seed + 1)
         # window positions: a fixed hash of the record's codes and the epoch (see batch_loss)
         self._crop_key = torch.randint(1, 1 << 20, (self.clip_samples,), generator=g, dtype=torch.long)
@@ -230,10 +256,20 @@ class WaveNet(TorchGenerator):
         start = torch.remainder(key * 2_654_435_761, n - crop + 1)
         offsets = torch.arange(pad + crop)[None, :] + start[:, None]  # positions in the padded clip
         window = torch.gather(codes, 1, offsets)
-        logits = self.model_(window[:, :-1], y)[:, pad - 1:]  # predictions of window[:, pad:]
+        # input j of the window predicts padded position offsets[j + 1], i.e. clip position offsets[j + 1] - pad
+        logits = self.model_(window[:, :-1], y, self._positions(offsets[:, 1:] - pad, n))[:, pad - 1:]
         target = window[:, pad:]
         ce = F.cross_entropy(logits.reshape(-1, LEVELS), target.reshape(-1), reduction="none")
         return ce.view(len(codes), crop).mean(dim=1).mean()
+
+    def _positions(self, positions: Any, n: int):
+        """Position features (torch) of the predicted samples' clip positions, or None without them."""
+        import torch
+
+        if not self.position_features:
+            return None
+        p = positions.numpy() if hasattr(positions, "numpy") else np.asarray(positions)
+        return torch.from_numpy(position_features(p, n, self.position_features))
 
     def fit(self, data: Dataset, trainer: Any = None, progress: bool = True) -> "WaveNet":
         super().fit(data, trainer=trainer, progress=progress)
@@ -260,7 +296,8 @@ class WaveNet(TorchGenerator):
             for s in range(0, len(codes), 16):
                 c = torch.from_numpy(codes[s:s + 16])
                 inp = torch.cat([torch.full((len(c), pad), SILENCE, dtype=torch.long), c[:, :-1]], dim=1)
-                p = torch.softmax(model(inp, torch.from_numpy(y[s:s + 16])), dim=-1)[:, pad - 1:]
+                pos = self._positions(np.broadcast_to(np.arange(inp.shape[1]) + 1 - pad, inp.shape), c.shape[1])
+                p = torch.softmax(model(inp, torch.from_numpy(y[s:s + 16]), pos), dim=-1)[:, pad - 1:]
                 out.append((p @ levels).numpy())
         return np.concatenate(out).astype(np.float32)
 
@@ -292,14 +329,18 @@ class WaveNet(TorchGenerator):
             # the silence prefix of training fills the receptive field before the first sample
             pad = self.receptive_field
             codes = torch.empty(b, self.clip_samples, dtype=torch.long)
-            for t in range(pad - 1 + self.clip_samples):
+            steps = pad - 1 + self.clip_samples
+            # step t reads padded position t and predicts clip position t + 1 - pad, as in training
+            pos = self._positions(np.arange(steps) + 1 - pad, self.clip_samples)
+            pconds = model.position_conditions(pos) if pos is not None else None
+            for t in range(steps):
                 h = model.embed(prev)
                 skip = 0.0
-                for block, ring, c in zip(model.blocks, rings, conds):
+                for i, (block, ring, c) in enumerate(zip(model.blocks, rings, conds)):
                     slot = t % block.dilation
                     past = ring[slot]
                     ring[slot] = h
-                    h, s = block.gate(past, h, c)
+                    h, s = block.gate(past, h, c if pconds is None else c + pconds[i][t])
                     skip = skip + s
                 if t < pad - 1:
                     continue  # still inside the silence prefix: its codes are given
