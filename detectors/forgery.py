@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from genguard.detectors import copy_move_dense
 from genguard.detectors._io import as_rgb_array, jpeg_roundtrip
 
 METHODS = ("ela", "jpeg_ghost", "block_grid", "copy_move", "noise")
@@ -384,13 +385,16 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     kp_mask, n_kp, transforms = _keypoint_copy_move(L8, min_shift, min_inliers)
     stride = 2 if L.size <= 600_000 else 4
     blk_mask, n_blk = _block_copy_move(L, block, stride, min_shift, min_area, kp_mask > 0)
-    m = np.maximum(kp_mask, blk_mask).astype(np.float32)
+    dense_mask, dense_info = copy_move_dense.detect(L, min_shift=max(min_shift, 24.0))
+    n_dense = dense_info.get("dense_pixels", 0)
+    m = np.maximum(np.maximum(kp_mask, blk_mask), dense_mask).astype(np.float32)
     if m.sum() < min_area:
         m[:] = 0
     score = 0.0
     if m.any():
-        score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0)))
+        score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0 + n_dense / 800.0)))
     return ForgeryResult(score, m, {"keypoint_matches": int(n_kp), "block_matches": int(n_blk),
+                                    "dense_matched_pixels": int(n_dense),
                                     "transforms": transforms, "area_fraction": float(m.mean())})
 
 
