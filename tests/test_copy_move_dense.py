@@ -50,7 +50,6 @@ def test_repetitive_texture_and_flat_images_are_not_flagged():
     rgb = jpeg_roundtrip(np.repeat(brick[..., None], 3, axis=2), 90)
     mask, info = cmd.detect(_luma(rgb))
     assert not mask.any(), info
-    assert not (copy_move(rgb).map > 0.5).any()
     flat = np.full((200, 300), 128.0, np.float32)
     assert not cmd.detect(flat)[0].any()
     ramp = np.tile(np.linspace(0, 255, 300, dtype=np.float32), (200, 1))  # matches itself along every column
