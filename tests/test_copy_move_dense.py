@@ -83,3 +83,26 @@ def test_patchmatch_finds_an_exact_copy_and_respects_min_shift():
 def test_tiny_and_thin_images_are_bounded(shape):
     mask, info = cmd.detect(np.zeros(shape, np.float32))
     assert mask.shape == shape and not mask.any()
+
+
+def test_huge_image_is_matched_on_a_bounded_copy():
+    """A 2.4 MP image never reaches PatchMatch at full size (its memory grows with the pixel count)."""
+    from genguard.detectors.forgery import COPY_MOVE_MAX_PIXELS, analyze
+
+    seen = []
+    real = cmd.detect
+
+    def spy(L, **kw):
+        seen.append(L.shape)
+        return np.zeros(L.shape, bool), {}  # the shape it was given is what this test checks
+
+    big = np.full((1200, 2000, 3), 128, np.uint8)
+    big[:, 1000:] = 60
+    cmd.detect = spy
+    try:
+        r = analyze(big, methods=("copy_move",), calibrated=False)["copy_move"]
+    finally:
+        cmd.detect = real
+    assert seen and seen[0][0] * seen[0][1] <= COPY_MOVE_MAX_PIXELS
+    assert r.map.shape == big.shape[:2]
+    assert r.details["analysed"]["scale"] < 1
