@@ -3,8 +3,9 @@
 Methods: ``ela`` (error level analysis), ``jpeg_ghost`` (Farid 2009),
 ``block_grid`` (misaligned / missing 8x8 JPEG grid, i.e. double-JPEG
 inconsistency), ``copy_move`` (SIFT keypoints + RANSAC clustering of matched
-pairs, plus block matching for low-texture regions) and ``noise`` (local noise
-level inconsistency).
+pairs, block matching for low-texture regions, and a dense nearest-neighbour
+field with linear fitting, :mod:`genguard.detectors.copy_move_dense`) and
+``noise`` (local noise level inconsistency).
 
 Memory and time are bounded whatever the image: the analyses run on a copy
 with at most :data:`ANALYSIS_MAX_PIXELS` pixels (area-downscaled when larger;
@@ -376,7 +377,10 @@ def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, m
 def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, block: int = 16,
               min_area: int = 256) -> ForgeryResult:
     """Duplicated regions: SIFT keypoints matched within the image (g2NN), clustered by RANSAC similarity
-    transforms, with the region grown from the transform; block matching adds low-texture duplicates.
+    transforms, with the region grown from the transform; block matching adds low-texture duplicates, and
+    the dense field (:func:`genguard.detectors.copy_move_dense.detect`) small or rotated copies with too
+    few keypoints. The three masks are joined (on the build split each alone found fewer copies at the
+    same image-level false-alarm rate).
 
     The map marks both the source and the copy (they cannot be told apart).
     """
