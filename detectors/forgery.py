@@ -374,6 +374,24 @@ def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, m
     return mask, total
 
 
+#: Largest luma the dense field runs on at full size (its PatchMatch grows faster than linearly with the
+#: jump-flooding steps); larger images are matched on an area-downscaled copy and the mask stretched back.
+DENSE_MAX_PIXELS = 400_000
+
+
+def _dense_bounded(L: np.ndarray, min_shift: float) -> tuple[np.ndarray, dict]:
+    import cv2
+
+    h, w = L.shape
+    if h * w <= DENSE_MAX_PIXELS:
+        return copy_move_dense.detect(L, min_shift=min_shift)
+    s = (DENSE_MAX_PIXELS / float(h * w)) ** 0.5
+    small = cv2.resize(L, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+    m, info = copy_move_dense.detect(small, min_shift=max(16.0, min_shift * s), min_area=max(100, int(400 * s * s)))
+    info["dense_scale"] = round(s, 4)
+    return cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0, info
+
+
 def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, block: int = 16,
               min_area: int = 256) -> ForgeryResult:
     """Duplicated regions: SIFT keypoints matched within the image (g2NN), clustered by RANSAC similarity
@@ -389,7 +407,7 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     kp_mask, n_kp, transforms = _keypoint_copy_move(L8, min_shift, min_inliers)
     stride = 2 if L.size <= 600_000 else 4
     blk_mask, n_blk = _block_copy_move(L, block, stride, min_shift, min_area, kp_mask > 0)
-    dense_mask, dense_info = copy_move_dense.detect(L, min_shift=max(min_shift, 24.0))
+    dense_mask, dense_info = _dense_bounded(L, max(min_shift, 24.0))
     n_dense = dense_info.get("dense_pixels", 0)
     m = np.maximum(np.maximum(kp_mask, blk_mask), dense_mask).astype(np.float32)
     if m.sum() < min_area:
