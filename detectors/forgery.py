@@ -3,8 +3,9 @@
 Methods: ``ela`` (error level analysis), ``jpeg_ghost`` (Farid 2009),
 ``block_grid`` (misaligned / missing 8x8 JPEG grid, i.e. double-JPEG
 inconsistency), ``copy_move`` (SIFT keypoints + RANSAC clustering of matched
-pairs, plus block matching for low-texture regions) and ``noise`` (local noise
-level inconsistency).
+pairs, block matching for low-texture regions, and a dense nearest-neighbour
+field with linear fitting, :mod:`genguard.detectors.copy_move_dense`) and
+``noise`` (local noise level inconsistency).
 
 Memory and time are bounded whatever the image: the analyses run on a copy
 with at most :data:`ANALYSIS_MAX_PIXELS` pixels (area-downscaled when larger;
@@ -36,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from genguard.detectors import copy_move_dense
 from genguard.detectors._io import as_rgb_array, jpeg_roundtrip
 
 METHODS = ("ela", "jpeg_ghost", "block_grid", "copy_move", "noise")
@@ -372,10 +374,31 @@ def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, m
     return mask, total
 
 
+#: Largest luma the dense field runs on at full size (its PatchMatch grows faster than linearly with the
+#: jump-flooding steps); larger images are matched on an area-downscaled copy and the mask stretched back.
+DENSE_MAX_PIXELS = 400_000
+
+
+def _dense_bounded(L: np.ndarray, min_shift: float) -> tuple[np.ndarray, dict]:
+    import cv2
+
+    h, w = L.shape
+    if h * w <= DENSE_MAX_PIXELS:
+        return copy_move_dense.detect(L, min_shift=min_shift)
+    s = (DENSE_MAX_PIXELS / float(h * w)) ** 0.5
+    small = cv2.resize(L, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+    m, info = copy_move_dense.detect(small, min_shift=max(16.0, min_shift * s), min_area=max(100, int(400 * s * s)))
+    info["dense_scale"] = round(s, 4)
+    return cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0, info
+
+
 def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, block: int = 16,
               min_area: int = 256) -> ForgeryResult:
     """Duplicated regions: SIFT keypoints matched within the image (g2NN), clustered by RANSAC similarity
-    transforms, with the region grown from the transform; block matching adds low-texture duplicates.
+    transforms, with the region grown from the transform; block matching adds low-texture duplicates, and
+    the dense field (:func:`genguard.detectors.copy_move_dense.detect`) small or rotated copies with too
+    few keypoints. The three masks are joined (on the build split each alone found fewer copies at the
+    same image-level false-alarm rate).
 
     The map marks both the source and the copy (they cannot be told apart).
     """
@@ -384,13 +407,16 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     kp_mask, n_kp, transforms = _keypoint_copy_move(L8, min_shift, min_inliers)
     stride = 2 if L.size <= 600_000 else 4
     blk_mask, n_blk = _block_copy_move(L, block, stride, min_shift, min_area, kp_mask > 0)
-    m = np.maximum(kp_mask, blk_mask).astype(np.float32)
+    dense_mask, dense_info = _dense_bounded(L, max(min_shift, 24.0))
+    n_dense = dense_info.get("dense_pixels", 0)
+    m = np.maximum(np.maximum(kp_mask, blk_mask), dense_mask).astype(np.float32)
     if m.sum() < min_area:
         m[:] = 0
     score = 0.0
     if m.any():
-        score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0)))
+        score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0 + n_dense / 800.0)))
     return ForgeryResult(score, m, {"keypoint_matches": int(n_kp), "block_matches": int(n_blk),
+                                    "dense_matched_pixels": int(n_dense),
                                     "transforms": transforms, "area_fraction": float(m.mean())})
 
 

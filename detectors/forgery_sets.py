@@ -26,6 +26,8 @@ import numpy as np
 
 BUILD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry")
 CHECK_PHOTOS = ("china", "flower", "grace_hopper", "stereo_motorcycle", "coins")
+#: a third, disjoint set for copy-move only (other photos, sizes and transforms than both splits)
+THIRD_PHOTOS = ("cat", "hubble_deep_field", "retina", "moon", "grass", "gravel", "clock", "cell")
 #: how an untouched crop is saved: PNG, one JPEG, or JPEG twice (first quality, then second)
 SAVES = (("png",), ("jpeg", 95), ("jpeg", 90), ("jpeg", 75), ("jpeg", 75, 90))
 FORGERY_KINDS = ("copy_move_block", "copy_move_disc", "splice_grid", "ghost", "noise")
@@ -53,6 +55,69 @@ def photo(name: str) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+
+
+def copy_move_third(n_forged: int = 48, n_untouched: int = 48, seed: int = 7
+                    ) -> tuple[list[tuple[np.ndarray, np.ndarray, dict]], list[tuple[np.ndarray, dict]]]:
+    """Copy-move forgeries and untouched images from :data:`THIRD_PHOTOS` (in neither split).
+
+    Crops of 200-600 px (not square), a 40-72 px block translated, or a disc
+    rotated up to 20 degrees and scaled 0.85-1.15; the source is drawn at random,
+    so it lands in smooth (sky, moon, retina background) and textured (grass,
+    gravel) places alike; everything saved at JPEG 90. Untouched: crops of the
+    same sizes at JPEG 90 or 75.
+    """
+    import cv2
+
+    from genguard.detectors._io import jpeg_roundtrip
+
+    rng = np.random.default_rng(seed)
+    imgs = {n: photo(n) for n in THIRD_PHOTOS}
+
+    def crop():
+        name = THIRD_PHOTOS[int(rng.integers(len(THIRD_PHOTOS)))]
+        img = imgs[name]
+        ch = int(rng.integers(200, min(600, img.shape[0]) + 1))
+        cw = int(rng.integers(200, min(600, img.shape[1]) + 1))
+        y, x = int(rng.integers(0, img.shape[0] - ch + 1)), int(rng.integers(0, img.shape[1] - cw + 1))
+        return name, np.ascontiguousarray(img[y:y + ch, x:x + cw])
+
+    forged = []
+    for k in range(n_forged):
+        name, img = crop()
+        h, w = img.shape[:2]
+        r = int(rng.integers(40, 73))
+        sy, sx = int(rng.integers(0, h - r)), int(rng.integers(0, w - r))
+        for _ in range(1000):
+            ty, tx = int(rng.integers(0, h - r)), int(rng.integers(0, w - r))
+            if abs(ty - sy) >= r or abs(tx - sx) >= r:
+                break
+        patch = img[sy:sy + r, sx:sx + r]
+        shape = np.ones((r, r), np.uint8)
+        ang, sc = 0.0, 1.0
+        if k % 2:
+            ang, sc = float(rng.uniform(-20, 20)), float(rng.uniform(0.85, 1.15))
+            M = cv2.getRotationMatrix2D((r / 2, r / 2), ang, sc)
+            patch = cv2.warpAffine(patch, M, (r, r), borderMode=cv2.BORDER_REFLECT)
+            shape = np.zeros((r, r), np.uint8)
+            cv2.circle(shape, (r // 2, r // 2), int(r * 0.48), 1, -1)
+            src = cv2.warpAffine(shape, cv2.invertAffineTransform(M), (r, r), flags=cv2.INTER_NEAREST)
+        else:
+            src = shape
+        out = img.copy()
+        region = out[ty:ty + r, tx:tx + r]
+        region[shape > 0] = patch[shape > 0]
+        gt = np.zeros((h, w), bool)
+        gt[sy:sy + r, sx:sx + r] |= src > 0
+        gt[ty:ty + r, tx:tx + r] |= shape > 0
+        forged.append((jpeg_roundtrip(out, 90), gt, {"photo": name, "size": [w, h], "block": r,
+                                                     "angle": round(ang, 1), "scale": round(sc, 3)}))
+    untouched_imgs = []
+    for k in range(n_untouched):
+        name, img = crop()
+        q = 90 if k % 2 == 0 else 75
+        untouched_imgs.append((jpeg_roundtrip(img, q), {"photo": name, "size": list(img.shape[1::-1]), "jpeg": q}))
+    return forged, untouched_imgs
 
 
 def photos(split: str) -> list[np.ndarray]:
