@@ -127,11 +127,12 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 
 @click.command("audit")
 @click.option("--samples", "samples_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder of generated images (`_labelK` in a file name = requested group), a folder of .txt "
+              help="Folder of generated images (`_labelK` in a file name = requested group), of WAV files (sub-folders = "
+                   "requested classes), a folder of .txt "
                    "texts, or a CSV table.")
 @click.option("--reference", default="digits", show_default=True,
               help="'digits' (embedded), a folder of real images (sub-folders = groups); for a CSV: 'diabetes' or a "
-                   "CSV; for texts: 'pydoc' or a folder of .txt.")
+                   "CSV; for texts: 'pydoc' or a folder of .txt; for WAVs: 'digits' (spoken) or a folder of WAVs.")
 @click.option("--train", "train_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of the training images (with --holdout; overrides --reference).")
 @click.option("--holdout", "holdout_dir", type=click.Path(path_type=Path), default=None,
