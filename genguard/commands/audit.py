@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from genguard.engines import BatchTask, check_engine_options, engine_options, run_batches
 from genguard.output import json_option
@@ -126,11 +127,12 @@ def _load_model_info(model_dir: Path | None) -> tuple[dict[str, Any] | None, dic
 
 @click.command("audit")
 @click.option("--samples", "samples_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder of generated images (`_labelK` in a file name = requested group), a folder of .txt "
+              help="Folder of generated images (`_labelK` in a file name = requested group), of WAV files (sub-folders = "
+                   "requested classes), a folder of .txt "
                    "texts, or a CSV table.")
 @click.option("--reference", default="digits", show_default=True,
               help="'digits' (embedded), a folder of real images (sub-folders = groups); for a CSV: 'diabetes' or a "
-                   "CSV; for texts: 'pydoc' or a folder of .txt.")
+                   "CSV; for texts: 'pydoc' or a folder of .txt; for WAVs: 'digits' (spoken) or a folder of WAVs.")
 @click.option("--train", "train_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of the training images (with --holdout; overrides --reference).")
 @click.option("--holdout", "holdout_dir", type=click.Path(path_type=Path), default=None,
@@ -160,7 +162,11 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
 
     check_output_dir(out, ("report.json", "report.html"), overwrite, AuditError)
     check_engine_options(engine, address, workers)
-    image_audit = not (samples_dir.suffix.lower() == ".csv" or (samples_dir.is_dir() and any(samples_dir.rglob("*.txt"))))
+    from genguard.generators.audio_data import is_wav_folder
+
+    audio_audit = is_wav_folder(samples_dir)
+    image_audit = not (audio_audit or samples_dir.suffix.lower() == ".csv"
+                       or (samples_dir.is_dir() and any(samples_dir.rglob("*.txt"))))
     if engine != "local" and not image_audit:
         raise click.UsageError("--engine ray reads image samples; a text or table audit reads one file in process")
 
@@ -182,7 +188,9 @@ def audit_cmd(samples_dir: Path, reference: str, train_dir: Path | None, holdout
 
         evidence = privacy_evidence_step(Path(info["model_dir"]))
     info.setdefault("samples_dir", str(samples_dir))
-    if samples_dir.suffix.lower() == ".csv":
+    if audio_audit:
+        report = _audit_audio(samples_dir, reference, ledger, info, pol, seed, evidence, human)
+    elif samples_dir.suffix.lower() == ".csv":
         report = _audit_table(samples_dir, reference, train_dir, holdout_dir, ledger, info, pol, seed, evidence, human)
     elif samples_dir.is_dir() and any(samples_dir.rglob("*.txt")):
         report = _audit_text(samples_dir, reference, model_dir, ledger, info, pol, seed, evidence, human)
@@ -232,6 +240,53 @@ def _audit_images(samples_dir, reference, train_dir, holdout_dir, ledger, info, 
                       metadata={"files": [f.name for f in files], "source": str(samples_dir)})
     return ReleaseAudit(policy=pol, seed=seed).run(samples, train, holdout, ledger=ledger, generator_info=info,
                                                    privacy_evidence=evidence, human=human)
+
+
+def _audit_audio(samples_dir, reference, ledger, info, pol, seed, evidence=None, human=None):
+    """A folder of generated WAVs (sub-folders = requested classes, or flat) against real clips: the reference
+    folder's WAVs (sub-folders = classes) or the embedded spoken digits. An unreadable WAV is named, skipped and
+    counted; it never sinks the batch."""
+    from genguard.generators import GeneratorError
+    from genguard.generators.audio_data import (CLIP_SECONDS, SAMPLE_RATE, fit_length, list_wavs, load_spoken_digits,
+                                                load_wav_folder, read_wav)
+    from genguard.generators.base import Samples
+    from genguard.generators.data import labels_from_filenames, train_holdout
+
+    from genguard.audits import AuditError, ReleaseAudit
+
+    try:
+        ref = load_spoken_digits() if reference == "digits" else load_wav_folder(Path(reference))
+        files = list_wavs(samples_dir)
+    except GeneratorError as exc:
+        raise AuditError(str(exc)) from None
+    rate = int(ref.metadata.get("sample_rate", SAMPLE_RATE))
+    n = int(round(rate * CLIP_SECONDS))
+    clips, kept, skipped = [], [], []
+    for f in files:
+        try:
+            clips.append(fit_length(read_wav(f, rate, max_seconds=CLIP_SECONDS + 1.0)[0], n))
+            kept.append(f)
+        except GeneratorError as exc:
+            click.echo(f"skipped {exc}", err=True)
+            skipped.append(f.name)
+    if not clips:
+        raise AuditError(f"{samples_dir}: no readable WAV file ({len(skipped)} skipped)")
+    names = ref.group_names.get("label") or []
+    conditions = {}
+    parents = [f.parent.relative_to(samples_dir).as_posix() for f in kept]
+    if names and all(p in names for p in parents):
+        conditions["label"] = np.array([names.index(p) for p in parents], dtype=np.int64)
+    elif all(p == "." for p in parents) and labels_from_filenames(kept) is not None:
+        conditions["label"] = np.asarray(labels_from_filenames(kept), dtype=np.int64)
+    elif any(p != "." for p in parents):
+        unknown = sorted({p for p in parents if p not in names})
+        raise AuditError(f"{samples_dir}: sub-folders {unknown[:3]} are not classes of the reference {names}")
+    train, holdout = train_holdout(ref)
+    info = {**info, "skipped_files": len(skipped), "skipped": skipped[:50]}
+    samples = Samples(data=np.stack(clips), modality="audio", conditions=conditions,
+                      metadata={"files": [f.name for f in kept], "source": str(samples_dir), "sample_rate": rate})
+    return ReleaseAudit(policy=pol, seed=seed).run_audio(samples, train, holdout, ledger=ledger, generator_info=info,
+                                                         privacy_evidence=evidence, human=human)
 
 
 def _audit_table(csv_path, reference, train_csv, holdout_csv, ledger, info, pol, seed, evidence=None, human=None):
