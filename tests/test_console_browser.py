@@ -156,7 +156,11 @@ def test_human_study_session_in_the_browser(browser, site):
     for k in range(4):
         assert page.inner_text("#progress") == f"{k} of 4 done"
         imgs = page.locator("form#trial img")
-        assert imgs.count() == 2 and all(imgs.nth(j).evaluate("e => e.naturalWidth") > 0 for j in range(2))
+        assert imgs.count() == 2
+        # The trial page can be in the DOM before its images have arrived: wait until each has either
+        # loaded or failed, then a broken one (naturalWidth 0) still fails the test.
+        page.wait_for_function("() => [...document.querySelectorAll('form#trial img')].every(e => e.complete)")
+        assert all(imgs.nth(j).evaluate("e => e.naturalWidth") > 0 for j in range(2))
         page.keyboard.press("ArrowLeft" if k % 2 else "ArrowRight")
         page.wait_for_selector(f"text={k + 1} of 4 done")
     assert page.is_visible("#done")
