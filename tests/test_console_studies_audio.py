@@ -50,13 +50,14 @@ def _stereo_8bit(path, rate, seconds=0.4):
 
 
 def _audio_dirs(tmp):
-    """A generated folder with four good clips, a hostile-but-valid one and three bad ones; a real folder of three
-    (one at 96 kHz, one stereo 8-bit at 44.1 kHz)."""
+    """A generated folder with four good clips (one at 4 kHz, in a sub-folder), a hostile-but-valid one and three
+    bad ones; a real folder of three (one at 96 kHz, one stereo 8-bit at 44.1 kHz)."""
     gen, real = tmp / "gen", tmp / "real"
     (gen / "sub").mkdir(parents=True)
     real.mkdir()
-    for i in range(4):
-        write_wav((gen / "sub" if i == 3 else gen) / f"g{i}.wav", _tone(300 + 100 * i), 16_000)
+    for i in range(3):
+        write_wav(gen / f"g{i}.wav", _tone(300 + 100 * i), 16_000)
+    write_wav(gen / "sub" / "g3.wav", _tone(600, rate=4000), 4000)  # WaveNet's --quick rate: played at 8 kHz
     (gen / HOSTILE).write_bytes(_wav_with_chunk(_tone(700), 16_000, SCRIPT))
     (gen / "forged.wav").write_bytes(b"RIFF\xff\xff\xff\x00WAVEfmt " + struct.pack("<I", 16)
                                      + struct.pack("<HHIIHH", 1, 1, 16000, 32000, 2, 16)
@@ -122,10 +123,11 @@ def test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results
             score = "1"
         else:
             original, orig_rate = read_wav(st.path)
-            if orig_rate <= studies.PLAY_RATES[1]:
+            if studies.PLAY_RATES[0] <= orig_rate <= studies.PLAY_RATES[1]:
                 assert rate == orig_rate and np.max(np.abs(served - original)) < 2 / 32768
-            else:  # 96 kHz: resampled into the rates every browser plays, the same length in seconds
-                assert rate == studies.PLAY_RATES[1] and len(served) == len(original) // 2
+            else:  # 4 and 96 kHz: resampled into the rates every browser plays, the same length in seconds
+                assert rate == (8000 if orig_rate < 8000 else 48000)
+                assert len(served) / rate == pytest.approx(len(original) / orig_rate)
             score = "5" if st.source == "real" else "2"
         assert rat.post(f"/studies/{sid}/trials/{t.id}", data={"answer": score}).status_code == 200
     # another rater cannot fetch this rater's clips
