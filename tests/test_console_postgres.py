@@ -36,6 +36,9 @@ from test_console_api import (  # noqa: E402,F401  (collected again here, with t
     test_text_with_nul_characters_is_refused_or_cleaned,
     test_the_login_limit_survives_a_restart_and_holds_across_workers,
 )
+from test_console_studies_audio import (  # noqa: E402,F401
+    test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results,
+)
 
 from genguard.console import create_app, create_user  # noqa: E402
 
