@@ -34,8 +34,7 @@ SORTS = {  # name -> ORDER BY; each ends on the id (pages never overlap) in the 
     "oldest": (Item.id.asc(),),
 }
 CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; script-src 'self'; connect-src 'self'; "
-       "style-src 'self'; "
-       "form-action 'self'; "
+       "style-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
 
