@@ -96,7 +96,7 @@ class HumanSection(AuditSection):
 
 
 _HTML = """<h3>Human evaluation{% if h.get('study') %}: {{ h.get('study') }}{% endif %}</h3>
-<p class="note">{{ h.get('raters_excluded_by_attention_checks', 0) }} rater(s) excluded by attention checks before any statistic.</p>
+<p class="note">{% if h.get('media') == 'audio' %}A listening test on audio clips. {% endif %}{{ h.get('raters_excluded_by_attention_checks', 0) }} rater(s) excluded by attention checks before any statistic.</p>
 {% if tw %}<table><tr><th>2AFC (real vs generated)</th><th>value</th></tr>
 <tr><td>share of generated judged real (0.5 = indistinguishable)</td><td>{{ fmt(tw.get('share_generated_judged_real')) }} [{{ fmt(tw.get('ci_low')) }}, {{ fmt(tw.get('ci_high')) }}]</td></tr>
 <tr><td>trials / raters</td><td>{{ tw.get('trials') }} / {{ tw.get('raters') }}</td></tr></table>

@@ -31,8 +31,18 @@ def test_audit_wav_folder_runs_audio_sections_and_skips_bad_files(tmp_path, caps
     _folder(real, 30, rng)
     _folder(gen, 12, rng)
     (gen / "low" / "forged.wav").write_bytes(b"RIFF\xff\xff\xff\x00WAVEfmt junk")
+    # a listening test's results as the console exports them (`/studies/N/results.json` of an audio MOS study)
+    from genguard.audits import human
+
+    ratings = [(r, f"{src}{i}", src, float(score + (r == "b"))) for r in ("a", "b")
+               for src, score in (("real", 4), ("generated", 2)) for i in range(4)]
+    study = {"human": {"study": '<script>alert("study")</script>', "kind": "mos", "media": "audio",
+                       "raters_excluded_by_attention_checks": 1, "mos": human.mos(ratings), "gates": [],
+                       "passed": True}}
+    (tmp_path / "results.json").write_text(json.dumps(study))
     with pytest.raises(SystemExit) as exit_:
-        main(["audit", "--samples", str(gen), "--reference", str(real), "--out", str(tmp_path / "r")])
+        main(["audit", "--samples", str(gen), "--reference", str(real), "--out", str(tmp_path / "r"),
+              "--human", str(tmp_path / "results.json")])
     out = capsys.readouterr()
     output = out.out + out.err
     assert exit_.value.code == 1, output  # not private: the privacy gate fails
@@ -42,7 +52,12 @@ def test_audit_wav_folder_runs_audio_sections_and_skips_bad_files(tmp_path, caps
     assert data["generator"]["skipped_files"] == 1
     assert data["fidelity"]["fad_local"]["value"] is not None
     assert data["fidelity"]["tstr"]["value"] > 0.8  # two well-separated tone classes
-    assert "<audio" in (tmp_path / "r" / "report.html").read_text()
+    assert data["human"]["media"] == "audio" and data["human"]["mos"]["generated_minus_real"]["difference"] == -2.0
+    assert "human MOS: generated − real" in output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "<audio" in page
+    assert "Human evaluation: &lt;script&gt;" in page and '<script>alert("study")' not in page
+    assert "A listening test on audio clips. 1 rater(s) excluded" in page
 
 
 def test_audit_wav_subfolder_outside_reference_classes_is_refused(tmp_path, capsys):

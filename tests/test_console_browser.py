@@ -170,6 +170,57 @@ def test_human_study_session_in_the_browser(browser, site):
     page.close()
 
 
+def test_audio_mos_session_in_the_browser(browser, site):
+    from genguard.console import studies
+    from genguard.console.models import Stimulus, Trial
+    from genguard.generators.audio_data import write_wav
+
+    app, url, qid, tmp = site
+    real, gen = tmp / "real-wav", tmp / "gen-wav"
+    rng = np.random.default_rng(2)
+    for d, n in ((real, 2), (gen, 3)):
+        d.mkdir()
+        for i in range(n):
+            t = np.arange(8000) / 16000
+            write_wav(d / f"{i}.wav", 0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * t), 16000)
+    with app.state.sessions() as s:
+        sid = studies.create_study(s, "audio mos", "mos", real, gen, 1, tmp / "home", trials_per_rater=3,
+                                   attention_checks=1).id
+        source = {st.id: st.source for st in s.query(Stimulus).filter_by(study_id=sid)}
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    _login(page, url, "rat")
+    page.goto(f"{url}/studies/{sid}")
+    assert "How natural and clean does this clip sound?" in page.inner_text(".question")
+    for k in range(4):
+        assert page.inner_text("#progress") == f"{k} of 4 done"
+        assert page.locator("form#trial audio").count() == 1 and page.locator("form#trial img").count() == 0
+        # the clip's metadata has arrived (served as a WAV the browser decodes, allowed by the CSP)
+        page.wait_for_function("() => { const a = document.querySelector('form#trial audio');"
+                               " return a.readyState >= 1 && a.duration > 0; }")
+        if k == 0:  # space plays the clip and pauses it again; it never answers
+            page.keyboard.press(" ")
+            page.wait_for_function("() => document.querySelector('form#trial audio').currentTime > 0")
+            page.keyboard.press(" ")
+            page.wait_for_function("() => document.querySelector('form#trial audio').paused")
+            assert page.inner_text("#progress") == "0 of 4 done"
+        tid = int(page.get_attribute("form#trial", "action").rsplit("/", 1)[-1])
+        with app.state.sessions() as s:
+            shown = source[s.get(Trial, tid).left_id]
+        duration = page.eval_on_selector("form#trial audio", "a => a.duration")
+        assert duration == pytest.approx(1.6 if shown == "attention" else 0.5, abs=0.01)  # the catch clip is 1.6 s
+        page.keyboard.press("1" if shown == "attention" else ("5" if shown == "real" else "3"))
+        page.wait_for_selector(f"text={k + 1} of 4 done")
+    assert page.is_visible("#done")
+    with app.state.sessions() as s:
+        res = studies.results(s, s.get(studies.Study, sid))["human"]
+    assert res["media"] == "audio" and res["raters_excluded_by_attention_checks"] == 0
+    assert res["mos"]["ratings"] == 3
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    page.close()
+
+
 def test_login_form_rejects_a_wrong_password_visibly(browser, site):
     app, url, qid, tmp = site
     page = browser.new_page()

@@ -7,7 +7,7 @@ import json
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -33,8 +33,8 @@ SORTS = {  # name -> ORDER BY; each ends on the id (pages never overlap) in the 
     "name": (Item.name.asc(), Item.id.asc()),
     "oldest": (Item.id.asc(),),
 }
-CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; connect-src 'self'; style-src 'self'; "
-       "form-action 'self'; "
+CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; script-src 'self'; connect-src 'self'; "
+       "style-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
 
@@ -83,12 +83,14 @@ def _csv_cell(v: Any) -> str:
     return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
 
-class _PngCache:
-    """Re-encoded images by (path, size, mtime): decoding and re-encoding is most of an image request's cost."""
+class _EncodedCache:
+    """Re-encoded media (``encode(path)``: PNG images, WAV clips) by (path, size, mtime): decoding and re-encoding
+    is most of a media request's cost."""
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, encode: Callable[[str], bytes | None], max_bytes: int = 64 * 1024 * 1024) -> None:
         from collections import OrderedDict
 
+        self.encode = encode
         self.max_bytes, self.used, self.lock = max_bytes, 0, threading.Lock()
         self.data: OrderedDict[tuple, bytes] = OrderedDict()
 
@@ -104,16 +106,16 @@ class _PngCache:
             if key in self.data:
                 self.data.move_to_end(key)
                 return self.data[key]
-        png = _thumb_png(path)
-        if png is not None and len(png) <= self.max_bytes // 16:
+        data = self.encode(path)
+        if data is not None and len(data) <= self.max_bytes // 16:
             with self.lock:
                 if key not in self.data:
-                    self.data[key] = png
-                    self.used += len(png)
+                    self.data[key] = data
+                    self.used += len(data)
                 while self.used > self.max_bytes:
                     _, old = self.data.popitem(last=False)
                     self.used -= len(old)
-        return png
+        return data
 
 
 def _thumb_png(path: str, size: int = 1024) -> bytes | None:
@@ -358,7 +360,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                               .group_by(Queue.id).order_by(Queue.id.desc())).all()
             queues = [{"q": q, "n": n, "decided": d} for q, n, d in rows]
         studies = db.scalars(select(Study).order_by(Study.id.desc())).all()
-        return render(request, "home.html", user, queues=queues, studies=studies,
+        skipped = {s.id: sum((json.loads(s.config).get("skipped") or {}).values()) for s in studies}
+        return render(request, "home.html", user, queues=queues, studies=studies, skipped=skipped,
                       error=request.query_params.get("error"))
 
     @app.post("/queues", dependencies=guarded)
@@ -548,7 +551,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         return render(request, "item.html", user, it=it, ev=ev, view=item_view(ev), trail=trail,
                       names=names, nxt=nxt, has_overlay=bool(it.overlay_path))
 
-    pngs = _PngCache()
+    pngs = _EncodedCache(_thumb_png)
 
     def image_response(path: str | None) -> Response:
         png = pngs.get(path) if path else None
@@ -662,7 +665,9 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             db.rollback()
             return refused(request, exc, "/")
         if wants_json(request):
-            return {"study": s.id}
+            cfg = json.loads(s.config)
+            return {"study": s.id, "media": s.media, "skipped": cfg["skipped"],
+                    "skipped_reasons": cfg["skipped_reasons"]}
         return RedirectResponse("/", status_code=303)
 
     @app.get("/studies/{sid}")
@@ -674,7 +679,8 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                                                             Trial.answer.is_not(None)))
         total = db.scalar(select(func.count(Trial.id)).where(Trial.study_id == sid, Trial.rater_id == user.id))
         if wants_json(request):
-            return {"study": s.id, "kind": s.kind, "trial": t.id if t else None, "done": done, "total": total}
+            return {"study": s.id, "kind": s.kind, "media": s.media, "trial": t.id if t else None, "done": done,
+                    "total": total}
         return render(request, "study.html", user, s=s, t=t, done=done, total=total)
 
     def own_trial(db: Session, sid: int, tid: int, user: User) -> Trial:
@@ -683,12 +689,20 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
             raise HTTPException(404, "no such trial")
         return t
 
+    wavs = _EncodedCache(st.clip_wav)
+
     @app.get("/studies/{sid}/trials/{tid}/{side}")
-    def trial_image(sid: int, tid: int, side: str, user: User = Depends(anyone), db: Session = Depends(get_db)):
+    def trial_media(sid: int, tid: int, side: str, user: User = Depends(anyone), db: Session = Depends(get_db)):
+        """A trial's image (PNG) or clip (WAV), re-encoded: what a rater's browser gets is never the file itself."""
         t = own_trial(db, sid, tid, user)
         stim_id = {"left": t.left_id, "right": t.right_id}.get(side)
         stim = db.get(Stimulus, stim_id) if stim_id else None
-        return image_response(stim.path if stim else None)
+        if get_study(db, sid).media != "audio":
+            return image_response(stim.path if stim else None)
+        wav = wavs.get(stim.path) if stim else None
+        if wav is None:
+            raise HTTPException(404, "no clip")
+        return Response(wav, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.post("/studies/{sid}/trials/{tid}", dependencies=guarded)
     def answer(request: Request, sid: int, tid: int, user: User = Depends(anyone),

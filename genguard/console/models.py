@@ -113,6 +113,8 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     kind: Mapped[str] = mapped_column(String(8), nullable=False)  # 2afc | mos
+    #: what raters are shown, found from the stimuli's files when the study is made: image | audio
+    media: Mapped[str] = mapped_column(String(8), nullable=False, default="image", server_default="image")
     config: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: trials per rater, attention checks
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=now, nullable=False)

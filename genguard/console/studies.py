@@ -1,5 +1,5 @@
-"""Human studies in the console: stimuli from a run's samples and reference images, per-rater randomised trials with
-attention checks, and the ``human`` results section (statistics in genguard.audits.human)."""
+"""Human studies in the console: stimuli (images or WAV clips) from a run's samples and reference files, per-rater
+randomised trials with attention checks, and the ``human`` results section (statistics in genguard.audits.human)."""
 from __future__ import annotations
 
 import json
@@ -14,22 +14,97 @@ from sqlalchemy.orm import Session
 from genguard.console.models import Stimulus, Study, Trial, User, now
 
 KINDS = ("2afc", "mos")
+MEDIA = ("image", "audio")
 MAX_STIMULI = 5000
+#: Longest clip a rater is asked to judge (seconds) and largest WAV file a study reads: a listening trial lasts
+#: seconds, and every clip is decoded when the study is made and again when it is played.
+MAX_CLIP_SECONDS = 30.0
+MAX_WAV_BYTES = 16 * 1024 * 1024
+#: Rates a clip is played at: every browser's WAV decoder plays these, so a clip outside is resampled into them.
+PLAY_RATES = (8_000, 48_000)
+#: Rate of the catch clips (the spoken-digit and WaveNet rate).
+ATTENTION_RATE = 16_000
+#: How many skipped files' reasons a study keeps (the count is always kept).
+MAX_SKIPPED_LISTED = 20
+_WHAT = {"image": "images", "audio": "WAV files"}
 
 
 class StudyError(ValueError):
     """A study that cannot be made: the message names the folder and the problem."""
 
 
-def _images(folder: Path) -> list[Path]:
+def _media_files(folder: Path) -> tuple[str, list[Path]]:
+    """The folder's media (``image`` or ``audio``) and its files in name order: one kind per folder, since a rater
+    could tell generated from real by the kind of stimulus alone."""
+    from genguard.generators.audio_data import WAV_SUFFIXES
     from genguard.review import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         raise StudyError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise StudyError(f"{folder}: no images")
-    return files[:MAX_STIMULI]
+    images, wavs = [], []
+    for p in sorted(folder.rglob("*")):
+        suffix = p.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and p.is_file():
+            images.append(p)
+        elif suffix in WAV_SUFFIXES and p.is_file():
+            wavs.append(p)
+    if images and wavs:
+        raise StudyError(f"{folder}: holds both images ({len(images)}) and WAV files ({len(wavs)}); a study shows "
+                         "one kind of media, so give each its own folder")
+    if not images and not wavs:
+        raise StudyError(f"{folder}: no images or WAV files")
+    return ("audio", wavs) if wavs else ("image", images)
+
+
+def decode_clip(path: str | Path) -> tuple[np.ndarray, int]:
+    """A study clip as mono float samples in [-1, 1] and their rate, through the project's bounded WAV reader.
+
+    A clip over :data:`MAX_CLIP_SECONDS` is refused, not cut: raters would otherwise judge a part of a clip
+    as if it were the whole. Raises :class:`genguard.generators.GeneratorError` naming the file."""
+    from genguard.generators import GeneratorError
+    from genguard.generators.audio_data import read_wav
+
+    x, rate = read_wav(path, max_seconds=MAX_CLIP_SECONDS + 0.5, max_bytes=MAX_WAV_BYTES)
+    if len(x) > MAX_CLIP_SECONDS * rate:
+        raise GeneratorError(f"{path}: longer than {MAX_CLIP_SECONDS:g} s (the most a study plays)")
+    return x, rate
+
+
+def clip_wav(path: str | Path) -> bytes | None:
+    """The clip re-encoded by the project's WAV writer from its decoded samples (16-bit mono PCM at a rate in
+    :data:`PLAY_RATES`): the file's own bytes, and whatever chunks a hostile file carries, never reach a browser.
+    None when the file cannot be read."""
+    from genguard.generators import GeneratorError
+    from genguard.generators.audio_data import resample, wav_bytes
+
+    try:
+        x, rate = decode_clip(path)
+        play = min(max(rate, PLAY_RATES[0]), PLAY_RATES[1])
+        return wav_bytes(resample(x, rate, play), play)
+    except (GeneratorError, OSError, ValueError):
+        return None
+
+
+def _readable_clips(folder: Path, files: list[Path]) -> tuple[list[Path], list[str]]:
+    """The WAVs that can be played to a rater, each decoded once now, and the reasons for those skipped: an
+    unreadable, too large or too long file is left out and counted, so one bad file never sinks a study."""
+    from genguard.generators import GeneratorError
+
+    kept: list[Path] = []
+    skipped: list[str] = []
+    for p in files:
+        if len(kept) == MAX_STIMULI:
+            break
+        try:
+            decode_clip(p)
+            kept.append(p)
+        except GeneratorError as exc:
+            skipped.append(" ".join(str(exc).split()))  # one line, whatever the file's name holds
+        except OSError as exc:  # unreadable after the reader's checks (permissions changed, file vanished)
+            skipped.append(" ".join(f"{p}: cannot read WAV file: {exc.strerror or exc}".split()))
+    if not kept:
+        raise StudyError(f"{folder}: no readable WAV file ({len(skipped)} skipped; first: {skipped[0]})")
+    return kept, skipped
 
 
 def _attention_images(out: Path, k: int) -> list[Path]:
@@ -50,13 +125,35 @@ def _attention_images(out: Path, k: int) -> list[Path]:
     return paths
 
 
+def attention_clip(i: int, rate: int = ATTENTION_RATE) -> np.ndarray:
+    """Catch clip ``i``: four rounds of a loud white-noise burst then a pure 1 kHz beep, 1.6 s. No rater who
+    listens can call it a real recording nor rate it natural and clean; the noise differs from clip to clip
+    (its seed is ``i``: a catch clip is obvious by design, nothing rests on it being secret)."""
+    rng = np.random.default_rng(i)
+    n = int(0.15 * rate)
+    beep = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(n) / rate)
+    gap = np.zeros(int(0.05 * rate))
+    parts = []
+    for _ in range(4):
+        parts += [rng.uniform(-0.9, 0.9, n), gap, beep, gap]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _attention_clips(out: Path, k: int) -> list[Path]:
+    """The catch clips of an audio study, written once per study under the console home."""
+    from genguard.generators.audio_data import write_wav
+
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_wav(out / f"attention-{i}.wav", attention_clip(i), ATTENTION_RATE) for i in range(k)]
+
+
 def create_study(db: Session, name: str, kind: str, real: Path | None, generated: Path, user_id: int | None,
                  home: Path, trials_per_rater: int = 20, attention_checks: int = 2,
                  gates: dict[str, Any] | None = None) -> Study:
     if kind not in KINDS:
         raise StudyError(f"kind {kind!r}: use one of {', '.join(KINDS)}")
     if kind == "2afc" and real is None:
-        raise StudyError("a 2AFC study needs a folder of real (reference) images")
+        raise StudyError("a 2AFC study needs a folder of real (reference) images or recordings")
     if not 1 <= trials_per_rater <= 1000 or not 0 <= attention_checks <= 50:
         raise StudyError("trials per rater must be 1..1000 and attention checks 0..50")
     if gates:
@@ -66,15 +163,30 @@ def create_study(db: Session, name: str, kind: str, real: Path | None, generated
             human_gates({"human": {}}, gates)  # the form is checked now, not when results are asked for
         except ValueError as exc:
             raise StudyError(str(exc)) from None
-    gen = _images(Path(generated))
-    ref = _images(Path(real)) if real is not None else []
-    study = Study(name=name[:200] or "study", kind=kind, created_by=user_id,
+    media, gen = _media_files(Path(generated))
+    ref: list[Path] = []
+    if real is not None:
+        ref_media, ref = _media_files(Path(real))
+        if ref_media != media:
+            raise StudyError(f"{real}: holds {_WHAT[ref_media]} but {generated} holds {_WHAT[media]}; a study "
+                             "shows one kind of media")
+    skipped: dict[str, list[str]] = {"generated": [], "real": []}
+    if media == "audio":
+        gen, skipped["generated"] = _readable_clips(Path(generated), gen)
+        if real is not None:
+            ref, skipped["real"] = _readable_clips(Path(real), ref)
+    gen, ref = gen[:MAX_STIMULI], ref[:MAX_STIMULI]
+    reasons = (skipped["generated"] + skipped["real"])[:MAX_SKIPPED_LISTED]
+    study = Study(name=name[:200] or "study", kind=kind, media=media, created_by=user_id,
                   config=json.dumps({"trials_per_rater": trials_per_rater, "attention_checks": attention_checks,
                                      "real": str(real) if real else None, "generated": str(generated),
-                                     "gates": gates or {}}))
+                                     "gates": gates or {},
+                                     "skipped": {k: len(v) for k, v in skipped.items()},
+                                     "skipped_reasons": reasons}))
     db.add(study)
     db.flush()
-    att = _attention_images(home / "studies" / f"study-{study.id}", max(attention_checks, 0))
+    write_attention = _attention_clips if media == "audio" else _attention_images
+    att = write_attention(home / "studies" / f"study-{study.id}", max(attention_checks, 0))
     db.add_all([Stimulus(study_id=study.id, path=str(p), source="generated") for p in gen]
                + [Stimulus(study_id=study.id, path=str(p), source="real") for p in ref]
                + [Stimulus(study_id=study.id, path=str(p), source="attention") for p in att])
@@ -151,14 +263,16 @@ def results(db: Session, study: Study, max_attention_failures: int = 0) -> dict[
     names = {u.id: u.name for u in db.scalars(select(User))}
 
     def passed(t: Trial) -> bool:
-        if study.kind == "2afc":  # the real image (not the catch image) must be chosen
+        if study.kind == "2afc":  # the real stimulus (not the catch image or clip) must be chosen
             chosen = t.left_id if t.answer == "left" else t.right_id
             return stims[chosen].source != "attention"
         return int(t.answer) <= 2
 
     excluded = human.excluded_raters(((t.rater_id, passed(t)) for t in trials if t.attention), max_attention_failures)
     kept = [t for t in trials if not t.attention and t.rater_id not in excluded]
-    section: dict[str, Any] = {"study": study.name, "kind": study.kind,
+    cfg = json.loads(study.config)
+    section: dict[str, Any] = {"study": study.name, "kind": study.kind, "media": study.media,
+                               "stimuli_skipped": cfg.get("skipped") or {"generated": 0, "real": 0},
                                "raters_excluded_by_attention_checks": len(excluded),
                                "max_attention_failures": max_attention_failures}
     if study.kind == "2afc":
@@ -170,6 +284,6 @@ def results(db: Session, study: Study, max_attention_failures: int = 0) -> dict[
         section["mos"] = human.mos((names.get(t.rater_id, t.rater_id), t.left_id, stims[t.left_id].source,
                                     float(t.answer)) for t in kept)
     out = {"human": section}
-    section["gates"] = human.human_gates(out, json.loads(study.config).get("gates") or {})
+    section["gates"] = human.human_gates(out, cfg.get("gates") or {})
     section["passed"] = all(g["passed"] for g in section["gates"])
     return out

@@ -43,8 +43,32 @@
   if (page === "study") {
     var form = document.getElementById("trial");
     if (!form) return;
+    // audio trials: space plays or pauses the clips in turn (left, then right), one at a time
+    var clips = Array.prototype.slice.call(form.querySelectorAll("audio"));
+    var turn = 0;
+    clips.forEach(function (clip, i) {
+      clip.addEventListener("play", function () {
+        clips.forEach(function (other) { if (other !== clip) other.pause(); });
+        turn = i;
+      });
+      clip.addEventListener("ended", function () { turn = (i + 1) % clips.length; });
+    });
+    document.addEventListener("keyup", function (ev) {  // a focused button acts on a space's key-up
+      if (ev.key === " " && clips.length && !typing(ev)) ev.preventDefault();
+    });
     document.addEventListener("keydown", function (ev) {
       if (typing(ev) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      if (ev.key === " " && clips.length) {
+        // handled here, also when a player or an answer button has the focus: a space must never answer
+        ev.preventDefault();
+        var playing = clips.filter(function (c) { return !c.paused; });
+        if (playing.length) playing.forEach(function (c) { c.pause(); });
+        else {
+          var started = clips[turn].play();
+          if (started && started.catch) started.catch(function () {});  // not loaded (yet): the player shows it
+        }
+        return;
+      }
       var value = null;
       if (body.getAttribute("data-kind") === "2afc") {
         if (ev.key === "ArrowLeft") value = "left";
