@@ -226,7 +226,8 @@ def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
 # --------------------------------------------------------------------------------------
 # copy-move
 # --------------------------------------------------------------------------------------
-def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, ratio: float = 0.8) -> tuple[np.ndarray, int, list]:
+def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, ratio: float = 0.8,
+                        max_ratio: float = np.inf) -> tuple[np.ndarray, int, list]:
     import cv2
 
     h, w = L8.shape
@@ -299,6 +300,15 @@ def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, rati
             keep = keep[keep > 0]
             region = np.isin(lab, keep).astype(np.uint8)
             region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+            ys, xs = np.nonzero(region)
+            if not len(ys):
+                continue
+            # the region's pixels x against where the transform says they came from (fwd: T^-1 x, bwd: T x)
+            M = Ti if warped is fwd else T
+            q = np.stack([M[1, 0] * xs + M[1, 1] * ys + M[1, 2], M[0, 0] * xs + M[0, 1] * ys + M[0, 2]], axis=1)
+            _, r = copy_move_dense.match_ratio(Lf, np.stack([ys, xs], axis=1), q)
+            if r > max_ratio:
+                continue
             mask = np.maximum(mask, region.astype(np.float32))
             used = True
         if used:
@@ -307,7 +317,7 @@ def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, rati
 
 
 def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, min_area: int,
-                     exclude: np.ndarray) -> tuple[np.ndarray, int]:
+                     exclude: np.ndarray, max_ratio: float = np.inf) -> tuple[np.ndarray, int]:
     """Overlapping-block matching (Fridrich-style) for low-texture regions that yield no keypoints."""
     import cv2
     from scipy.spatial import cKDTree
@@ -369,6 +379,14 @@ def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, m
         n, lab, stats, _ = cv2.connectedComponentsWithStats(region)
         big = [c for c in range(1, n) if stats[c, cv2.CC_STAT_AREA] >= min_area]
         if len(big) >= 2:
+            src = np.zeros((h, w), bool)
+            for i, _ in prs:
+                src[Pk[i][0]:Pk[i][0] + block, Pk[i][1]:Pk[i][1] + block] = True
+            ys, xs = np.nonzero(src)
+            p = np.stack([ys, xs], axis=1)
+            _, r = copy_move_dense.match_ratio(L, p, p + np.asarray(sv))
+            if r > max_ratio:
+                continue
             mask = np.maximum(mask, np.isin(lab, big).astype(np.float32))
             total += len(prs)
     return mask, total
