@@ -13,7 +13,13 @@ mirrored through the field so both the source and the copy are marked.
 
 Flat and smooth regions match everywhere and can yield a coherent field by
 accident (a sky gradient matches along its iso-lines), so pixels whose disc has
-too little texture never start a detection.
+too little texture never start a detection. Self-similar texture (grass,
+gravel, brick, a periodic pattern) yields coherent fields too, at offsets where
+it matches about as well as at the neighbouring ones; :func:`match_ratio`
+compares a region's match with its best rival correspondence, and only a
+region whose match is clearly the best (:data:`MAX_MATCH_RATIO`) is kept. The
+keypoint and block paths of :func:`genguard.detectors.forgery.copy_move` use
+the same test.
 """
 from __future__ import annotations
 

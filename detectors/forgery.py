@@ -422,7 +422,9 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     transforms, with the region grown from the transform; block matching adds low-texture duplicates, and
     the dense field (:func:`genguard.detectors.copy_move_dense.detect`) small or rotated copies with too
     few keypoints. The three masks are joined (on the build split each alone found fewer copies at the
-    same image-level false-alarm rate).
+    same image-level false-alarm rate). Every region any path proposes must pass the ratio test of
+    :func:`genguard.detectors.copy_move_dense.match_ratio`: a copy matches its source far better than at
+    any rival correspondence, a self-similar texture about as well at many.
 
     The map marks both the source and the copy (they cannot be told apart).
     """
@@ -441,6 +443,7 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
         score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0 + n_dense / 800.0)))
     return ForgeryResult(score, m, {"keypoint_matches": int(n_kp), "block_matches": int(n_blk),
                                     "dense_matched_pixels": int(n_dense),
+                                    "dense_regions": dense_info.get("regions", []),
                                     "transforms": transforms, "area_fraction": float(m.mean())})
 
 
