@@ -147,7 +147,7 @@ RIVAL_SAMPLE = 400
 #: grey levels added to both sides of the ratio so that a flat region (every error near 0) reads 1
 RATIO_FLOOR = 1.0
 #: a region is a copy only when its match is this much better than every rival (Lowe's 0.8). On the build
-#: split's untouched photos every chance region read >= 0.89, and 98% of the regions on planted copies < 0.8
+#: split's untouched photos every chance region read >= 0.89, and 99% of the regions on planted copies < 0.8
 MAX_MATCH_RATIO = 0.8
 
 
