@@ -226,7 +226,8 @@ def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
 # --------------------------------------------------------------------------------------
 # copy-move
 # --------------------------------------------------------------------------------------
-def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, ratio: float = 0.8) -> tuple[np.ndarray, int, list]:
+def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, ratio: float = 0.8,
+                        max_ratio: float = copy_move_dense.MAX_MATCH_RATIO) -> tuple[np.ndarray, int, list]:
     import cv2
 
     h, w = L8.shape
@@ -299,6 +300,15 @@ def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, rati
             keep = keep[keep > 0]
             region = np.isin(lab, keep).astype(np.uint8)
             region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+            ys, xs = np.nonzero(region)
+            if not len(ys):
+                continue
+            # the region's pixels x against where the transform says they came from (fwd: T^-1 x, bwd: T x)
+            M = Ti if warped is fwd else T
+            q = np.stack([M[1, 0] * xs + M[1, 1] * ys + M[1, 2], M[0, 0] * xs + M[0, 1] * ys + M[0, 2]], axis=1)
+            _, r = copy_move_dense.match_ratio(Lf, np.stack([ys, xs], axis=1), q)
+            if r > max_ratio:
+                continue
             mask = np.maximum(mask, region.astype(np.float32))
             used = True
         if used:
@@ -306,8 +316,14 @@ def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, rati
     return mask, total, [np.round(T, 3).tolist() for T, _, _ in transforms]
 
 
+#: Block matching works on low-texture regions, where a copy's match is only a little better than a
+#: 3 px displacement (on the build split's planted copies its regions read up to 0.97): it drops only
+#: regions that some rival matches about as well (a periodic texture reads 1 +- 0.03).
+BLOCK_MAX_MATCH_RATIO = 0.95
+
+
 def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, min_area: int,
-                     exclude: np.ndarray) -> tuple[np.ndarray, int]:
+                     exclude: np.ndarray, max_ratio: float = BLOCK_MAX_MATCH_RATIO) -> tuple[np.ndarray, int]:
     """Overlapping-block matching (Fridrich-style) for low-texture regions that yield no keypoints."""
     import cv2
     from scipy.spatial import cKDTree
@@ -369,6 +385,14 @@ def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, m
         n, lab, stats, _ = cv2.connectedComponentsWithStats(region)
         big = [c for c in range(1, n) if stats[c, cv2.CC_STAT_AREA] >= min_area]
         if len(big) >= 2:
+            src = np.zeros((h, w), bool)
+            for i, _ in prs:
+                src[Pk[i][0]:Pk[i][0] + block, Pk[i][1]:Pk[i][1] + block] = True
+            ys, xs = np.nonzero(src)
+            p = np.stack([ys, xs], axis=1)
+            _, r = copy_move_dense.match_ratio(L, p, p + np.asarray(sv))
+            if r > max_ratio:
+                continue
             mask = np.maximum(mask, np.isin(lab, big).astype(np.float32))
             total += len(prs)
     return mask, total
@@ -398,7 +422,9 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     transforms, with the region grown from the transform; block matching adds low-texture duplicates, and
     the dense field (:func:`genguard.detectors.copy_move_dense.detect`) small or rotated copies with too
     few keypoints. The three masks are joined (on the build split each alone found fewer copies at the
-    same image-level false-alarm rate).
+    same image-level false-alarm rate). Every region any path proposes must pass the ratio test of
+    :func:`genguard.detectors.copy_move_dense.match_ratio`: a copy matches its source far better than at
+    any rival correspondence, a self-similar texture about as well at many.
 
     The map marks both the source and the copy (they cannot be told apart).
     """
@@ -417,6 +443,7 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
         score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0 + n_dense / 800.0)))
     return ForgeryResult(score, m, {"keypoint_matches": int(n_kp), "block_matches": int(n_blk),
                                     "dense_matched_pixels": int(n_dense),
+                                    "dense_regions": dense_info.get("regions", []),
                                     "transforms": transforms, "area_fraction": float(m.mean())})
 
 
