@@ -202,12 +202,16 @@ def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = Tr
             advance(1)
     states: dict[str, int] = {}
     verdicts: dict[str, int] = {}
+    unmarked: dict[str, list[str]] = {}  # reason -> files tagging could not watermark (a clip too short, ...)
     with progress_bar("verifying", total=len(paths), enabled=progress) as advance:
         for p in paths:
             result = verify_file(p)
             state = result.get("manifest", {}).get("state", "Missing")
             states[state] = states.get(state, 0) + 1
             verdicts[result.get("verdict", "error")] = verdicts.get(result.get("verdict", "error"), 0) + 1
+            wm = result.get("watermark") or {}
+            if wm.get("markable") is False:
+                unmarked.setdefault(str(wm.get("reason")), []).append(Path(p).name)
             advance(1)
     n = len(paths)
     return {
@@ -215,6 +219,7 @@ def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = Tr
         "manifest_states": states,
         "verdicts": verdicts,
         "intact_rate": verdicts.get("intact", 0) / n if n else None,
+        "unmarked": [{"reason": why, "n": len(files), "files": files} for why, files in unmarked.items()],
         "claim": claim,
         "signer": keys.describe() if hasattr(keys, "describe") else None,
         "method": "C2PA manifest embedded with c2pa-python, verified by re-reading every written file",

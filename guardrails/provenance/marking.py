@@ -179,7 +179,7 @@ def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
         why = str(wm.get("reason") or "")
         if "key" in why:
             return Line("watermark", "unchecked", f"genguard watermark not checked: {why}")
-        if "too short" in why:
+        if wm.get("markable") is False or "too short" in why:  # the clip's length or rate cannot hold the mark
             return Line("watermark", "not-feasible", why)
         return Line("watermark", "missing", "genguard audio mark absent" + (f" ({why})" if why else ""))
     if wm.get("found") and wm.get("kind") == "zero-bit":
