@@ -33,8 +33,12 @@ def test_wavenet_train_sample_verify_on_a_wav_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     wavs = sorted((out / "samples").glob("*.wav"))
     assert len(wavs) == 6 and all("_label3" in w.name for w in wavs)
-    v = cli("verify", str(wavs[0]))
-    assert v.returncode == 0, v.stdout + v.stderr  # the signed sidecar binds the WAV
+    v = cli("verify", *map(str, wavs), "--json", str(tmp_path / "v.json"))
+    assert v.returncode == 0, v.stdout + v.stderr  # the signed manifest binds each WAV
+    # the --quick model's 1 s clips at 8 kHz are long enough, and at a rate high enough, to carry the audio mark
+    recs = json.loads((tmp_path / "v.json").read_text())["files"]
+    assert len(recs) == 6 and all(r["watermark"]["found"] and r["watermark"]["p_value"] <= 1e-6 for r in recs), \
+        [r["watermark"] for r in recs]
     raw = bytearray(wavs[0].read_bytes())
     raw[-1] ^= 0xFF
     wavs[0].write_bytes(bytes(raw))

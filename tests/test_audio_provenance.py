@@ -307,15 +307,23 @@ def test_release_report_and_cli_name_each_unmarked_clip(tmp_path, keys, capsys):
     from genguard.pipeline import tag_and_verify
 
     short, low, ok = _unmarkable_pair(tmp_path, keys)
-    prov = tag_and_verify([short, low, ok], CLAIM, progress=False)
-    assert sorted(f for u in prov["unmarked"] for f in u["files"]) == ["t_low.wav", "t_short.wav"]
-    assert all(u["n"] == 1 and "is too" in u["reason"] for u in prov["unmarked"])
+    # long enough and at a rate high enough, but silent save for two clicks: marked, and not found on reading back
+    clicks = np.zeros(8000)
+    clicks[[2000, 6000]] = 0.5
+    hiss = _wav(tmp_path / "hiss.wav", clicks, rate=8000)
+    quiet = tag_file(hiss, tmp_path / "t_hiss.wav", claim=CLAIM, keys=keys)
+    prov = tag_and_verify([short, low, ok, quiet], CLAIM, progress=False)
+    assert sorted(f for u in prov["unmarked"] for f in u["files"]) == ["t_hiss.wav", "t_low.wav", "t_short.wav"]
+    assert prov["watermark_found"] == 1
+    why = {u["files"][0]: u["reason"] for u in prov["unmarked"]}
+    assert "is too short" in why["t_short.wav"] and "is too low" in why["t_low.wav"] and "not found" in why["t_hiss.wav"]
     with pytest.raises(SystemExit) as ex:
-        main(["tag", str(tmp_path / "short.wav"), str(tmp_path / "ok.wav"), "--out", str(tmp_path / "o"),
+        main(["tag", str(tmp_path / "short.wav"), str(tmp_path / "ok.wav"), str(hiss), "--out", str(tmp_path / "o"),
               "--generator", "wavenet", "--run-id", "r8", "--json", str(tmp_path / "t.json")])
     assert ex.value.code == 0  # the manifest is attached; the missing mark is a warning, not a failure
     err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
-    assert len(err) == 1 and str(tmp_path / "short.wav") in err[0] and "too short" in err[0]
+    assert len(err) == 2 and str(tmp_path / "short.wav") in err[0] and "too short" in err[0]
+    assert str(hiss) in err[1] and "not found" in err[1]
     rows = {Path(r["file"]).name: r for r in json.loads((tmp_path / "t.json").read_text())["files"]}
     assert rows["short.wav"]["watermark"].startswith("not marked: ") and "warning" not in rows["ok.wav"]
     assert rows["ok.wav"]["watermark"] == "audio zero-bit mark"

@@ -46,7 +46,7 @@ def _is_embeddable(path: Path) -> bool:
     return sniff_format(head) is not None or is_wav(head)
 
 
-def _wm_status(path: Path) -> str:
+def _wm_status(path: Path, keys: KeyStore | None = None) -> str:
     from PIL import Image
 
     from genguard.guardrails.provenance.wavfile import is_wav
@@ -55,7 +55,7 @@ def _wm_status(path: Path) -> str:
         if is_wav(fh.read(16)):
             from genguard.guardrails.provenance.tagging import audio_unmarked_reason
 
-            why = audio_unmarked_reason(path)
+            why = audio_unmarked_reason(path, keys, detect=True)  # a marked clip is read back: is it found?
             return "audio zero-bit mark" if why is None else f"not marked: {why}"
 
     from genguard.guardrails.provenance import MIN_WATERMARK_SIDE
@@ -104,7 +104,7 @@ class TagTask(BatchTask):
         dest = Path(self.out_dir) / src.name if self.out_dir else None
         written = tag_file(src, dest, claim=self.claim, keys=self.keys, watermark=self.watermark, c2pa=self.c2pa)
         row = {"file": str(src), "written": str(written),
-               "watermark": "off" if not self.watermark else _wm_status(written),
+               "watermark": "off" if not self.watermark else _wm_status(written, self.keys),
                "manifest": "no" if not self.c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa")}
         if row["watermark"].startswith("not marked: "):  # asked for and not given: the user must hear of it
             row["warning"] = f"{src}: not watermarked: {row['watermark'][len('not marked: '):]}"

@@ -286,17 +286,29 @@ def _audio_mark(data: bytes, path: Path, keys: KeyStore | None) -> dict[str, Any
     return det
 
 
-def audio_unmarked_reason(path: str | os.PathLike) -> str | None:
-    """Why tagging leaves the WAV file ``path`` without the audio mark (too short, or too low a sample rate), or
-    None when it is marked (or is not a WAV file). Reads the samples only to know their length."""
+#: why a clip that was marked can still read as unmarked: the embedder works on the band energies the clip has
+MARK_NOT_FOUND = "the mark was embedded but is not found in this clip"
+
+
+def audio_unmarked_reason(path: str | os.PathLike, keys: KeyStore | None = None, detect: bool = False) -> str | None:
+    """Why the WAV file ``path`` carries no audio mark after tagging: too short, or too low a sample rate (tagging
+    does not mark it), or with ``detect``, a mark embedded but not found with the watermark key (a clip of
+    near-silence or noise gives the mark too little to ride on). None when it is marked (or is not a WAV file, or
+    there is no key to look with)."""
     from genguard.guardrails.provenance import wavfile
-    from genguard.guardrails.provenance.audio_watermark import unmarkable_reason
+    from genguard.guardrails.provenance.audio_watermark import N_CHIPS, unmarkable_reason
 
     data = _read(Path(path))
     if not wavfile.is_wav(data):
         return None
     wav = _decode_wav(data, str(path))
-    return unmarkable_reason(wav.duration, wav.rate)
+    why = unmarkable_reason(wav.duration, wav.rate)
+    if why is None and detect:
+        det = _audio_mark(data, Path(path), keys)
+        if det.get("applicable") and not det.get("found"):
+            why = (f"{MARK_NOT_FOUND} (p={det['p_value']:.1e} over {det['chips']} of {N_CHIPS} chips with sound; "
+                   "near-silence or noise carries it too weakly)")
+    return why
 
 
 def _small_mark(arr, keys: KeyStore | None) -> dict[str, Any] | None:
