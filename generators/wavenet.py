@@ -139,7 +139,9 @@ class WaveNet(TorchGenerator):
     μ-law levels. The network predicts a softmax over the next code from the
     codes before it through ``n_layers`` gated residual blocks of kernel-2
     causal convolutions with dilations 1, 2, 4, ... (repeating every
-    ``dilation_cycle`` layers); the class embedding is added in every block.
+    ``dilation_cycle`` layers); the class embedding is added in every block,
+    and with ``class_position`` a map of the position features of each
+    class's own (the word's time course differs by class).
 
     Training: each record is one clip; each step scores a window of ``crop``
     positions of it at a place that moves every epoch (a hash of the record
@@ -161,8 +163,11 @@ class WaveNet(TorchGenerator):
     default_data = "spoken_digits"
     # 8 kHz and 1 s, as the full settings: the audio mark needs a Nyquist frequency above its 3.4 kHz band and a
     # clip of 1 s (guardrails/provenance/audio_watermark.py); at 4 kHz or under 1 s the samples would go out unmarked
+    # class_position: each class's own position map (README, Audio: TSTR 0.15-0.19 against 0.05-0.10 without it,
+    # non-private and DP, two seeds each)
     quick_params = {"sample_rate": 8000, "clip_seconds": 1.0, "channels": 16, "hidden": 32, "n_layers": 6,
-                    "dilation_cycle": 6, "crop": 128, "epochs": 10, "batch_size": 32, "lr": 3e-3}
+                    "dilation_cycle": 6, "crop": 128, "class_position": True, "epochs": 10, "batch_size": 32,
+                    "lr": 3e-3}
     run_params = {  # sized to train in minutes on one CPU core; DP-SGD wants larger batches and a higher rate
         "dp_quick": {**quick_params, "batch_size": 128, "epochs": 8, "lr": 1e-2},
         "plain_quick": dict(quick_params),
