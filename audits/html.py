@@ -118,6 +118,7 @@ Smallest real ratio {{ fmt(cal.real_ratio_quantiles['0']) }}, 1% quantile {{ fmt
 {% endfor %}</table>
 {% if marking.robustness.n_sampled %}<p>Everyday edits on {{ marking.robustness.n_sampled }} watermarked image(s): {% for name, s in marking.robustness.survival.items() %}{{ name }} {{ s.survived }}/{{ s.n }}{% if not loop.last %}, {% endif %}{% endfor %} ({{ marking.robustness.note }}).</p>{% endif %}
 {% for m in marking.missing %}<p class="warn">missing: {{ m }}</p>{% endfor %}
+{% for u in marking.not_marked %}<p class="warn">not watermarked, {{ u.n }} of {{ marking.n_checked }} checked output(s): {{ u.reason }} ({{ u.files|join(', ') }})</p>{% endfor %}
 <p class="note">Sources: {% for src in marking.sources %}{{ src }}{% if not loop.last %}; {% endif %}{% endfor %}</p>
 {% else %}<p class="note">{{ marking.get('reason', 'not checked') }}</p>{% endif %}
 

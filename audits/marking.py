@@ -33,6 +33,13 @@ def marking_section(paths: Iterable[str | Path], *, max_files: int = MAX_FILES, 
                          "not_feasible": statuses.count("not-feasible"), "not_sampled": statuses.count("not-sampled"),
                          "rate": met / judged if judged else None,
                          "ci95": list(mk.wilson(met, judged)) if judged else None}
+    # outputs that cannot hold genguard's watermark (a clip too short or at too low a rate, a tiny image, a
+    # table), by reason: said per file, since the requirements table only counts them as not feasible
+    not_marked: dict[str, list[str]] = {}
+    for f in res["files"]:
+        for ln in f.get("lines", []):
+            if ln["requirement"] == "watermark" and ln["status"] == "not-feasible":
+                not_marked.setdefault(ln["detail"], []).append(Path(f["path"]).name)
     return {
         "passed": res["passed"],
         "disclaimer": mk.DISCLAIMER,
@@ -45,6 +52,7 @@ def marking_section(paths: Iterable[str | Path], *, max_files: int = MAX_FILES, 
         "robustness": res["robustness"],
         "audio_robustness": res.get("audio_robustness"),
         "missing": res["missing"],
+        "not_marked": [{"reason": why, "n": len(files), "files": files} for why, files in not_marked.items()],
         "files": res["files"],
         "method": "genguard.guardrails.provenance.marking.check_outputs (C2PA read by c2pa-python offline, "
                   "watermarks with the local key, everyday-edit suite on a sample of watermarked images and clips)",

@@ -202,12 +202,24 @@ def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = Tr
             advance(1)
     states: dict[str, int] = {}
     verdicts: dict[str, int] = {}
+    unmarked: dict[str, list[str]] = {}  # reason -> files tagging could not watermark (a clip too short, ...)
+    found = 0
     with progress_bar("verifying", total=len(paths), enabled=progress) as advance:
         for p in paths:
             result = verify_file(p)
             state = result.get("manifest", {}).get("state", "Missing")
             states[state] = states.get(state, 0) + 1
             verdicts[result.get("verdict", "error")] = verdicts.get(result.get("verdict", "error"), 0) + 1
+            wm = result.get("watermark") or {}
+            found += bool(wm.get("found"))
+            if wm.get("markable") is False:
+                unmarked.setdefault(str(wm.get("reason")), []).append(Path(p).name)
+            elif wm.get("applicable") and not wm.get("found") and wm.get("kind") == "audio zero-bit":
+                # marked, yet not found on reading back: near-silence or noise carries the mark too weakly
+                from genguard.guardrails.provenance.tagging import MARK_NOT_FOUND
+
+                unmarked.setdefault(f"{MARK_NOT_FOUND} (near-silence or noise carries it too weakly)",
+                                    []).append(Path(p).name)
             advance(1)
     n = len(paths)
     return {
@@ -215,6 +227,8 @@ def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = Tr
         "manifest_states": states,
         "verdicts": verdicts,
         "intact_rate": verdicts.get("intact", 0) / n if n else None,
+        "watermark_found": found,
+        "unmarked": [{"reason": why, "n": len(files), "files": files} for why, files in unmarked.items()],
         "claim": claim,
         "signer": keys.describe() if hasattr(keys, "describe") else None,
         "method": "C2PA manifest embedded with c2pa-python, verified by re-reading every written file",
@@ -290,6 +304,8 @@ def run(cfg: RunConfig, progress: bool = True, log: Callable[[str], None] = lamb
                                              replace=True)
     timings["sample_and_tag_s"] = time.perf_counter() - t
     log(f"wrote {len(samples)} samples to {cfg.out / 'samples'}")
+    for u in (provenance.get("unmarked") or []) if isinstance(provenance, dict) else []:
+        log(f"warning: {u['n']} of {provenance['files']} samples carry no watermark: {u['reason']}")
 
     t = time.perf_counter()
     privacy_evidence = privacy_evidence_step(model_dir)

@@ -46,16 +46,17 @@ def _is_embeddable(path: Path) -> bool:
     return sniff_format(head) is not None or is_wav(head)
 
 
-def _wm_status(path: Path) -> str:
+def _wm_status(path: Path, keys: KeyStore | None = None) -> str:
     from PIL import Image
 
     from genguard.guardrails.provenance.wavfile import is_wav
 
     with open(path, "rb") as fh:
         if is_wav(fh.read(16)):
-            from genguard.guardrails.provenance.audio_watermark import MIN_SECONDS
+            from genguard.guardrails.provenance.tagging import audio_unmarked_reason
 
-            return f"audio zero-bit mark (clips of {MIN_SECONDS:g} s and more)"
+            why = audio_unmarked_reason(path, keys, detect=True)  # a marked clip is read back: is it found?
+            return "audio zero-bit mark" if why is None else f"not marked: {why}"
 
     from genguard.guardrails.provenance import MIN_WATERMARK_SIDE
 
@@ -102,9 +103,12 @@ class TagTask(BatchTask):
         src = Path(path)
         dest = Path(self.out_dir) / src.name if self.out_dir else None
         written = tag_file(src, dest, claim=self.claim, keys=self.keys, watermark=self.watermark, c2pa=self.c2pa)
-        return {"file": str(src), "written": str(written),
-                "watermark": "off" if not self.watermark else _wm_status(written),
-                "manifest": "no" if not self.c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa")}
+        row = {"file": str(src), "written": str(written),
+               "watermark": "off" if not self.watermark else _wm_status(written, self.keys),
+               "manifest": "no" if not self.c2pa else ("embedded" if _is_embeddable(written) else "sidecar .c2pa")}
+        if row["watermark"].startswith("not marked: "):  # asked for and not given: the user must hear of it
+            row["warning"] = f"{src}: not watermarked: {row['watermark'][len('not marked: '):]}"
+        return row
 
     def describe(self, path: str, exc: Exception) -> str:
         from genguard.errors import one_line, user_error_types
@@ -224,8 +228,11 @@ def register(group: click.Group) -> None:
         table = make_table("file", "written", "watermark", "manifest")
         rows = [by_index[i] for i in range(len(files))]
         for row in rows:
-            table.add_row(*row.values())
+            table.add_row(row["file"], row["written"], row["watermark"], row["manifest"])
         make_console(stderr=human_to_stderr(json_out)).print(table)
+        for row in rows:
+            if row.get("warning"):
+                click.echo(f"genguard: warning: {row['warning']}", err=True)
         echo(json_out)(f"run id: {claim['run_id']}")
         write_json(json_out, {"run_id": claim["run_id"], "claim": claim, "files": rows})
         return 0

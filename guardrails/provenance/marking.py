@@ -179,9 +179,12 @@ def _watermark(rec: dict[str, Any], kind: str, side: int | None = None) -> Line:
         why = str(wm.get("reason") or "")
         if "key" in why:
             return Line("watermark", "unchecked", f"genguard watermark not checked: {why}")
-        if "too short" in why:
+        if wm.get("markable") is False or "too short" in why:  # the clip's length or rate cannot hold the mark
             return Line("watermark", "not-feasible", why)
-        return Line("watermark", "missing", "genguard audio mark absent" + (f" ({why})" if why else ""))
+        if why:
+            return Line("watermark", "missing", f"genguard audio mark absent ({why})")
+        seen = f" (p={wm['p_value']:.1e} over {wm.get('chips')} chips with sound)" if "p_value" in wm else ""
+        return Line("watermark", "missing", f"genguard audio mark absent{seen}")
     if wm.get("found") and wm.get("kind") == "zero-bit":
         return Line("watermark", "met", f"genguard zero-bit mark detected, p={wm['p_value']:.1e} (image under "
                     f"{MIN_WATERMARK_SIDE} px: presence only, no payload, names no run)")

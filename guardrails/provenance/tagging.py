@@ -243,7 +243,9 @@ def _tag_wav(path: Path, dest: Path, data: bytes, claim: dict[str, Any], keys: K
                               "genguard marks in one piece; split it, or tag with --no-watermark")
     parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME["wav"])
     original = data
-    if watermark and AudioWatermark.markable(wav.duration):
+    # a clip too short, or at a rate too low, to carry the mark keeps its samples: verify_file and `genguard tag`
+    # say why it is unmarked (audio_unmarked_reason)
+    if watermark and AudioWatermark.markable(wav.duration, wav.rate):
         # the zero-bit mark names no run (nothing registered, no watermark id in the manifest)
         marked = AudioWatermark(_watermark_key(keys)).embed(wav.samples, wav.rate)
         data = encode_wav(marked, wav.rate, wav.fmt, wav.bits)
@@ -265,7 +267,7 @@ AUDIO_MARK_NOTE = ("the mark shows that a holder of this watermark key marked th
 
 def _audio_mark(data: bytes, path: Path, keys: KeyStore | None) -> dict[str, Any]:
     """The audio watermark's reading of a WAV file (raises ProvenanceError when the audio does not decode)."""
-    from genguard.guardrails.provenance.audio_watermark import DETECT_MAX_SECONDS
+    from genguard.guardrails.provenance.audio_watermark import DETECT_MAX_SECONDS, unmarkable_reason
 
     wav = _decode_wav(data, str(path), DETECT_MAX_SECONDS)
     key, why = (keys.watermark_key, "") if keys is not None else _local_watermark_key()
@@ -276,9 +278,37 @@ def _audio_mark(data: bytes, path: Path, keys: KeyStore | None) -> dict[str, Any
     det = AudioWatermark(key).detect(wav.samples, wav.rate)
     if wav.note:
         det["file_note"] = wav.note
+    why = unmarkable_reason(wav.duration, wav.rate)
+    if why is not None and not det.get("found"):  # absence is expected here: tagging does not mark such a clip
+        det.update(markable=False, reason=f"genguard does not mark this clip: {why}")
     if det.get("found"):
         det["note"] = AUDIO_MARK_NOTE
     return det
+
+
+#: why a clip that was marked can still read as unmarked: the embedder works on the band energies the clip has
+MARK_NOT_FOUND = "the mark was embedded but is not found in this clip"
+
+
+def audio_unmarked_reason(path: str | os.PathLike, keys: KeyStore | None = None, detect: bool = False) -> str | None:
+    """Why the WAV file ``path`` carries no audio mark after tagging: too short, or too low a sample rate (tagging
+    does not mark it), or with ``detect``, a mark embedded but not found with the watermark key (a clip of
+    near-silence or noise gives the mark too little to ride on). None when it is marked (or is not a WAV file, or
+    there is no key to look with)."""
+    from genguard.guardrails.provenance import wavfile
+    from genguard.guardrails.provenance.audio_watermark import N_CHIPS, unmarkable_reason
+
+    data = _read(Path(path))
+    if not wavfile.is_wav(data):
+        return None
+    wav = _decode_wav(data, str(path))
+    why = unmarkable_reason(wav.duration, wav.rate)
+    if why is None and detect:
+        det = _audio_mark(data, Path(path), keys)
+        if det.get("applicable") and not det.get("found"):
+            why = (f"{MARK_NOT_FOUND} (p={det['p_value']:.1e} over {det['chips']} of {N_CHIPS} chips with sound; "
+                   "near-silence or noise carries it too weakly)")
+    return why
 
 
 def _small_mark(arr, keys: KeyStore | None) -> dict[str, Any] | None:
