@@ -11,6 +11,9 @@ What it is trained on, plainly:
   8x8-block VAE, a causal linear-Gaussian autoregressive sampler and a PCA+GMM. Eight of them reconstruct the
   real training patches (content-aligned, so content cannot be the cue), and every patch passes the same
   random format as its real twin (JPEG 60-100 or none, resize x0.5-1.5, luma).
+* the ensemble's stacking weights are fitted on out-of-family logits: the ten families are dealt into five
+  folds of two, each member is refitted without a fold (and a fifth of the real patches) and scores it, and a
+  logistic regression with non-negative weights is fitted on those logits; the final members see everything.
 * 15% of the real training patches (and their reconstructions) are kept out of fit() to set the
   inconclusive band: its top is the 99th percentile of P(synthetic) on those real patches (so ~1% of such
   photos are called synthetic), its bottom the 5th percentile on their fakes.
@@ -44,8 +47,11 @@ CALIBRATION_SHARE = 0.15
 
 
 def detector_params(seed: int = 0) -> dict:
-    """The default recipe: the five-member ensemble on one random tile per (format-aligned) patch."""
-    return {"kind": "ensemble", "npr_epochs": 6, "train_tiles": 1, "augment": False, "seed": seed}
+    """The default recipe: the five-member ensemble on one random tile per (format-aligned) patch, its stacking
+    weights fitted on member logits cross-fitted by family (5 folds of two families: each fold scored by members
+    that never saw its families), so that members which only learned the training operators weigh little."""
+    return {"kind": "ensemble", "npr_epochs": 6, "train_tiles": 1, "augment": False, "stack_cv": "family",
+            "stack_folds": 5, "seed": seed}
 
 
 def band_from(p_real: np.ndarray, p_fake: np.ndarray) -> tuple[float, float]:
@@ -95,7 +101,8 @@ def train(data: dict, seed: int = 0, npr_epochs: int | None = None, progress: bo
         params["npr_epochs"] = npr_epochs
     is_real = data["family"] == "real"
     det = make_detector(**params, progress=progress)
-    det.fit(F.aligned_images(data, fit_m & is_real), F.aligned_images(data, fit_m & ~is_real))
+    det.fit(F.aligned_images(data, fit_m & is_real), F.aligned_images(data, fit_m & ~is_real),
+            fake_groups=data["family"][fit_m & ~is_real])
     p_real = det.predict_proba(F.aligned_images(data, band_m & is_real))
     p_fake = det.predict_proba(F.aligned_images(data, band_m & ~is_real))
     det.band = band_from(p_real, p_fake)
