@@ -2,7 +2,8 @@
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/detector_generalisation.py [--data genguard-out/detector-families.npz]
-        [--detector FILE] [--baseline FILE] [--families a,b] [--npr-epochs 4] [--n-boot 300] [--json FILE] [--quick]
+        [--detector FILE] [--baseline FILE] [--families a,b] [--npr-epochs 4] [--stack-cv holdout|family]
+        [--n-boot 300] [--json FILE] [--quick]
 
 For each of the ten training families of benchmarks/detector_families.py: refit the default recipe
 (benchmarks/train_default_detector.py's ``detector_params``) on the other nine + real train patches, and
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", default=None, help="an earlier detector file scored on the same test sets")
     ap.add_argument("--families", default="", help="only hold out these (comma-separated); default all ten")
     ap.add_argument("--npr-epochs", type=int, default=None, help="override the recipe's NPR epochs for the refits")
+    ap.add_argument("--stack-cv", choices=["holdout", "family"], default=None,
+                    help="override how the recipe's refits fit their stacking weights (default: the recipe's)")
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -117,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     params = detector_params(args.seed)
     if args.npr_epochs is not None:
         params["npr_epochs"] = args.npr_epochs
+    if args.stack_cv is not None:
+        params["stack_cv"] = args.stack_cv
     shipped = load_detector(args.detector) if args.detector else load_default()
     baseline = load_detector(args.baseline) if args.baseline else None
 

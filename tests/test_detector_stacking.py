@@ -175,3 +175,18 @@ def test_nonnegative_logistic_matches_sklearn_when_the_constraint_is_slack():
     # a column that runs against the label gets weight 0, not a negative one
     coef, _ = models.nonnegative_logistic(np.c_[X[:, 0], -X[:, 0] + 0.1 * rng.normal(size=400)], y)
     assert coef[1] == 0.0 and coef[0] > 0.5
+
+
+def test_leave_one_generator_out_cross_fits_by_family_only_where_two_families_remain(toy_members, toy_data):
+    from genguard.detectors.evaluate import leave_one_generator_out
+
+    real, fake, groups, _, _ = toy_data
+
+    def make():
+        return models.make_detector("ensemble", augment=False, stack_cv="family", stack_folds=3)
+
+    res = leave_one_generator_out(make, real, fake, groups, n_boot=0)
+    assert res["stack_cv"] == "family" and set(res["per_generator"]) == set(FAMILY_MEANS)
+    two = [i for i, g in enumerate(groups) if g in ("a", "d")]
+    res = leave_one_generator_out(make, real, [fake[i] for i in two], [groups[i] for i in two], n_boot=0)
+    assert res["stack_cv"] == "holdout" and set(res["per_generator"]) == {"a", "d"}
