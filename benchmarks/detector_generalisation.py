@@ -2,7 +2,8 @@
 
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/detector_generalisation.py [--data genguard-out/detector-families.npz]
-        [--detector FILE] [--baseline FILE] [--families a,b] [--npr-epochs 4] [--n-boot 300] [--json FILE] [--quick]
+        [--detector FILE] [--baseline FILE] [--families a,b] [--npr-epochs 4] [--stack-cv holdout|family]
+        [--n-boot 300] [--json FILE] [--quick]
 
 For each of the ten training families of benchmarks/detector_families.py: refit the default recipe
 (benchmarks/train_default_detector.py's ``detector_params``) on the other nine + real train patches, and
@@ -12,6 +13,8 @@ Each test set is scored clean (PNG pixels), after JPEG 75 and after resize x0.5;
 ``--baseline`` detector (default: the file shipped before this recipe, if given) and by ``--detector``
 (default: the shipped one; it saw every training family, so only its check-family rows are unseen).
 Check families (gan_tconv, ddpm_bilinear, pixelshuffle_sr) are never trained on.
+The unseen operator: AUC of ``--detector`` (and ``--baseline``) and of each of its members on the crops of
+tests/test_detector_generalisation.py (Lanczos x2 + a random 3x3 convolution, in no training family).
 Throughput: images/s at 256x256 for ``--detector`` on one thread, per second of this process's CPU time
 and per wall second (the machine is shared, so wall time is pessimistic).
 """
@@ -49,6 +52,23 @@ def metrics(y, p, n_boot: int) -> dict:
     return {k: m[k] for k in ("auc", "tpr_at_1pct_fpr")}
 
 
+def unseen_operator(det) -> dict[str, float]:
+    """AUC of ``det`` and of each of its members (mean tile logit) on tests/test_detector_generalisation.py's
+    48 + 48 crops of held-out photos: real against down-sampled x2, Lanczos-up-sampled, random-3x3-convolved
+    twins, an operator in no training family."""
+    from sklearn.metrics import roc_auc_score
+
+    sys.path.append(str(ROOT / "tests"))  # the test's own crops and operator, so the figures are the test's
+    from test_detector_generalisation import _crops, _untrained_upsampler
+
+    real = _crops(48, seed=11)
+    images = real + _untrained_upsampler(_crops(48, seed=11), seed=3)
+    y = np.r_[np.zeros(len(real)), np.ones(len(real))]
+    out = {"detector": float(roc_auc_score(y, det.predict_proba(images)))}
+    out.update({n: float(roc_auc_score(y, p)) for n, p in det.member_probabilities(images).items()})
+    return out
+
+
 def throughput(det, n: int = 48) -> tuple[float, float]:
     """(images per wall second, images per CPU second) of predict_proba on 256x256 RGB photo crops, one thread."""
     import skimage.data as sd
@@ -73,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", default=None, help="an earlier detector file scored on the same test sets")
     ap.add_argument("--families", default="", help="only hold out these (comma-separated); default all ten")
     ap.add_argument("--npr-epochs", type=int, default=None, help="override the recipe's NPR epochs for the refits")
+    ap.add_argument("--stack-cv", choices=["holdout", "family"], default=None,
+                    help="override how the recipe's refits fit their stacking weights (default: the recipe's)")
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -98,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     params = detector_params(args.seed)
     if args.npr_epochs is not None:
         params["npr_epochs"] = args.npr_epochs
+    if args.stack_cv is not None:
+        params["stack_cv"] = args.stack_cv
     shipped = load_detector(args.detector) if args.detector else load_default()
     baseline = load_detector(args.baseline) if args.baseline else None
 
@@ -121,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         ims = F.aligned_images(data, np.isin(np.arange(len(x)), tr))
         real = [im for im, r in zip(ims, is_real) if r]
         fake = [im for im, r in zip(ims, is_real) if not r]
-        det = make_detector(**params).fit(real, fake)
+        det = make_detector(**params).fit(real, fake, fake_groups=fam[tr][~is_real])
         h_images = list(x[te][fam[te] == h])
         y = np.r_[np.zeros(len(real_te)), np.ones(len(h_images))]
         p_real = score(det, real_te, CONDITIONS)
@@ -147,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         check_rows[cf] = {"shipped": side(shipped, "shipped", ci, CONDITIONS)}
         if baseline is not None:
             check_rows[cf]["baseline"] = side(baseline, "baseline", ci, CONDITIONS)
+    unseen = {"detector": unseen_operator(shipped)}
+    if baseline is not None:
+        unseen["baseline"] = unseen_operator(baseline)
     wall, cpu = throughput(shipped, n=16 if args.quick else 48)
 
     def f(m, k):
@@ -187,13 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print("LOFO refits on the check families (clean AUC, mean over refits): "
               + ", ".join(f"{cf} {np.mean([r['lofo_on_check'][cf] for r in rows.values()]):.3f}" for cf in check))
+    print("\nunseen operator (tests/test_detector_generalisation.py: Lanczos x2 + random 3x3 conv, 48 + 48 crops), AUC:")
+    for who, aucs in unseen.items():
+        print(f"  {who:<9} ensemble {aucs['detector']:.3f}; members "
+              + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items() if k != "detector"))
     print(f"\nthroughput at 256x256, one thread (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): "
           f"{cpu:.1f} images per CPU-second, {wall:.1f} per wall second (shared machine); target >= 30")
     print(f"total {time.time() - t_all:.0f}s")
     if args.json:
         from genguard.detectors._io import atomic_write_json
 
-        atomic_write_json(args.json, {"lofo": rows, "check": check_rows, "throughput": {"wall": wall, "cpu": cpu},
+        atomic_write_json(args.json, {"lofo": rows, "check": check_rows, "unseen_operator": unseen,
+                                      "throughput": {"wall": wall, "cpu": cpu},
                                       "params": params, "n_boot": n_boot})
     return 0
 

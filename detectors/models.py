@@ -28,6 +28,9 @@ from genguard.detectors.preprocess import augment as augment_image, grid_tiles, 
 
 FORMAT = "genguard-detector/1"
 VERDICTS = ("authentic", "inconclusive", "synthetic")
+#: How an ensemble fits its stacking weights: ``holdout`` on held-out images of the training generators,
+#: ``family`` on member logits cross-fitted by generator family (each fold's families unseen by its members).
+STACK_CV = ("holdout", "family")
 
 
 # --------------------------------------------------------------------------------------
@@ -326,6 +329,30 @@ _load_entry_points()
 # --------------------------------------------------------------------------------------
 # the detector
 # --------------------------------------------------------------------------------------
+def nonnegative_logistic(X: np.ndarray, y: np.ndarray, C: float = 1.0) -> tuple[np.ndarray, float]:
+    """(coef >= 0, intercept) of an L2 logistic regression (sklearn's objective: C * log-loss + |coef|^2 / 2).
+
+    Stacking weights are kept non-negative (Breiman 1996, "Stacked regressions"): a member whose
+    out-of-family logits run against the label is switched off rather than read backwards, since on the
+    operators it did learn its evidence still points the right way. sklearn's LogisticRegression has no
+    sign constraint, so this minimises the same objective with scipy's bounded L-BFGS-B.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    d = X.shape[1]
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = X @ theta[:d] + theta[d]
+        g = C * (expit(z) - y)
+        return (float(C * np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * theta[:d] @ theta[:d]),
+                np.r_[X.T @ g + theta[:d], g.sum()])
+
+    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * d + [(None, None)])
+    return res.x[:d].copy(), float(res.x[d])
+
+
 def band_verdict(p: float, band: tuple[float, float]) -> str:
     """``synthetic`` at or above the band, ``authentic`` at or below it, ``inconclusive`` inside (or for NaN)."""
     lo, hi = band
@@ -351,6 +378,18 @@ class Detector:
     (both classes alike); the tile models are fitted on ``train_tiles``
     random tiles per training image; the held-out part (also augmented) fits
     the stacking weights (ensemble: one half) and the calibrator (the other).
+
+    ``stack_cv="family"`` (ensemble only; ``fit`` then needs ``fake_groups``,
+    the generator family of each fake) fits the stacking weights instead on
+    out-of-family member logits: the fake families are dealt into
+    ``stack_folds`` folds (real images alongside, at random), each member is
+    refitted without a fold's images and scores that fold, and a logistic
+    regression with non-negative weights is fitted on those cross-fitted
+    logits of every training image (Wolpert 1992's stacked generalisation,
+    grouped like sklearn's StackingClassifier with a GroupKFold). A member
+    that only memorised its training operators then earns little weight. The
+    final members are fitted on all training images as before, and the
+    calibrator on the whole held-out part.
     """
 
     kind: ClassVar[str] = "ensemble"
@@ -358,12 +397,17 @@ class Detector:
     def __init__(self, kind: str | None = None, patch: int = 64, max_tiles: int = 16, train_tiles: int = 4,
                  augment: bool = True, augment_copies: int = 1, holdout: float = 0.25, calibration: str = "platt",
                  band: tuple[float, float] = (0.2, 0.8), C: float = 0.5, npr_epochs: int = 8, npr_width: int = 8,
-                 seed: int = 0, progress: bool = False) -> None:
+                 stack_cv: str = "holdout", stack_folds: int = 5, seed: int = 0, progress: bool = False) -> None:
         self.kind = kind or type(self).kind
         if self.kind not in kinds():
             raise DetectorError(f"unknown detector kind {self.kind!r}; choose one of {', '.join(kinds())}")
         if not (0.0 <= band[0] <= band[1] <= 1.0):
             raise DetectorError(f"inconclusive band must satisfy 0 <= low <= high <= 1, got {band}")
+        if stack_cv not in STACK_CV:
+            raise DetectorError(f"unknown stack_cv {stack_cv!r}; choose one of {', '.join(STACK_CV)}")
+        if isinstance(stack_folds, bool) or not isinstance(stack_folds, int) or stack_folds < 2:
+            raise DetectorError(f"stack_folds must be an integer >= 2, got {stack_folds!r}")
+        self.stack_cv, self.stack_folds = stack_cv, stack_folds
         self.patch, self.max_tiles, self.train_tiles = patch, max_tiles, train_tiles
         self.augment, self.augment_copies, self.holdout = augment, augment_copies, holdout
         self.calibration, self.band, self.C = calibration, tuple(band), C
@@ -373,7 +417,8 @@ class Detector:
     # -- parameters -----------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("kind", "patch", "max_tiles", "train_tiles", "augment", "augment_copies",
-                                              "holdout", "calibration", "band", "C", "npr_epochs", "npr_width", "seed")}
+                                              "holdout", "calibration", "band", "C", "npr_epochs", "npr_width", "stack_cv",
+                                              "stack_folds", "seed")}
 
     def clone(self) -> "Detector":
         """An unfitted detector with the same parameters (for leave-one-generator-out refits)."""
@@ -404,12 +449,13 @@ class Detector:
             owner.append(np.full(len(t), i))
         return np.concatenate(tiles), np.concatenate(owner)
 
-    def _member_image_logits(self, greys: list[np.ndarray]) -> np.ndarray:
-        """(n_images, n_members) mean tile logit of each member."""
+    def _member_image_logits(self, greys: list[np.ndarray], members: dict[str, Any] | None = None) -> np.ndarray:
+        """(n_images, n_members) mean tile logit of each member (of ``members``, default the fitted ones)."""
+        members = self.members_ if members is None else members
         tiles, owner = self._image_tiles(greys)
         cols = []
         for name in self.member_names():
-            lt = self.members_[name].logits(tiles)
+            lt = members[name].logits(tiles)
             cols.append(np.bincount(owner, weights=lt, minlength=len(greys)) / np.bincount(owner, minlength=len(greys)))
         return np.stack(cols, axis=1)
 
@@ -419,7 +465,9 @@ class Detector:
         return member_logits[:, 0]
 
     # -- fitting --------------------------------------------------------------------
-    def fit(self, real: Sequence[Any], fake: Sequence[Any]) -> "Detector":
+    def fit(self, real: Sequence[Any], fake: Sequence[Any], fake_groups: Sequence[str] | None = None) -> "Detector":
+        """Fit on ``real`` and ``fake`` images; ``fake_groups`` names each fake's generator family
+        (needed by ``stack_cv="family"``, ignored otherwise)."""
         from sklearn.model_selection import train_test_split
 
         rng = np.random.default_rng(self.seed)
@@ -427,27 +475,39 @@ class Detector:
         fake_rgb = [as_rgb_array(im) for im in fake]
         if len(real_rgb) < 4 or len(fake_rgb) < 4:
             raise DetectorError(f"need at least 4 real and 4 fake images to fit, got {len(real_rgb)} and {len(fake_rgb)}")
+        family_cv = self.kind == "ensemble" and self.stack_cv == "family"
+        if family_cv:
+            if fake_groups is None:
+                raise DetectorError("stack_cv='family' needs fake_groups: the generator family of each fake image")
+            fake_groups = np.asarray([str(g) for g in fake_groups])
+            if len(fake_groups) != len(fake_rgb):
+                raise DetectorError(f"fake_groups has {len(fake_groups)} entries for {len(fake_rgb)} fake images")
+            if len(set(fake_groups.tolist())) < 2:
+                raise DetectorError("stack_cv='family' needs fakes of at least two generator families")
         rgb = real_rgb + fake_rgb
         y = np.r_[np.zeros(len(real_rgb), int), np.ones(len(fake_rgb), int)]
         tr, ho = train_test_split(np.arange(len(y)), test_size=self.holdout, stratify=y, random_state=self.seed)
 
-        def expand(idx: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-            ims, lab = [], []
+        def expand(idx: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+            ims, lab, src = [], [], []
             for i in idx:
                 ims.append(rgb[i])
                 lab.append(y[i])
+                src.append(i)
                 for _ in range(self.augment_copies if self.augment else 0):
                     ims.append(augment_image(rgb[i], rng))
                     lab.append(y[i])
-            return [to_grey(im) for im in ims], np.asarray(lab)
+                    src.append(i)
+            return [to_grey(im) for im in ims], np.asarray(lab), np.asarray(src)
 
-        tr_grey, tr_y = expand(tr)
-        tiles, ty = [], []
-        for g, lab in zip(tr_grey, tr_y):
+        tr_grey, tr_y, tr_src = expand(tr)
+        tiles, ty, towner = [], [], []
+        for j, (g, lab) in enumerate(zip(tr_grey, tr_y)):
             t = random_tiles(g, self.train_tiles, rng, self.patch)
             tiles.append(t)
             ty.append(np.full(len(t), lab))
-        tiles_arr, ty_arr = np.concatenate(tiles), np.concatenate(ty)
+            towner.append(np.full(len(t), j))
+        tiles_arr, ty_arr, towner_arr = np.concatenate(tiles), np.concatenate(ty), np.concatenate(towner)
 
         self.members_ = {}
         self.ensemble_members_ = self.member_names()  # fixed at fit: the stacking weights follow this order
@@ -458,9 +518,17 @@ class Detector:
                 self.members_[name] = m
                 adv(1, name)
 
-        ho_grey, ho_y = expand(ho)
+        ho_grey, ho_y, _ = expand(ho)
         ml = self._member_image_logits(ho_grey)
-        if self.kind == "ensemble":
+        self.stack_info_ = {"cv": self.stack_cv if self.kind == "ensemble" else None}
+        if family_cv:
+            groups = np.r_[np.full(len(real_rgb), ""), fake_groups]
+            fold, folds = self._family_folds(groups, y, tr_src)
+            oof = self._cross_fitted_logits(tr_grey, tiles_arr, ty_arr, towner_arr, fold, len(folds))
+            self.stack_coef_, self.stack_intercept_ = nonnegative_logistic(oof, tr_y, C=1.0)
+            self.stack_info_.update({"folds": folds, "n_images": int(len(tr_y))})
+            cal_idx = np.arange(len(ho_y))
+        elif self.kind == "ensemble":
             from sklearn.linear_model import LogisticRegression
 
             idx = np.arange(len(ho_y))
@@ -481,6 +549,37 @@ class Detector:
                          "holdout_images": int(len(ho_y))}
         self.fitted_ = True
         return self
+
+    def _family_folds(self, groups: np.ndarray, y: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
+        """(fold of each training image, families of each fold): families dealt at random into
+        min(stack_folds, n_families) folds, real images spread evenly over the same folds at random."""
+        rng = np.random.default_rng([self.seed, 1])  # its own stream: the augmentation and tiles stay as without it
+        names = sorted(set(groups[src][y[src] == 1].tolist()))
+        if len(names) < 2:
+            raise DetectorError("stack_cv='family' needs training fakes of at least two generator families")
+        k = min(self.stack_folds, len(names))
+        of_family = {n: i % k for i, n in enumerate(rng.permutation(names).tolist())}
+        real_ids = np.unique(src[y[src] == 0])
+        of_real = dict(zip(real_ids.tolist(), (rng.permutation(len(real_ids)) % k).tolist()))
+        fold = np.array([of_real[i] if y[i] == 0 else of_family[groups[i]] for i in src.tolist()])
+        return fold, [sorted(n for n, f in of_family.items() if f == j) for j in range(k)]
+
+    def _cross_fitted_logits(self, greys: list[np.ndarray], tiles: np.ndarray, ty: np.ndarray, towner: np.ndarray,
+                             fold: np.ndarray, k: int) -> np.ndarray:
+        """(n_images, n_members) logits of each training image by members fitted without its fold."""
+        out = np.zeros((len(greys), len(self.member_names())))
+        with progress_bar("cross-fitting members by family", total=k, enabled=self.progress) as adv:
+            for j in range(k):
+                keep = fold[towner] != j
+                if len(np.unique(ty[keep])) < 2:
+                    raise DetectorError(f"stack fold {j} leaves a single class to fit on; use fewer stack_folds")
+                members = {}
+                for name in self.member_names():
+                    members[name] = self._new_member(name).fit(tiles[keep], ty[keep], progress=False)
+                held = np.nonzero(fold == j)[0]
+                out[held] = self._member_image_logits([greys[i] for i in held], members)
+                adv(1, f"fold {j + 1}")
+        return out
 
     def check_is_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
@@ -533,7 +632,9 @@ class Detector:
         config = {"format": FORMAT, "params": params, "members": members, "calibration": cal_cfg,
                   "n_train": self.n_train_, "info": getattr(self, "info_", {})}
         if self.kind == "ensemble":
-            config["stack"] = {"coef": [float(c) for c in self.stack_coef_], "intercept": self.stack_intercept_}
+            config["stack"] = {"coef": [float(c) for c in self.stack_coef_], "intercept": self.stack_intercept_,
+                               **{k: v for k, v in getattr(self, "stack_info_", {}).items() if k != "cv"},
+                               "cv": self.stack_cv}
         data = st_save(tensors, metadata={"genguard": json.dumps(config)})
         return atomic_write_bytes(path, data)
 
@@ -602,6 +703,7 @@ def load_detector(path: str | os.PathLike) -> Detector:
         if det.kind == "ensemble":
             det.stack_coef_ = np.asarray(config["stack"]["coef"], dtype=np.float64)
             det.stack_intercept_ = float(config["stack"]["intercept"])
+            det.stack_info_ = {k: v for k, v in config["stack"].items() if k not in ("coef", "intercept")}
         det.calibrator_ = Calibrator.from_state(config["calibration"], tensors)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, DetectorError):

@@ -163,3 +163,20 @@ def test_default_detector_ships_small_and_loads(tmp_path, capsys):
     Image.fromarray(img).save(img_path)
     code, out, err = run(["detect", str(img_path), "--no-forgery"], capsys)
     assert code == 0 and "c.png" in out
+
+
+def test_train_with_family_stacking_uses_the_generator_subfolders(folders, tmp_path, capsys):
+    from genguard.detectors.models import load_detector
+
+    out = tmp_path / "fam.safetensors"
+    code, _, err = run(["detector", "train", "--real", str(folders / "real"), "--fake", str(folders / "fake"),
+                        "--out", str(out), "--kind", "ensemble", "--npr-epochs", "1", "--stack-cv", "family"], capsys)
+    assert code == 0, err
+    det = load_detector(out)
+    assert det.stack_cv == "family" and det.stack_info_["folds"] == [["bilinear"], ["cubic"]]
+    assert (det.stack_coef_ >= 0).all()
+    # fakes in one folder are one family: nothing to cross-fit, a one-line refusal
+    code, _, err = run(["detector", "train", "--real", str(folders / "real"), "--fake", str(folders / "fake" / "cubic"),
+                        "--out", str(tmp_path / "x.safetensors"), "--stack-cv", "family"], capsys)
+    assert code == 2 and "two generator families" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.safetensors").exists()

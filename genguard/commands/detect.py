@@ -244,15 +244,19 @@ def _kind_help() -> str:
 @click.option("--band", nargs=2, type=float, default=(0.2, 0.8), show_default=True,
               help="Inconclusive band: P(synthetic) between LOW and HIGH.")
 @click.option("--npr-epochs", type=int, default=8, show_default=True, help="Training epochs of the NPR network.")
+@click.option("--stack-cv", type=click.Choice(["holdout", "family"]), default="holdout", show_default=True,
+              help="How the ensemble weighs its members: on held-out images, or (family) on logits of each generator "
+                   "sub-folder of --fake scored by members fitted without it; needs two or more sub-folders.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of training.")
 def detector_train(real: Path, fake: Path, out: Path, kind: str, fmt: str, calibration: str, band: tuple[float, float],
-                   npr_epochs: int, seed: int) -> int:
+                   npr_epochs: int, stack_cv: str, seed: int) -> int:
     """Fit a detector on folders of real and generated images, calibrate it on a held-out part, save it."""
     from genguard.detectors.models import make_detector
 
     r, f, groups, errors = _read_folders(real, fake, fmt, None)
-    det = make_detector(kind, calibration=calibration, band=tuple(band), npr_epochs=npr_epochs, seed=seed, progress=True)
-    det.fit(r, f)
+    det = make_detector(kind, calibration=calibration, band=tuple(band), npr_epochs=npr_epochs, stack_cv=stack_cv,
+                        seed=seed, progress=True)
+    det.fit(r, f, fake_groups=groups)
     det.info_ = {"real": str(real), "fake": str(fake), "format": fmt, "generators": sorted(set(groups) - {""}),
                  "skipped": len(errors)}
     det.save(out)
