@@ -3,7 +3,7 @@
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/detector_generalisation.py [--data genguard-out/detector-families.npz]
         [--detector FILE] [--baseline FILE] [--families a,b] [--npr-epochs 4] [--stack-cv holdout|family]
-        [--n-boot 300] [--json FILE] [--quick]
+        [--unseen-n 48] [--n-boot 300] [--json FILE] [--quick]
 
 For each of the ten training families of benchmarks/detector_families.py: refit the default recipe
 (benchmarks/train_default_detector.py's ``detector_params``) on the other nine + real train patches, and
@@ -14,7 +14,8 @@ Each test set is scored clean (PNG pixels), after JPEG 75 and after resize x0.5;
 (default: the shipped one; it saw every training family, so only its check-family rows are unseen).
 Check families (gan_tconv, ddpm_bilinear, pixelshuffle_sr) are never trained on.
 The unseen operator: AUC of ``--detector`` (and ``--baseline``) and of each of its members on the crops of
-tests/test_detector_generalisation.py (Lanczos x2 + a random 3x3 convolution, in no training family).
+tests/test_detector_generalisation.py (Lanczos x2 + a random 3x3 convolution, in no training family; ``--unseen-n``
+crops of each class, 48 as in the test), with a paired bootstrap interval of the two ensembles' AUC difference.
 Throughput: images/s at 256x256 for ``--detector`` on one thread, per second of this process's CPU time
 and per wall second (the machine is shared, so wall time is pessimistic).
 """
@@ -52,21 +53,38 @@ def metrics(y, p, n_boot: int) -> dict:
     return {k: m[k] for k in ("auc", "tpr_at_1pct_fpr")}
 
 
-def unseen_operator(det) -> dict[str, float]:
-    """AUC of ``det`` and of each of its members (mean tile logit) on tests/test_detector_generalisation.py's
-    48 + 48 crops of held-out photos: real against down-sampled x2, Lanczos-up-sampled, random-3x3-convolved
-    twins, an operator in no training family."""
-    from sklearn.metrics import roc_auc_score
-
+def unseen_operator_set(n: int = 48) -> tuple[list[np.ndarray], np.ndarray]:
+    """tests/test_detector_generalisation.py's crops (``n`` real + their ``n`` twins down-sampled x2, Lanczos-
+    up-sampled and convolved with a random 3x3 kernel: an operator in no training family) and their labels."""
     sys.path.append(str(ROOT / "tests"))  # the test's own crops and operator, so the figures are the test's
     from test_detector_generalisation import _crops, _untrained_upsampler
 
-    real = _crops(48, seed=11)
-    images = real + _untrained_upsampler(_crops(48, seed=11), seed=3)
-    y = np.r_[np.zeros(len(real)), np.ones(len(real))]
-    out = {"detector": float(roc_auc_score(y, det.predict_proba(images)))}
-    out.update({n: float(roc_auc_score(y, p)) for n, p in det.member_probabilities(images).items()})
-    return out
+    real = _crops(n, seed=11)
+    return real + _untrained_upsampler(_crops(n, seed=11), seed=3), np.r_[np.zeros(n), np.ones(n)]
+
+
+def unseen_operator(det, images, y) -> tuple[dict[str, float], np.ndarray]:
+    """(AUC of ``det`` and of each of its members (mean tile logit), ``det``'s P per image) on the unseen operator."""
+    from sklearn.metrics import roc_auc_score
+
+    p = det.predict_proba(images)
+    out = {"detector": float(roc_auc_score(y, p))}
+    out.update({n: float(roc_auc_score(y, q)) for n, q in det.member_probabilities(images).items()})
+    return out, p
+
+
+def paired_auc_difference(y, p_a, p_b, n_boot: int, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of AUC(p_a) - AUC(p_b) on the same images (real and fake resampled apart)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    r, f = np.nonzero(y == 0)[0], np.nonzero(y == 1)[0]
+    d = []
+    for _ in range(n_boot):
+        i = np.r_[rng.choice(r, len(r)), rng.choice(f, len(f))]
+        d.append(roc_auc_score(y[i], p_a[i]) - roc_auc_score(y[i], p_b[i]))
+    lo, hi = np.quantile(d, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 def throughput(det, n: int = 48) -> tuple[float, float]:
@@ -95,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--npr-epochs", type=int, default=None, help="override the recipe's NPR epochs for the refits")
     ap.add_argument("--stack-cv", choices=["holdout", "family"], default=None,
                     help="override how the recipe's refits fit their stacking weights (default: the recipe's)")
+    ap.add_argument("--unseen-n", type=int, default=48, help="real (and as many fake) crops of the unseen operator")
     ap.add_argument("--n-boot", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
@@ -171,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         check_rows[cf] = {"shipped": side(shipped, "shipped", ci, CONDITIONS)}
         if baseline is not None:
             check_rows[cf]["baseline"] = side(baseline, "baseline", ci, CONDITIONS)
-    unseen = {"detector": unseen_operator(shipped)}
+    u_images, u_y = unseen_operator_set(args.unseen_n)
+    unseen, u_p = {}, {}
+    unseen["detector"], u_p["detector"] = unseen_operator(shipped, u_images, u_y)
     if baseline is not None:
-        unseen["baseline"] = unseen_operator(baseline)
+        unseen["baseline"], u_p["baseline"] = unseen_operator(baseline, u_images, u_y)
+        unseen["difference_ci95"] = paired_auc_difference(u_y, u_p["detector"], u_p["baseline"], max(n_boot, 300))
     wall, cpu = throughput(shipped, n=16 if args.quick else 48)
 
     def f(m, k):
@@ -214,10 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print("LOFO refits on the check families (clean AUC, mean over refits): "
               + ", ".join(f"{cf} {np.mean([r['lofo_on_check'][cf] for r in rows.values()]):.3f}" for cf in check))
-    print("\nunseen operator (tests/test_detector_generalisation.py: Lanczos x2 + random 3x3 conv, 48 + 48 crops), AUC:")
-    for who, aucs in unseen.items():
-        print(f"  {who:<9} ensemble {aucs['detector']:.3f}; members "
-              + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items() if k != "detector"))
+    print(f"\nunseen operator (tests/test_detector_generalisation.py: Lanczos x2 + random 3x3 conv, {args.unseen_n} + "
+          f"{args.unseen_n} crops), AUC:")
+    for who in ("detector", "baseline"):
+        if who in unseen:
+            aucs = unseen[who]
+            print(f"  {who:<9} ensemble {aucs['detector']:.3f}; members "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items() if k != "detector"))
+    if "difference_ci95" in unseen:
+        lo, hi = unseen["difference_ci95"]
+        print(f"  ensemble AUC detector - baseline: {unseen['detector']['detector'] - unseen['baseline']['detector']:+.3f} "
+              f"[{lo:+.3f}, {hi:+.3f}] (95% paired bootstrap)")
     print(f"\nthroughput at 256x256, one thread (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}): "
           f"{cpu:.1f} images per CPU-second, {wall:.1f} per wall second (shared machine); target >= 30")
     print(f"total {time.time() - t_all:.0f}s")

@@ -405,9 +405,9 @@ class Detector:
             raise DetectorError(f"inconclusive band must satisfy 0 <= low <= high <= 1, got {band}")
         if stack_cv not in STACK_CV:
             raise DetectorError(f"unknown stack_cv {stack_cv!r}; choose one of {', '.join(STACK_CV)}")
-        if isinstance(stack_folds, bool) or not isinstance(stack_folds, int) or stack_folds < 2:
+        if isinstance(stack_folds, bool) or not isinstance(stack_folds, (int, np.integer)) or stack_folds < 2:
             raise DetectorError(f"stack_folds must be an integer >= 2, got {stack_folds!r}")
-        self.stack_cv, self.stack_folds = stack_cv, stack_folds
+        self.stack_cv, self.stack_folds = stack_cv, int(stack_folds)
         self.patch, self.max_tiles, self.train_tiles = patch, max_tiles, train_tiles
         self.augment, self.augment_copies, self.holdout = augment, augment_copies, holdout
         self.calibration, self.band, self.C = calibration, tuple(band), C
