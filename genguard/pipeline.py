@@ -194,6 +194,7 @@ def sample_step(gen: Generator, n: int, out_dir: Path, seed: int, ledger: dict[s
 def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """C2PA-tag every file in place, then verify each one; summarise for the report."""
     from genguard.guardrails.provenance import KeyStore, tag_file, verify_file
+    from genguard.guardrails.provenance.tagging import audio_mark_absence
 
     keys = KeyStore.load_or_create()
     with progress_bar("tagging", total=len(paths), enabled=progress) as advance:
@@ -212,14 +213,9 @@ def tag_and_verify(paths: list[Path], claim: dict[str, Any], progress: bool = Tr
             verdicts[result.get("verdict", "error")] = verdicts.get(result.get("verdict", "error"), 0) + 1
             wm = result.get("watermark") or {}
             found += bool(wm.get("found"))
-            if wm.get("markable") is False:
-                unmarked.setdefault(str(wm.get("reason")), []).append(Path(p).name)
-            elif wm.get("applicable") and not wm.get("found") and wm.get("kind") == "audio zero-bit":
-                # marked, yet not found on reading back: near-silence or noise carries the mark too weakly
-                from genguard.guardrails.provenance.tagging import MARK_NOT_FOUND
-
-                unmarked.setdefault(f"{MARK_NOT_FOUND} (near-silence or noise carries it too weakly)",
-                                    []).append(Path(p).name)
+            why = audio_mark_absence(wm) if wm.get("markable") is False or wm.get("kind") == "audio zero-bit" else None
+            if why is not None:
+                unmarked.setdefault(why, []).append(Path(p).name)
             advance(1)
     n = len(paths)
     return {

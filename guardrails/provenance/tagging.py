@@ -290,13 +290,29 @@ def _audio_mark(data: bytes, path: Path, keys: KeyStore | None) -> dict[str, Any
 MARK_NOT_FOUND = "the mark was embedded but is not found in this clip"
 
 
+def audio_mark_absence(det: dict[str, Any], detail: bool = False) -> str | None:
+    """Why an audio mark reading (:func:`_audio_mark`, verify's ``watermark``) shows no mark on a tagged clip: a
+    clip tagging does not mark (too short, too low a rate), or a mark embedded and not found; with ``detail`` the
+    test's p-value is named (one reason per file instead of one per kind). None when found or not applicable."""
+    from genguard.guardrails.provenance.audio_watermark import N_CHIPS
+
+    if det.get("markable") is False:
+        return str(det.get("reason"))
+    if not det.get("applicable") or det.get("found"):
+        return None
+    seen = ""
+    if detail and "p_value" in det:
+        seen = f"p={det['p_value']:.1e} over {det['chips']} of {N_CHIPS} chips with sound; "
+    return f"{MARK_NOT_FOUND} ({seen}near-silence or noise carries it too weakly)"
+
+
 def audio_unmarked_reason(path: str | os.PathLike, keys: KeyStore | None = None, detect: bool = False) -> str | None:
     """Why the WAV file ``path`` carries no audio mark after tagging: too short, or too low a sample rate (tagging
     does not mark it), or with ``detect``, a mark embedded but not found with the watermark key (a clip of
     near-silence or noise gives the mark too little to ride on). None when it is marked (or is not a WAV file, or
     there is no key to look with)."""
     from genguard.guardrails.provenance import wavfile
-    from genguard.guardrails.provenance.audio_watermark import N_CHIPS, unmarkable_reason
+    from genguard.guardrails.provenance.audio_watermark import unmarkable_reason
 
     data = _read(Path(path))
     if not wavfile.is_wav(data):
@@ -304,10 +320,7 @@ def audio_unmarked_reason(path: str | os.PathLike, keys: KeyStore | None = None,
     wav = _decode_wav(data, str(path))
     why = unmarkable_reason(wav.duration, wav.rate)
     if why is None and detect:
-        det = _audio_mark(data, Path(path), keys)
-        if det.get("applicable") and not det.get("found"):
-            why = (f"{MARK_NOT_FOUND} (p={det['p_value']:.1e} over {det['chips']} of {N_CHIPS} chips with sound; "
-                   "near-silence or noise carries it too weakly)")
+        why = audio_mark_absence(_audio_mark(data, Path(path), keys), detail=True)
     return why
 
 
