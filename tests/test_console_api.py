@@ -89,7 +89,7 @@ def test_migrations_apply_at_start_and_key_is_private(env):
     app, tmp = env
     db = tmp / "home" / "console.sqlite3"
     con = sqlite3.connect(db)
-    assert con.execute("select version_num from alembic_version").fetchall() == [("0004",)]
+    assert con.execute("select version_num from alembic_version").fetchall() == [("0005",)]
     idx = {r[0] for r in con.execute("select name from sqlite_master where type='index'")}
     assert {"ix_items_queue_suspicion", "ix_items_queue_decision", "ix_items_queue_verdict",
             "ix_items_queue_probability", "ix_items_queue_provenance", "ix_items_queue_undecided"} <= idx
@@ -136,7 +136,7 @@ def check_upgrade_keeps_data(url, home):
     engine.dispose()
     app = create_app(url, home)
     with app.state.engine.connect() as conn:
-        assert conn.exec_driver_sql("select version_num from alembic_version").fetchall() == [("0004",)]
+        assert conn.exec_driver_sql("select version_num from alembic_version").fetchall() == [("0005",)]
         assert conn.exec_driver_sql("select name, disabled from users").fetchall() == [("old", False)]
         # a study made before audio studies is an image study
         assert conn.exec_driver_sql("select name, media from studies").fetchall() == [("old study", "image")]

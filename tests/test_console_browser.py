@@ -170,23 +170,36 @@ def test_human_study_session_in_the_browser(browser, site):
     page.close()
 
 
-def test_audio_mos_session_in_the_browser(browser, site):
+def _audio_study(app, tmp, kind, gen_n=3, real_n=2, trials=3):
     from genguard.console import studies
-    from genguard.console.models import Stimulus, Trial
+    from genguard.console.models import Stimulus
     from genguard.generators.audio_data import write_wav
 
-    app, url, qid, tmp = site
-    real, gen = tmp / "real-wav", tmp / "gen-wav"
+    real, gen = tmp / f"real-wav-{kind}", tmp / f"gen-wav-{kind}"
     rng = np.random.default_rng(2)
-    for d, n in ((real, 2), (gen, 3)):
+    for d, n in ((real, real_n), (gen, gen_n)):
         d.mkdir()
         for i in range(n):
             t = np.arange(8000) / 16000
             write_wav(d / f"{i}.wav", 0.3 * np.sin(2 * np.pi * rng.uniform(200, 800) * t), 16000)
     with app.state.sessions() as s:
-        sid = studies.create_study(s, "audio mos", "mos", real, gen, 1, tmp / "home", trials_per_rater=3,
+        sid = studies.create_study(s, f"audio {kind}", kind, real, gen, 1, tmp / "home", trials_per_rater=trials,
                                    attention_checks=1).id
         source = {st.id: st.source for st in s.query(Stimulus).filter_by(study_id=sid)}
+    return sid, source
+
+
+def _progress_stays(page, text):
+    page.wait_for_timeout(300)  # time for a (wrongly) submitted answer to have reloaded the page
+    assert page.inner_text("#progress") == text
+
+
+def test_audio_mos_session_in_the_browser(browser, site):
+    from genguard.console import studies
+    from genguard.console.models import Trial
+
+    app, url, qid, tmp = site
+    sid, source = _audio_study(app, tmp, "mos")
     page = browser.new_page()
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -196,21 +209,26 @@ def test_audio_mos_session_in_the_browser(browser, site):
     for k in range(4):
         assert page.inner_text("#progress") == f"{k} of 4 done"
         assert page.locator("form#trial audio").count() == 1 and page.locator("form#trial img").count() == 0
-        # the clip's metadata has arrived (served as a WAV the browser decodes, allowed by the CSP)
-        page.wait_for_function("() => { const a = document.querySelector('form#trial audio');"
-                               " return a.readyState >= 1 && a.duration > 0; }")
-        if k == 0:  # space plays the clip and pauses it again; it never answers
-            page.keyboard.press(" ")
-            page.wait_for_function("() => document.querySelector('form#trial audio').currentTime > 0")
-            page.keyboard.press(" ")
-            page.wait_for_function("() => document.querySelector('form#trial audio').paused")
-            assert page.inner_text("#progress") == "0 of 4 done"
         tid = int(page.get_attribute("form#trial", "action").rsplit("/", 1)[-1])
         with app.state.sessions() as s:
             shown = source[s.get(Trial, tid).left_id]
-        duration = page.eval_on_selector("form#trial audio", "a => a.duration")
-        assert duration == pytest.approx(1.6 if shown == "attention" else 0.5, abs=0.01)  # the catch clip is 1.6 s
-        page.keyboard.press("1" if shown == "attention" else ("5" if shown == "real" else "3"))
+        key = "1" if shown == "attention" else ("5" if shown == "real" else "3")
+        # not yet heard: the answers are disabled and their key does nothing
+        assert page.locator("form#trial button[name=answer]").first.is_disabled()
+        page.keyboard.press(key)
+        _progress_stays(page, f"{k} of 4 done")
+        page.keyboard.press(" ")  # space plays the clip (served as a WAV the browser decodes, allowed by the CSP)
+        page.wait_for_function("() => document.querySelector('form#trial audio').currentTime > 0")
+        if k == 0:  # ... pauses it again, and never answers
+            page.keyboard.press(" ")
+            page.wait_for_function("() => document.querySelector('form#trial audio').paused")
+            _progress_stays(page, "0 of 4 done")
+            page.keyboard.press(" ")
+        page.wait_for_function("() => document.querySelector('form#trial audio').ended")
+        # the catch clip lasts as long as the study's other clips: its length does not give it away
+        assert page.eval_on_selector("form#trial audio", "a => a.duration") == pytest.approx(0.5, abs=0.01)
+        assert not page.locator("form#trial button[name=answer]").first.is_disabled()
+        page.keyboard.press(key)
         page.wait_for_selector(f"text={k + 1} of 4 done")
     assert page.is_visible("#done")
     with app.state.sessions() as s:
@@ -218,6 +236,41 @@ def test_audio_mos_session_in_the_browser(browser, site):
     assert res["media"] == "audio" and res["raters_excluded_by_attention_checks"] == 0
     assert res["mos"]["ratings"] == 3
     assert not [e for e in errors if "Content Security Policy" in e], errors
+    page.close()
+
+
+def test_audio_2afc_session_with_the_keyboard_in_the_browser(browser, site):
+    """Space plays the left clip, then the right; the arrow keys answer only once both were heard to the end."""
+    from genguard.console import studies
+    from genguard.console.models import Trial
+
+    app, url, qid, tmp = site
+    sid, source = _audio_study(app, tmp, "2afc", gen_n=2, real_n=2, trials=2)
+    page = browser.new_page()
+    _login(page, url, "rat")
+    page.goto(f"{url}/studies/{sid}")
+    assert "real recording" in page.inner_text(".question")
+    for k in range(3):
+        assert page.inner_text("#progress") == f"{k} of 3 done"
+        assert page.locator("form#trial audio").count() == 2
+        tid = int(page.get_attribute("form#trial", "action").rsplit("/", 1)[-1])
+        with app.state.sessions() as s:
+            t = s.get(Trial, tid)
+            real_side = "left" if source[t.left_id] == "real" else "right"
+        key = "ArrowLeft" if real_side == "left" else "ArrowRight"
+        page.keyboard.press(" ")
+        page.wait_for_function("() => document.querySelector('#clip-left').ended")
+        page.keyboard.press(key)  # the right clip is still unheard
+        _progress_stays(page, f"{k} of 3 done")
+        page.keyboard.press(" ")  # the next in turn: the right clip
+        page.wait_for_function("() => document.querySelector('#clip-right').ended")
+        page.keyboard.press(key)
+        page.wait_for_selector(f"text={k + 1} of 3 done")
+    assert page.is_visible("#done")
+    with app.state.sessions() as s:
+        res = studies.results(s, s.get(studies.Study, sid))["human"]
+    assert res["raters_excluded_by_attention_checks"] == 0
+    assert res["two_afc"]["trials"] == 2 and res["two_afc"]["share_generated_judged_real"] == 0.0
     page.close()
 
 

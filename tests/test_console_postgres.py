@@ -37,6 +37,7 @@ from test_console_api import (  # noqa: E402,F401  (collected again here, with t
     test_the_login_limit_survives_a_restart_and_holds_across_workers,
 )
 from test_console_studies_audio import (  # noqa: E402,F401
+    later, test_an_audio_answer_waits_until_the_clips_could_be_heard_through,
     test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results,
 )
 
@@ -149,7 +150,7 @@ def test_migrations_build_the_schema_on_an_empty_postgresql_database(pg_url, tmp
     # from the index alone (an index-only scan) however deep the page
     assert all(cols[-1] == "id" for name, cols in idx.items() if name.startswith("ix_items_queue_")), idx
     with app.state.engine.connect() as conn:
-        assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == "0004"
+        assert conn.exec_driver_sql("select version_num from alembic_version").scalar() == "0005"
         # names sort in code-point order, as on SQLite, whatever the database's locale
         assert conn.exec_driver_sql("select collation_name from information_schema.columns "
                                     "where table_name = 'items' and column_name = 'name'").scalar() == "C"

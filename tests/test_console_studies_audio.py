@@ -72,12 +72,28 @@ def _audio_dirs(tmp):
     return real, gen
 
 
+@pytest.fixture()
+def later(monkeypatch):
+    """``later(seconds)`` moves the studies' clock on: a rater who has listened that long (no test sleeps)."""
+    from genguard.console import models
+
+    skip = {"s": 0.0}
+    import datetime as dt
+
+    monkeypatch.setattr(studies, "now", lambda: models.now() + dt.timedelta(seconds=skip["s"]))
+
+    def move(seconds):
+        skip["s"] += seconds
+
+    return move
+
+
 def _parse(data):
     with wave.open(io.BytesIO(data), "rb") as w:
         return w.getnchannels(), w.getsampwidth(), w.getframerate(), w.readframes(w.getnframes())
 
 
-def test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results(env):
+def test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results(env, later):
     app, tmp = env
     real, gen = _audio_dirs(tmp)
     boss = login(app, "boss")
@@ -101,7 +117,7 @@ def test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results
     info = rat.get(f"/studies/{sid}").json()
     assert info["media"] == "audio" and info["total"] == 10  # every one of the 8 clips, and 2 catch clips
     page = rat.get(f"/studies/{sid}", headers={"Accept": "text/html"}).text
-    assert page.count('<audio controls preload="auto"') == 1 and "<img" not in page
+    assert page.count('<audio controls preload="none"') == 1 and "<img" not in page
     assert "How natural and clean does this clip sound?" in page
     assert 'data-media="audio"' in page
     with app.state.sessions() as s:
@@ -129,6 +145,7 @@ def test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results
                 assert rate == (8000 if orig_rate < 8000 else 48000)
                 assert len(served) / rate == pytest.approx(len(original) / orig_rate)
             score = "5" if st.source == "real" else "2"
+        later(len(served) / rate)
         assert rat.post(f"/studies/{sid}/trials/{t.id}", data={"answer": score}).status_code == 200
     # another rater cannot fetch this rater's clips
     assert login(app, "rat2").get(f"/studies/{sid}/trials/{mine[0].id}/left").status_code == 404
@@ -142,7 +159,7 @@ def test_audio_mos_study_skips_bad_clips_serves_reencoded_wavs_and_gives_results
     assert "3 unreadable file(s) left out" in home
 
 
-def test_audio_2afc_study_pairs_catch_clips_with_real_recordings(env):
+def test_audio_2afc_study_pairs_catch_clips_with_real_recordings(env, later):
     app, tmp = env
     real, gen = _audio_dirs(tmp)
     boss = login(app, "boss")
@@ -165,7 +182,8 @@ def test_audio_2afc_study_pairs_catch_clips_with_real_recordings(env):
         want = sides["real"] if t.attention else sides["generated"]
         for side in ("left", "right"):
             assert rat.get(f"/studies/{sid}/trials/{t.id}/{side}").headers["content-type"] == "audio/wav"
-        rat.post(f"/studies/{sid}/trials/{t.id}", data={"answer": want})
+        later(1.0)  # two clips of 0.5 s
+        assert rat.post(f"/studies/{sid}/trials/{t.id}", data={"answer": want}).status_code == 200
     two = boss.get(f"/studies/{sid}/results.json").json()["human"]["two_afc"]
     assert two["trials"] == 4 and two["share_generated_judged_real"] == 1.0
 
@@ -210,13 +228,78 @@ def test_mixed_or_unreadable_folders_are_refused_with_one_line(env):
 
 
 def test_catch_clips_are_loud_noise_and_1khz_beeps_written_once_per_study(tmp_path):
-    paths = studies._attention_clips(tmp_path / "study-1", 3)
+    paths = studies._attention_clips(tmp_path / "study-1", 3, seconds=1.3)
     assert [p.name for p in paths] == ["attention-0.wav", "attention-1.wav", "attention-2.wav"]
     clips = [read_wav(p)[0] for p in paths]
     rate = studies.ATTENTION_RATE
-    assert all(len(c) == int(1.6 * rate) for c in clips)
+    assert all(len(c) == int(1.3 * rate) for c in clips)
     assert not np.allclose(clips[0], clips[1])  # each catch clip has noise of its own
     noise = clips[0][: int(0.15 * rate)]
     flatness = np.exp(np.mean(np.log(np.abs(np.fft.rfft(noise))[1:] ** 2 + 1e-12))) / np.mean(
         np.abs(np.fft.rfft(noise))[1:] ** 2)
     assert flatness > 0.3 and np.sqrt(np.mean(noise ** 2)) > 0.4  # loud and broadband: white noise
+
+
+def test_an_audio_answer_waits_until_the_clips_could_be_heard_through(env, later):
+    """A rater who answers without playing, after playing one clip of two, or before the clips' length has passed
+    is refused; replaying does not restart the clock; then the answer counts."""
+    app, tmp = env
+    real, gen = _audio_dirs(tmp)
+    boss = login(app, "boss")
+    sid = boss.post("/studies", json={"name": "a", "kind": "2afc", "real": str(real), "generated": str(gen),
+                                      "trials_per_rater": 2, "attention_checks": 0}).json()["study"]
+    from genguard.console.models import Trial
+
+    rat = login(app, "rat")
+    rat.get(f"/studies/{sid}")
+    with app.state.sessions() as s:
+        t = s.query(Trial).filter_by(study_id=sid, rater_id=4).order_by(Trial.position).first()
+    url = f"/studies/{sid}/trials/{t.id}"
+    r = rat.post(url, data={"answer": "left"})
+    assert r.status_code == 400 and "play the left and the right clip before answering" in r.text
+    lengths = {}
+    for side in ("left", "right"):
+        lengths[side] = studies.clip_seconds(rat.get(f"{url}/{side}").content)
+        if side == "left":
+            r = rat.post(url, data={"answer": "left"})
+            assert r.status_code == 400 and "play the right clip" in r.text
+    need = sum(lengths.values())
+    assert 0.89 < need < 1.01  # the clips of _audio_dirs last 0.5 s (the stereo real one 0.4 s)
+    r = rat.post(url, data={"answer": "left"})
+    assert r.status_code == 400 and "before the clips could be heard through" in r.text
+    later(need / 2)
+    rat.get(f"{url}/left")  # a replay: the first sending counts
+    assert rat.post(url, data={"answer": "left"}).status_code == 400
+    later(need / 2)
+    assert rat.post(url, data={"answer": "left"}).status_code == 200
+    with app.state.sessions() as s:
+        t = s.get(Trial, t.id)
+        assert t.answer == "left" and t.left_sent_at is not None and t.right_sent_at is not None
+    # an image study's answers need no listening
+    imgs = tmp / "imgs"
+    imgs.mkdir()
+    for i in range(2):
+        _png(imgs / f"{i}.png", value=i)
+    sid2 = boss.post("/studies", json={"name": "i", "kind": "mos", "generated": str(imgs),
+                                       "attention_checks": 0}).json()["study"]
+    tid = rat.get(f"/studies/{sid2}").json()["trial"]
+    assert rat.post(f"/studies/{sid2}/trials/{tid}", data={"answer": "3"}).status_code == 200
+
+
+def test_catch_clips_last_as_long_as_the_studys_median_clip(env):
+    app, tmp = env
+    gen = tmp / "g"
+    gen.mkdir()
+    for i, seconds in enumerate((0.6, 0.9, 2.5)):
+        write_wav(gen / f"{i}.wav", _tone(300 + 50 * i, seconds=seconds), 16_000)
+    boss = login(app, "boss")
+    sid = boss.post("/studies", json={"name": "m", "kind": "mos", "generated": str(gen),
+                                      "attention_checks": 2}).json()["study"]
+    from genguard.console.models import Stimulus
+
+    with app.state.sessions() as s:
+        att = [st.path for st in s.query(Stimulus).filter_by(study_id=sid, source="attention")]
+    assert len(att) == 2
+    for p in att:
+        x, rate = read_wav(p)
+        assert len(x) / rate == pytest.approx(0.9, abs=1e-3)  # the median of 0.6, 0.9 and 2.5 s

@@ -702,6 +702,7 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         wav = wavs.get(stim.path) if stim else None
         if wav is None:
             raise HTTPException(404, "no clip")
+        st.clip_sent(db, t, side)
         return Response(wav, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.post("/studies/{sid}/trials/{tid}", dependencies=guarded)
@@ -709,8 +710,16 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
                      db: Session = Depends(get_db), f: dict = Depends(form)):
         s = get_study(db, sid)
         t = own_trial(db, sid, tid, user)
+        seconds = None
+        if s.media == "audio":
+            seconds = {}
+            for side, stim_id in (("left", t.left_id), ("right", t.right_id)):
+                stim = db.get(Stimulus, stim_id) if stim_id else None
+                wav = wavs.get(stim.path) if stim else None
+                if stim_id and wav is not None:  # a clip that cannot be served any more cannot be waited for
+                    seconds[side] = st.clip_seconds(wav)
         try:
-            st.answer_trial(db, s, t, str(f.get("answer", "")))
+            st.answer_trial(db, s, t, str(f.get("answer", "")), seconds)
         except st.StudyError as exc:
             raise HTTPException(400, str(exc)) from None
         nxt = st.next_trial(db, s, user)

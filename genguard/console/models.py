@@ -140,5 +140,9 @@ class Trial(Base):
     right_id: Mapped[int | None] = mapped_column(ForeignKey("stimuli.id"))
     answer: Mapped[str | None] = mapped_column(String(8))
     answered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    #: when each clip of an audio trial was first sent to this rater's browser; the players load a clip only when
+    #: it is played (preload="none"), so an answer sooner than the clips' length after the first was sent is refused
+    left_sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    right_sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_trials_study_rater_pos", "study_id", "rater_id", "position"),)

@@ -24,6 +24,12 @@ MAX_WAV_BYTES = 16 * 1024 * 1024
 PLAY_RATES = (8_000, 48_000)
 #: Rate of the catch clips (the spoken-digit and WaveNet rate).
 ATTENTION_RATE = 16_000
+#: An audio answer may come this much sooner than the trial's clips last, counted from when the first was sent
+#: (the clock's and the player's start-up jitter); any sooner and the rater cannot have heard them through.
+LISTEN_SLACK_S = 0.25
+#: Catch clips last as long as the study's median clip, within these bounds (a length of their own would give
+#: them away before they are heard).
+ATTENTION_SECONDS = (0.4, MAX_CLIP_SECONDS)
 #: How many skipped files' reasons a study keeps (the count is always kept).
 MAX_SKIPPED_LISTED = 20
 _WHAT = {"image": "images", "audio": "WAV files"}
@@ -85,26 +91,38 @@ def clip_wav(path: str | Path) -> bytes | None:
         return None
 
 
-def _readable_clips(folder: Path, files: list[Path]) -> tuple[list[Path], list[str]]:
-    """The WAVs that can be played to a rater, each decoded once now, and the reasons for those skipped: an
-    unreadable, too large or too long file is left out and counted, so one bad file never sinks a study."""
+def clip_seconds(wav: bytes) -> float:
+    """Length in seconds of a clip as :func:`clip_wav` encoded it."""
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(wav), "rb") as w:
+        return w.getnframes() / w.getframerate()
+
+
+def _readable_clips(folder: Path, files: list[Path]) -> tuple[list[Path], list[str], list[float]]:
+    """The WAVs that can be played to a rater, each decoded once now, the reasons for those skipped (an
+    unreadable, too large or too long file is left out and counted, so one bad file never sinks a study) and the
+    kept clips' lengths in seconds."""
     from genguard.generators import GeneratorError
 
     kept: list[Path] = []
     skipped: list[str] = []
+    seconds: list[float] = []
     for p in files:
         if len(kept) == MAX_STIMULI:
             break
         try:
-            decode_clip(p)
+            x, rate = decode_clip(p)
             kept.append(p)
+            seconds.append(len(x) / rate)
         except GeneratorError as exc:
             skipped.append(" ".join(str(exc).split()))  # one line, whatever the file's name holds
         except OSError as exc:  # unreadable after the reader's checks (permissions changed, file vanished)
             skipped.append(" ".join(f"{p}: cannot read WAV file: {exc.strerror or exc}".split()))
     if not kept:
         raise StudyError(f"{folder}: no readable WAV file ({len(skipped)} skipped; first: {skipped[0]})")
-    return kept, skipped
+    return kept, skipped, seconds
 
 
 def _attention_images(out: Path, k: int) -> list[Path]:
@@ -125,26 +143,29 @@ def _attention_images(out: Path, k: int) -> list[Path]:
     return paths
 
 
-def attention_clip(i: int, rate: int = ATTENTION_RATE) -> np.ndarray:
-    """Catch clip ``i``: four rounds of a loud white-noise burst then a pure 1 kHz beep, 1.6 s. No rater who
-    listens can call it a real recording nor rate it natural and clean; the noise differs from clip to clip
-    (its seed is ``i``: a catch clip is obvious by design, nothing rests on it being secret)."""
+def attention_clip(i: int, rate: int = ATTENTION_RATE, seconds: float = 1.6) -> np.ndarray:
+    """Catch clip ``i`` of ``seconds``: rounds of a loud white-noise burst then a pure 1 kHz beep (0.4 s a round),
+    cut to length. No rater who listens can call it a real recording nor rate it natural and clean; the noise
+    differs from clip to clip (its seed is ``i``: a catch clip is obvious once heard, which is the point, so
+    nothing rests on it being secret - only on it not being told apart before it is heard)."""
     rng = np.random.default_rng(i)
     n = int(0.15 * rate)
     beep = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(n) / rate)
     gap = np.zeros(int(0.05 * rate))
-    parts = []
-    for _ in range(4):
+    total = max(1, int(round(seconds * rate)))
+    parts: list[np.ndarray] = []
+    while sum(len(p) for p in parts) < total:
         parts += [rng.uniform(-0.9, 0.9, n), gap, beep, gap]
-    return np.concatenate(parts).astype(np.float32)
+    return np.concatenate(parts)[:total].astype(np.float32)
 
 
-def _attention_clips(out: Path, k: int) -> list[Path]:
-    """The catch clips of an audio study, written once per study under the console home."""
+def _attention_clips(out: Path, k: int, seconds: float = 1.6) -> list[Path]:
+    """The catch clips of an audio study, ``seconds`` long, written once per study under the console home."""
     from genguard.generators.audio_data import write_wav
 
     out.mkdir(parents=True, exist_ok=True)
-    return [write_wav(out / f"attention-{i}.wav", attention_clip(i), ATTENTION_RATE) for i in range(k)]
+    return [write_wav(out / f"attention-{i}.wav", attention_clip(i, seconds=seconds), ATTENTION_RATE)
+            for i in range(k)]
 
 
 def create_study(db: Session, name: str, kind: str, real: Path | None, generated: Path, user_id: int | None,
@@ -171,10 +192,12 @@ def create_study(db: Session, name: str, kind: str, real: Path | None, generated
             raise StudyError(f"{real}: holds {_WHAT[ref_media]} but {generated} holds {_WHAT[media]}; a study "
                              "shows one kind of media")
     skipped: dict[str, list[str]] = {"generated": [], "real": []}
+    lengths: list[float] = []
     if media == "audio":
-        gen, skipped["generated"] = _readable_clips(Path(generated), gen)
+        gen, skipped["generated"], lengths = _readable_clips(Path(generated), gen)
         if real is not None:
-            ref, skipped["real"] = _readable_clips(Path(real), ref)
+            ref, skipped["real"], more = _readable_clips(Path(real), ref)
+            lengths += more
     gen, ref = gen[:MAX_STIMULI], ref[:MAX_STIMULI]
     reasons = (skipped["generated"] + skipped["real"])[:MAX_SKIPPED_LISTED]
     study = Study(name=name[:200] or "study", kind=kind, media=media, created_by=user_id,
@@ -185,8 +208,12 @@ def create_study(db: Session, name: str, kind: str, real: Path | None, generated
                                      "skipped_reasons": reasons}))
     db.add(study)
     db.flush()
-    write_attention = _attention_clips if media == "audio" else _attention_images
-    att = write_attention(home / "studies" / f"study-{study.id}", max(attention_checks, 0))
+    where = home / "studies" / f"study-{study.id}"
+    if media == "audio":  # as long as the study's typical clip, so that its length does not give it away
+        lo, hi = ATTENTION_SECONDS
+        att = _attention_clips(where, attention_checks, float(np.clip(np.median(lengths), lo, hi)))
+    else:
+        att = _attention_images(where, attention_checks)
     db.add_all([Stimulus(study_id=study.id, path=str(p), source="generated") for p in gen]
                + [Stimulus(study_id=study.id, path=str(p), source="real") for p in ref]
                + [Stimulus(study_id=study.id, path=str(p), source="attention") for p in att])
@@ -243,12 +270,46 @@ def next_trial(db: Session, study: Study, rater: User) -> Trial | None:
                                           Trial.answer.is_(None)).order_by(Trial.position).limit(1)).first()
 
 
-def answer_trial(db: Session, study: Study, trial: Trial, answer: str) -> None:
+def clip_sent(db: Session, trial: Trial, side: str) -> None:
+    """Record when a trial's clip was first sent to its rater (a later fetch, a replay, changes nothing)."""
+    column = f"{side}_sent_at"
+    if getattr(trial, column) is None:
+        setattr(trial, column, now())
+        db.commit()
+
+
+def check_heard(trial: Trial, seconds: dict[str, float]) -> None:
+    """Refuse an audio answer given before the trial's clips could have been heard through: every clip must have
+    been sent (the players load a clip only when it is played) and at least their total length must have passed
+    since the first was sent. ``seconds``: each shown side's clip length. What the server can check is that the
+    clips were delivered and the time to hear them passed; that they were played to the end is checked by the
+    page, which enables the answers only then."""
+    if not seconds:
+        return
+    sent = {side: getattr(trial, f"{side}_sent_at") for side in seconds}
+    unplayed = [side for side, at in sent.items() if at is None]
+    if unplayed:
+        raise StudyError(f"play the {' and the '.join(unplayed)} clip before answering")
+    need = sum(seconds.values())
+    elapsed = (now() - min(sent.values())).total_seconds()
+    if elapsed + LISTEN_SLACK_S < need:
+        raise StudyError(f"answered {elapsed:.1f} s after the first clip was played, before the clips could be heard "
+                         f"through ({need:.1f} s); listen to the end, then answer")
+
+
+def answer_trial(db: Session, study: Study, trial: Trial, answer: str,
+                 clip_seconds: dict[str, float] | None = None) -> None:
+    """Record a rater's answer; for an audio trial ``clip_seconds`` (each shown side's clip length) must be given
+    and the clips must have been heard (:func:`check_heard`)."""
     ok = {"left", "right"} if study.kind == "2afc" else {"1", "2", "3", "4", "5"}
     if answer not in ok:
         raise StudyError(f"answer {answer!r}: use one of {', '.join(sorted(ok))}")
     if trial.answer is not None:
         raise StudyError("this trial is already answered")
+    if study.media == "audio":
+        if clip_seconds is None:
+            raise StudyError("an audio trial is answered with its clips' lengths (clip_seconds)")
+        check_heard(trial, clip_seconds)
     trial.answer = answer
     trial.answered_at = now()
     db.commit()

@@ -46,13 +46,28 @@
     // audio trials: space plays or pauses the clips in turn (left, then right), one at a time
     var clips = Array.prototype.slice.call(form.querySelectorAll("audio"));
     var turn = 0;
+    // an audio trial is answered only once every clip has been played to its end (the server also refuses an
+    // answer that comes sooner than the clips last)
+    var heard = clips.map(function () { return false; });
+    var answers = Array.prototype.slice.call(form.querySelectorAll('button[name="answer"]'));
+    function ready() { return heard.every(function (h) { return h; }); }
+    function gate() {
+      answers.forEach(function (b) { b.disabled = !ready(); });
+      var hint = document.getElementById("listen");
+      if (hint && ready()) hint.classList.add("heard");
+    }
     clips.forEach(function (clip, i) {
       clip.addEventListener("play", function () {
         clips.forEach(function (other) { if (other !== clip) other.pause(); });
         turn = i;
       });
-      clip.addEventListener("ended", function () { turn = (i + 1) % clips.length; });
+      clip.addEventListener("ended", function () {
+        heard[i] = true;
+        gate();
+        turn = (i + 1) % clips.length;
+      });
     });
+    if (clips.length) gate();
     document.addEventListener("keyup", function (ev) {  // a focused button acts on a space's key-up
       if (ev.key === " " && clips.length && !typing(ev)) ev.preventDefault();
     });
@@ -79,7 +94,7 @@
       if (value === null) return;
       ev.preventDefault();
       var b = form.querySelector('button[value="' + value + '"]');
-      if (b) b.click();
+      if (b && !b.disabled) b.click();
     });
   }
 })();
