@@ -691,12 +691,16 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
 
     wavs = _EncodedCache(st.clip_wav)
 
+    def shown(db: Session, t: Trial, side: str) -> Stimulus | None:
+        """The stimulus a trial shows on ``side`` (left / right), None for no such side."""
+        stim_id = {"left": t.left_id, "right": t.right_id}.get(side)
+        return db.get(Stimulus, stim_id) if stim_id else None
+
     @app.get("/studies/{sid}/trials/{tid}/{side}")
     def trial_media(sid: int, tid: int, side: str, user: User = Depends(anyone), db: Session = Depends(get_db)):
         """A trial's image (PNG) or clip (WAV), re-encoded: what a rater's browser gets is never the file itself."""
         t = own_trial(db, sid, tid, user)
-        stim_id = {"left": t.left_id, "right": t.right_id}.get(side)
-        stim = db.get(Stimulus, stim_id) if stim_id else None
+        stim = shown(db, t, side)
         if get_study(db, sid).media != "audio":
             return image_response(stim.path if stim else None)
         wav = wavs.get(stim.path) if stim else None
@@ -712,11 +716,11 @@ def create_app(db_url: str | None = None, home: Path | None = None, *, login_lim
         t = own_trial(db, sid, tid, user)
         seconds = None
         if s.media == "audio":
-            seconds = {}
-            for side, stim_id in (("left", t.left_id), ("right", t.right_id)):
-                stim = db.get(Stimulus, stim_id) if stim_id else None
+            seconds = {}  # the lengths of the clips as served; one that cannot be served any more is not waited for
+            for side in ("left", "right"):
+                stim = shown(db, t, side)
                 wav = wavs.get(stim.path) if stim else None
-                if stim_id and wav is not None:  # a clip that cannot be served any more cannot be waited for
+                if wav is not None:
                     seconds[side] = st.clip_seconds(wav)
         try:
             st.answer_trial(db, s, t, str(f.get("answer", "")), seconds)

@@ -153,9 +153,8 @@ def attention_clip(i: int, rate: int = ATTENTION_RATE, seconds: float = 1.6) -> 
     beep = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(n) / rate)
     gap = np.zeros(int(0.05 * rate))
     total = max(1, int(round(seconds * rate)))
-    parts: list[np.ndarray] = []
-    while sum(len(p) for p in parts) < total:
-        parts += [rng.uniform(-0.9, 0.9, n), gap, beep, gap]
+    rounds = -(-total // (2 * n + 2 * len(gap)))
+    parts = [q for _ in range(rounds) for q in (rng.uniform(-0.9, 0.9, n), gap, beep, gap)]
     return np.concatenate(parts)[:total].astype(np.float32)
 
 
