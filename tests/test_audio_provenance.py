@@ -191,7 +191,40 @@ def test_resampled_file_rate(tmp_path):
     x44 = __import__("genguard.guardrails.provenance.audio_watermark", fromlist=["resample"]).resample(x, RATE, 44100)
     y = AudioWatermark(KEY).embed(x44, 44100)
     assert AudioWatermark(KEY).detect(y, 44100)["found"]
-    assert AudioWatermark(KEY).detect(y[::1], 44100)["alignments_tested"] == 2 * 64 * 4
+    assert AudioWatermark(KEY).detect(y[::1], 44100)["alignments_tested"] == 2 * 64 * 4 + 2
+
+
+def test_p_value_pays_for_both_families_of_alignments():
+    """The 1e-6 budget is split in advance between the as-written alignment (2 tests) and the search (512):
+    the reported p, rebuilt here from the reported chips with scipy's binomial tail (not the module's), is
+    2 x 2 x the sign test's tail as written and 2 x 512 x it after a trim. A dropped factor would let more
+    than 1e-6 of unmarked clips through."""
+    from scipy.stats import binom
+
+    y = AudioWatermark(KEY).embed(speech_like(2, 24), RATE)  # a clip where the sign test is the stronger both ways
+    for clip, family, factor in ((y, "as written", 2 * 2), (y[3000:], "searched", 2 * 512)):
+        d = AudioWatermark(KEY).detect(clip, RATE)
+        assert d["alignment"] == family and d["test"] == "sign", d
+        tail = binom.sf(d["agreements"] - 1, d["chips"], 0.5)
+        assert d["p_value"] == pytest.approx(min(1.0, factor * tail), rel=1e-6)
+    assert AudioWatermark(KEY).detect(y, RATE)["offset_s"] == 0.0
+
+
+def test_one_second_clips_at_8_khz_are_marked_within_the_budget():
+    """The reference WaveNet writes 1 s clips at 8 kHz: 40 speech-like ones are all found as written, each
+    within the 20 dB budget; a clip that is mostly silence gets its unspent budget (SNR close to 20 dB,
+    not the base gain's 24-30 dB), which is what makes it findable."""
+    from genguard.guardrails.provenance.audio_watermark import resample
+
+    wm = AudioWatermark(KEY)
+    snrs = []
+    for s in range(40):
+        x = resample(speech_like(1.0, 100 + s), RATE, 8000)
+        y = wm.embed(x, 8000)
+        snrs.append(10 * np.log10(np.mean(x ** 2) / np.mean((y - x) ** 2)))
+        assert wm.detect(y, 8000)["found"], s
+    assert min(snrs) >= 19.9
+    assert np.median(snrs) < 21.0  # the budget is spent, not left over
 
 
 def test_wrong_key_does_not_find_it(marked):
