@@ -60,3 +60,116 @@ def test_text_dp_record_does_not_state_window_or_passage_counts():
     b = _published_unit(ByteGPT(**kw), text_data(24))
     assert a[1] == b[1], (a, b)
     assert not re.search(r"\(\d+ windows", a[1]) and "32-byte window" in a[1]
+
+
+# --------------------------------------------------------------------------------------------
+# forged chunk sizes and chunk floods, against every WAV reader
+# --------------------------------------------------------------------------------------------
+def _riff(body: bytes) -> bytes:
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def _fmt_data(seconds=1.0, rate=8000):
+    from genguard.guardrails.provenance.wavfile import encode_wav
+
+    t = np.arange(int(seconds * rate)) / rate
+    good = encode_wav(0.3 * np.sin(2 * np.pi * 440 * t), rate)
+    return good[12:36], good[36:]  # the fmt chunk (8 + 16 bytes), the data chunk
+
+
+def _hostile(kind: str) -> bytes:
+    fmt, data = _fmt_data()
+    empty = b"junk" + struct.pack("<I", 0)
+    if kind == "gigabyte_fmt":  # the fmt chunk's own header claims 1 GiB
+        return _riff(b"fmt " + struct.pack("<I", 1 << 30) + fmt[8:] + data)
+    if kind == "gigabyte_chunk_before_fmt":
+        return _riff(b"LIST" + struct.pack("<I", 1 << 30) + b"INFOjunk" + fmt + data)
+    if kind == "chunk_flood_before_samples":
+        return _riff(empty * 5000 + fmt + data)
+    if kind == "chunk_flood_after_samples":  # the samples read fine; c2pa would walk the rest
+        return _riff(fmt + data + empty * 5000)
+    raise AssertionError(kind)
+
+
+HOSTILE = ["gigabyte_fmt", "gigabyte_chunk_before_fmt", "chunk_flood_before_samples", "chunk_flood_after_samples"]
+_WHY = {"gigabyte_fmt": "declares 1,073,741,824 bytes", "gigabyte_chunk_before_fmt": "declares 1,073,741,824 bytes",
+        "chunk_flood_before_samples": "1,024 RIFF chunks", "chunk_flood_after_samples": "1,024 RIFF chunks"}
+
+
+def _timed(fn):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        return fn(), None
+    except Exception as exc:  # noqa: BLE001 - the test looks at which exception and its message
+        return None, exc
+    finally:
+        elapsed = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert elapsed < 2.0, f"{elapsed:.1f} s"
+        assert peak < 32 << 20, f"peak {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("kind", [k for k in HOSTILE if k != "chunk_flood_after_samples"])
+def test_sample_readers_refuse_forged_sizes_and_chunk_floods(tmp_path, kind):
+    """The bytes reader (tag/verify/marking/watermark), the path reader (audits' --samples WAVDIR, training folders)
+    and the review console's clip reader: one line naming the file, fast, within bounded memory."""
+    from genguard.console.studies import decode_clip
+    from genguard.generators import GeneratorError
+    from genguard.generators.audio_data import read_wav as read_wav_path
+    from genguard.guardrails.provenance.wavfile import WavError, read_wav
+
+    p = tmp_path / f"{kind}.wav"
+    p.write_bytes(_hostile(kind))
+    for fn, etype in ((lambda: read_wav(p.read_bytes(), str(p)), WavError), (lambda: read_wav_path(p), GeneratorError),
+                      (lambda: decode_clip(p), GeneratorError)):
+        out, exc = _timed(fn)
+        assert isinstance(exc, etype), (out, exc)
+        msg = str(exc)
+        assert str(p) in msg and "\n" not in msg and _WHY[kind] in msg, msg
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_provenance_readers_refuse_forged_sizes_and_chunk_floods(home, tmp_path, kind):
+    """verify (c2pa's reader too: it walks every chunk through a Python callback), tag and marking check."""
+    from genguard.guardrails.provenance import KeyStore, ProvenanceError, tag_file, verify_file
+    from genguard.guardrails.provenance.marking import check_outputs
+
+    keys = KeyStore.load_or_create()
+    p = tmp_path / f"{kind}.wav"
+    p.write_bytes(_hostile(kind))
+    rec, exc = _timed(lambda: verify_file(p, keys=keys))
+    assert exc is None and rec["verdict"] == "error", rec
+    assert rec["reason"].startswith(str(p)) and _WHY[kind] in rec["reason"], rec["reason"]
+    _, exc = _timed(lambda: tag_file(p, tmp_path / "out.wav", claim={"generator": "g", "run_id": "r"}, keys=keys))
+    assert isinstance(exc, ProvenanceError) and str(p) in str(exc) and _WHY[kind] in str(exc), exc
+    assert not (tmp_path / "out.wav").exists()
+    res, exc = _timed(lambda: check_outputs([p], sample=0, keys=keys))
+    assert exc is None, exc
+    (f,) = res["files"]
+    assert f.get("error") and str(p) in f["error"] and _WHY[kind] in f["error"], f
+
+
+def test_a_real_wav_with_a_few_extra_chunks_still_reads(tmp_path):
+    """The limits refuse floods, not ordinary files: LIST/INFO, a trailing odd-sized chunk and a truncated data
+    chunk (cut off recording) all read as before."""
+    from genguard.generators.audio_data import read_wav as read_wav_path
+    from genguard.guardrails.provenance.wavfile import MAX_CHUNKS, read_wav
+
+    fmt, data = _fmt_data()
+    info = b"LIST" + struct.pack("<I", 12) + b"INFOISFT" + struct.pack("<I", 0)
+    odd = b"note" + struct.pack("<I", 3) + b"abc\x00"
+    ok = _riff(info + fmt + (b"junk" + struct.pack("<I", 0)) * (MAX_CHUNKS - 4) + data + odd)
+    w = read_wav(ok, "ok")
+    assert w.samples.shape == (8000, 1) and not w.note
+    cut = _riff(fmt + data)[:-1000]
+    w = read_wav(cut, "cut")
+    assert w.samples.shape[0] == 7500 and "declared data size" in w.note
+    p = tmp_path / "ok.wav"
+    p.write_bytes(ok)
+    x, rate = read_wav_path(p)
+    assert rate == 8000 and x.shape == (8000,) and np.abs(x).max() > 0.29
