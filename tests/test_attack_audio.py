@@ -1,6 +1,7 @@
 """An outside attacker's checks on the audio paths: what the DP record publishes, hostile WAV files against every
 WAV reader, one bad file among good ones in the CLI, and hostile clips against the audio mark's false-positive claim."""
 import json
+from pathlib import Path
 import re
 import struct
 
@@ -173,3 +174,78 @@ def test_a_real_wav_with_a_few_extra_chunks_still_reads(tmp_path):
     p.write_bytes(ok)
     x, rate = read_wav_path(p)
     assert rate == 8000 and x.shape == (8000,) and np.abs(x).max() > 0.29
+
+
+# --------------------------------------------------------------------------------------------
+# one bad audio file among good ones: named on its own line, the others done, exit 2
+# --------------------------------------------------------------------------------------------
+def _cli(args, capsys):
+    from genguard.cli import main
+
+    with pytest.raises(SystemExit) as ex:
+        main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return ex.value.code, cap.out, cap.err
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Two good clips, a truncated WAV, a FIFO and a folder, all named *.wav (what `folder/*.wav` expands to)."""
+    import os
+
+    from genguard.guardrails.provenance.wavfile import encode_wav
+
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    t = np.arange(16000) / 8000
+    for name in ("a.wav", "z.wav"):
+        (d / name).write_bytes(encode_wav(0.3 * np.sin(2 * np.pi * 300 * t) + 0.05 * rng.standard_normal(16000), 8000))
+    (d / "b_truncated.wav").write_bytes((d / "a.wav").read_bytes()[:30])
+    os.mkfifo(d / "c_fifo.wav")
+    (d / "d_folder.wav").mkdir()
+    bad = [d / "b_truncated.wav", d / "c_fifo.wav", d / "d_folder.wav"]
+    return d, [d / "a.wav", d / "z.wav"], bad
+
+
+def _error_lines(err):
+    return [ln for ln in err.splitlines() if ln.startswith("genguard: error: ")]
+
+
+def test_tag_names_each_bad_file_and_tags_the_others(home, mixed_folder, tmp_path, capsys):
+    from genguard.guardrails.provenance import KeyStore, verify_file
+
+    d, good, bad = mixed_folder
+    code, out, err = _cli(["tag", *sorted(d.iterdir()), "--out", tmp_path / "o", "--generator", "g", "--run-id", "r",
+                           "--json", tmp_path / "t.json"], capsys)
+    assert code == 2, err
+    lines = _error_lines(err)
+    assert len(lines) == len(bad), err
+    for p, ln in zip(bad, lines):  # one line per bad file, in the order given, each naming it
+        assert str(p) in ln and all(str(q) not in ln for q in bad if q != p), ln
+    assert sorted(q.name for q in (tmp_path / "o").iterdir()) == ["a.wav", "z.wav"]
+    keys = KeyStore.load_or_create()
+    for p in good:
+        assert verify_file(tmp_path / "o" / p.name, keys=keys)["verdict"] == "intact"
+    rows = json.loads((tmp_path / "t.json").read_text())["files"]
+    assert [bool(r.get("error")) for r in rows] == [False, True, True, True, False]
+
+
+@pytest.mark.parametrize("how", ["folder", "files"])
+def test_verify_and_marking_check_name_each_bad_audio_file(home, mixed_folder, tmp_path, capsys, how):
+    """Given the folder, the FIFO must not silently vanish from the results (the folder named x.wav is a folder
+    and is searched); given the files, each of the three is named."""
+    d, good, bad = mixed_folder
+    args = [d] if how == "folder" else sorted(d.iterdir())
+    named = bad[:2] if how == "folder" else bad
+    for cmd in (["verify"], ["marking", "check", "--sample", "0"]):
+        code, out, err = _cli([*cmd, *args, "--json", tmp_path / "r.json"], capsys)
+        assert code == 2, (cmd, err)
+        lines = _error_lines(err)
+        assert len(lines) == len(named), (cmd, err)
+        for p, ln in zip(named, lines):
+            assert str(p) in ln, (cmd, ln)
+        res = json.loads((tmp_path / "r.json").read_text())["files"]
+        key = "path"
+        ok = [r for r in res if not (r.get("error") or r.get("verdict") == "error")]
+        assert sorted(Path(r[key]).name for r in ok) == ["a.wav", "z.wav"], (cmd, res)
