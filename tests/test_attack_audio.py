@@ -249,3 +249,158 @@ def test_verify_and_marking_check_name_each_bad_audio_file(home, mixed_folder, t
         key = "path"
         ok = [r for r in res if not (r.get("error") or r.get("verdict") == "error")]
         assert sorted(Path(r[key]).name for r in ok) == ["a.wav", "z.wav"], (cmd, res)
+
+
+# --------------------------------------------------------------------------------------------
+# hostile files must not make things happen: no network, no false mark, no crash
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def remote_wav(home, tmp_path):
+    """A WAV whose C2PA reference points at a loopback server that records every request (a remote manifest; tagged
+    by genguard it becomes a remote ingredient)."""
+    import http.server
+    import io
+    import threading
+
+    import c2pa
+
+    from genguard.guardrails.provenance import KeyStore
+    from genguard.guardrails.provenance import manifest as mf
+    from genguard.guardrails.provenance.wavfile import encode_wav
+
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/m.c2pa"
+    keys = KeyStore.load_or_create()
+    t = np.arange(16000) / 8000
+    wav = encode_wav(0.3 * np.sin(2 * np.pi * 300 * t) + 0.02 * np.random.default_rng(0).standard_normal(16000), 8000)
+    man = mf.build_manifest({"generator": "g", "run_id": "r", "private": False, "epsilon": None, "delta": None,
+                             "ledger_sha256": None}, title="remote.wav")
+    out = io.BytesIO()
+    with c2pa.Builder(man, context=mf._signing_context(False)) as b, keys.signer() as s:
+        b.set_no_embed()
+        b.set_remote_url(url)
+        b.sign(s, "audio/wav", io.BytesIO(wav), out)
+    p = tmp_path / "remote.wav"
+    p.write_bytes(out.getvalue())
+    # the control: with c2pa's defaults this file makes the reader call the server, so a silent test would mean
+    # something
+    try:
+        c2pa.Reader("audio/wav", io.BytesIO(p.read_bytes()))
+    except c2pa.C2paError:
+        pass
+    assert hits, "control failed: a default c2pa Reader made no request"
+    hits.clear()
+    yield p, url, hits, keys
+    srv.shutdown()
+
+
+def test_remote_manifest_and_remote_ingredient_in_a_wav_are_not_fetched(remote_wav, tmp_path):
+    from genguard.guardrails.provenance import tag_file, verify_file
+    from genguard.guardrails.provenance.marking import check_outputs
+
+    p, url, hits, keys = remote_wav
+    r = verify_file(p, keys=keys)
+    assert r["verdict"] == "remote" and url in r["reason"] and not r["watermark"].get("found")
+    tagged = tag_file(p, tmp_path / "t.wav", claim={"generator": "g", "run_id": "r2"}, keys=keys)
+    r = verify_file(tagged, keys=keys)  # the remote file is now a parentOf ingredient whose manifest is remote
+    ing = r["history"]["tree"]["ingredients"]
+    assert r["verdict"] == "intact" and ing[0]["title"] == "remote.wav" and not ing[0]["has_manifest"], r
+    check_outputs([p, tagged], sample=0, keys=keys)
+    assert hits == [], f"genguard reached the network: {hits}"
+
+
+@pytest.mark.skipif(__import__("shutil").which("strace") is None, reason="strace not installed")
+def test_audio_commands_make_no_inet_connect(remote_wav, tmp_path):
+    """At the system-call level (c2pa-rs is native code): verify, tag (remote ingredient), verify of the result and
+    marking check, in one traced process."""
+    import os
+    import subprocess
+    import sys
+
+    p, url, hits, keys = remote_wav
+    log = tmp_path / "strace.log"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(log), sys.executable, "-c",
+                    "import socket; socket.socket().connect_ex(('127.0.0.1', 9))"], check=True, timeout=60)
+    assert "AF_INET" in log.read_text()  # the control: the tracing sees a connect when there is one
+    out = tmp_path / "o"
+    script = ("import sys\nfrom genguard.cli import main\ncodes = []\n"
+              f"for args in ([{'verify'!r}, {str(p)!r}], ['tag', {str(p)!r}, '--out', {str(out)!r}, '--run-id', 'r3'],"
+              f" ['verify', {str(out / 'remote.wav')!r}], ['marking', 'check', '--sample', '0', {str(p)!r},"
+              f" {str(out / 'remote.wav')!r}]):\n"
+              "    try:\n        main(args)\n    except SystemExit as e:\n        codes.append(e.code)\n"
+              "print('codes', codes)\n")
+    env = {**os.environ, "GENGUARD_NO_PROGRESS": "1"}
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log),
+                           sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env)
+    assert "codes [0, 0, 0, 1]" in proc.stdout, (proc.stdout[-2000:], proc.stderr[-2000:])
+    inet = [ln for ln in log.read_text().splitlines() if "AF_INET" in ln]
+    assert inet == [] and hits == [], (inet[:5], hits)
+
+
+def _hostile_clips():
+    from genguard.guardrails.provenance.wavfile import encode_wav
+
+    rng = np.random.default_rng(11)
+    nan = np.full(16000, np.nan)
+    nan[::3] = 0.1
+    return {
+        "silence.wav": encode_wav(np.zeros(3 * 16000), 16000),
+        "full_scale_noise.wav": encode_wav(rng.uniform(-1, 1, 3 * 16000), 16000),
+        "clipped_noise.wav": encode_wav(np.sign(rng.standard_normal(3 * 16000)), 16000),
+        "full_scale_noise_8k_stereo.wav": encode_wav(rng.uniform(-1, 1, (3 * 8000, 2)), 8000),
+        "nan_floats.wav": encode_wav(nan, 16000, fmt="float", bits=32),
+        "one_sample.wav": encode_wav(np.array([0.9]), 16000),
+        "empty.wav": encode_wav(np.zeros(0), 16000),
+    }
+
+
+def test_hostile_unmarked_clips_are_never_marked_and_never_crash(home, tmp_path):
+    from genguard.guardrails.provenance import KeyStore, verify_file
+    from genguard.guardrails.provenance.marking import check_outputs
+
+    keys = KeyStore.load_or_create()
+    paths = []
+    for name, data in _hostile_clips().items():
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(data)
+    for p in paths:
+        r = verify_file(p, keys=keys)
+        assert r["verdict"] in ("untagged", "error") and not r["watermark"].get("found"), (p.name, r)
+        if r["verdict"] == "error":
+            assert r["reason"].startswith(str(p)) and "\n" not in r["reason"]
+    assert verify_file(tmp_path / "nan_floats.wav", keys=keys)["verdict"] == "error"  # NaN refused, named
+    res = check_outputs(paths, sample=0, keys=keys)
+    for f in res["files"]:
+        if f.get("error"):
+            assert str(f["path"]) in f["error"], f
+            continue
+        (wm,) = [ln for ln in f["lines"] if ln["name"] == "imperceptible watermark present"]
+        assert wm["status"] != "met", (f["path"], wm)
+
+
+def test_detector_on_hostile_arrays_with_many_keys():
+    """Straight to the detector, arrays no file reader would pass (NaN, infinities, one sample, DC at full scale):
+    no exception, never found, across 16 keys."""
+    from genguard.guardrails.provenance.audio_watermark import AudioWatermark
+
+    rng = np.random.default_rng(5)
+    arrays = [np.full(16000, np.nan), np.r_[np.zeros(8000), np.inf, np.zeros(8000)], np.array([1.0]),
+              np.ones(32000), np.zeros(32000), rng.uniform(-1, 1, 32000), np.sign(rng.standard_normal(32000)),
+              np.full((16000, 2), 1e30)]
+    for k in range(16):
+        det = AudioWatermark(bytes([k]) * 32)
+        for x in arrays:
+            r = det.detect(x, 16000)
+            assert r["found"] is False, (k, x[:3], r)
