@@ -63,6 +63,43 @@ def test_text_dp_record_does_not_state_window_or_passage_counts():
     assert not re.search(r"\(\d+ windows", a[1]) and "32-byte window" in a[1]
 
 
+def _published(n, **trainer):
+    from genguard.generators.wavenet import WaveNet
+    from genguard.guardrails.privacy import PrivateTrainer, build_ledger
+
+    gen = WaveNet(**TINY, seed=0).fit(_clips(n), trainer=PrivateTrainer(target_epsilon=8.0, **trainer),
+                                      progress=False)
+    ledger = build_ledger(gen.training_report_, generator=gen.name, run_id="r", seed=0, weights_path=None)
+    return {k: v for k, v in ledger.items() if k not in ("created", "package_versions")}
+
+
+def test_neighbours_across_a_batch_boundary_publish_the_same_ledger_with_a_public_size():
+    """q = 1 / ceil(n / B) publishes ceil(n / B): 32 and 33 clips (B = 16) give different sample rates, step counts,
+    noise multipliers and epsilons. With a public stand-in for n, every published figure is the same."""
+    a, b = _published(32), _published(33)
+    assert {k for k in a if a[k] != b[k]} >= {"sample_rate", "steps", "noise_multiplier", "epsilon"}
+    a, b = _published(32, public_size=48), _published(33, public_size=48)
+    assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    assert a["sample_rate"] == pytest.approx(1 / 3) and a["steps"] == 3
+
+
+def test_public_size_is_refused_where_it_cannot_hold():
+    from genguard.guardrails.privacy import PrivacyError, PrivateTrainer
+
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(PrivacyError, match="public_size"):
+            PrivateTrainer(public_size=bad)
+    with pytest.raises(PrivacyError, match="Poisson"):
+        PrivateTrainer(public_size=100, poisson_sampling=False)
+    with pytest.raises(PrivacyError, match="Poisson"):
+        PrivateTrainer(public_size=100, grad_sample_mode="opacus")
+    from genguard.generators.wavenet import WaveNet
+
+    # delta 0.009 is below 1/10 (the public size) but not below 1/200 (the private records): refused, to the operator
+    with pytest.raises(PrivacyError, match="1/n"):
+        WaveNet(**TINY, seed=0).fit(_clips(200), trainer=PrivateTrainer(public_size=10, delta=0.009), progress=False)
+
+
 # --------------------------------------------------------------------------------------------
 # forged chunk sizes and chunk floods, against every WAV reader
 # --------------------------------------------------------------------------------------------
