@@ -96,9 +96,15 @@ def read_bytes_bounded(path: str | os.PathLike, max_bytes: int = MAX_TEXT_BYTES,
     except OSError as exc:
         raise error(f"{p}: cannot read {what}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
             raise error(f"{p}: is not a regular {what}; refused")
-        data = fh.read(max_bytes + 1)
+        # read the size the file has, not the limit: read(n) allocates n bytes up front (a 16 kB WAV under a
+        # 64 MB limit cost 64 MB); a file that grew since the stat is read on to the limit
+        want = min(st.st_size, max_bytes) + 1
+        data = fh.read(want)
+        if len(data) == want and want <= max_bytes:
+            data += fh.read(max_bytes + 1 - want)
     if len(data) > max_bytes:
         raise error(f"{p}: exceeds the {max_bytes:,}-byte limit for a {what}")
     return data

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from genguard.generators._io import atomic_write_bytes, check_regular_file
+from genguard.generators._io import atomic_write_bytes, read_bytes_bounded
 from genguard.generators.base import Dataset, GeneratorError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -297,47 +297,29 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None, max_second
     PCM (8/16/24/32-bit integer), a declared length beyond the bytes present, too many channels, a sample
     rate outside :data:`RATE_LIMITS`, and empty audio. At most ``max_seconds`` are decoded.
     """
-    import wave
+    # one RIFF parser for the whole project (guardrails/provenance/wavfile.py): every declared size is checked
+    # against the bytes present and the chunk walk is bounded; the standard library's wave module trusts a chunk's
+    # declared size (a gigabyte fmt chunk ends in a bare RuntimeError) and walks any number of chunks
+    from genguard.guardrails.provenance.wavfile import WavError
+    from genguard.guardrails.provenance.wavfile import read_wav as parse_wav
 
     p = Path(path)
-    check_regular_file(p, max_bytes, GeneratorError, "WAV file")
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
-        head = fh.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise GeneratorError(f"{p}: not a WAV file (no RIFF/WAVE header)")
+    data = read_bytes_bounded(p, max_bytes, GeneratorError, "WAV file")
     try:
-        with wave.open(str(p), "rb") as w:
-            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            if not (1 <= channels <= MAX_CHANNELS):
-                raise GeneratorError(f"{p}: {channels} channels (at most {MAX_CHANNELS})")
-            if width not in (1, 2, 3, 4):
-                raise GeneratorError(f"{p}: {8 * width}-bit samples are not supported (8, 16, 24 or 32-bit PCM)")
-            if not (RATE_LIMITS[0] <= rate <= RATE_LIMITS[1]):
-                raise GeneratorError(f"{p}: sample rate {rate} Hz outside [{RATE_LIMITS[0]}, {RATE_LIMITS[1]}]")
-            if frames * channels * width > size:
-                raise GeneratorError(f"{p}: header declares {frames:,} frames ({frames * channels * width:,} bytes) "
-                                     f"but the file has {size:,} bytes (truncated or forged)")
-            keep = min(frames, int(max_seconds * rate))
-            raw = w.readframes(keep)
-    except GeneratorError:
-        raise
-    except (wave.Error, EOFError, OSError, ValueError, OverflowError) as exc:
-        raise GeneratorError(f"{p}: unreadable WAV ({exc.__class__.__name__}: {exc})") from None
-    n = len(raw) // (channels * width)
-    if n == 0:
+        w = parse_wav(data, str(p), max_seconds)
+    except WavError as exc:
+        reason = str(exc)
+        reason = reason[len(str(p)) + 2:] if reason.startswith(f"{p}: ") else reason
+        raise GeneratorError(f"{p}: unreadable WAV ({reason})") from None
+    if w.fmt != "pcm":
+        raise GeneratorError(f"{p}: {w.bits}-bit float samples are not supported (8, 16, 24 or 32-bit PCM)")
+    if w.data_present < w.data_declared:
+        raise GeneratorError(f"{p}: header declares {w.data_declared:,} bytes of samples but the file has "
+                             f"{w.data_present:,} (truncated or forged)")
+    if w.samples.shape[0] == 0:
         raise GeneratorError(f"{p}: no audio samples")
-    raw = raw[: n * channels * width]
-    if width == 1:
-        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 3:
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
-    else:
-        dt = np.int16 if width == 2 else np.int32
-        x = np.frombuffer(raw, dtype=f"<{np.dtype(dt).str[1:]}").astype(np.float32) / float(np.iinfo(dt).max + 1)
-    x = x.reshape(n, channels).mean(axis=1)
+    rate = w.rate
+    x = w.mono()
     if sample_rate is not None and rate != sample_rate:
         x, rate = resample(x, rate, sample_rate), int(sample_rate)
     return np.clip(x, -1.0, 1.0).astype(np.float32), int(rate)

@@ -106,9 +106,11 @@ class ByteGPT(TorchGenerator):
         records = Dataset(x=list(windows), modality="text", name=f"{data.name}-windows",
                           metadata={**data.metadata, "source_items": len(data)})
         super().fit(records, trainer=trainer, progress=progress)
+        # no window or passage count: both are functions of the private text, and the exact number of records
+        # would say whether one was in (epsilon is for add/remove-one neighbours)
         self.training_report_["privacy_unit"] = (
-            f"one {self.block_size}-byte window of the training text ({len(windows)} windows from {len(data)} "
-            f"passages); a passage spanning k windows is protected at group size k")
+            f"one {self.block_size}-byte window of the training text; a passage spanning k windows is protected "
+            "at group size k")
         return self
 
     def build(self, data: Dataset) -> None:

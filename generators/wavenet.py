@@ -300,9 +300,10 @@ class WaveNet(TorchGenerator):
 
     def fit(self, data: Dataset, trainer: Any = None, progress: bool = True) -> "WaveNet":
         super().fit(data, trainer=trainer, progress=progress)
+        # no clip count: epsilon is for add/remove-one neighbours, and the exact n would say whether a clip was in
         self.training_report_["privacy_unit"] = (
-            f"one audio clip ({len(data)} clips; each step scores a {min(self.crop, self.clip_samples)}-sample "
-            "window of each sampled clip)")
+            f"one audio clip (each step scores a {min(self.crop, self.clip_samples)}-sample window of each "
+            "sampled clip)")
         return self
 
     # -- teacher-forced prediction (the audit's reconstructions) ----------------------------

@@ -27,11 +27,12 @@ _PRIORITY = {"tampered": 0, "untrusted": 1, "error": 2, "stripped": 3, "remote":
 
 
 def collect_files(paths: list[Path]) -> list[Path]:
-    """Files named, and files under folders named (recursively), skipping C2PA sidecars."""
+    """Files named, and files under folders named (recursively), skipping C2PA sidecars. A FIFO, socket or device
+    found in a folder is kept, so the reader names it as unreadable instead of it vanishing from the results."""
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix != ".c2pa"))
+            out.extend(sorted(q for q in p.rglob("*") if not q.is_dir() and q.suffix != ".c2pa"))
         else:
             out.append(p)
     return out

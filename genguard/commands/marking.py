@@ -17,8 +17,10 @@ def _expand(paths) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() != ".c2pa"
-                          and not q.name.startswith("."))
+            # not is_dir: a FIFO or socket in the folder is reported as an error result, not silently left out; a
+            # named folder with nothing in it stays an entry of its own (e.g. a folder x.wav from a glob)
+            out += sorted(q for q in p.rglob("*") if not q.is_dir() and q.suffix.lower() != ".c2pa"
+                          and not q.name.startswith(".")) or [p]
         else:  # a missing or special file is reported as an error result beside the others, not raised
             out.append(p)
     if not out:

@@ -163,7 +163,9 @@ def register(group: click.Group) -> None:
                    "detected nor new files signed under this root")
 
     @group.command("tag")
-    @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    # dir_okay is not refused by click: a folder among the files (a glob's x.wav/) is one bad entry, named beside
+    # the others, not a usage error that stops every file
+    @click.argument("files", nargs=-1, required=True, type=click.Path())
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Write tagged copies here [default: tag the files in place].")
     @click.option("--no-watermark", is_flag=True, help="Do not embed an invisible watermark (image or WAV audio).")
@@ -181,7 +183,9 @@ def register(group: click.Group) -> None:
     @engine_options(resumable=False)
     def tag(files, out_dir, no_watermark, no_c2pa, cert, key_file, generator, run_id, ledger, json_out,
             engine, address, workers) -> int:
-        """Attach provenance: watermark images and WAV audio and embed a signed C2PA manifest, or write a .c2pa sidecar."""
+        """Attach provenance: watermark images and WAV audio and embed a signed C2PA manifest, or write a .c2pa sidecar.
+
+        Exit 2 if any file could not be tagged (each is named on a line of its own; the others are still tagged)."""
         check_engine_options(engine, address, workers)
 
         if bool(cert) != bool(key_file):
@@ -190,11 +194,18 @@ def register(group: click.Group) -> None:
             raise click.UsageError("--no-watermark and --no-c2pa together leave nothing to do")
         keys = KeyStore(cert_chain=cert, key=key_file) if cert else (None if no_c2pa else KeyStore.load_or_create())
         claim = _claim_from_ledger(ledger, generator, run_id)
+        from genguard.errors import one_line
+        from genguard.generators._io import check_regular_file
+
         seen: dict[str, str] = {}
-        for f in files:  # fail before writing anything
-            if not Path(f).is_file():
-                raise ProvenanceError(f"{f}: no such file")
-            if out_dir:  # two inputs of the same name would silently overwrite each other in --out
+        bad: dict[int, str] = {}  # a missing, special or folder entry: named at the end, the others still tagged
+        for i, f in enumerate(files):
+            try:
+                check_regular_file(f, None, ProvenanceError, "file")  # stat only: a FIFO is not opened
+            except ProvenanceError as exc:
+                bad[i] = one_line(exc)
+                continue
+            if out_dir:  # fail before writing anything  # two inputs of the same name would silently overwrite each other in --out
                 name = Path(f).name
                 if name in seen and Path(seen[name]).resolve() != Path(f).resolve():
                     raise ProvenanceError(f"{f}: same name as {seen[name]}; both would be written to "
@@ -202,40 +213,37 @@ def register(group: click.Group) -> None:
                 seen[name] = f
         options = {"claim": claim, "cert": cert, "key": key_file, "out_dir": out_dir,
                    "watermark": not no_watermark, "c2pa": not no_c2pa}
-        by_index: dict[int, dict] = {}
-        failed: list[str] = []
+        by_index: dict[int, dict] = {i: {"file": files[i], "error": msg} for i, msg in bad.items()}
         from genguard.detectors._io import progress_bar
 
-        with progress_bar("tagging", total=len(files), enabled=len(files) >= 20) as advance:
+        todo = [(i, f) for i, f in enumerate(files) if i not in bad]
+        with progress_bar("tagging", total=len(todo), enabled=len(todo) >= 20) as advance:
             def on_result(i: int, path: str, line: str) -> None:
                 import json
 
-                row = json.loads(line)
-                if row.get("error"):
-                    if engine == "local":  # in process, the first file that cannot be tagged stops the run
-                        raise ProvenanceError(row["error"])
-                    failed.append(row["error"])
-                by_index[i] = row
+                by_index[i] = json.loads(line)  # a file that could not be tagged is an error row; the rest go on
                 advance(1)
 
-            missing = run_batches(TagTask, options, list(enumerate(files)), on_result, engine=engine,
+            missing = run_batches(TagTask, options, todo, on_result, engine=engine,
                                   workers=workers, address=address, local_task=TagTask(keys=keys, **options))
-        failed += [f"{files[i]}: not tagged: its Ray worker died on it" for i in missing]
-        if failed:
-            more = f" (and {len(failed) - 1} more); the other files were tagged" if len(failed) > 1 else \
-                "; the other files were tagged"
-            raise ProvenanceError(failed[0] + more)
-        table = make_table("file", "written", "watermark", "manifest")
+        for i in missing:
+            by_index[i] = {"file": files[i], "error": f"{files[i]}: not tagged: its Ray worker died on it"}
         rows = [by_index[i] for i in range(len(files))]
-        for row in rows:
-            table.add_row(row["file"], row["written"], row["watermark"], row["manifest"])
-        make_console(stderr=human_to_stderr(json_out)).print(table)
-        for row in rows:
+        done = [row for row in rows if not row.get("error")]
+        if done:
+            table = make_table("file", "written", "watermark", "manifest")
+            for row in done:
+                table.add_row(row["file"], row["written"], row["watermark"], row["manifest"])
+            make_console(stderr=human_to_stderr(json_out)).print(table)
+        for row in done:
             if row.get("warning"):
                 click.echo(f"genguard: warning: {row['warning']}", err=True)
         echo(json_out)(f"run id: {claim['run_id']}")
         write_json(json_out, {"run_id": claim["run_id"], "claim": claim, "files": rows})
-        return 0
+        failed = [row["error"] for row in rows if row.get("error")]
+        for msg in failed:  # one line each, after the table; exit 2 as for any bad input
+            click.echo(f"genguard: error: {' '.join(str(msg).split())}", err=True)
+        return 2 if failed else 0
 
     @group.command("verify")
     @click.argument("files", nargs=-1, type=click.Path())
@@ -261,7 +269,8 @@ def register(group: click.Group) -> None:
         if trust_anchor is not None:
             _check_trust_anchor(Path(trust_anchor))
         folders = [f for f in files if Path(f).is_dir()]
-        files = tuple(str(p) for p in collect_files([Path(f) for f in files])) if folders else files
+        if folders:  # a named folder with nothing in it stays an entry of its own, reported unreadable, not dropped
+            files = tuple(str(p) for f in files for p in (collect_files([Path(f)]) or [Path(f)]))
         if paths_from:  # a listed file that is missing gets verdict error of its own
             files = tuple(files) + tuple(read_path_list(paths_from))
         if not files:

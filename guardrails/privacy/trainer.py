@@ -203,6 +203,13 @@ class PrivateTrainer:
     max_physical_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     reproducible: bool = False
+    #: A public stand-in for the number of records (a round figure or bound published with the data set, never
+    #: computed from it). Without it the batches per epoch, hence the sample rate q = 1 / ceil(n / batch_size), the
+    #: step count and the noise multiplier are functions of the private n, and the ledger publishes ceil(n / B): two
+    #: neighbouring data sets either side of a multiple of B give different ledgers. With it, q, the steps, the
+    #: default delta and the E[B] that divides the noised sum all come from ``public_size`` (Poisson sampling at a
+    #: fixed q is DP whatever the real n). Genguard engine with Poisson sampling only.
+    public_size: int | None = None
     # -- mechanism probe (audits only) -------------------------------------------------------------
     #: An auditor's view into the mechanism (white-box canaries, the conformance check); None in
     #: training. ``start(params, sample_rate, noise_multiplier, max_grad_norm, expected_batch)`` once,
@@ -238,6 +245,12 @@ class PrivateTrainer:
                 "which splits each logical batch and adds noise once")
         if self.secure_mode and self.grad_sample_mode not in ("auto", "opacus"):
             raise PrivacyError("secure_mode needs opacus' cryptographically secure noise: use grad_sample_mode='opacus'")
+        if self.public_size is not None:
+            if isinstance(self.public_size, bool) or not isinstance(self.public_size, int) or self.public_size < 1:
+                raise PrivacyError(f"public_size must be a positive whole number of records, got {self.public_size!r}")
+            if not self.poisson_sampling or self.secure_mode or self.grad_sample_mode == "opacus":
+                raise PrivacyError("public_size needs Poisson sampling on the genguard engine (fixed-size shuffled "
+                                   "batches, and opacus' loader, size their batches from the real data)")
         if self.secure_mode and self.reproducible:
             raise PrivacyError("secure_mode draws batches and noise from opacus' torchcsprng, which cannot be keyed; "
                                "choose secure_mode or reproducible, not both")
@@ -503,7 +516,12 @@ class PrivateTrainer:
 
         rank, world_size, backend = distributed.world()
         n = len(data)
-        delta = resolve_delta(self.delta, n)
+        # the size every published figure is computed from: the public stand-in when given, else the private n
+        size = int(self.public_size) if self.public_size is not None else n
+        delta = resolve_delta(self.delta, size)
+        if delta >= 1.0 / n:  # the operator's own check (raised here, never published)
+            raise PrivacyError(f"delta {delta:.3g} is not below 1/n for the {n:,} private records: give a smaller "
+                               "delta or a public_size nearer the real count")
         optimizers = gen.make_optimizers()
         modules = self._private(gen, optimizers)
         tensors = tuple(gen.train_tensors(data))
@@ -511,11 +529,11 @@ class PrivateTrainer:
             raise PrivacyError(f"{gen.name}: train_tensors() returned tensors of unequal length for {n} records")
         batch_size = int(gen.batch_size)
         # opacus' convention (DPDataLoader): q = 1 / (batches per epoch), expected batch q * n.
-        steps_per_epoch = max(1, math.ceil(n / batch_size))
+        steps_per_epoch = max(1, math.ceil(size / batch_size))
         q = 1.0 / steps_per_epoch
         planned = steps_per_epoch * int(gen.epochs)
         sigma = self._calibrate(q, planned, delta)
-        expected_batch = q * n
+        expected_batch = q * size
         physical = int(self.max_physical_batch_size or max(batch_size, 1) * 4)
         clipper = PerSampleClipper(modules, self.max_grad_norm, mode)
         if world_size > 1 and self.reproducible and rank != 0:

@@ -240,6 +240,19 @@ def reader_context(trust_anchor_pem: str | None):
     return _CTX[key]
 
 
+def _check_riff(data: bytes | None, name: str) -> None:
+    """Refuse a RIFF container (WAV, WebP, AVI) of more chunks than any real one has before c2pa walks it: c2pa
+    reads every chunk header through a Python callback, so a file of millions of empty chunks would take minutes."""
+    if data is None or data[:4] != b"RIFF":
+        return
+    from genguard.guardrails.provenance.wavfile import WavError, check_chunk_count
+
+    try:
+        check_chunk_count(data, name)
+    except WavError as exc:
+        raise ProvenanceError(str(exc)) from None
+
+
 def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys, thumbnail: bool = True,
                   parent_data: bytes | None = None, parent_title: str | None = None) -> bytes:
     """Return ``data`` (a PNG/JPEG/WebP/WAV file's bytes) with the signed manifest embedded (a WAV gets a ``C2PA`` RIFF chunk).
@@ -249,6 +262,8 @@ def sign_embedded(data: bytes, fmt: str, manifest: dict[str, Any], keys, thumbna
     ``parent_data``: the file as it was before tagging, carrying someone's manifest: it becomes the
     ``parentOf`` ingredient that the first action, ``c2pa.opened``, names (C2PA 2.2 §18.14.2).
     """
+    _check_riff(data, f"{fmt} file")
+    _check_riff(parent_data, f"{fmt} file")
     c2pa = _c2pa()
     out = io.BytesIO()
     if parent_data is not None:
@@ -276,8 +291,10 @@ def sign_sidecar(data: bytes, mime: str, manifest: dict[str, Any], keys) -> byte
         raise ProvenanceError(f"c2pa could not sign a sidecar manifest: {exc}") from None
 
 
-def has_manifest(data: bytes, mime: str) -> bool:
-    """Whether ``data`` carries an embedded manifest store (readable or not)."""
+def has_manifest(data: bytes, mime: str, name: str = "file") -> bool:
+    """Whether ``data`` carries an embedded manifest store (readable or not); ``name`` (the file) is named in the
+    error raised for a RIFF file of too many chunks."""
+    _check_riff(data, name)
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, context=reader_context(None))
@@ -312,6 +329,7 @@ def read_manifest(data: bytes, mime: str, manifest_data: bytes | None = None,
     """
     from genguard.guardrails.provenance.history import summarize
 
+    _check_riff(data, f"unreadable {mime} file")
     c2pa = _c2pa()
     try:
         reader = c2pa.Reader.try_create(mime, io.BytesIO(data), manifest_data,

@@ -187,7 +187,7 @@ def tag_file(path: str | os.PathLike, out: str | os.PathLike | None = None, *, c
 
     arr, mode = _decode_image(data, str(path))
     # a file that already carries someone's manifest keeps it as the parentOf ingredient (c2pa.opened)
-    parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME[fmt])
+    parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME[fmt], str(path))
     original = data
     wm_id = None
     wm_info = None
@@ -241,7 +241,7 @@ def _tag_wav(path: Path, dest: Path, data: bytes, claim: dict[str, Any], keys: K
     if watermark and wav.duration > MAX_MARK_SECONDS:
         raise ProvenanceError(f"{path}: {wav.duration:.0f} s of audio is longer than the {MAX_MARK_SECONDS:.0f} s "
                               "genguard marks in one piece; split it, or tag with --no-watermark")
-    parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME["wav"])
+    parent = c2pa and mf.has_manifest(data, mf.EMBEDDED_MIME["wav"], str(path))
     original = data
     # a clip too short, or at a rate too low, to carry the mark keeps its samples: verify_file and `genguard tag`
     # say why it is unmarked (audio_unmarked_reason)

@@ -37,6 +37,8 @@ class Wav:
     fmt: str  # "pcm" or "float"
     bits: int
     note: str = ""  # e.g. that the declared data size was larger than the file
+    data_declared: int = 0  # bytes the data chunk's header declares
+    data_present: int = 0  # bytes of it the file holds
 
     @property
     def duration(self) -> float:
@@ -50,15 +52,37 @@ def is_wav(data: bytes) -> bool:
     return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
 
 
-def _chunks(data: bytes):
-    """(id, start, declared size, size present) of each chunk; stops at the end of the bytes present."""
+#: A WAV holds a handful of chunks (fmt, data, LIST, C2PA...); a file of more is refused instead of walked: 128 MB of
+#: 8-byte empty chunks would be 16 million steps (half a minute) before the samples are reached.
+MAX_CHUNKS = 1024
+
+
+def _chunks(data: bytes, name: str = "<wav>"):
+    """(id, start, declared size, size present) of each chunk; stops at the end of the bytes present, and raises
+    :class:`WavError` past :data:`MAX_CHUNKS` chunks."""
     p = 12
+    count = 0
     while p + 8 <= len(data):
+        count += 1
+        if count > MAX_CHUNKS:
+            raise WavError(f"{name}: more than {MAX_CHUNKS:,} RIFF chunks (a WAV has a handful); refused")
         cid = data[p:p + 4]
         size = struct.unpack_from("<I", data, p + 4)[0]
         present = min(size, len(data) - p - 8)
         yield cid, p + 8, size, present
         p += 8 + size + (size & 1)
+
+
+def check_chunk_count(data: bytes, name: str = "<wav>") -> None:
+    """Raise :class:`WavError` when the RIFF file ``data`` (WAV, WebP, AVI) has more than :data:`MAX_CHUNKS`
+    top-level chunks. :func:`read_wav` stops at the samples; this walks the whole file, for readers such as c2pa's
+    that walk every chunk (through a Python callback per read: two million chunks took 40 s)."""
+    for _ in _chunks(data, name):
+        pass
+
+
+def _chunk_name(cid: bytes) -> str:
+    return repr(cid.decode("latin-1")) if all(32 <= c < 127 for c in cid) else cid.hex()
 
 
 def read_wav(data: bytes, name: str = "<wav>", max_seconds: float | None = None) -> Wav:
@@ -71,15 +95,24 @@ def read_wav(data: bytes, name: str = "<wav>", max_seconds: float | None = None)
     fmt_chunk = None
     data_span = None
     note = ""
-    for cid, start, size, present in _chunks(data):
-        if cid == b"fmt " and fmt_chunk is None:
-            if present < 16:
-                raise WavError(f"{name}: truncated fmt chunk ({present} bytes)")
-            fmt_chunk = data[start:start + present]
-        elif cid == b"data" and data_span is None:
+    data_declared = 0
+    for cid, start, size, present in _chunks(data, name):
+        if cid == b"data" and data_span is None:
             if present < size:
                 note = f"declared data size {size:,} bytes, {present:,} present: read what is there"
             data_span = (start, present)
+            data_declared = size
+        elif present < size and (fmt_chunk is None or data_span is None):
+            # only a data chunk may run short (a recording cut off); any other chunk that claims more bytes than the
+            # file has before the samples were found hides them behind a forged size
+            raise WavError(f"{name}: {_chunk_name(cid)} chunk declares {size:,} bytes but the file has {present:,} "
+                           "after its header (truncated or forged)")
+        elif cid == b"fmt " and fmt_chunk is None:
+            if present < 16:
+                raise WavError(f"{name}: truncated fmt chunk ({present} bytes)")
+            fmt_chunk = data[start:start + present]
+        if fmt_chunk is not None and data_span is not None:
+            break  # nothing after the samples is read: no need to walk it
     if fmt_chunk is None:
         raise WavError(f"{name}: no fmt chunk")
     if data_span is None:
@@ -124,7 +157,7 @@ def read_wav(data: bytes, name: str = "<wav>", max_seconds: float | None = None)
     else:
         x = raw.view("<i2" if bits == 16 else "<i4").astype(np.float32) / float(1 << (bits - 1))
         fmt = "pcm"
-    return Wav(x.reshape(frames, channels), int(rate), fmt, int(bits), note)
+    return Wav(x.reshape(frames, channels), int(rate), fmt, int(bits), note, int(data_declared), int(n))
 
 
 def encode_wav(samples: np.ndarray, rate: int, fmt: str = "pcm", bits: int = 16) -> bytes:
