@@ -67,8 +67,22 @@ def _provenance_reasons(prov: dict[str, Any] | None) -> list[dict[str, Any]]:
         out.append(_reason("c2pa", "claim", f"its C2PA manifest, signed by {signer} ({trust}), declares a capture; "
                            "a signed claim by its signer, not proof that the pixels are unaltered", "claim"))
     elif state == "stripped":
-        out.append(_reason("watermark", "generated", "it carries this machine's genguard watermark (a generator run's "
-                           "mark) but its manifest was removed", "strong"))
+        wm = prov.get("watermark") if isinstance(prov.get("watermark"), dict) else {}
+        if (wm.get("content_binding") or {}).get("bound") is False:
+            # A mark that does not bind to these pixels was lifted from another marked image (the copy
+            # attack) or survives only a heavy crop: it says a genguard image was involved, not that this
+            # content is one, so it decides nothing on its own (verify names no run for it either).
+            out.append(_reason("watermark", "inconclusive", "it carries this machine's genguard watermark, but the "
+                               "mark is not bound to this content (possible copy attack from another marked image, "
+                               "or a heavy crop) and there is no manifest: it proves nothing about these pixels",
+                               "weak"))
+        elif wm.get("kind") == "zero-bit":
+            out.append(_reason("watermark", "generated", "it carries this machine's genguard zero-bit mark for small "
+                               "images (this key marked it; the mark names no run) but its manifest was removed",
+                               "strong"))
+        else:
+            out.append(_reason("watermark", "generated", "it carries this machine's genguard watermark (a generator "
+                               "run's mark) but its manifest was removed", "strong"))
     elif state == "tampered":
         if any(c in codes for c in _HASH_CODES):
             out.append(_reason("c2pa", "edited", "its C2PA manifest no longer matches the content: the file was "
