@@ -324,6 +324,7 @@ def table(entries: list[dict], kinds: tuple[str, ...] = KINDS) -> str:
         if not c:
             continue
         ok = "/".join(sorted(GUARANTEED[k])) if k in GUARANTEED else (
+            "inconclusive unless the pixels decide" if k == "genguard_mark_copied" else
             "what the pixels alone give" if k in PIXELS_ONLY else "–")
         if k == "sdxl_mark":
             ok += " where the mark is read"
@@ -366,8 +367,11 @@ def allowed(entry: dict) -> set[str] | None:
         return None
     if k in GUARANTEED:
         return GUARANTEED[k]
-    if k in PIXELS_ONLY:
-        return {"no_evidence", "inconclusive", pixel_verdict(entry)}
+    if k == "genguard_mark_copied":  # the unbound mark is undecided; the pixel signals may still decide
+        pixels = pixel_verdict(entry)
+        return {pixels if pixels in ("generated", "edited") else "inconclusive"}
+    if k in PIXELS_ONLY:  # nothing else is left: exactly the pixels' verdict
+        return {pixel_verdict(entry)}
     return None
 
 
