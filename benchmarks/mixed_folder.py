@@ -50,8 +50,9 @@ import numpy as np  # noqa: E402
 from PIL import Image, PngImagePlugin  # noqa: E402
 
 #: photos held out of the shipped detector's training (benchmarks/detector_families.TEST_PHOTOS) and of the
-#: forgery calibration's build split, so the pixel signals are not judged on images they were fitted to
-PHOTOS = ("chelsea", "flower", "grace_hopper", "stereo_motorcycle", "china")
+#: forgery calibration's build split (detectors/forgery_sets.BUILD_PHOTOS), so the pixel signals are not
+#: judged on images they were fitted to
+PHOTOS = ("flower", "grace_hopper", "gravel", "motorcycle_right")
 SIDE = 256
 
 KINDS = ("photo_png", "photo_jpeg90", "sdxl_mark", "a1111", "comfyui", "a1111_stripped", "comfyui_stripped",
@@ -91,9 +92,11 @@ def comfy_chunks(seed: int) -> dict[str, str]:
 
 def crops(n: int, rng: np.random.Generator, side: int = SIDE) -> list[np.ndarray]:
     """``n`` random ``side`` x ``side`` RGB crops, cycling over :data:`PHOTOS`."""
+    from skimage import data
+
     from genguard.detectors.forgery_sets import photo
 
-    imgs = [photo(p) for p in PHOTOS]
+    imgs = [np.ascontiguousarray(data.stereo_motorcycle()[1]) if p == "motorcycle_right" else photo(p) for p in PHOTOS]
     out = []
     for i in range(n):
         img = imgs[i % len(imgs)]
@@ -216,7 +219,7 @@ def build(folder: Path, home: Path, per_kind: int, seed: int = 0, kinds: tuple[s
         out[f"{kind}__{i:02d}.{ext}"] = kind
         return folder / f"{kind}__{i:02d}.{ext}"
 
-    base = crops(per_kind * 7, rng)  # disjoint crops per photo-based kind
+    base = crops(per_kind * 7, rng)  # separate crops for each photo-based kind
     take = iter(range(len(base)))
 
     def kind_crops() -> list[np.ndarray]:
