@@ -370,8 +370,12 @@ def allowed(entry: dict) -> set[str] | None:
         return None
     if k in GUARANTEED:
         return GUARANTEED[k]
-    if k == "genguard_mark_copied":  # the unbound mark is undecided; the pixel signals may still decide
+    if k == "genguard_mark_copied":
         pixels = pixel_verdict(entry)
+        if not ((entry.get("provenance") or {}).get("watermark") or {}).get("found"):
+            # the lifted mark did not survive on this photo (strong texture drowns it): only pixels are left
+            return {pixels}
+        # the unbound mark is undecided; the pixel signals may still decide
         return {pixels if pixels in ("generated", "edited") else "inconclusive"}
     if k in PIXELS_ONLY:  # nothing else is left: exactly the pixels' verdict
         return {pixel_verdict(entry)}
@@ -419,6 +423,11 @@ def main(argv=None) -> int:
         if "sdxl_mark" in kinds:
             print(f"SDXL marks read: genguard {sdxl_read(entries)} of {a.per_kind}; invisible-watermark's own decoder "
                   f"(either channel order, <= 4 of 48 bits wrong) {reference_reads(folder)} of {a.per_kind}")
+        if "genguard_mark_copied" in kinds:
+            wms = [(e.get("provenance") or {}).get("watermark") or {} for e in entries
+                   if kind_of(e["path"]) == "genguard_mark_copied"]
+            print(f"copied genguard marks found by verify: {sum(bool(w.get('found')) for w in wms)} of {len(wms)}, "
+                  f"bound to the photo: {sum((w.get('content_binding') or {}).get('bound') is True for w in wms)}")
         bad = wrong(entries)
         print(f"guarantees broken: {len(bad)}")
         for b in bad:
