@@ -68,14 +68,17 @@ def _provenance_reasons(prov: dict[str, Any] | None) -> list[dict[str, Any]]:
                            "a signed claim by its signer, not proof that the pixels are unaltered", "claim"))
     elif state == "stripped":
         wm = prov.get("watermark") if isinstance(prov.get("watermark"), dict) else {}
-        if (wm.get("content_binding") or {}).get("bound") is False:
-            # A mark that does not bind to these pixels was lifted from another marked image (the copy
-            # attack) or survives only a heavy crop: it says a genguard image was involved, not that this
-            # content is one, so it decides nothing on its own (verify names no run for it either).
-            out.append(_reason("watermark", "inconclusive", "it carries this machine's genguard watermark, but the "
-                               "mark is not bound to this content (possible copy attack from another marked image, "
-                               "or a heavy crop) and there is no manifest: it proves nothing about these pixels",
-                               "weak"))
+        bound = (wm.get("content_binding") or {}).get("bound")
+        if "content_binding" in wm and bound is not True:  # only the image payload mark carries a content hash
+            # The image payload mark ties itself to the pixels it was embedded in by a content hash. Without a
+            # manifest, a mark that does not bind (lifted from another marked image -- the copy attack -- or
+            # cut by a heavy crop), or whose payload is too damaged to check the binding, says a genguard image
+            # was involved, not that this content is one: it decides nothing on its own (verify names no run).
+            why = ("is not bound to this content (possible copy attack from another marked image, or a heavy crop)"
+                   if bound is False else "has a payload too damaged to check that it is bound to this content (it could "
+                   "have been copied from another marked image)")
+            out.append(_reason("watermark", "inconclusive", f"it carries this machine's genguard watermark, but the "
+                               f"mark {why} and there is no manifest: it proves nothing about these pixels", "weak"))
         elif wm.get("kind") == "zero-bit":
             out.append(_reason("watermark", "generated", "it carries this machine's genguard zero-bit mark for small "
                                "images (this key marked it; the mark names no run) but its manifest was removed",
