@@ -208,11 +208,27 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
+def benchmark_keys(home: Path, seed: int, env: dict[str, str]) -> None:
+    """Keys for the run in ``home``: made by ``genguard keys init``, then the watermark key replaced by one
+    derived from ``seed``, so the marked pixels are the same run to run (a benchmark key, never for real use;
+    the C2PA signing keys stay random, and only signatures, not pixels, differ between runs)."""
+    import hashlib
+
+    wm = home / "keys" / "watermark.key"
+    if wm.exists():
+        return
+    _cli(["keys", "init"], env)
+    key = hashlib.sha256(f"genguard mixed-folder benchmark watermark key, seed {seed}".encode()).hexdigest()
+    wm.write_text(key + "\n")
+    wm.chmod(0o600)
+
+
 def build(folder: Path, home: Path, per_kind: int, seed: int = 0, kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
     """Write the mixed folder; returns file name -> kind (also in the name: ``<kind>__NN.ext``)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     env = cli_env(home)
+    benchmark_keys(home, seed, env)
     out: dict[str, str] = {}
 
     def name(kind: str, i: int, ext: str) -> Path:
@@ -273,7 +289,7 @@ def build(folder: Path, home: Path, per_kind: int, seed: int = 0, kinds: tuple[s
             for i, (src, dst) in enumerate(zip(copy_src, copy_dst)):
                 save_png(tmp / f"src{i}.png", src)
             _cli(["tag", *map(str, sorted(tmp.glob("src*.png"))), "--out", str(tmp / "tagged"),
-                  "--generator", "gmm"], env)
+                  "--generator", "gmm", "--run-id", f"run-mixed-folder-{seed}"], env)
             for i, (src, dst) in enumerate(zip(copy_src, copy_dst)):
                 with Image.open(tmp / "tagged" / f"src{i}.png") as im:
                     mark = np.asarray(im.convert("RGB"), np.int16) - src.astype(np.int16)
