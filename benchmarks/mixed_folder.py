@@ -23,8 +23,13 @@ fixed seed) holding several files of each kind:
 Then runs ``genguard detect FOLDER --json`` through the CLI (a subprocess, one thread) and prints a table of
 kind x verdict counts with one example ``verdict_basis`` per kind, and the CPU time of building and of detect.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/mixed_folder.py [--per-kind 6] [--seed 0] [--keep DIR]``
-(needs diffusers and invisible-watermark for the SDXL kind, like benchmarks/wild_signals.py).
+The watermark key is derived from the seed (the signing keys are new each run), so the folder's pixels, and
+every verdict, are the same run to run. The script exits 1 and names the file if a guaranteed verdict fails.
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/mixed_folder.py [--per-kind 6] [--seed 0] [--keep DIR]
+[--kinds photo_png,...] [--compare-fuse OLD_EXAMINE_PY]`` (needs diffusers and invisible-watermark for the SDXL
+kind, like benchmarks/wild_signals.py). ``--compare-fuse`` re-fuses the same results with another version of
+``genguard/examine.py`` (``git show REV:genguard/examine.py > old.py``) and prints both counts per kind.
 """
 from __future__ import annotations
 
@@ -370,6 +375,26 @@ def reference_reads(folder: Path) -> int:
     return n
 
 
+def compare_fuse(entries: list[dict], examine_py: Path, kinds: tuple[str, ...] = KINDS) -> str:
+    """Verdict counts per kind from another ``fuse`` (loaded from ``examine_py``) beside this tree's, on the
+    same detect results: a before/after of a fusion change in one run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("examine_compared", examine_py)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{examine_py}: not a Python file")
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    lines = [f"kind | verdicts with {examine_py}'s fuse | with this tree's"]
+    for k in kinds:
+        es = [e for e in entries if kind_of(e["path"]) == k and not e.get("error")]
+        before = Counter(other.fuse(e)[0] for e in es)
+        after = Counter(e["verdict"] for e in es)
+        fmt = lambda c: ", ".join(f"{v} {n}" for v, n in sorted(c.items()))  # noqa: E731
+        lines.append(f"{k} | {fmt(before)} | {fmt(after)}" + (" (changed)" if before != after else ""))
+    return "\n".join(lines)
+
+
 def pixel_verdict(entry: dict) -> str:
     """The verdict the pixel detector and forgery analyses alone give this entry (provenance and wild signals dropped)."""
     from genguard.examine import fuse
@@ -414,6 +439,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="write the folder and detect.json here (kept) instead of a temp dir")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds to write [default: all]")
+    ap.add_argument("--compare-fuse", type=Path, metavar="EXAMINE_PY",
+                    help="another version of genguard/examine.py (e.g. from git show REV:genguard/examine.py): "
+                         "re-fuse the same detect results with its fuse and print both verdict counts per kind")
     a = ap.parse_args(argv)
     kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(KINDS):
@@ -444,6 +472,8 @@ def main(argv=None) -> int:
                    if kind_of(e["path"]) == "genguard_mark_copied"]
             print(f"copied genguard marks found by verify: {sum(bool(w.get('found')) for w in wms)} of {len(wms)}, "
                   f"bound to the photo: {sum((w.get('content_binding') or {}).get('bound') is True for w in wms)}")
+        if a.compare_fuse:
+            print(compare_fuse(entries, a.compare_fuse, kinds))
         bad = wrong(entries)
         print(f"guarantees broken: {len(bad)}")
         for b in bad:
