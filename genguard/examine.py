@@ -67,8 +67,25 @@ def _provenance_reasons(prov: dict[str, Any] | None) -> list[dict[str, Any]]:
         out.append(_reason("c2pa", "claim", f"its C2PA manifest, signed by {signer} ({trust}), declares a capture; "
                            "a signed claim by its signer, not proof that the pixels are unaltered", "claim"))
     elif state == "stripped":
-        out.append(_reason("watermark", "generated", "it carries this machine's genguard watermark (a generator run's "
-                           "mark) but its manifest was removed", "strong"))
+        wm = prov.get("watermark") if isinstance(prov.get("watermark"), dict) else {}
+        bound = (wm.get("content_binding") or {}).get("bound")
+        if "content_binding" in wm and bound is not True:  # only the image payload mark carries a content hash
+            # The image payload mark ties itself to the pixels it was embedded in by a content hash. Without a
+            # manifest, a mark that does not bind (lifted from another marked image -- the copy attack -- or
+            # cut by a heavy crop), or whose payload is too damaged to check the binding, says a genguard image
+            # was involved, not that this content is one: it decides nothing on its own (verify names no run).
+            why = ("is not bound to this content (possible copy attack from another marked image, or a heavy crop)"
+                   if bound is False else "has a payload too damaged to check that it is bound to this content (it could "
+                   "have been copied from another marked image)")
+            out.append(_reason("watermark", "inconclusive", f"it carries this machine's genguard watermark, but the "
+                               f"mark {why} and there is no manifest: it proves nothing about these pixels", "weak"))
+        elif wm.get("kind") == "zero-bit":
+            out.append(_reason("watermark", "generated", "it carries this machine's genguard zero-bit mark for small "
+                               "images (this key marked it; the mark names no run) but its manifest was removed",
+                               "strong"))
+        else:
+            out.append(_reason("watermark", "generated", "it carries this machine's genguard watermark (a generator "
+                               "run's mark) but its manifest was removed", "strong"))
     elif state == "tampered":
         if any(c in codes for c in _HASH_CODES):
             out.append(_reason("c2pa", "edited", "its C2PA manifest no longer matches the content: the file was "

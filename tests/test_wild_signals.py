@@ -218,6 +218,36 @@ def test_fused_verdict_orders_evidence_and_never_says_authentic():
         assert "authentic" != fuse(e)[0]
 
 
+def test_stripped_file_with_an_unbound_genguard_mark_is_not_called_generated():
+    """A mark that does not bind to the pixels (lifted from another marked image, or a heavy crop), or whose
+    binding cannot be checked, says a genguard image was involved, not that this one is: undecided on its
+    own, and the pixel signals speak."""
+    unbound = {"verdict": "stripped", "reason": "no manifest; genguard watermark detected (p=3.1e-16) but not bound",
+               "watermark": {"found": True, "payload": "ab" * 6, "p_value": 3e-16,
+                             "content_binding": {"bound": False, "p_value": 0.4},
+                             "note": "watermark present but not bound to this content (possible copy attack)"}}
+    v, reasons, basis = fuse(_entry(provenance=unbound))
+    assert v == "inconclusive" and "not bound" in basis and "run's mark" not in basis
+    assert [r["strength"] for r in reasons if r["signal"] == "watermark"] == ["weak"]
+    # a payload too damaged to check the binding (its CRC fails) is no better: it could be a copy too
+    damaged = {**unbound, "reason": "no manifest; genguard watermark detected (p=5.4e-08) but its payload is too damaged",
+               "watermark": {"found": True, "payload": None, "payload_crc_ok": False, "p_value": 5e-8,
+                             "content_binding": None}}
+    v, _, basis = fuse(_entry(provenance=damaged))
+    assert v == "inconclusive" and "too damaged" in basis
+    # the pixel detector still decides when it fires
+    assert fuse(_entry(provenance=unbound, detector_verdict="synthetic", synthetic_probability=0.97))[0] == "generated"
+    # a bound mark with its manifest removed is still strong evidence; so is the small images' zero-bit mark
+    bound = {**unbound, "watermark": {**unbound["watermark"], "content_binding": {"bound": True}, "note": None}}
+    v, _, basis = fuse(_entry(provenance=bound))
+    assert v == "generated" and "run's mark" in basis
+    small = {"verdict": "stripped", "watermark": {"found": True, "kind": "zero-bit", "payload": None, "p_value": 1e-9,
+                                                  "note": "zero-bit mark for small images: it shows this key marked "
+                                                          "the image, and names no run"}}
+    v, _, basis = fuse(_entry(provenance=small))
+    assert v == "generated" and "zero-bit" in basis and "names no run" in basis
+
+
 def test_detect_on_a_mixed_folder(tmp_path):
     """`genguard detect` on real-world kinds of file: verdicts and reasons in the JSON; a stripped copy
     of a generator's PNG is "no evidence found" (or what the detector alone says), never authentic."""
