@@ -431,11 +431,11 @@ def _dense_bounded(L: np.ndarray, min_shift: float) -> tuple[np.ndarray, dict]:
 
 #: refinement: how far (pixels) a region may grow beyond what its path marked; the dense field's disc
 #: descriptor and the paths' morphology leave the mask a few pixels inside the true edge
-REFINE_BAND = 8
+REFINE_BAND = 16
 #: a pixel belongs to the copy when its 3x3 mean grey difference to its transformed partner is at most
 #: max(REFINE_MIN_ERROR, REFINE_ERROR_FACTOR x the region's own median difference)
 REFINE_MIN_ERROR = 4.0
-REFINE_ERROR_FACTOR = 2.5
+REFINE_ERROR_FACTOR = 2.0
 
 
 def refine_copy_move(L: np.ndarray, region: np.ndarray, M: np.ndarray, band: int = REFINE_BAND,
