@@ -479,6 +479,9 @@ def refine_copy_move(L: np.ndarray, region: np.ndarray, M: np.ndarray, band: int
             if np.array_equal(nxt, grown):
                 break
             grown = nxt
+        # the 3x3 mean stops one pixel short of the edge (its window straddles it): the pixels next to the
+        # grown region that match on their own join
+        grown |= cv2.dilate(grown, k3) & (d <= thr).astype(np.uint8)
         grown = cv2.morphologyEx(grown, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
         out |= grown > 0
     return out
@@ -506,12 +509,13 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     pairs += dense_info.pop("pairs", [])
     n_dense = dense_info.get("dense_pixels", 0)
     m = np.maximum(np.maximum(kp_mask, blk_mask), dense_mask).astype(np.float32)
+    if m.sum() < min_area:
+        m[:] = 0
+        pairs = []
     # each path's masks stop a few pixels inside the copy's edge (descriptor discs, blocks, morphology):
     # redraw every region that passed its ratio test, and its partner, from its map at full resolution
     for region, M in pairs:
         m = np.maximum(m, refine_copy_move(L, region, M).astype(np.float32))
-    if m.sum() < min_area:
-        m[:] = 0
     score = 0.0
     if m.any():
         score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0 + n_dense / 800.0)))
