@@ -4,7 +4,8 @@ Methods: ``ela`` (error level analysis), ``jpeg_ghost`` (Farid 2009),
 ``block_grid`` (misaligned / missing 8x8 JPEG grid, i.e. double-JPEG
 inconsistency), ``copy_move`` (SIFT keypoints + RANSAC clustering of matched
 pairs, block matching for low-texture regions, and a dense nearest-neighbour
-field with linear fitting, :mod:`genguard.detectors.copy_move_dense`) and
+field with linear fitting, :mod:`genguard.detectors.copy_move_dense`; each
+region found is redrawn at full resolution from its fitted map) and
 ``noise`` (local noise level inconsistency).
 
 Memory and time are bounded whatever the image: the analyses run on a copy
@@ -495,7 +496,10 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     few keypoints. The three masks are joined (on the build split each alone found fewer copies at the
     same image-level false-alarm rate). Every region any path proposes must pass the ratio test of
     :func:`genguard.detectors.copy_move_dense.match_ratio`: a copy matches its source far better than at
-    any rival correspondence, a self-similar texture about as well at many.
+    any rival correspondence, a self-similar texture about as well at many. Each region that passes, with
+    the map its path fitted (SIFT's similarity, the block shift, a least-squares affine fit of the dense
+    field), is then redrawn pixel by pixel on both sides (:func:`refine_copy_move`); this only moves the
+    edges of what was found, so whether an image is marked at all is decided before it.
 
     The map marks both the source and the copy (they cannot be told apart).
     """

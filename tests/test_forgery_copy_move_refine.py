@@ -64,7 +64,7 @@ def _plant(img, sy, sx, ty, tx, r, angle, scale):
 
 
 # Rotated / scaled discs saved at JPEG 90. Without the refinement the masks stop a few pixels inside the
-# edge (F1 0.86, 0.90, 0.85, mean 0.87); redrawn from the fitted map they read 0.93-0.96.
+# edge (F1 0.86, 0.90, 0.85, mean 0.87); redrawn from the fitted map they read 0.94-0.98 (mean 0.96).
 def test_rotated_and_scaled_copies_are_localised_to_their_edge():
     cam = np.repeat(data.camera()[100:356, 100:356, None], 3, axis=2)
     cases = [(data.astronaut()[:256, 200:456], (150, 30, 40, 160, 56, 8.0, 1.0)),
@@ -74,4 +74,4 @@ def test_rotated_and_scaled_copies_are_localised_to_their_edge():
     for img, args in cases:
         forged, gt = _plant(np.ascontiguousarray(img), *args)
         f1.append(pixel_f1(copy_move(forged).map > 0.5, gt))
-    assert min(f1) > 0.8 and np.mean(f1) >= 0.91, f1
+    assert min(f1) >= 0.9 and np.mean(f1) >= 0.92, f1
