@@ -223,7 +223,11 @@ def match_ratio(L: np.ndarray, p: np.ndarray, q: np.ndarray) -> tuple[float, flo
 def detect(L: np.ndarray, min_shift: float = 24.0, min_area: int = 400, fit_window: int = 9,
            max_fit_error: float = 4.0, min_texture: float = 2.0, max_ratio: float = MAX_MATCH_RATIO, iterations: int = 6,
            rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict]:
-    """Boolean mask of duplicated regions (source and copy) in luma ``L`` and what was found."""
+    """Boolean mask of duplicated regions (source and copy) in luma ``L`` and what was found.
+
+    ``info["pairs"]`` lists each kept region (one side, before mirroring) with the 2x3 affine map (x, y
+    order) its offset field fits, for redrawing the region's edge at full resolution.
+    """
     import cv2
 
     h, w = L.shape
