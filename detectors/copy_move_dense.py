@@ -223,7 +223,11 @@ def match_ratio(L: np.ndarray, p: np.ndarray, q: np.ndarray) -> tuple[float, flo
 def detect(L: np.ndarray, min_shift: float = 24.0, min_area: int = 400, fit_window: int = 9,
            max_fit_error: float = 4.0, min_texture: float = 2.0, max_ratio: float = MAX_MATCH_RATIO, iterations: int = 6,
            rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict]:
-    """Boolean mask of duplicated regions (source and copy) in luma ``L`` and what was found."""
+    """Boolean mask of duplicated regions (source and copy) in luma ``L`` and what was found.
+
+    ``info["pairs"]`` lists each kept region (one side, before mirroring) with the 2x3 affine map (x, y
+    order) its offset field fits, for redrawing the region's edge at full resolution.
+    """
     import cv2
 
     h, w = L.shape
@@ -255,6 +259,14 @@ def detect(L: np.ndarray, min_shift: float = 24.0, min_area: int = 400, fit_wind
     src = keep[lab]
     if not src.any():
         return empty, {"dense_pixels": 0, "regions": regions}
+    # each kept region with the affine map its field fits (least squares, x/y order as cv2 takes it), so the
+    # caller can redraw the region's edge pixel by pixel (forgery.refine_copy_move)
+    pairs = []
+    for c in np.nonzero(keep)[0]:
+        ys, xs = np.nonzero(lab == c)
+        M = fit_affine(np.stack([xs, ys], axis=1), np.stack([xs + ox[ys, xs], ys + oy[ys, xs]], axis=1))
+        if M is not None:
+            pairs.append((lab == c, M))
     # mirror through the field: the matches of the detected pixels are the other half of the pair
     ys, xs = np.nonzero(src)
     mask = src.copy()
@@ -263,4 +275,16 @@ def detect(L: np.ndarray, min_shift: float = 24.0, min_area: int = 400, fit_wind
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE,
                             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RADIUS - 1,) * 2))
-    return mask.astype(bool), {"dense_pixels": int(src.sum()), "dense_regions": int(keep.sum()), "regions": regions}
+    return mask.astype(bool), {"dense_pixels": int(src.sum()), "dense_regions": int(keep.sum()), "regions": regions,
+                               "pairs": pairs}
+
+
+def fit_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """Least-squares 2x3 affine map (x, y) -> (x', y') taking ``src`` ((N, 2) x, y) to ``dst``; None if degenerate."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    if len(src) < 3:
+        return None
+    A = np.concatenate([src, np.ones((len(src), 1))], axis=1)
+    sol, _, rank, _ = np.linalg.lstsq(A, dst, rcond=None)
+    return sol.T.astype(np.float64) if rank == 3 else None

@@ -4,7 +4,8 @@ Methods: ``ela`` (error level analysis), ``jpeg_ghost`` (Farid 2009),
 ``block_grid`` (misaligned / missing 8x8 JPEG grid, i.e. double-JPEG
 inconsistency), ``copy_move`` (SIFT keypoints + RANSAC clustering of matched
 pairs, block matching for low-texture regions, and a dense nearest-neighbour
-field with linear fitting, :mod:`genguard.detectors.copy_move_dense`) and
+field with linear fitting, :mod:`genguard.detectors.copy_move_dense`; each
+region found is redrawn at full resolution from its fitted map) and
 ``noise`` (local noise level inconsistency).
 
 Memory and time are bounded whatever the image: the analyses run on a copy
@@ -227,7 +228,8 @@ def noise_inconsistency(rgb: np.ndarray, block: int = 32) -> ForgeryResult:
 # copy-move
 # --------------------------------------------------------------------------------------
 def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, ratio: float = 0.8,
-                        max_ratio: float = copy_move_dense.MAX_MATCH_RATIO) -> tuple[np.ndarray, int, list]:
+                        max_ratio: float = copy_move_dense.MAX_MATCH_RATIO, found: list | None = None
+                        ) -> tuple[np.ndarray, int, list]:
     import cv2
 
     h, w = L8.shape
@@ -310,6 +312,8 @@ def _keypoint_copy_move(L8: np.ndarray, min_shift: float, min_inliers: int, rati
             if r > max_ratio:
                 continue
             mask = np.maximum(mask, region.astype(np.float32))
+            if found is not None:
+                found.append((region > 0, np.asarray(M, np.float64)))
             used = True
         if used:
             total += len(src)
@@ -323,7 +327,8 @@ BLOCK_MAX_MATCH_RATIO = 0.95
 
 
 def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, min_area: int,
-                     exclude: np.ndarray, max_ratio: float = BLOCK_MAX_MATCH_RATIO) -> tuple[np.ndarray, int]:
+                     exclude: np.ndarray, max_ratio: float = BLOCK_MAX_MATCH_RATIO, found: list | None = None
+                     ) -> tuple[np.ndarray, int]:
     """Overlapping-block matching (Fridrich-style) for low-texture regions that yield no keypoints."""
     import cv2
     from scipy.spatial import cKDTree
@@ -394,6 +399,9 @@ def _block_copy_move(L: np.ndarray, block: int, stride: int, min_shift: float, m
             if r > max_ratio:
                 continue
             mask = np.maximum(mask, np.isin(lab, big).astype(np.float32))
+            if found is not None:
+                # the source blocks and the translation (x, y) to their partners
+                found.append((src, np.array([[1.0, 0.0, sv[1]], [0.0, 1.0, sv[0]]])))
             total += len(prs)
     return mask, total
 
@@ -410,10 +418,74 @@ def _dense_bounded(L: np.ndarray, min_shift: float) -> tuple[np.ndarray, dict]:
     if h * w <= DENSE_MAX_PIXELS:
         return copy_move_dense.detect(L, min_shift=min_shift)
     s = (DENSE_MAX_PIXELS / float(h * w)) ** 0.5
-    small = cv2.resize(L, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+    sw, sh = max(1, int(w * s)), max(1, int(h * s))
+    small = cv2.resize(L, (sw, sh), interpolation=cv2.INTER_AREA)
     m, info = copy_move_dense.detect(small, min_shift=max(16.0, min_shift * s), min_area=max(100, int(400 * s * s)))
     info["dense_scale"] = round(s, 4)
+    # the regions and their maps back in full-size pixels: x_small = a x + b (pixel centres), M_full = S^-1 M S
+    S = np.array([[sw / w, 0.0, 0.5 * sw / w - 0.5], [0.0, sh / h, 0.5 * sh / h - 0.5], [0.0, 0.0, 1.0]])
+    info["pairs"] = [(cv2.resize(r.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0,
+                      (np.linalg.inv(S) @ np.vstack([M, [0.0, 0.0, 1.0]]) @ S)[:2])
+                     for r, M in info.get("pairs", [])]
     return cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0, info
+
+
+#: refinement: how far (pixels) a region may grow beyond what its path marked; the dense field's disc
+#: descriptor and the paths' morphology leave the mask a few pixels inside the true edge
+REFINE_BAND = 16
+#: a pixel belongs to the copy when its 3x3 mean grey difference to its transformed partner is at most
+#: max(REFINE_MIN_ERROR, REFINE_ERROR_FACTOR x the region's own median difference)
+REFINE_MIN_ERROR = 4.0
+REFINE_ERROR_FACTOR = 2.0
+
+
+def refine_copy_move(L: np.ndarray, region: np.ndarray, M: np.ndarray, band: int = REFINE_BAND,
+                     min_error: float = REFINE_MIN_ERROR, factor: float = REFINE_ERROR_FACTOR) -> np.ndarray:
+    """A detected region and its partner redrawn at full resolution from the fitted map ``M``.
+
+    ``M`` (2x3, x/y order) takes each pixel of ``region`` to where its copy (or source) lies. On each side
+    a pixel is kept when it matches its partner under ``M`` (3x3 mean absolute grey difference at most
+    max(``min_error``, ``factor`` x the region's median difference, which carries the JPEG and resampling
+    noise of this copy)) and is reached from the region through such pixels within ``band`` pixels. A pixel
+    of a flat area around a copy of a flat area matches too and is marked (up to ``band``): the two cannot
+    be told apart.
+    """
+    import cv2
+
+    h, w = L.shape
+    Lf = np.asarray(L, np.float32)
+    region = np.asarray(region, bool)
+    M = np.asarray(M, np.float64)
+    Mi = cv2.invertAffineTransform(M)
+    # the partner side: pixels whose preimage under M lies in the region
+    partner = cv2.warpAffine(region.astype(np.uint8), M, (w, h), flags=cv2.INTER_NEAREST) > 0
+    out = np.zeros((h, w), bool)
+    k3 = np.ones((3, 3), np.uint8)
+    for side, A in ((region, M), (partner, Mi)):
+        if not side.any():
+            continue
+        # warped(x) = L(A x): each pixel's partner grey level (bilinear)
+        warped = cv2.warpAffine(Lf, A, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=-1000.0)
+        d = np.where(warped > -500, np.abs(Lf - warped), 255.0).astype(np.float32)
+        e = cv2.blur(d, (3, 3))
+        core = cv2.erode(side.astype(np.uint8), k3) > 0
+        if not core.any():
+            core = side
+        thr = max(min_error, factor * float(np.median(e[core])))
+        cand = (e <= thr).astype(np.uint8)
+        grown = side.astype(np.uint8)
+        for _ in range(band):
+            nxt = cv2.dilate(grown, k3) & (cand | grown)
+            if np.array_equal(nxt, grown):
+                break
+            grown = nxt
+        # the 3x3 mean stops one pixel short of the edge (its window straddles it): the pixels next to the
+        # grown region that match on their own join
+        grown |= cv2.dilate(grown, k3) & (d <= thr).astype(np.uint8)
+        grown = cv2.morphologyEx(grown, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+        out |= grown > 0
+    return out
 
 
 def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, block: int = 16,
@@ -424,20 +496,30 @@ def copy_move(rgb: np.ndarray, min_shift: float = 16.0, min_inliers: int = 5, bl
     few keypoints. The three masks are joined (on the build split each alone found fewer copies at the
     same image-level false-alarm rate). Every region any path proposes must pass the ratio test of
     :func:`genguard.detectors.copy_move_dense.match_ratio`: a copy matches its source far better than at
-    any rival correspondence, a self-similar texture about as well at many.
+    any rival correspondence, a self-similar texture about as well at many. Each region that passes, with
+    the map its path fitted (SIFT's similarity, the block shift, a least-squares affine fit of the dense
+    field), is then redrawn pixel by pixel on both sides (:func:`refine_copy_move`); this only moves the
+    edges of what was found, so whether an image is marked at all is decided before it.
 
     The map marks both the source and the copy (they cannot be told apart).
     """
     L = _luma(rgb)
     L8 = np.clip(np.round(L), 0, 255).astype(np.uint8)
-    kp_mask, n_kp, transforms = _keypoint_copy_move(L8, min_shift, min_inliers)
+    pairs: list = []
+    kp_mask, n_kp, transforms = _keypoint_copy_move(L8, min_shift, min_inliers, found=pairs)
     stride = 2 if L.size <= 600_000 else 4
-    blk_mask, n_blk = _block_copy_move(L, block, stride, min_shift, min_area, kp_mask > 0)
+    blk_mask, n_blk = _block_copy_move(L, block, stride, min_shift, min_area, kp_mask > 0, found=pairs)
     dense_mask, dense_info = _dense_bounded(L, max(min_shift, 24.0))
+    pairs += dense_info.pop("pairs", [])
     n_dense = dense_info.get("dense_pixels", 0)
     m = np.maximum(np.maximum(kp_mask, blk_mask), dense_mask).astype(np.float32)
     if m.sum() < min_area:
         m[:] = 0
+        pairs = []
+    # each path's masks stop a few pixels inside the copy's edge (descriptor discs, blocks, morphology):
+    # redraw every region that passed its ratio test, and its partner, from its map at full resolution
+    for region, M in pairs:
+        m = np.maximum(m, refine_copy_move(L, region, M).astype(np.float32))
     score = 0.0
     if m.any():
         score = float(1.0 - np.exp(-(n_kp / 10.0 + n_blk / 60.0 + n_dense / 800.0)))
