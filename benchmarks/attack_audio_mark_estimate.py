@@ -19,28 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from genguard.generators.audio_data import speech_like  # noqa: E402
+
 RATE = 16000
-
-
-def speech_like(seconds: float, seed: int) -> np.ndarray:
-    """A voiced, syllable-modulated signal with moving formants (the stand-in of tests/test_audio_provenance.py)."""
-    from scipy.signal import lfilter
-
-    rng = np.random.default_rng(seed)
-    n = int(seconds * RATE)
-    t = np.arange(n) / RATE
-    f0 = rng.uniform(100, 200) * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * t))
-    pulses = np.diff(np.floor(np.cumsum(f0 / RATE)), prepend=0.0) + 0.02 * rng.standard_normal(n)
-    x = np.zeros(n)
-    zi = np.zeros(4)
-    for s in range(0, n, RATE // 10):
-        f1, f2 = rng.uniform(300, 900), rng.uniform(900, 2500)
-        a = np.convolve([1, -2 * 0.97 * np.cos(2 * np.pi * f1 / RATE), 0.97 ** 2],
-                        [1, -2 * 0.95 * np.cos(2 * np.pi * f2 / RATE), 0.95 ** 2])
-        x[s:s + RATE // 10], zi = lfilter([1.0], a, pulses[s:s + RATE // 10], zi=zi)
-    env = np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)), 0, None) ** 0.7
-    y = x * env
-    return 0.25 * y / np.max(np.abs(y))
 
 
 def main() -> None:

@@ -13,44 +13,16 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _chunks(png: bytes):
-    i = 8
-    while i < len(png):
-        n = struct.unpack(">I", png[i:i + 4])[0]
-        yield png[i + 4:i + 8], png[i + 8:i + 8 + n]
-        i += 12 + n
-
-
-def _chunk(t: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body) & 0xFFFFFFFF)
-
-
-def _replace_pixels(signed: bytes, pixels_png: bytes) -> bytes:
-    """``signed`` with the image data of ``pixels_png``; its other chunks (the C2PA manifest) kept."""
-    ihdr = next(b for t, b in _chunks(pixels_png) if t == b"IHDR")
-    idat = b"".join(b for t, b in _chunks(pixels_png) if t == b"IDAT")
-    out, done = [signed[:8]], False
-    for t, b in _chunks(signed):
-        if t == b"IHDR":
-            out.append(_chunk(t, ihdr))
-        elif t == b"IDAT":
-            if not done:
-                out.append(_chunk(t, idat))
-                done = True
-        else:
-            out.append(_chunk(t, b))
-    return b"".join(out)
+from _png_chunks import replace_pixels  # noqa: E402
 
 
 def main() -> None:
@@ -86,7 +58,7 @@ def main() -> None:
         im[40:90, 40:90] = 255 - im[40:90, 40:90]
         buf = io.BytesIO()
         Image.fromarray(im).save(buf, "PNG")
-        (src / "rocket-edited.png").write_bytes(_replace_pixels((tagged / "rocket.png").read_bytes(), buf.getvalue()))
+        (src / "rocket-edited.png").write_bytes(replace_pixels((tagged / "rocket.png").read_bytes(), buf.getvalue()))
         from genguard.console import create_app, create_user, studies
         from genguard.console.importer import import_source
         from genguard.console.models import Item

@@ -39,21 +39,22 @@ import json
 import os
 import re
 import resource
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from PIL import Image, PngImagePlugin  # noqa: E402
+
+from _png_chunks import replace_pixels  # noqa: E402
 
 #: photos held out of the shipped detector's training (benchmarks/detector_families.TEST_PHOTOS) and of the
 #: forgery calibration's build split (detectors/forgery_sets.BUILD_PHOTOS), so the pixel signals are not
@@ -155,18 +156,6 @@ def bicubic_noise(rng: np.random.Generator, side: int = SIDE) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((side, side), Image.BICUBIC))
 
 
-def _chunks(data: bytes):
-    pos = 8
-    while pos + 8 <= len(data):
-        n, typ = struct.unpack(">I", data[pos:pos + 4])[0], data[pos + 4:pos + 8]
-        yield typ, data[pos + 8:pos + 8 + n]
-        pos += 12 + n
-
-
-def _chunk(typ: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + typ + body + struct.pack(">I", zlib.crc32(typ + body) & 0xFFFFFFFF)
-
-
 def change_pixels_keep_manifest(signed: Path, dest: Path, rng: np.random.Generator) -> None:
     """``signed`` with a small block of pixels painted over after signing; every other chunk (caBX) kept.
 
@@ -182,20 +171,7 @@ def change_pixels_keep_manifest(signed: Path, dest: Path, rng: np.random.Generat
     arr[y:y + r, x:x + r] = 255 - arr[y:y + r, x:x + r]
     buf = io.BytesIO()
     Image.fromarray(arr, mode).save(buf, "PNG")
-    pix = buf.getvalue()
-    ihdr = next(b for t, b in _chunks(pix) if t == b"IHDR")
-    idat = b"".join(b for t, b in _chunks(pix) if t == b"IDAT")
-    out, done = [data[:8]], False
-    for t, b in _chunks(data):
-        if t == b"IHDR":
-            out.append(_chunk(t, ihdr))
-        elif t == b"IDAT":
-            if not done:
-                out.append(_chunk(t, idat))
-                done = True
-        else:
-            out.append(_chunk(t, b))
-    dest.write_bytes(b"".join(out))
+    dest.write_bytes(replace_pixels(data, buf.getvalue()))
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
