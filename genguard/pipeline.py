@@ -46,6 +46,10 @@ class RunConfig:
     # DP batches and noise are secret and fresh per run unless this opts in to keying them by the
     # secret key and the seed (then the same seed reproduces the release; never publish two such).
     reproducible_dp: bool = False
+    # a public stand-in for the number of training records (a round figure published with the data, never computed
+    # from it): DP-SGD's sample rate, step count and default delta come from it, so the ledger does not publish
+    # ceil(n / batch size), which tells neighbouring data sets apart where n crosses a multiple of the batch size
+    public_size: int | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -59,6 +63,14 @@ class RunConfig:
             raise PipelineError(f"generator {self.generator!r} has no differentially private training "
                                 f"(dp_mechanism 'none'); run it with --no-dp (no guarantee) or choose one of "
                                 f"{', '.join(private_generators())}")
+        if self.public_size is not None:
+            if self.epsilon is None:
+                raise PipelineError("--public-size sets DP-SGD's sample rate; it means nothing with --no-dp")
+            if cls.dp_mechanism != "dp-sgd":
+                raise PipelineError(f"--public-size applies to DP-SGD generators; {self.generator!r} releases through "
+                                    f"its own mechanism ({cls.dp_mechanism!r}), which publishes no sample rate")
+            if self.public_size < 1:
+                raise PipelineError(f"--public-size must be a positive number of records, got {self.public_size}")
         if self.epsilon is not None and not (np.isfinite(self.epsilon) and self.epsilon > 0):
             raise PipelineError(f"--epsilon must be a positive number, got {self.epsilon}")
         if self.n_samples is not None and self.n_samples <= 0:
@@ -138,7 +150,8 @@ def train_step(cfg: RunConfig, train: Dataset, progress: bool = True) -> tuple[G
     trainer = None
     if cfg.private:
         trainer = PrivateTrainer(target_epsilon=cfg.epsilon, delta=cfg.delta, accountant=cfg.accountant,
-                                 max_grad_norm=cfg.max_grad_norm, reproducible=cfg.reproducible_dp)
+                                 max_grad_norm=cfg.max_grad_norm, reproducible=cfg.reproducible_dp,
+                                 public_size=cfg.public_size)
     gen = make_generator(cfg.generator, **params)
     accepted = getattr(type(gen), "modalities", ()) or (gen.modality,)
     if train.modality not in accepted:

@@ -29,6 +29,10 @@ def _epsilon_option(f):
                      help="Key DP-SGD's batches and noise by your secret key and --seed, so the same seed "
                           "reproduces the model; by default they are secret and fresh per run. Never publish "
                           "two models trained with the same key and seed.")(f)
+    f = click.option("--public-size", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="A public stand-in for the number of training records (a round figure published with "
+                          "the data, never counted from it): DP-SGD's sample rate and step count come from it, so "
+                          "the ledger does not reveal ceil(n / batch size). DP-SGD generators only.")(f)
     return f
 
 
@@ -129,7 +133,7 @@ def _print_summary(console, rows, title: str) -> None:
              "to stderr).")
 @_overwrite_option
 def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
-            quick: bool, seed: int, n_samples: int | None, policy: Path | None, json_out: str | None,
+            public_size: int | None, quick: bool, seed: int, n_samples: int | None, policy: Path | None, json_out: str | None,
             overwrite: bool) -> int:
     """The whole loop on the generator's own embedded data: train (DP by default), sample, tag, audit.
 
@@ -139,7 +143,8 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
     _check_out(out, RUN_MARKERS, overwrite)
     console = _console(json_out)
     cfg = RunConfig(out=out, generator=generator, epsilon=None if no_dp else epsilon, delta=delta, quick=quick,
-                    seed=seed, n_samples=n_samples, policy=policy, reproducible_dp=reproducible_dp)
+                    seed=seed, n_samples=n_samples, policy=policy, reproducible_dp=reproducible_dp,
+                    public_size=public_size)
     result = run(cfg, log=lambda s: console.print(f"[dim]·[/dim] {s}"))
     _print_summary(console, summary_rows(result.report.data), f"genguard run — {cfg.generator}, seed {cfg.seed}")
     t = result.timings
@@ -172,7 +177,7 @@ def run_cmd(out: Path, generator: str, epsilon: float, delta: float | None, no_d
 @json_option("Write the model folder and its privacy ledger as JSON to FILE ('-': standard output).")
 @_overwrite_option
 def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | None, no_dp: bool, reproducible_dp: bool,
-              quick: bool, seed: int, out: Path, json_out: str | None, overwrite: bool) -> int:
+              public_size: int | None, quick: bool, seed: int, out: Path, json_out: str | None, overwrite: bool) -> int:
     """Train one generator and save it (weights.safetensors, config.json, ledger.json) under OUT/model.
 
     An OUT that already holds a model is refused unless --overwrite is given.
@@ -180,7 +185,7 @@ def train_cmd(generator: str, data: str | None, epsilon: float, delta: float | N
     _check_out(out, ("model",), overwrite)
     console = _console(json_out)
     cfg = RunConfig(out=out, generator=generator, data=data, epsilon=None if no_dp else epsilon, delta=delta,
-                    quick=quick, seed=seed, reproducible_dp=reproducible_dp)
+                    quick=quick, seed=seed, reproducible_dp=reproducible_dp, public_size=public_size)
     console.print(f"[dim]·[/dim] data: {cfg.data}" + (" (the generator's own)" if data is None else ""))
     train, _ = load_training_data(cfg.data)
     if cfg.private:
