@@ -257,6 +257,8 @@ class AudioWatermark:
         else:  # budget to spare (short clips, noise): raise the base towards it, up to RAISE_MAX x
             d, q = mark(self.gain * RAISE_MAX)
             lo, hi, best = (self.gain * RAISE_MAX, None, d) if q >= self.snr_db else (self.gain, self.gain * RAISE_MAX, delta)
+            if hi is None:  # the full raise fits the budget: that is the mark to use, no bisection needed
+                delta = best
         if hi is not None:
             for _ in range(BUDGET_STEPS):
                 mid = 0.5 * (lo + hi)
