@@ -195,3 +195,19 @@ def test_spare_budget_is_spent(kind, monkeypatch):
     assert snr_1 > A.TARGET_SNR_DB + 1  # the case this test is about: budget to spare at the base gain
     # three times the gain is about 9.5 dB more mark power; stopping at the budget is the other allowed outcome
     assert snr_3 <= max(A.TARGET_SNR_DB + 0.5, snr_1 - 6), f"{kind}: {snr_3:.2f} dB with the raise, {snr_1:.2f} without"
+
+
+@pytest.mark.parametrize("quiet", [0.0, 0.1, 0.5])
+def test_every_channel_of_a_stereo_clip_keeps_the_snr_budget(quiet):
+    """The mark is computed on the mono mix; a channel much quieter than the other (or silent) must not receive a
+    mark sized for the loud one, and the detector, which reads the mono mix, must still find it."""
+    x = np.stack([speech_like(2.0, 1), quiet * speech_like(2.0, 2)], axis=1)
+    wm = A.AudioWatermark(b"outside-attacker-key-16")
+    y = wm.embed(x, 16000)
+    assert np.all(np.isfinite(y))
+    for c in range(2):
+        if quiet == 0.0 and c == 1:
+            assert np.array_equal(y[:, 1], x[:, 1])  # a silent channel stays silent
+        else:
+            assert _snr(x[:, c], y[:, c]) >= A.TARGET_SNR_DB - 0.1, f"channel {c}: {_snr(x[:, c], y[:, c]):.2f} dB"
+    assert wm.detect(y, 16000)["found"]
