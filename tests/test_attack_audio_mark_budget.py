@@ -1,8 +1,6 @@
 """An outsider's checks on the audio mark's false-positive accounting (the 1e-6 budget split between the as-written
 alignment and the 512-alignment search) and on its embedder's quality budget (never under 20 dB SNR, spare budget
 spent). Every check here would fail if the claim it tests were broken."""
-from math import log
-
 import numpy as np
 import pytest
 from scipy.stats import binom
@@ -140,9 +138,6 @@ def test_p_value_rebuilt_independently_from_the_public_statistics(case):
         assert d["found"] and family == "as written" and d["offset_s"] == 0.0
     if case == "marked and trimmed":
         assert d["found"] and family == "searched"
-    # the factor 2 on each path: the reported p is never below twice either family's own Bonferroni bound
-    if d["p_value"] < 1:
-        assert log(d["p_value"]) >= log(2) + min(log(A.N_TESTS), log(A.M_ALIGNMENTS)) + log(1e-300) - 1
 
 
 def _embed_kinds():
