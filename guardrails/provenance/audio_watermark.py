@@ -220,7 +220,8 @@ class AudioWatermark:
         return unmarkable_reason(seconds, rate) is None
 
     def embed(self, samples: np.ndarray, rate: int) -> np.ndarray:
-        """A marked copy of ``samples`` (float, (frames,) or (frames, channels), +/-1 full scale)."""
+        """A marked copy of ``samples`` (float, (frames,) or (frames, channels), +/-1 full scale). The mark is made
+        on the mono mix and shared between channels in proportion to their RMS, so each channel keeps the budget."""
         x = np.asarray(samples, dtype=np.float64)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
             raise ValueError("samples must be (frames,) or (frames, channels)")
@@ -257,6 +258,8 @@ class AudioWatermark:
         else:  # budget to spare (short clips, noise): raise the base towards it, up to RAISE_MAX x
             d, q = mark(self.gain * RAISE_MAX)
             lo, hi, best = (self.gain * RAISE_MAX, None, d) if q >= self.snr_db else (self.gain, self.gain * RAISE_MAX, delta)
+            if hi is None:  # the full raise fits the budget: that is the mark to use, no bisection needed
+                delta = best
         if hi is not None:
             for _ in range(BUDGET_STEPS):
                 mid = 0.5 * (lo + hi)
@@ -268,7 +271,15 @@ class AudioWatermark:
                 delta *= np.sqrt(p_sig / p_mark * 10 ** (-self.snr_db / 10))
         d = resample(delta, RATE, rate)[:len(mono)]
         d = np.pad(d, (0, len(mono) - len(d)))
-        return (x + d) if x.ndim == 1 else (x + d[:, None])
+        if x.ndim == 1:
+            return x + d
+        # the mark was sized against the mono mix; each channel gets it in proportion to its own RMS, scaled so
+        # that the channels' mean (what the detector reads) still carries exactly d. Then every channel's SNR is
+        # (sum of RMS / channels)^2 / p_mark, at least the mono mix's power over p_mark (Minkowski): a quiet or
+        # silent channel is not given a mark sized for a loud one
+        rms = np.sqrt(np.mean(x ** 2, axis=0))
+        share = rms * x.shape[1] / rms.sum() if rms.sum() > 0 else np.ones(x.shape[1])
+        return x + d[:, None] * share[None, :]
 
     @staticmethod
     def _quiet_weights(spec: np.ndarray, chip: np.ndarray) -> np.ndarray:
