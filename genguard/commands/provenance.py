@@ -205,7 +205,8 @@ def register(group: click.Group) -> None:
             except ProvenanceError as exc:
                 bad[i] = one_line(exc)
                 continue
-            if out_dir:  # fail before writing anything  # two inputs of the same name would silently overwrite each other in --out
+            # two inputs of the same name would overwrite each other in --out: refused before anything is written
+            if out_dir:
                 name = Path(f).name
                 if name in seen and Path(seen[name]).resolve() != Path(f).resolve():
                     raise ProvenanceError(f"{f}: same name as {seen[name]}; both would be written to "
