@@ -609,6 +609,35 @@ def false_alarm_rate(method: str, raw: float) -> float | None:
     return float((1 + np.count_nonzero(ref >= raw - 1e-9)) / (ref.size + 1))
 
 
+def family_threshold(target: float) -> tuple[float, float]:
+    """(per-method rate, family-wise share): the false-alarm rate (as :func:`false_alarm_rate` gives it) at or
+    below which a discriminating method's flag may count, chosen so that counting *any* such method's flag
+    calls at most ``target`` of the untouched calibration photos flagged, and that share.
+
+    Each calibration photo is ranked against the other photos, method by method (leave one out: its rank is
+    the number of others scoring at least as high); a photo is flagged at rank K when some discriminating
+    method ranks it K or better. The largest K that keeps the flagged share within ``target`` becomes the
+    rate (1 + K) / (n + 1) a new photo has at that rank, never above ``target`` itself. Several methods
+    each at the target's rate would flag more photos between them than any one does.
+    """
+    methods = [m for m, c in calibration()["methods"].items() if c.get("discriminates")]
+    if not methods:
+        return 0.0, 0.0
+    ref = np.asarray([[-np.inf if x is None else x for x in calibration()["methods"][m]["untouched_raw_scores"]]
+                      for m in methods], dtype=np.float64)
+    n = ref.shape[1]
+    if n < 2:
+        return 0.0, 0.0
+    rank = (ref[:, None, :] >= ref[:, :, None] - 1e-9).sum(axis=2) - 1  # others at least as high, (methods, n)
+    rank = np.where(np.isfinite(ref), rank, n).min(axis=0)  # nothing analysed (-inf) is never flagged
+    k = -1
+    while k + 1 < n and np.mean(rank <= k + 1) <= target:
+        k += 1
+    if k < 0:
+        return 0.0, 0.0
+    return min(float(target), (1 + k) / (n + 1)), float(np.mean(rank <= k))
+
+
 def calibrate(method: str, r: ForgeryResult) -> ForgeryResult:
     """``r`` with ``score`` = 1 - false-alarm rate on untouched photos, the raw score and the verdict in details.
 

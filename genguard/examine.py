@@ -35,9 +35,9 @@ AI_DISCLOSED = ("ai-generated", "ai-composited")
 #: The pixel detector's own labels, as the entry names them (its "authentic" only means "scored like the
 #: real photos it was trained on").
 _DETECTOR_WORDS = {"synthetic": "synthetic", "inconclusive": "inconclusive", "authentic": "real-looking"}
-#: A calibrated forgery flag counts towards "edited" only at or below this false-alarm rate on untouched
-#: photos (the calibration's own flag is at 5%: several methods at 5% each would call one photo in
-#: seven edited).
+#: Forgery flags together may call at most this share of the untouched calibration photos "edited": each
+#: method's flag counts only at or below the per-method rate that keeps the family within it
+#: (``forgery.family_threshold``; several methods at 2% each would call about 4-6% edited).
 FORGERY_FALSE_ALARM = 0.02
 _HASH_CODES = ("assertion.dataHash.mismatch", "assertion.bmffHash.mismatch", "assertion.boxesHash.mismatch",
                "assertion.collectionHash.mismatch")
@@ -143,15 +143,19 @@ def _detector_reason(entry: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _forgery_reasons(forgery: dict[str, Any] | None) -> list[dict[str, Any]]:
+    from genguard.detectors.forgery import family_threshold
+
     out = []
+    per_method, family = family_threshold(FORGERY_FALSE_ALARM) if forgery else (0.0, 0.0)
     for name, r in (forgery or {}).items():
         d = r.get("details") if isinstance(r.get("details"), dict) else {}
         rate = d.get("false_alarm_rate")
         if not (d.get("flagged") and d.get("discriminates") and isinstance(rate, (int, float))):
             continue
         what = f"the {name.replace('_', '-')} analysis flags it (a score reached by {rate:.1%} of untouched photos)"
-        if rate <= FORGERY_FALSE_ALARM:
-            out.append(_reason(f"forgery.{name}", "edited", what, "weak"))
+        if rate <= per_method:
+            out.append(_reason(f"forgery.{name}", "edited", what + f"; the forgery flags together call {family:.1%} "
+                               "of untouched calibration photos edited", "weak"))
         else:
             out.append(_reason(f"forgery.{name}", "claim", what + "; too common on untouched photos to decide", "claim"))
     return out

@@ -143,3 +143,43 @@ def test_review_forgery_table_survives_hostile_details(bad):
         "false_alarm_rate": bad, "flagged": bad, "discriminates": bad, "legend": bad}}, "ela": bad}}
     page = render([entry])
     assert "<script>x" not in page and "forgery method" in page
+
+
+def _two_methods(top_a, top_b, n=100):
+    """A calibration of two discriminating methods over n untouched photos, each method scoring the given photos
+    highest (in that order) and the rest alike."""
+    def scores(top):
+        s = [0.0] * n
+        for rank, i in enumerate(top):
+            s[i] = 10.0 - rank
+        return s
+
+    return {"methods": {"a": {"discriminates": True, "untouched_raw_scores": scores(top_a)},
+                        "b": {"discriminates": True, "untouched_raw_scores": scores(top_b)},
+                        "c": {"discriminates": False, "untouched_raw_scores": scores(range(50))}}}
+
+
+def test_family_threshold_keeps_all_flags_together_within_the_target(monkeypatch):
+    """Two methods whose rarest photos differ: at 2% each they would flag 4 photos of 100 between them, so each
+    counts only at its top rank, the rate 1/101 a new photo there gets (2 photos in all); where their rarest
+    photos coincide, 2% each flags the same 2 photos, and 2% holds (never more than the target, however many
+    ranks below flag nothing new). The method that does not discriminate never counts, whatever it scores."""
+    monkeypatch.setattr(F, "_CALIBRATION", _two_methods([0, 1], [2, 3]))
+    assert F.family_threshold(0.02) == pytest.approx((1 / 101, 0.02))
+    monkeypatch.setattr(F, "_CALIBRATION", _two_methods([0, 1], [1, 0]))
+    assert F.family_threshold(0.02) == pytest.approx((0.02, 0.02))
+    assert F.family_threshold(0.005) == (0.0, 0.0)  # no rank keeps under half a photo in a hundred: nothing counts
+
+
+def test_fused_verdict_counts_a_forgery_flag_only_within_the_family_rate(monkeypatch):
+    from genguard.examine import fuse
+
+    monkeypatch.setattr(F, "_CALIBRATION", _two_methods([0, 1], [2, 3]))
+
+    def entry(rate):
+        return {"forgery": {"a": {"details": {"flagged": True, "discriminates": True, "false_alarm_rate": rate}}}}
+
+    verdict, reasons, _ = fuse(entry(1 / 101))
+    assert verdict == "edited" and "together call 2.0%" in reasons[-1]["says"]
+    verdict, reasons, _ = fuse(entry(2 / 101))  # within 2% alone, not with the other method's flags beside it
+    assert verdict != "edited" and reasons[-1]["finding"] == "claim"
