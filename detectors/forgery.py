@@ -592,6 +592,13 @@ def calibration_statistic(r: ForgeryResult) -> float:
     return float(r.score)
 
 
+def _untouched_scores(method: str) -> np.ndarray:
+    """The calibration statistic of ``method`` on each untouched calibration photo (-inf, stored as null in
+    JSON, where it found nothing to analyse)."""
+    return np.asarray([-np.inf if x is None else x for x in calibration()["methods"][method]["untouched_raw_scores"]],
+                      dtype=np.float64)
+
+
 def false_alarm_rate(method: str, raw: float) -> float | None:
     """Share of untouched calibration photos whose raw ``method`` score is at least ``raw``.
 
@@ -599,11 +606,9 @@ def false_alarm_rate(method: str, raw: float) -> float | None:
     probability (a conformal p-value), so it is never 0 and a raw score of 0
     gives 1. ``None`` when the method has no calibration.
     """
-    cal = calibration()["methods"].get(method)
-    if cal is None or np.isnan(raw) or raw == np.inf:
+    if calibration()["methods"].get(method) is None or np.isnan(raw) or raw == np.inf:
         return None
-    # -inf (nothing analysed) is stored as null in JSON
-    ref = np.asarray([-np.inf if x is None else x for x in cal["untouched_raw_scores"]], dtype=np.float64)
+    ref = _untouched_scores(method)
     if raw == -np.inf:
         return 1.0
     return float((1 + np.count_nonzero(ref >= raw - 1e-9)) / (ref.size + 1))
@@ -623,8 +628,7 @@ def family_threshold(target: float) -> tuple[float, float]:
     methods = [m for m, c in calibration()["methods"].items() if c.get("discriminates")]
     if not methods:
         return 0.0, 0.0
-    ref = np.asarray([[-np.inf if x is None else x for x in calibration()["methods"][m]["untouched_raw_scores"]]
-                      for m in methods], dtype=np.float64)
+    ref = np.stack([_untouched_scores(m) for m in methods])
     n = ref.shape[1]
     if n < 2:
         return 0.0, 0.0

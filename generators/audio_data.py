@@ -43,8 +43,6 @@ FORMAT_VERSION = 2
 MAX_WAV_BYTES = 64 * 1024 * 1024
 #: Longest clip kept from a user's file (seconds); longer clips are cut to it.
 MAX_CLIP_SECONDS = 30.0
-MAX_CHANNELS = 16
-RATE_LIMITS = (1_000, 384_000)
 #: Most files read from a user's folder.
 MAX_FILES = 100_000
 WAV_SUFFIXES = (".wav", ".wave")
@@ -318,8 +316,9 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = None, max_second
     """One PCM WAV file as mono float32 in [-1, 1] and its rate (``sample_rate``: resampled to it).
 
     Refuses, with one line naming the file: non-regular or too large files, anything that is not RIFF/WAVE
-    PCM (8/16/24/32-bit integer), a declared length beyond the bytes present, too many channels, a sample
-    rate outside :data:`RATE_LIMITS`, and empty audio. At most ``max_seconds`` are decoded.
+    PCM (8/16/24/32-bit integer), a declared length beyond the bytes present, more channels or a sample rate
+    outside the limits of :mod:`genguard.guardrails.provenance.wavfile` (``MAX_CHANNELS``, ``MIN_RATE`` to
+    ``MAX_RATE``), and empty audio. At most ``max_seconds`` are decoded.
     """
     # one RIFF parser for the whole project (guardrails/provenance/wavfile.py): every declared size is checked
     # against the bytes present and the chunk walk is bounded; the standard library's wave module trusts a chunk's

@@ -253,13 +253,15 @@ class AudioWatermark:
             return d, (10 * np.log10(p_sig / p_mark) if p_mark > 0 else np.inf)
 
         delta, snr = mark(self.gain)
+        hi = None  # the bisection's bounds on the base, where one is needed
         if snr < self.snr_db:
             lo, hi, best = 0.0, self.gain, None
         else:  # budget to spare (short clips, noise): raise the base towards it, up to RAISE_MAX x
-            d, q = mark(self.gain * RAISE_MAX)
-            lo, hi, best = (self.gain * RAISE_MAX, None, d) if q >= self.snr_db else (self.gain, self.gain * RAISE_MAX, delta)
-            if hi is None:  # the full raise fits the budget: that is the mark to use, no bisection needed
-                delta = best
+            raised, q = mark(self.gain * RAISE_MAX)
+            if q >= self.snr_db:
+                delta = raised  # the full raise fits the budget
+            else:
+                lo, hi, best = self.gain, self.gain * RAISE_MAX, delta
         if hi is not None:
             for _ in range(BUDGET_STEPS):
                 mid = 0.5 * (lo + hi)
